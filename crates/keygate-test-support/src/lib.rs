@@ -1,0 +1,23 @@
+//! Test fixtures shared by every keygate crate's tests and benchmarks.
+//!
+//! - [`ManualClock`]: a clock that only moves when a test moves it.
+//! - [`TestKey`]: freshly generated (or cached, shared) RSA, P-256, P-384 and Ed25519 keys
+//!   that render their public JWK and sign JWS signing inputs.
+//! - [`TokenBuilder`]: mints compact JWS tokens, including deliberately broken ones.
+//! - [`StubIdp`]: a scriptable loopback HTTP(S) identity provider on port 0 that counts
+//!   requests.
+//!
+//! Everything here panics on failure: it is test code, and a panic with a clear message is
+//! the most useful failure a test can report.
+
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod keys;
+pub mod stub;
+pub mod token;
+
+pub use clock::ManualClock;
+pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks};
+pub use stub::{StubBody, StubIdp, StubResponse};
+pub use token::{TokenBuilder, b64url, hs256_token, typical_claims};

@@ -1,0 +1,324 @@
+//! Per-provider state: the snapshot of parsed keys readers load without locks, the counters,
+//! and the status report built from them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::{KeySource, ProviderConfig};
+use crate::error::KeysUnavailable;
+use crate::fetch::Fetch;
+use crate::freshness::Freshness;
+use crate::jwk::KeySet;
+use crate::refresh::Refresher;
+
+/// Identifies a provider: a tenant and the provider's name within it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderId {
+    tenant: Arc<str>,
+    name: Arc<str>,
+}
+
+impl ProviderId {
+    /// The id of provider `name` in `tenant`.
+    #[must_use]
+    pub fn new(tenant: &str, name: &str) -> Self {
+        ProviderId {
+            tenant: tenant.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The tenant.
+    #[must_use]
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The provider's name within its tenant.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
+
+/// An immutable view of one provider's keys. Replaced whole, never mutated.
+pub(crate) struct Snapshot {
+    pub(crate) keys: Arc<KeySet>,
+    /// Changes whenever the keys change (or are flushed); verified tokens remember it.
+    pub(crate) generation: u64,
+    pub(crate) fetched_at: SystemTime,
+    /// `None` for static key sets, which never expire.
+    pub(crate) freshness: Option<Freshness>,
+    /// Serving ends here: expiry plus the stale window.
+    pub(crate) usable_until: Option<SystemTime>,
+    /// The URL the keys came from, for revalidation.
+    pub(crate) url: Option<Url>,
+}
+
+impl Snapshot {
+    pub(crate) fn is_usable(&self, now: SystemTime) -> bool {
+        self.usable_until.is_none_or(|until| now <= until)
+    }
+
+    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
+        self.freshness.as_ref().is_none_or(|f| f.is_fresh(now))
+    }
+
+    pub(crate) fn expires_at(&self) -> Option<SystemTime> {
+        self.freshness.as_ref().map(|f| f.fetched_at() + f.ttl())
+    }
+}
+
+/// A process-wide source of snapshot generations, so that a generation is never reused,
+/// even across a flush.
+pub(crate) fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Event counters of one provider.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) refresh_errors: AtomicU64,
+    pub(crate) unknown_kid_rejections: AtomicU64,
+    pub(crate) token_cache_hits: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One configured issuer and the live state of its keys.
+pub(crate) struct Provider {
+    pub(crate) id: ProviderId,
+    pub(crate) config: ProviderConfig,
+    pub(crate) snapshot: ArcSwapOption<Snapshot>,
+    pub(crate) refresher: Refresher,
+    pub(crate) counters: Counters,
+    pub(crate) fetcher: Arc<dyn Fetch>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Provider {
+    pub(crate) fn new(
+        config: ProviderConfig,
+        fetcher: Arc<dyn Fetch>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, crate::error::JwksError> {
+        let id = ProviderId {
+            tenant: config.tenant.clone(),
+            name: config.name.clone(),
+        };
+        let snapshot = match &config.source {
+            KeySource::Static(doc) => {
+                let keys = KeySet::parse(doc, &config.algorithms, config.cache.max_keys)?;
+                Some(Arc::new(Snapshot {
+                    keys: Arc::new(keys),
+                    generation: next_generation(),
+                    fetched_at: clock.now(),
+                    freshness: None,
+                    usable_until: None,
+                    url: None,
+                }))
+            }
+            KeySource::Url(_) | KeySource::Discovery(_) => None,
+        };
+        Ok(Arc::new(Provider {
+            id,
+            refresher: Refresher::new(&config.cache, clock.now()),
+            config,
+            snapshot: ArcSwapOption::new(snapshot),
+            counters: Counters::default(),
+            fetcher,
+            clock,
+        }))
+    }
+
+    pub(crate) fn is_static(&self) -> bool {
+        matches!(self.config.source, KeySource::Static(_))
+    }
+
+    /// Drops the cached keys; the next verification refetches.
+    pub(crate) fn flush(&self) {
+        if self.is_static() {
+            return;
+        }
+        self.snapshot.store(None);
+        self.refresher.reset(self.clock.now());
+        tracing::info!(provider = %self.id, "jwks flushed");
+    }
+
+    pub(crate) fn status(&self) -> ProviderStatus {
+        let now = self.clock.now();
+        let snap = self.snapshot.load_full();
+        let failure = self.refresher.last_failure();
+        let state = match &snap {
+            None => ProviderState::Empty,
+            Some(s) if !s.is_usable(now) => ProviderState::Unavailable,
+            Some(_) if failure.is_some() => ProviderState::Failing,
+            Some(s) if s.is_fresh(now) => ProviderState::Fresh,
+            Some(_) => ProviderState::Stale,
+        };
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ProviderStatus {
+            id: self.id.clone(),
+            issuer: self.config.issuer.to_string(),
+            jwks_uri: snap
+                .as_ref()
+                .and_then(|s| s.url.as_ref())
+                .or(self.config.jwks_uri())
+                .map(Url::to_string),
+            state,
+            kids: snap
+                .as_ref()
+                .map(|s| s.keys.kids().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            skipped_keys: snap.as_ref().map_or(0, |s| s.keys.skipped()),
+            fetched_at: snap.as_ref().map(|s| s.fetched_at),
+            expires_at: snap.as_ref().and_then(|s| s.expires_at()),
+            usable_until: snap.as_ref().and_then(|s| s.usable_until),
+            last_error: failure.map(|(at, e)| LastError {
+                at,
+                reason: reason_of(&e),
+                message: e.to_string(),
+            }),
+            counters: CounterSnapshot {
+                hits: load(&c.hits),
+                misses: load(&c.misses),
+                refreshes: load(&c.refreshes),
+                refresh_errors: load(&c.refresh_errors),
+                unknown_kid_rejections: load(&c.unknown_kid_rejections),
+                token_cache_hits: load(&c.token_cache_hits),
+            },
+        }
+    }
+}
+
+fn reason_of(e: &KeysUnavailable) -> &'static str {
+    match e {
+        KeysUnavailable::Fetch(Some(f)) => f.reason(),
+        KeysUnavailable::Fetch(None) => "keys_unavailable",
+        KeysUnavailable::MalformedJwks(_) => "malformed_jwks",
+    }
+}
+
+/// The state of a provider's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProviderState {
+    /// Keys are cached and within their freshness lifetime.
+    Fresh,
+    /// Keys are past their freshness lifetime but still served (within the stale window).
+    Stale,
+    /// The last refresh failed; cached keys are still served.
+    Failing,
+    /// Keys are past the stale window: verification fails with `keys_unavailable`.
+    Unavailable,
+    /// No keys have been fetched yet (or they were flushed).
+    Empty,
+}
+
+impl ProviderState {
+    /// A stable lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderState::Fresh => "fresh",
+            ProviderState::Stale => "stale",
+            ProviderState::Failing => "failing",
+            ProviderState::Unavailable => "unavailable",
+            ProviderState::Empty => "empty",
+        }
+    }
+
+    /// Whether tokens can be verified right now without fetching.
+    #[must_use]
+    pub fn has_usable_keys(self) -> bool {
+        matches!(
+            self,
+            ProviderState::Fresh | ProviderState::Stale | ProviderState::Failing
+        )
+    }
+}
+
+/// A provider's state, for operators.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProviderStatus {
+    /// Which provider.
+    pub id: ProviderId,
+    /// Its issuer.
+    pub issuer: String,
+    /// The JWKS URL (configured or discovered), if known.
+    pub jwks_uri: Option<String>,
+    /// The state of its keys.
+    pub state: ProviderState,
+    /// The `kid`s of the cached keys.
+    pub kids: Vec<String>,
+    /// Entries of the cached set that were skipped as broken or unsupported.
+    pub skipped_keys: usize,
+    /// When the cached set was fetched.
+    pub fetched_at: Option<SystemTime>,
+    /// When it stops being fresh.
+    pub expires_at: Option<SystemTime>,
+    /// When it stops being served at all.
+    pub usable_until: Option<SystemTime>,
+    /// The last refresh failure, cleared by a success.
+    pub last_error: Option<LastError>,
+    /// Event counters.
+    pub counters: CounterSnapshot,
+}
+
+/// A refresh failure.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LastError {
+    /// When it happened.
+    pub at: SystemTime,
+    /// Its stable reason code.
+    pub reason: &'static str,
+    /// A human-readable description.
+    pub message: String,
+}
+
+/// Counter values at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CounterSnapshot {
+    /// Verifications that found their key in the cache.
+    pub hits: u64,
+    /// Verifications whose key was not cached.
+    pub misses: u64,
+    /// Successful refreshes.
+    pub refreshes: u64,
+    /// Failed refreshes.
+    pub refresh_errors: u64,
+    /// Tokens refused with `unknown_kid`.
+    pub unknown_kid_rejections: u64,
+    /// Verifications answered from the verified-token cache.
+    pub token_cache_hits: u64,
+}

@@ -1,0 +1,350 @@
+//! Provider configuration: builders with safe defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::alg::Algorithm;
+use crate::error::ConfigError;
+use crate::freshness::TtlPolicy;
+use crate::jwk::DEFAULT_MAX_KEYS;
+
+/// Where a provider's keys come from.
+#[derive(Clone)]
+pub(crate) enum KeySource {
+    /// A JWKS URL, fetched and cached.
+    Url(Url),
+    /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
+    Discovery(Url),
+    /// A fixed JWKS document (offline verification); never refreshed.
+    Static(Arc<[u8]>),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Url(u) => f.debug_tuple("Url").field(&u.as_str()).finish(),
+            KeySource::Discovery(u) => f.debug_tuple("Discovery").field(&u.as_str()).finish(),
+            KeySource::Static(d) => f.debug_tuple("Static").field(&d.len()).finish(),
+        }
+    }
+}
+
+/// How the key cache of one provider behaves. Defaults follow the field's best practice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheSettings {
+    /// Bounds and default for a key set's lifetime derived from HTTP caching headers.
+    pub ttl: TtlPolicy,
+    /// Refresh this long before expiry, in the background (default 30 s).
+    pub refresh_ahead: Duration,
+    /// Up to this much random jitter is subtracted from the refresh-ahead time (default 10 s),
+    /// so replicas do not all refresh in the same second.
+    pub refresh_jitter: Duration,
+    /// After expiry, the last good set keeps serving this long while refreshes fail
+    /// (default 1 h). Past it, verification fails with `keys_unavailable`.
+    pub stale_window: Duration,
+    /// Forced refetches for unknown `kid`s or bad signatures: the token bucket's size
+    /// (default 2).
+    pub unknown_kid_burst: u32,
+    /// One forced-refetch token is added back this often (default 15 s).
+    pub unknown_kid_refill: Duration,
+    /// A `kid` looked for and not found is refused without a fetch for this long (default 15 s).
+    pub negative_ttl: Duration,
+    /// At most this many keys in one set (default 100); a larger set is refused whole.
+    pub max_keys: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl: TtlPolicy::default(),
+            refresh_ahead: Duration::from_secs(30),
+            refresh_jitter: Duration::from_secs(10),
+            stale_window: Duration::from_secs(3600),
+            unknown_kid_burst: 2,
+            unknown_kid_refill: Duration::from_secs(15),
+            negative_ttl: Duration::from_secs(15),
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// Retries of a failed fetch: exponential backoff with full jitter, bounded three ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetrySettings {
+    /// Attempts per refresh, the first included (default 3).
+    pub attempts: u32,
+    /// The first backoff's upper bound (default 200 ms); it doubles per attempt.
+    pub base_delay: Duration,
+    /// No single backoff exceeds this (default 5 s).
+    pub max_delay: Duration,
+    /// One attempt may take this long (default 5 s).
+    pub attempt_timeout: Duration,
+    /// A whole refresh, all attempts included, ends by this deadline (default 15 s).
+    pub deadline: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            attempts: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(15),
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The backoff before attempt `attempt` (1 for the first retry): full jitter over
+    /// `min(max_delay, base_delay * 2^(attempt-1))`.
+    #[must_use]
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// One trusted issuer: where its keys are, and what its tokens must say.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) issuer: Arc<str>,
+    pub(crate) source: KeySource,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) leeway: Duration,
+    pub(crate) require_exp: bool,
+    pub(crate) required_typ: Option<String>,
+    pub(crate) cache: CacheSettings,
+    pub(crate) retry: RetrySettings,
+}
+
+impl ProviderConfig {
+    /// Starts a provider `name` of `tenant` trusting tokens whose `iss` is exactly `issuer`.
+    pub fn builder(
+        tenant: impl Into<String>,
+        name: impl Into<String>,
+        issuer: impl Into<String>,
+    ) -> ProviderConfigBuilder {
+        ProviderConfigBuilder {
+            tenant: tenant.into(),
+            name: name.into(),
+            issuer: issuer.into(),
+            jwks_uri: None,
+            static_jwks: None,
+            audiences: Vec::new(),
+            skip_audience: false,
+            algorithms: Vec::new(),
+            leeway: Duration::from_secs(30),
+            require_exp: true,
+            required_typ: None,
+            cache: CacheSettings::default(),
+            retry: RetrySettings::default(),
+        }
+    }
+
+    /// The tenant this provider belongs to.
+    #[must_use]
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The provider's name within its tenant.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The exact `iss` value this provider trusts.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The cache settings.
+    #[must_use]
+    pub fn cache(&self) -> &CacheSettings {
+        &self.cache
+    }
+
+    /// The JWKS URL, when configured rather than discovered or static.
+    #[must_use]
+    pub fn jwks_uri(&self) -> Option<&Url> {
+        match &self.source {
+            KeySource::Url(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// Builds a [`ProviderConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProviderConfigBuilder {
+    tenant: String,
+    name: String,
+    issuer: String,
+    jwks_uri: Option<String>,
+    static_jwks: Option<Arc<[u8]>>,
+    audiences: Vec<String>,
+    skip_audience: bool,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    require_exp: bool,
+    required_typ: Option<String>,
+    cache: CacheSettings,
+    retry: RetrySettings,
+}
+
+impl ProviderConfigBuilder {
+    /// Fetches keys from this JWKS URL. Without it (and without a static set), the URL is
+    /// discovered from `{issuer}/.well-known/openid-configuration`.
+    pub fn jwks_uri(mut self, url: impl Into<String>) -> Self {
+        self.jwks_uri = Some(url.into());
+        self
+    }
+
+    /// Uses a fixed JWKS document instead of fetching one.
+    pub fn static_jwks(mut self, document: impl Into<Vec<u8>>) -> Self {
+        self.static_jwks = Some(document.into().into());
+        self
+    }
+
+    /// Accepts tokens whose `aud` contains any of these. At least one is required.
+    pub fn audiences<I, S>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts any audience. Only for issuers that mint tokens for this service alone.
+    pub fn dangerous_skip_audience_check(mut self) -> Self {
+        self.skip_audience = true;
+        self
+    }
+
+    /// The algorithms this provider may use (default: all supported asymmetric ones).
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Whether `exp` is required (default true).
+    pub fn require_exp(mut self, require: bool) -> Self {
+        self.require_exp = require;
+        self
+    }
+
+    /// Requires the header's `typ` to be this media type (e.g. `at+jwt`, RFC 9068), compared
+    /// case-insensitively with or without the `application/` prefix.
+    pub fn required_typ(mut self, typ: impl Into<String>) -> Self {
+        self.required_typ = Some(typ.into());
+        self
+    }
+
+    /// Cache behaviour.
+    pub fn cache(mut self, cache: CacheSettings) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Fetch retry behaviour.
+    pub fn retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Validates the settings.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting at fault.
+    pub fn build(self) -> Result<ProviderConfig, ConfigError> {
+        if self.tenant.is_empty() {
+            return Err(ConfigError::new("tenant", "must not be empty"));
+        }
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        if self.issuer.is_empty() {
+            return Err(ConfigError::new("issuer", "must not be empty"));
+        }
+        if self.audiences.is_empty() && !self.skip_audience {
+            return Err(ConfigError::new(
+                "audiences",
+                "at least one audience is required",
+            ));
+        }
+        let source = match (self.static_jwks, self.jwks_uri) {
+            (Some(doc), _) => KeySource::Static(doc),
+            (None, Some(uri)) => KeySource::Url(
+                Url::parse(&uri).map_err(|e| ConfigError::new("jwks_uri", e.to_string()))?,
+            ),
+            (None, None) => {
+                let base = self.issuer.trim_end_matches('/');
+                let url = format!("{base}/.well-known/openid-configuration");
+                KeySource::Discovery(Url::parse(&url).map_err(|e| {
+                    ConfigError::new("issuer", format!("not a URL for discovery: {e}"))
+                })?)
+            }
+        };
+        let mut algorithms = if self.algorithms.is_empty() {
+            Algorithm::ALL.to_vec()
+        } else {
+            self.algorithms
+        };
+        algorithms.sort();
+        algorithms.dedup();
+        let c = &self.cache;
+        c.ttl
+            .validate()
+            .map_err(|problem| ConfigError::new("cache.ttl", problem))?;
+        if c.unknown_kid_refill.is_zero() {
+            return Err(ConfigError::new(
+                "cache.unknown_kid_refill",
+                "must be positive",
+            ));
+        }
+        if c.max_keys == 0 {
+            return Err(ConfigError::new("cache.max_keys", "must be positive"));
+        }
+        let r = &self.retry;
+        if r.attempts == 0 {
+            return Err(ConfigError::new("retry.attempts", "must be at least 1"));
+        }
+        if r.attempt_timeout.is_zero() || r.deadline.is_zero() {
+            return Err(ConfigError::new("retry", "timeouts must be positive"));
+        }
+        Ok(ProviderConfig {
+            tenant: self.tenant.into(),
+            name: self.name.into(),
+            issuer: self.issuer.into(),
+            source,
+            audiences: self.audiences,
+            algorithms,
+            leeway: self.leeway,
+            require_exp: self.require_exp,
+            required_typ: self.required_typ,
+            cache: self.cache,
+            retry: self.retry,
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! Typed verification errors, each with a stable reason code.
+//!
+//! The reason codes (`VerifyError::reason`) are a contract: metrics labels, the
+//! `X-Auth-Reason` header and the CLI's `error_class` all use them verbatim.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::fetch::FetchError;
+
+/// Why a token was refused.
+///
+/// Grouped by what went wrong; [`VerifyError::reason`] gives the stable reason code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The token is not a well-formed compact JWS.
+    #[error("malformed token: {0}")]
+    Malformed(Malformed),
+    /// The token is longer than the configured limit.
+    #[error("token larger than {limit} bytes")]
+    TokenTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The JOSE header asks for something keygate refuses.
+    #[error("{0}")]
+    Header(HeaderError),
+    /// No usable key was found for the token.
+    #[error("{0}")]
+    Key(KeyError),
+    /// The signature does not verify under the selected key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The signature is good but a claim is not acceptable.
+    #[error("{0}")]
+    Claims(ClaimsError),
+    /// The token, its subject or its key has been revoked.
+    #[error("token revoked ({0})")]
+    Revoked(RevokedBy),
+    /// The provider's keys cannot be obtained.
+    #[error("{0}")]
+    KeysUnavailable(KeysUnavailable),
+}
+
+impl VerifyError {
+    /// The stable reason code for this error.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::Malformed(_) => "malformed",
+            VerifyError::TokenTooLarge { .. } => "token_too_large",
+            VerifyError::Header(h) => h.reason(),
+            VerifyError::Key(k) => k.reason(),
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::Claims(c) => c.reason(),
+            VerifyError::Revoked(_) => "revoked",
+            VerifyError::KeysUnavailable(k) => k.reason(),
+        }
+    }
+
+    /// Every reason code this type can produce, for metrics pre-registration and docs.
+    pub const REASONS: [&'static str; 22] = [
+        "malformed",
+        "token_too_large",
+        "invalid_claim",
+        "missing_claim",
+        "expired",
+        "not_yet_valid",
+        "iat_in_future",
+        "bad_issuer",
+        "bad_audience",
+        "alg_none",
+        "alg_not_allowed",
+        "unknown_kid",
+        "missing_kid",
+        "key_alg_mismatch",
+        "weak_key",
+        "bad_signature",
+        "crit_header",
+        "unsupported_token",
+        "untrusted_embedded_key",
+        "malformed_jwks",
+        "revoked",
+        "keys_unavailable",
+    ];
+}
+
+/// What made a token structurally malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not three dot-separated segments.
+    Segments,
+    /// A segment is not unpadded base64url.
+    Base64,
+    /// The header is not a JSON object with a string `alg`.
+    Header,
+    /// The payload is not a JSON object.
+    Payload,
+    /// A JSON object has the same member twice (RFC 7515 section 4, RFC 7519 section 4).
+    DuplicateMember,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Malformed::Segments => "expected three base64url segments",
+            Malformed::Base64 => "segment is not unpadded base64url",
+            Malformed::Header => "header is not a valid JOSE header",
+            Malformed::Payload => "payload is not a JSON object",
+            Malformed::DuplicateMember => "duplicate member name",
+        })
+    }
+}
+
+/// A JOSE header keygate refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// `alg` is `none` (in any casing).
+    #[error("unsecured tokens (alg none) are never accepted")]
+    AlgNone,
+    /// `alg` is not supported or not on the provider's allow-list.
+    #[error("algorithm not allowed")]
+    AlgNotAllowed,
+    /// `crit` names an extension keygate does not understand, or is malformed.
+    #[error("unsupported critical header")]
+    Crit,
+    /// A JWE, a nested JWT, or an unencoded payload (`b64`).
+    #[error("unsupported token type")]
+    Unsupported,
+    /// The header carries `jwk`, `jku`, `x5u` or `x5c`: keys are only ever taken from the
+    /// provider's key set (RFC 8725 section 3.10).
+    #[error("embedded or remote key references are not trusted")]
+    EmbeddedKey,
+}
+
+impl HeaderError {
+    fn reason(&self) -> &'static str {
+        match self {
+            HeaderError::AlgNone => "alg_none",
+            HeaderError::AlgNotAllowed => "alg_not_allowed",
+            HeaderError::Crit => "crit_header",
+            HeaderError::Unsupported => "unsupported_token",
+            HeaderError::EmbeddedKey => "untrusted_embedded_key",
+        }
+    }
+}
+
+/// No usable key for the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The `kid` is not in the provider's key set (after any allowed refresh).
+    #[error("no key with this kid")]
+    UnknownKid,
+    /// The token has no `kid` and the key set does not identify a single key.
+    #[error("token has no kid")]
+    MissingKid,
+    /// The key's `kty`, `crv`, `alg`, `use` or `key_ops` do not fit the token's `alg`.
+    #[error("key does not fit the token's algorithm")]
+    AlgMismatch,
+    /// The key is too weak (RSA under 2048 bits).
+    #[error("key too weak")]
+    Weak,
+}
+
+impl KeyError {
+    fn reason(&self) -> &'static str {
+        match self {
+            KeyError::UnknownKid => "unknown_kid",
+            KeyError::MissingKid => "missing_kid",
+            KeyError::AlgMismatch => "key_alg_mismatch",
+            KeyError::Weak => "weak_key",
+        }
+    }
+}
+
+/// A claim that is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimsError {
+    /// A claim has the wrong type (e.g. a NumericDate that is not a number).
+    #[error("invalid claim {0:?}")]
+    Invalid(&'static str),
+    /// A required claim is absent.
+    #[error("missing claim {0:?}")]
+    Missing(&'static str),
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `iss` matches no configured provider (or not the one asked for).
+    #[error("issuer not trusted")]
+    BadIssuer,
+    /// `aud` contains none of the provider's audiences.
+    #[error("audience not accepted")]
+    BadAudience,
+}
+
+impl ClaimsError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ClaimsError::Invalid(_) => "invalid_claim",
+            ClaimsError::Missing(_) => "missing_claim",
+            ClaimsError::Expired => "expired",
+            ClaimsError::NotYetValid => "not_yet_valid",
+            ClaimsError::IssuedInFuture => "iat_in_future",
+            ClaimsError::BadIssuer => "bad_issuer",
+            ClaimsError::BadAudience => "bad_audience",
+        }
+    }
+}
+
+/// Which revocation matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokedBy {
+    /// The token's `jti` is revoked.
+    Jti,
+    /// Every token of the subject issued before a time is revoked.
+    Subject,
+    /// The signing key is distrusted.
+    Kid,
+}
+
+impl fmt::Display for RevokedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RevokedBy::Jti => "jti",
+            RevokedBy::Subject => "subject",
+            RevokedBy::Kid => "kid",
+        })
+    }
+}
+
+/// The provider's keys cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysUnavailable {
+    /// No key set could be fetched and no usable one is cached.
+    #[error("keys unavailable")]
+    Fetch(#[source] Option<Arc<FetchError>>),
+    /// The key set document is not a valid JWKS and no usable one is cached.
+    #[error("key set is malformed: {0}")]
+    MalformedJwks(JwksError),
+}
+
+impl KeysUnavailable {
+    fn reason(&self) -> &'static str {
+        match self {
+            KeysUnavailable::Fetch(_) => "keys_unavailable",
+            KeysUnavailable::MalformedJwks(_) => "malformed_jwks",
+        }
+    }
+}
+
+/// Why a JWKS document was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// Not JSON, or not an object with a `keys` array.
+    #[error("not a JWK set")]
+    NotAJwkSet,
+    /// More keys than the configured cap.
+    #[error("more than {0} keys")]
+    TooManyKeys(usize),
+    /// No entry is a usable verification key; an empty set never replaces a non-empty one.
+    #[error("no usable keys")]
+    Empty,
+}
+
+impl From<JwksError> for VerifyError {
+    fn from(e: JwksError) -> Self {
+        VerifyError::KeysUnavailable(KeysUnavailable::MalformedJwks(e))
+    }
+}
+
+/// A configuration mistake found by a builder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {problem}")]
+pub struct ConfigError {
+    /// The setting at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            problem: problem.into(),
+        }
+    }
+}

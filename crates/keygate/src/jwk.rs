@@ -1,0 +1,354 @@
+//! Parsed key sets: a JWKS turned once into ready-to-verify keys.
+//!
+//! Verification keys are built when a set is parsed, not per request. Entries that are broken
+//! or of an unsupported type are skipped and counted, so one bad entry never poisons a set.
+//! A JWK is never an HMAC secret: `oct` keys are skipped (RFC 8725 section 2.1).
+
+mod wire;
+
+use std::fmt;
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::alg::{Algorithm, KeyFamily};
+use crate::error::{JwksError, KeyError};
+
+/// RSA moduli below this many bits are refused as weak (RFC 7518 section 3.3).
+pub const MIN_RSA_BITS: usize = 2048;
+/// RSA moduli above this many bits are skipped: verifying them is a denial-of-service lever.
+pub const MAX_RSA_BITS: usize = 8192;
+/// The default cap on the number of entries in one key set.
+pub const DEFAULT_MAX_KEYS: usize = 100;
+
+/// A parsed JSON Web Key Set, ready to verify signatures.
+pub struct KeySet {
+    keys: Vec<Key>,
+    skipped: usize,
+}
+
+/// One entry of a key set.
+pub(crate) struct Key {
+    kid: Option<Box<str>>,
+    family: KeyFamily,
+    /// The JWK's own `alg`, when it names one.
+    alg: Option<Algorithm>,
+    /// False for keys whose `use` or `key_ops` exclude signature verification.
+    for_signing: bool,
+    /// Set for RSA keys under [`MIN_RSA_BITS`]; such keys never verify anything.
+    weak: bool,
+    /// The public key material, to tell whether a refetch changed the key behind a `kid`.
+    material: Box<[u8]>,
+    /// One parsed verification key per algorithm this key may be used with.
+    parsed: [Option<ParsedPublicKey>; Algorithm::ALL.len()],
+}
+
+/// How a token's `kid` resolved against a key set.
+pub(crate) enum Lookup<'a> {
+    Found(&'a Key),
+    Refused(KeyError),
+    Missing,
+}
+
+impl KeySet {
+    /// Parses a JWKS document, keeping keys usable with any of `allowed` algorithms.
+    ///
+    /// # Errors
+    /// [`JwksError::NotAJwkSet`] when the document is not a JSON object with a `keys` array,
+    /// [`JwksError::TooManyKeys`] when it has more than `max_keys` entries.
+    pub fn parse(
+        document: &[u8],
+        allowed: &[Algorithm],
+        max_keys: usize,
+    ) -> Result<Self, JwksError> {
+        let set: wire::JwkSet<'_> =
+            serde_json::from_slice(document).map_err(|_| JwksError::NotAJwkSet)?;
+        if set.keys.len() > max_keys {
+            return Err(JwksError::TooManyKeys(max_keys));
+        }
+        let mut keys = Vec::with_capacity(set.keys.len());
+        let mut skipped = 0;
+        for raw in set.keys {
+            let parsed = serde_json::from_str::<wire::Jwk<'_>>(raw.get())
+                .ok()
+                .and_then(|jwk| Key::from_wire(&jwk, allowed));
+            match parsed {
+                Some(key) => keys.push(key),
+                None => skipped += 1,
+            }
+        }
+        if skipped > 0 {
+            tracing::debug!(skipped, "skipped unusable JWK entries");
+        }
+        Ok(KeySet { keys, skipped })
+    }
+
+    /// The number of entries that can verify signatures.
+    #[must_use]
+    pub fn usable(&self) -> usize {
+        self.keys
+            .iter()
+            .filter(|k| k.for_signing && !k.weak)
+            .count()
+    }
+
+    /// The number of entries skipped as broken or unsupported.
+    #[must_use]
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// The `kid`s of the keys in the set, in document order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref())
+    }
+
+    /// Whether both sets hold the same keys, in the same order, with the same attributes.
+    /// A refetch that returns the same keys keeps verified tokens cached.
+    pub(crate) fn same_keys(&self, other: &KeySet) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().zip(&other.keys).all(|(a, b)| {
+                a.kid == b.kid
+                    && a.material == b.material
+                    && a.alg == b.alg
+                    && a.for_signing == b.for_signing
+            })
+    }
+
+    /// Finds the key a token with `kid` and `alg` must be verified with.
+    ///
+    /// Keys are only ever looked up inside the set of the provider the token's issuer selected.
+    pub(crate) fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
+        match kid {
+            Some(kid) => {
+                let mut refused = None;
+                for key in self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
+                    match key.check(alg) {
+                        Ok(()) => return Lookup::Found(key),
+                        // Prefer reporting a weak key over a mismatch: it is the more useful hint.
+                        Err(e) if refused != Some(KeyError::Weak) => refused = Some(e),
+                        Err(_) => {}
+                    }
+                }
+                refused.map_or(Lookup::Missing, Lookup::Refused)
+            }
+            None => {
+                // Without a `kid`, a key is chosen only when exactly one fits the algorithm.
+                let mut fitting = self.keys.iter().filter(|k| k.check(alg).is_ok());
+                match (fitting.next(), fitting.next()) {
+                    (Some(key), None) => Lookup::Found(key),
+                    _ => Lookup::Refused(KeyError::MissingKid),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet")
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+impl Key {
+    fn from_wire(jwk: &wire::Jwk<'_>, allowed: &[Algorithm]) -> Option<Key> {
+        let alg = match jwk.alg.as_deref() {
+            None => None,
+            // RFC 9864 fully-specified name for Ed25519 signatures.
+            Some("Ed25519") => Some(Algorithm::EdDSA),
+            // An `alg` we do not verify (HS256, RSA-OAEP, ...) makes the entry unusable.
+            Some(other) => Some(Algorithm::from_header(other)?),
+        };
+        let for_signing = jwk.use_.as_deref().is_none_or(|u| u == "sig")
+            && jwk
+                .key_ops
+                .as_ref()
+                .is_none_or(|ops| ops.iter().any(|op| op == "verify"));
+        // For RSA, `material` is n followed by e and `split` is the length of n.
+        let (family, material, weak, split) = match (jwk.kty.as_ref(), jwk.crv.as_deref()) {
+            ("RSA", _) => {
+                let n = strip_leading_zeros(decode(jwk.n.as_deref()?)?);
+                let e = strip_leading_zeros(decode(jwk.e.as_deref()?)?);
+                let bits = bit_len(&n);
+                if bits > MAX_RSA_BITS || e.is_empty() {
+                    return None;
+                }
+                let split = n.len();
+                let mut material = n;
+                material.extend_from_slice(&e);
+                (KeyFamily::Rsa, material, bits < MIN_RSA_BITS, split)
+            }
+            ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+                let (family, len) = if crv == "P-256" {
+                    (KeyFamily::P256, 32)
+                } else {
+                    (KeyFamily::P384, 48)
+                };
+                let x = decode(jwk.x.as_deref()?)?;
+                let y = decode(jwk.y.as_deref()?)?;
+                if x.len() != len || y.len() != len {
+                    return None;
+                }
+                let mut point = Vec::with_capacity(1 + 2 * len);
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                (family, point, false, 0)
+            }
+            ("OKP", Some("Ed25519")) => {
+                let x = decode(jwk.x.as_deref()?)?;
+                if x.len() != 32 {
+                    return None;
+                }
+                (KeyFamily::Ed25519, x, false, 0)
+            }
+            // `oct` (never a verification key), other curves, unknown types.
+            _ => return None,
+        };
+        if alg.is_some_and(|a| a.family() != family) {
+            return None;
+        }
+        let mut parsed: [Option<ParsedPublicKey>; Algorithm::ALL.len()] = Default::default();
+        if for_signing && !weak {
+            for &candidate in allowed {
+                if candidate.family() != family || alg.is_some_and(|a| a != candidate) {
+                    continue;
+                }
+                parsed[candidate.index()] = Some(build(candidate, &material, split)?);
+            }
+        }
+        Some(Key {
+            kid: jwk.kid.as_deref().map(Box::from),
+            family,
+            alg,
+            for_signing,
+            weak,
+            material: material.into_boxed_slice(),
+            parsed,
+        })
+    }
+
+    /// Whether this key may verify a token signed with `alg`.
+    fn check(&self, alg: Algorithm) -> Result<(), KeyError> {
+        if self.family != alg.family() || !self.for_signing || self.alg.is_some_and(|a| a != alg) {
+            return Err(KeyError::AlgMismatch);
+        }
+        if self.weak {
+            return Err(KeyError::Weak);
+        }
+        if self.parsed[alg.index()].is_none() {
+            // Fits, but the provider does not allow this algorithm; callers check the
+            // allow-list first, so this is a mismatch between key and configuration.
+            return Err(KeyError::AlgMismatch);
+        }
+        Ok(())
+    }
+
+    /// Verifies `signature` over `message`. Callers obtained this key from [`KeySet::lookup`].
+    pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed[alg.index()]
+            .as_ref()
+            .is_some_and(|k| k.verify_sig(message, signature).is_ok())
+    }
+
+    /// The key's public material, to compare a key before and after a refetch.
+    pub(crate) fn material(&self) -> &[u8] {
+        &self.material
+    }
+
+    /// The key's `kid`.
+    pub(crate) fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+fn build(alg: Algorithm, material: &[u8], split: usize) -> Option<ParsedPublicKey> {
+    let params: &'static signature::RsaParameters = match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => {
+            return ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, material).ok();
+        }
+        Algorithm::ES384 => {
+            return ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, material).ok();
+        }
+        Algorithm::EdDSA => return ParsedPublicKey::new(&signature::ED25519, material).ok(),
+    };
+    let (n, e) = material.split_at(split);
+    RsaPublicKeyComponents { n, e }
+        .to_parsed_public_key(params)
+        .ok()
+}
+
+fn decode(s: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
+    let zeros = v.iter().take_while(|&&b| b == 0).count();
+    v.drain(..zeros);
+    v
+}
+
+fn bit_len(n: &[u8]) -> usize {
+    match n.first() {
+        None => 0,
+        Some(&top) => (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_length_counts_from_the_top_set_bit() {
+        assert_eq!(bit_len(&[]), 0);
+        assert_eq!(bit_len(&[1]), 1);
+        assert_eq!(bit_len(&[0x80, 0]), 16);
+        assert_eq!(bit_len(&[0x7f, 0]), 15);
+    }
+
+    #[test]
+    fn documents_that_are_not_jwk_sets_are_refused() {
+        for doc in [&b"[]"[..], b"{}", b"{\"keys\": 3}", b"not json", b""] {
+            assert_eq!(
+                KeySet::parse(doc, &Algorithm::ALL, 10).unwrap_err(),
+                JwksError::NotAJwkSet
+            );
+        }
+    }
+
+    #[test]
+    fn broken_and_unsupported_entries_are_skipped_not_fatal() {
+        let doc = br#"{"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+            {"kty": "EC", "crv": "P-521", "kid": "p521", "x": "AA", "y": "AA"},
+            {"kty": "OKP", "crv": "X25519", "kid": "x", "x": "AA"},
+            {"kid": 7},
+            "not an object"
+        ]}"#;
+        let set = KeySet::parse(doc, &Algorithm::ALL, 10).unwrap();
+        assert_eq!(set.skipped(), 6);
+        assert_eq!(set.usable(), 0);
+    }
+
+    #[test]
+    fn key_count_is_capped() {
+        let entry = r#"{"kty":"oct","k":"AA"}"#;
+        let doc = format!("{{\"keys\":[{}]}}", [entry; 11].join(","));
+        assert_eq!(
+            KeySet::parse(doc.as_bytes(), &Algorithm::ALL, 10).unwrap_err(),
+            JwksError::TooManyKeys(10)
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! keygate: a multi-tenant JWKS cache and a strict JWT verifier.
+//!
+//! A [`Verifier`] holds a registry of providers keyed by (tenant, provider). A token's `iss`
+//! selects the provider; its key is looked up only in that provider's key set, which is
+//! fetched, cached according to HTTP caching headers, refreshed ahead of expiry, refetched
+//! (single-flight, rate-limited) on rotation, and served stale for a bounded time while the
+//! issuer is down. Verification follows RFC 7515/7517/7518/7519 and RFC 8725 strictly.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use keygate::{Algorithm, ProviderConfig, Verifier};
+//!
+//! let verifier = Verifier::builder()
+//!     .provider(
+//!         ProviderConfig::builder("acme", "auth0", "https://acme.eu.auth0.com/")
+//!             .audiences(["https://api.acme.example"])
+//!             .algorithms([Algorithm::RS256])
+//!             .build()?,
+//!     )
+//!     .token_cache(10_000)
+//!     .build()?;
+//! let token = verifier.verify("eyJ...").await?;
+//! println!("hello {:?}", token.subject());
+//! # Ok(()) }
+//! ```
+
+mod alg;
+mod cache;
+mod clock;
+mod config;
+mod error;
+pub mod fetch;
+mod freshness;
+pub mod jwk;
+mod refresh;
+mod revoke;
+mod token;
+mod token_cache;
+mod verify;
+
+pub use alg::{Algorithm, UnknownAlgorithm};
+pub use cache::{CounterSnapshot, LastError, ProviderId, ProviderState, ProviderStatus};
+pub use clock::{Clock, SystemClock};
+pub use config::{CacheSettings, ProviderConfig, ProviderConfigBuilder, RetrySettings};
+pub use error::{
+    ClaimsError, ConfigError, HeaderError, JwksError, KeyError, KeysUnavailable, Malformed,
+    RevokedBy, VerifyError,
+};
+pub use fetch::{Fetch, FetchError, HttpFetcher};
+pub use freshness::TtlPolicy;
+pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};
+pub use verify::{
+    DEFAULT_MAX_TOKEN_BYTES, RefreshError, UnknownProvider, VerifiedToken, Verifier,
+    VerifierBuilder,
+};

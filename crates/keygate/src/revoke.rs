@@ -1,0 +1,259 @@
+//! Revocation checks: by token id (`jti`), by subject (tokens issued before a time) and by
+//! signing key (`kid`).
+//!
+//! [`Revocations`] is the in-memory implementation; the cluster layer feeds it. Every change
+//! bumps a generation number, which drops the verified-token cache so that a revoked token is
+//! refused on its very next use.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::cache::ProviderId;
+use crate::clock::unix_seconds;
+use crate::error::RevokedBy;
+
+/// What a revocation check sees of a verified token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFacts<'a> {
+    /// The provider that verified the token.
+    pub provider: &'a ProviderId,
+    /// The signing key's `kid`, if any.
+    pub kid: Option<&'a str>,
+    /// The `jti` claim, if any.
+    pub jti: Option<&'a str>,
+    /// The `sub` claim, if any.
+    pub sub: Option<&'a str>,
+    /// The `iat` claim in seconds, if any.
+    pub iat: Option<i64>,
+}
+
+/// A source of revocations consulted after a token's signature and claims check out.
+pub trait RevocationCheck: Send + Sync + fmt::Debug + 'static {
+    /// Returns which revocation covers the token, if any.
+    fn check(&self, token: &TokenFacts<'_>) -> Option<RevokedBy>;
+
+    /// A number that changes whenever the revocation state changes. The verified-token cache
+    /// drops its entries when it moves.
+    fn generation(&self) -> u64;
+}
+
+/// One revocation, as listed by [`Revocations::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// A single token, until its expiry.
+    Jti {
+        /// The token id.
+        jti: String,
+        /// When the token expires (unix seconds); the entry is dropped after that.
+        exp: i64,
+    },
+    /// Every token of `sub` in `tenant` issued before `before`.
+    Subject {
+        /// The tenant.
+        tenant: String,
+        /// The subject.
+        sub: String,
+        /// Tokens with `iat` before this (unix seconds) are refused.
+        before: i64,
+        /// When the entry can be dropped (unix seconds): once no covered token can be valid.
+        until: i64,
+    },
+    /// A signing key of one provider.
+    Kid {
+        /// The tenant.
+        tenant: String,
+        /// The provider name.
+        provider: String,
+        /// The distrusted key id.
+        kid: String,
+        /// When the entry can be dropped (unix seconds), if ever.
+        until: Option<i64>,
+    },
+}
+
+/// In-memory revocations.
+///
+/// Cloning shares the same state.
+#[derive(Clone, Default)]
+pub struct Revocations {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: RwLock<State>,
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    jti: HashMap<String, i64>,
+    /// (tenant, sub) -> (before, until).
+    subjects: HashMap<(String, String), (i64, i64)>,
+    /// (tenant, provider, kid) -> until.
+    kids: HashMap<(String, String, String), Option<i64>>,
+}
+
+impl Revocations {
+    /// An empty set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Revokes the token with id `jti`, which expires at `exp` (unix seconds).
+    pub fn revoke_jti(&self, jti: &str, exp: i64) {
+        self.write(|s| {
+            let e = s.jti.entry(jti.to_owned()).or_insert(exp);
+            *e = (*e).max(exp);
+        });
+    }
+
+    /// Revokes every token of `sub` in `tenant` issued before `before` (unix seconds).
+    ///
+    /// `until` is when the entry may be forgotten: `before` plus the longest token lifetime
+    /// the issuer grants is a safe choice.
+    pub fn revoke_subject(&self, tenant: &str, sub: &str, before: i64, until: i64) {
+        self.write(|s| {
+            let e = s
+                .subjects
+                .entry((tenant.to_owned(), sub.to_owned()))
+                .or_insert((before, until));
+            *e = (e.0.max(before), e.1.max(until));
+        });
+    }
+
+    /// Distrusts key `kid` of a provider, even while its issuer still publishes it.
+    pub fn revoke_kid(&self, provider: &ProviderId, kid: &str, until: Option<i64>) {
+        self.write(|s| {
+            s.kids.insert(
+                (
+                    provider.tenant().to_owned(),
+                    provider.name().to_owned(),
+                    kid.to_owned(),
+                ),
+                until,
+            );
+        });
+    }
+
+    /// Drops entries that can no longer cover a valid token.
+    pub fn prune(&self, now: SystemTime) {
+        let now = unix_seconds(now);
+        self.write(|s| {
+            s.jti.retain(|_, exp| *exp >= now);
+            s.subjects.retain(|_, (_, until)| *until >= now);
+            s.kids.retain(|_, until| until.is_none_or(|u| u >= now));
+        });
+    }
+
+    /// Every current revocation.
+    #[must_use]
+    pub fn list(&self) -> Vec<Revocation> {
+        let s = self.read();
+        let mut out = Vec::with_capacity(s.jti.len() + s.subjects.len() + s.kids.len());
+        out.extend(s.jti.iter().map(|(jti, &exp)| Revocation::Jti {
+            jti: jti.clone(),
+            exp,
+        }));
+        out.extend(s.subjects.iter().map(|((tenant, sub), &(before, until))| {
+            Revocation::Subject {
+                tenant: tenant.clone(),
+                sub: sub.clone(),
+                before,
+                until,
+            }
+        }));
+        out.extend(
+            s.kids
+                .iter()
+                .map(|((tenant, provider, kid), &until)| Revocation::Kid {
+                    tenant: tenant.clone(),
+                    provider: provider.clone(),
+                    kid: kid.clone(),
+                    until,
+                }),
+        );
+        out
+    }
+
+    /// The number of entries held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let s = self.read();
+        s.jti.len() + s.subjects.len() + s.kids.len()
+    }
+
+    /// Whether nothing is revoked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters (each write is one map operation), so a poisoned lock is still usable.
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, f: impl FnOnce(&mut State)) {
+        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut state);
+        drop(state);
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl RevocationCheck for Revocations {
+    fn check(&self, t: &TokenFacts<'_>) -> Option<RevokedBy> {
+        let s = self.read();
+        if s.jti.is_empty() && s.subjects.is_empty() && s.kids.is_empty() {
+            return None;
+        }
+        if let Some(jti) = t.jti {
+            if s.jti.contains_key(jti) {
+                return Some(RevokedBy::Jti);
+            }
+        }
+        if let Some(sub) = t.sub {
+            // The tuple key needs owned strings; lookups are rare enough (only when subject
+            // revocations exist) that the allocation is acceptable.
+            let key = (t.provider.tenant().to_owned(), sub.to_owned());
+            if let Some(&(before, _)) = s.subjects.get(&key) {
+                // A token without `iat` cannot prove it was issued after the cut-off.
+                if t.iat.is_none_or(|iat| iat < before) {
+                    return Some(RevokedBy::Subject);
+                }
+            }
+        }
+        if let Some(kid) = t.kid {
+            if !s.kids.is_empty() {
+                let key = (
+                    t.provider.tenant().to_owned(),
+                    t.provider.name().to_owned(),
+                    kid.to_owned(),
+                );
+                if s.kids.contains_key(&key) {
+                    return Some(RevokedBy::Kid);
+                }
+            }
+        }
+        None
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+}
+
+impl fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revocations")
+            .field("entries", &self.len())
+            .finish()
+    }
+}

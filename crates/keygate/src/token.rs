@@ -1,0 +1,451 @@
+//! Compact JWS parsing: segments, the JOSE header and the registered claims.
+//!
+//! Parsing is strict (RFC 7515, RFC 7519, RFC 8725): unpadded base64url only, JSON objects
+//! with no duplicate member names, and every registered claim type-checked. Strings are
+//! borrowed from the decoded buffers where possible; unregistered claims are skipped here and
+//! parsed only when a caller asks for them.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::alg::Algorithm;
+use crate::error::{ClaimsError, HeaderError, Malformed, VerifyError};
+
+/// The three segments of a compact JWS, not yet decoded.
+pub(crate) struct Segments<'t> {
+    /// `BASE64URL(header) '.' BASE64URL(payload)`: the JWS signing input.
+    pub(crate) signing_input: &'t str,
+    pub(crate) header: &'t str,
+    pub(crate) payload: &'t str,
+    pub(crate) signature: &'t str,
+}
+
+impl<'t> Segments<'t> {
+    pub(crate) fn split(token: &'t str) -> Result<Self, VerifyError> {
+        let mut dots = token.match_indices('.').map(|(i, _)| i);
+        let (Some(first), Some(second)) = (dots.next(), dots.next()) else {
+            return Err(VerifyError::Malformed(Malformed::Segments));
+        };
+        match dots.count() {
+            0 => {}
+            // Five segments: a JWE (RFC 7516 section 7.1). keygate verifies signatures only.
+            2 => return Err(VerifyError::Header(HeaderError::Unsupported)),
+            _ => return Err(VerifyError::Malformed(Malformed::Segments)),
+        }
+        Ok(Segments {
+            signing_input: &token[..second],
+            header: &token[..first],
+            payload: &token[first + 1..second],
+            signature: &token[second + 1..],
+        })
+    }
+}
+
+/// Decodes one unpadded base64url segment, refusing padding and non-canonical trailing bits.
+pub(crate) fn decode_segment(segment: &str) -> Result<Vec<u8>, VerifyError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::Malformed(Malformed::Base64))
+}
+
+/// The JOSE header members keygate acts on.
+#[derive(Debug)]
+pub(crate) struct Header<'a> {
+    pub(crate) alg: Algorithm,
+    pub(crate) kid: Option<Cow<'a, str>>,
+    pub(crate) typ: Option<Cow<'a, str>>,
+}
+
+impl<'a> Header<'a> {
+    /// Parses and vets the header. The order of checks fixes which reason code wins.
+    pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
+        let raw: RawHeader<'a> = parse_object(json, Malformed::Header)?;
+        let Some(Field::Str(alg)) = raw.alg else {
+            return Err(VerifyError::Malformed(Malformed::Header));
+        };
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(VerifyError::Header(HeaderError::AlgNone));
+        }
+        if raw.enc || raw.zip {
+            return Err(VerifyError::Header(HeaderError::Unsupported));
+        }
+        if let Some(cty) = &raw.cty {
+            // A nested JWT (RFC 7519 section 5.2): refused rather than unwrapped.
+            let cty = cty.as_ref();
+            if cty.eq_ignore_ascii_case("JWT") || cty.eq_ignore_ascii_case("application/jwt") {
+                return Err(VerifyError::Header(HeaderError::Unsupported));
+            }
+        }
+        if raw.crit {
+            // keygate understands no JWS extension, so any `crit` list must be refused
+            // (RFC 7515 section 4.1.11); this includes RFC 7797's `b64`.
+            return Err(VerifyError::Header(HeaderError::Crit));
+        }
+        if raw.b64_false {
+            return Err(VerifyError::Header(HeaderError::Unsupported));
+        }
+        if raw.embedded_key {
+            return Err(VerifyError::Header(HeaderError::EmbeddedKey));
+        }
+        let alg =
+            Algorithm::from_header(&alg).ok_or(VerifyError::Header(HeaderError::AlgNotAllowed))?;
+        let kid = match raw.kid {
+            None => None,
+            Some(Field::Str(kid)) => Some(kid),
+            Some(Field::Other) => return Err(VerifyError::Malformed(Malformed::Header)),
+        };
+        let typ = match raw.typ {
+            None => None,
+            Some(Field::Str(typ)) => Some(typ),
+            Some(Field::Other) => return Err(VerifyError::Malformed(Malformed::Header)),
+        };
+        Ok(Header { alg, kid, typ })
+    }
+}
+
+/// The registered claims (RFC 7519 section 4.1), type-checked lazily: a wrongly typed claim
+/// is only reported once the signature has been verified.
+#[derive(Debug, Default)]
+pub(crate) struct RegisteredClaims<'a> {
+    pub(crate) iss: Option<Field<'a>>,
+    pub(crate) sub: Option<Field<'a>>,
+    pub(crate) jti: Option<Field<'a>>,
+    pub(crate) aud: Option<Audience<'a>>,
+    pub(crate) exp: Option<NumericDate>,
+    pub(crate) nbf: Option<NumericDate>,
+    pub(crate) iat: Option<NumericDate>,
+}
+
+impl<'a> RegisteredClaims<'a> {
+    pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
+        parse_object(json, Malformed::Payload)
+    }
+}
+
+/// A string-valued member, or a member of another JSON type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Field<'a> {
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'a> Field<'a> {
+    pub(crate) fn as_str(&self, name: &'static str) -> Result<&str, ClaimsError> {
+        match self {
+            Field::Str(s) => Ok(s),
+            Field::Other => Err(ClaimsError::Invalid(name)),
+        }
+    }
+}
+
+/// The `aud` claim: one string or an array of strings (RFC 7519 section 4.1.3).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Audience<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+    Invalid,
+}
+
+/// A NumericDate (RFC 7519 section 2): seconds since the epoch, possibly fractional.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum NumericDate {
+    Seconds(f64),
+    /// Present but not a finite JSON number.
+    Invalid,
+}
+
+impl NumericDate {
+    /// The value in whole seconds, saturating; fractional parts round toward negative infinity.
+    pub(crate) fn whole_seconds(self) -> Option<i64> {
+        match self {
+            // `as` saturates for out-of-range floats, which is the intent for huge dates.
+            #[allow(clippy::cast_possible_truncation, reason = "saturation is intended")]
+            NumericDate::Seconds(s) => Some(s.floor() as i64),
+            NumericDate::Invalid => None,
+        }
+    }
+}
+
+/// Parses a JSON object into `T` through `T`'s [`ObjectVisitor`], mapping any syntax error,
+/// wrong top-level type or duplicate member to `Malformed`.
+fn parse_object<'a, T: ObjectFields<'a>>(
+    json: &'a [u8],
+    kind: Malformed,
+) -> Result<T, VerifyError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let parsed = de.deserialize_map(ObjectVisitor::<T>(std::marker::PhantomData));
+    match parsed.and_then(|v| de.end().map(|()| v)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Duplicate)) => Err(VerifyError::Malformed(Malformed::DuplicateMember)),
+        Err(_) => Err(VerifyError::Malformed(kind)),
+    }
+}
+
+/// A duplicate member name was seen.
+struct Duplicate;
+
+/// The per-member behaviour of a strictly parsed JSON object.
+trait ObjectFields<'a>: Default {
+    /// Reads the value of member `name` from `map`.
+    fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'a, T: ObjectFields<'a>> Visitor<'a> for ObjectVisitor<T> {
+    type Value = Result<T, Duplicate>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = T::default();
+        // Member names seen so far. Objects here are small, so a linear scan beats hashing.
+        let mut seen: Vec<Cow<'a, str>> = Vec::with_capacity(16);
+        let mut duplicate = false;
+        while let Some(Key(name)) = map.next_key::<Key<'a>>()? {
+            if seen.contains(&name) {
+                duplicate = true;
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            out.field(&name, &mut map)?;
+            seen.push(name);
+        }
+        Ok(if duplicate { Err(Duplicate) } else { Ok(out) })
+    }
+}
+
+/// A member name, borrowed unless it contains escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor).map(Key)
+    }
+}
+
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// Reads a member as a string when it is one, and as `Field::Other` otherwise.
+fn read_field<'a, A: MapAccess<'a>>(map: &mut A) -> Result<Field<'a>, A::Error> {
+    let raw: &'a RawValue = map.next_value()?;
+    Ok(str_of(raw).map_or(Field::Other, Field::Str))
+}
+
+fn str_of(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_str(StrVisitor).ok()
+}
+
+#[derive(Default)]
+struct RawHeader<'a> {
+    alg: Option<Field<'a>>,
+    kid: Option<Field<'a>>,
+    typ: Option<Field<'a>>,
+    cty: Option<Cow<'a, str>>,
+    crit: bool,
+    enc: bool,
+    zip: bool,
+    b64_false: bool,
+    embedded_key: bool,
+}
+
+impl<'a> ObjectFields<'a> for RawHeader<'a> {
+    fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
+        match name {
+            "alg" => self.alg = Some(read_field(map)?),
+            "kid" => self.kid = Some(read_field(map)?),
+            "typ" => self.typ = Some(read_field(map)?),
+            "cty" => {
+                if let Field::Str(cty) = read_field(map)? {
+                    self.cty = Some(cty);
+                }
+            }
+            "crit" => {
+                map.next_value::<IgnoredAny>()?;
+                self.crit = true;
+            }
+            "enc" => {
+                map.next_value::<IgnoredAny>()?;
+                self.enc = true;
+            }
+            "zip" => {
+                map.next_value::<IgnoredAny>()?;
+                self.zip = true;
+            }
+            "b64" => {
+                let raw: &RawValue = map.next_value()?;
+                self.b64_false = raw.get() != "true";
+            }
+            "jwk" | "jku" | "x5u" | "x5c" => {
+                map.next_value::<IgnoredAny>()?;
+                self.embedded_key = true;
+            }
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a> ObjectFields<'a> for RegisteredClaims<'a> {
+    fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
+        match name {
+            "iss" => self.iss = Some(read_field(map)?),
+            "sub" => self.sub = Some(read_field(map)?),
+            "jti" => self.jti = Some(read_field(map)?),
+            "aud" => {
+                let raw: &'a RawValue = map.next_value()?;
+                self.aud = Some(audience(raw));
+            }
+            "exp" => self.exp = Some(numeric_date(map.next_value()?)),
+            "nbf" => self.nbf = Some(numeric_date(map.next_value()?)),
+            "iat" => self.iat = Some(numeric_date(map.next_value()?)),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn audience(raw: &RawValue) -> Audience<'_> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        return str_of(raw).map_or(Audience::Invalid, Audience::One);
+    }
+    if text.starts_with('[') {
+        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
+            let strings: Option<Vec<_>> = items.into_iter().map(str_of).collect();
+            if let Some(strings) = strings {
+                return Audience::Many(strings);
+            }
+        }
+    }
+    Audience::Invalid
+}
+
+fn numeric_date(raw: &RawValue) -> NumericDate {
+    let text = raw.get();
+    let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+    match text.parse::<f64>() {
+        Ok(v) if is_number && v.is_finite() => NumericDate::Seconds(v),
+        _ => NumericDate::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(json: &str) -> Result<Header<'_>, VerifyError> {
+        Header::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn header_checks_pick_the_right_reason() {
+        let cases = [
+            (r#"{"alg":"none"}"#, "alg_none"),
+            (r#"{"alg":"nOnE"}"#, "alg_none"),
+            (r#"{"alg":"HS256"}"#, "alg_not_allowed"),
+            (r#"{"alg":"RS256","enc":"A128GCM"}"#, "unsupported_token"),
+            (r#"{"alg":"RS256","cty":"JWT"}"#, "unsupported_token"),
+            (r#"{"alg":"RS256","b64":false}"#, "unsupported_token"),
+            (r#"{"alg":"RS256","crit":["exp"],"exp":1}"#, "crit_header"),
+            (r#"{"alg":"RS256","crit":[]}"#, "crit_header"),
+            (
+                r#"{"alg":"RS256","jku":"https://evil"}"#,
+                "untrusted_embedded_key",
+            ),
+            (
+                r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#,
+                "untrusted_embedded_key",
+            ),
+            (r#"{"alg":"RS256","x5c":["AA"]}"#, "untrusted_embedded_key"),
+            (
+                r#"{"alg":"RS256","x5u":"https://evil"}"#,
+                "untrusted_embedded_key",
+            ),
+            (r#"{"alg":"RS256","alg":"RS256"}"#, "malformed"),
+            (r#"{"alg":7}"#, "malformed"),
+            (r#"{"kid":"a"}"#, "malformed"),
+            (r#"{"alg":"RS256","kid":7}"#, "malformed"),
+            (r#"["alg"]"#, "malformed"),
+            (r#"{"alg":"RS256"} x"#, "malformed"),
+        ];
+        for (json, reason) in cases {
+            assert_eq!(header(json).unwrap_err().reason(), reason, "{json}");
+        }
+        let ok = header(r#"{"alg":"ES256","kid":"k\u0031","typ":"JWT","x5t":"AA"}"#).unwrap();
+        assert_eq!(ok.alg, Algorithm::ES256);
+        assert_eq!(ok.kid.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn claims_are_type_checked_and_duplicates_refused() {
+        let c = RegisteredClaims::parse(
+            br#"{"iss":"a","aud":["x","y"],"exp":1e400,"iat":-1e400,"n":{"a":1e999}}"#,
+        )
+        .unwrap();
+        // Out of f64 range: present, but not a usable NumericDate.
+        assert_eq!(c.exp, Some(NumericDate::Invalid));
+        assert_eq!(c.iat, Some(NumericDate::Invalid));
+        let c = RegisteredClaims::parse(br#"{"iss":"a","aud":["x",2],"exp":1.5,"nbf":"soon"}"#)
+            .unwrap();
+        assert_eq!(c.iss, Some(Field::Str("a".into())));
+        assert_eq!(c.aud, Some(Audience::Invalid));
+        assert_eq!(c.exp, Some(NumericDate::Seconds(1.5)));
+        assert_eq!(c.nbf, Some(NumericDate::Invalid));
+        let dup = RegisteredClaims::parse(br#"{"role":"user","sub":"a","role":"admin"}"#);
+        assert_eq!(dup.unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn segments_split_and_classify() {
+        assert!(Segments::split("a.b.c").is_ok());
+        assert_eq!(Segments::split("a.b").err().unwrap().reason(), "malformed");
+        assert_eq!(
+            Segments::split("a.b.c.d").err().unwrap().reason(),
+            "malformed"
+        );
+        assert_eq!(
+            Segments::split("a.b.c.d.e").err().unwrap().reason(),
+            "unsupported_token"
+        );
+        assert_eq!(decode_segment("AQ==").unwrap_err().reason(), "malformed");
+        assert_eq!(decode_segment("AR").unwrap_err().reason(), "malformed");
+        assert_eq!(decode_segment("AQ").unwrap(), vec![1]);
+    }
+}

@@ -1,0 +1,752 @@
+//! The [`Verifier`]: selects the provider by `iss`, finds the key, checks the signature, the
+//! claims and the revocations, and returns a [`VerifiedToken`] that only it can construct.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+
+use crate::alg::Algorithm;
+use crate::cache::{Counters, Provider, ProviderId, ProviderStatus, Snapshot};
+use crate::clock::{Clock, SystemClock, unix_seconds};
+use crate::config::ProviderConfig;
+use crate::error::{ClaimsError, ConfigError, HeaderError, KeyError, KeysUnavailable, VerifyError};
+use crate::fetch::{Fetch, HttpFetcher};
+use crate::jwk::Lookup;
+use crate::revoke::{RevocationCheck, Revocations, TokenFacts};
+use crate::token::{Audience, Header, NumericDate, RegisteredClaims, Segments, decode_segment};
+use crate::token_cache::{Cached, TokenCache};
+
+/// The default cap on a token's length in bytes.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Verifies JWTs against the key sets of the configured providers.
+///
+/// Cheap to clone: clones share the providers, their caches and background refreshers,
+/// which stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    providers: Vec<Arc<Provider>>,
+    by_issuer: HashMap<Box<str>, Vec<usize>>,
+    clock: Arc<dyn Clock>,
+    revocations: Arc<dyn RevocationCheck>,
+    token_cache: Option<TokenCache>,
+    max_token_bytes: usize,
+}
+
+/// A token whose signature, claims and revocation status have been checked.
+///
+/// Only a [`Verifier`] constructs one.
+pub struct VerifiedToken {
+    provider: ProviderId,
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+    issuer: Box<str>,
+    subject: Option<Box<str>>,
+    jti: Option<Box<str>>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    claims: Box<str>,
+}
+
+/// The provider named in an operation does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider {0}")]
+pub struct UnknownProvider(pub ProviderId);
+
+/// Why an explicit refresh failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// No such provider.
+    #[error(transparent)]
+    UnknownProvider(#[from] UnknownProvider),
+    /// The provider's keys are fixed and never fetched.
+    #[error("provider {0} has a static key set")]
+    Static(ProviderId),
+    /// The fetch failed; cached keys were kept.
+    #[error("refresh failed: {0}")]
+    Failed(KeysUnavailable),
+}
+
+impl Verifier {
+    /// Starts building a verifier.
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder::default()
+    }
+
+    /// Verifies `token`, choosing the provider by its `iss` claim among all tenants.
+    ///
+    /// # Errors
+    /// A [`VerifyError`]; its [`reason`](VerifyError::reason) is the stable reason code.
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, VerifyError> {
+        self.verify_inner(None, token).await
+    }
+
+    /// Verifies `token` against the providers of `tenant` only.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`]; a token from another tenant's issuer gets `bad_issuer`.
+    pub async fn verify_for_tenant(
+        &self,
+        tenant: &str,
+        token: &str,
+    ) -> Result<Arc<VerifiedToken>, VerifyError> {
+        self.verify_inner(Some(tenant), token).await
+    }
+
+    /// Drops a provider's cached key set and its verified tokens; the next request refetches.
+    ///
+    /// # Errors
+    /// [`UnknownProvider`] if there is no such provider.
+    pub fn flush(&self, id: &ProviderId) -> Result<(), UnknownProvider> {
+        let (idx, provider) = self.find(id)?;
+        provider.flush();
+        if let Some(cache) = &self.inner.token_cache {
+            cache.purge_provider(idx);
+        }
+        Ok(())
+    }
+
+    /// Refetches a provider's key set now, bypassing freshness.
+    ///
+    /// # Errors
+    /// [`RefreshError`] when the provider is unknown or static, or the fetch fails (the
+    /// cached keys are kept).
+    pub async fn refresh(&self, id: &ProviderId) -> Result<(), RefreshError> {
+        let (_, provider) = self.find(id)?;
+        if provider.is_static() {
+            return Err(RefreshError::Static(id.clone()));
+        }
+        provider
+            .refresh()
+            .await
+            .map(drop)
+            .map_err(RefreshError::Failed)
+    }
+
+    /// Fetches the keys of every provider that has none yet, e.g. at start-up. Failures are
+    /// recorded in [`Verifier::status`], not returned.
+    pub async fn warm_up(&self) {
+        let pending: Vec<_> = self
+            .inner
+            .providers
+            .iter()
+            .filter(|p| p.snapshot.load().is_none())
+            .map(|p| p.refresh())
+            .collect();
+        for refresh in pending {
+            let _ = refresh.await;
+        }
+    }
+
+    /// The state of every provider, in configuration order.
+    #[must_use]
+    pub fn status(&self) -> Vec<ProviderStatus> {
+        self.inner.providers.iter().map(|p| p.status()).collect()
+    }
+
+    /// The ids of every provider, in configuration order.
+    pub fn providers(&self) -> impl Iterator<Item = &ProviderId> {
+        self.inner.providers.iter().map(|p| &p.id)
+    }
+
+    /// The number of entries in the verified-token cache (0 when it is disabled).
+    #[must_use]
+    pub fn cached_tokens(&self) -> usize {
+        self.inner.token_cache.as_ref().map_or(0, TokenCache::len)
+    }
+
+    /// The clock the verifier judges time by.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    fn find(&self, id: &ProviderId) -> Result<(usize, &Arc<Provider>), UnknownProvider> {
+        self.inner
+            .providers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.id == *id)
+            .ok_or_else(|| UnknownProvider(id.clone()))
+    }
+
+    async fn verify_inner(
+        &self,
+        tenant: Option<&str>,
+        token: &str,
+    ) -> Result<Arc<VerifiedToken>, VerifyError> {
+        let inner = &*self.inner;
+        if token.len() > inner.max_token_bytes {
+            return Err(VerifyError::TokenTooLarge {
+                limit: inner.max_token_bytes,
+            });
+        }
+        let now = inner.clock.now();
+        let now_secs = unix_seconds(now);
+        if let Some(cache) = &inner.token_cache {
+            let revocation_generation = inner.revocations.generation();
+            let hit = cache.get(token, |c| {
+                let provider = &inner.providers[c.provider];
+                tenant.is_none_or(|t| *provider.id.tenant() == *t)
+                    && c.revocation_generation == revocation_generation
+                    && now_secs < c.valid_until
+                    && provider
+                        .snapshot
+                        .load()
+                        .as_ref()
+                        .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
+            });
+            if let Some(verified) = hit {
+                let provider = &inner.providers[verified_provider_index(inner, &verified)];
+                Counters::bump(&provider.counters.token_cache_hits);
+                return Ok(verified);
+            }
+        }
+
+        let segments = Segments::split(token)?;
+        let header_json = decode_segment(segments.header)?;
+        let header = Header::parse(&header_json)?;
+        let payload = decode_segment(segments.payload)?;
+        let claims = RegisteredClaims::parse(&payload)?;
+        let signature = decode_segment(segments.signature)?;
+
+        let iss = match &claims.iss {
+            None => return Err(VerifyError::Claims(ClaimsError::Missing("iss"))),
+            Some(f) => f.as_str("iss").map_err(VerifyError::Claims)?,
+        };
+        let candidates = inner
+            .by_issuer
+            .get(iss)
+            .ok_or(VerifyError::Claims(ClaimsError::BadIssuer))?;
+        let mut first_err = None;
+        for &idx in candidates {
+            let provider = &inner.providers[idx];
+            if tenant.is_some_and(|t| *provider.id.tenant() != *t) {
+                continue;
+            }
+            let attempt = self
+                .verify_with(provider, &segments, &header, &claims, &signature, now)
+                .await;
+            match attempt {
+                Ok(verified) => {
+                    let verified = Arc::new(verified);
+                    self.remember(token, idx, &verified, provider);
+                    return Ok(verified);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let err = first_err.unwrap_or(VerifyError::Claims(ClaimsError::BadIssuer));
+        tracing::debug!(reason = err.reason(), "token refused");
+        Err(err)
+    }
+
+    async fn verify_with(
+        &self,
+        provider: &Arc<Provider>,
+        segments: &Segments<'_>,
+        header: &Header<'_>,
+        claims: &RegisteredClaims<'_>,
+        signature: &[u8],
+        now: SystemTime,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let config = &provider.config;
+        if !config.algorithms.contains(&header.alg) {
+            return Err(VerifyError::Header(HeaderError::AlgNotAllowed));
+        }
+        if let Some(required) = &config.required_typ {
+            if !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| typ_matches(t, required))
+            {
+                return Err(VerifyError::Header(HeaderError::Unsupported));
+            }
+        }
+        let kid = header.kid.as_deref();
+        let message = segments.signing_input.as_bytes();
+        let snapshot = provider
+            .usable_snapshot()
+            .await
+            .map_err(VerifyError::KeysUnavailable)?;
+        let outcome = check_signature(&snapshot, kid, header.alg, message, signature);
+        let verified_kid = match outcome {
+            Ok(kid) => {
+                Counters::bump(&provider.counters.hits);
+                kid
+            }
+            Err(SigFailure::Refused(e)) => return Err(VerifyError::Key(e)),
+            Err(SigFailure::Missing) => {
+                Counters::bump(&provider.counters.misses);
+                // Rotation: one forced, rate-limited refetch, then one retry.
+                let retried = match provider.forced_refresh(kid).await {
+                    Some(Ok(fresh)) => {
+                        Some(check_signature(&fresh, kid, header.alg, message, signature))
+                    }
+                    Some(Err(e)) => return Err(VerifyError::KeysUnavailable(e)),
+                    None => None,
+                };
+                match retried {
+                    Some(Ok(kid)) => kid,
+                    Some(Err(SigFailure::Refused(e))) => return Err(VerifyError::Key(e)),
+                    Some(Err(SigFailure::BadSignature(_))) => {
+                        return Err(VerifyError::BadSignature);
+                    }
+                    Some(Err(SigFailure::Missing)) | None => {
+                        if let Some(kid) = kid {
+                            provider.refresher.remember_missing(
+                                kid,
+                                provider.clock.now(),
+                                config.cache.negative_ttl,
+                            );
+                        }
+                        Counters::bump(&provider.counters.unknown_kid_rejections);
+                        return Err(VerifyError::Key(KeyError::UnknownKid));
+                    }
+                }
+            }
+            Err(SigFailure::BadSignature(material)) => {
+                // The IdP may have replaced the key behind this `kid`: refetch once (within
+                // the same budget) and retry only if the key actually changed.
+                let Some(Ok(fresh)) = provider.forced_refresh(None).await else {
+                    return Err(VerifyError::BadSignature);
+                };
+                let changed = match fresh.keys.lookup(kid, header.alg) {
+                    Lookup::Found(key) => key.material() != &*material,
+                    _ => true,
+                };
+                if !changed {
+                    return Err(VerifyError::BadSignature);
+                }
+                match check_signature(&fresh, kid, header.alg, message, signature) {
+                    Ok(kid) => kid,
+                    Err(SigFailure::Refused(e)) => return Err(VerifyError::Key(e)),
+                    Err(SigFailure::Missing) => return Err(VerifyError::Key(KeyError::UnknownKid)),
+                    Err(SigFailure::BadSignature(_)) => return Err(VerifyError::BadSignature),
+                }
+            }
+        };
+
+        let checked =
+            check_claims(claims, config, unix_seconds(now)).map_err(VerifyError::Claims)?;
+        let facts = TokenFacts {
+            provider: &provider.id,
+            kid: verified_kid.as_deref(),
+            jti: checked.jti,
+            sub: checked.sub,
+            iat: checked.iat,
+        };
+        if let Some(by) = self.inner.revocations.check(&facts) {
+            return Err(VerifyError::Revoked(by));
+        }
+        let payload = decode_segment(segments.payload)?;
+        // The payload was parsed as JSON above, so it is valid UTF-8.
+        let claims_json = String::from_utf8(payload)
+            .map_err(|_| VerifyError::Malformed(crate::error::Malformed::Payload))?;
+        Ok(VerifiedToken {
+            provider: provider.id.clone(),
+            alg: header.alg,
+            kid: verified_kid,
+            issuer: config.issuer.as_ref().into(),
+            subject: checked.sub.map(Into::into),
+            jti: checked.jti.map(Into::into),
+            exp: checked.exp,
+            iat: checked.iat,
+            claims: claims_json.into_boxed_str(),
+        })
+    }
+
+    fn remember(
+        &self,
+        token: &str,
+        idx: usize,
+        verified: &Arc<VerifiedToken>,
+        provider: &Provider,
+    ) {
+        let Some(cache) = &self.inner.token_cache else {
+            return;
+        };
+        // Tokens without `exp` are never cached: nothing would bound the entry's life.
+        let Some(exp) = verified.exp else { return };
+        let Some(snapshot) = provider.snapshot.load_full() else {
+            return;
+        };
+        let leeway = i64::try_from(provider.config.leeway.as_secs()).unwrap_or(i64::MAX);
+        let inner = &*self.inner;
+        let revocation_generation = inner.revocations.generation();
+        let now = inner.clock.now();
+        let now_secs = unix_seconds(now);
+        cache.insert(
+            token,
+            Cached {
+                verified: Arc::clone(verified),
+                provider: idx,
+                generation: snapshot.generation,
+                revocation_generation,
+                valid_until: exp.saturating_add(leeway),
+            },
+            |c| {
+                c.revocation_generation == revocation_generation
+                    && now_secs < c.valid_until
+                    && inner.providers[c.provider]
+                        .snapshot
+                        .load()
+                        .as_ref()
+                        .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
+            },
+        );
+    }
+}
+
+fn verified_provider_index(inner: &Inner, verified: &VerifiedToken) -> usize {
+    inner
+        .providers
+        .iter()
+        .position(|p| p.id == verified.provider)
+        .unwrap_or(0)
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("providers", &self.providers().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+enum SigFailure {
+    Refused(KeyError),
+    Missing,
+    /// Carries the key material that failed, to tell whether a refetch changed it.
+    BadSignature(Box<[u8]>),
+}
+
+/// Looks up the key and checks the signature; on success returns the key's `kid`.
+fn check_signature(
+    snapshot: &Snapshot,
+    kid: Option<&str>,
+    alg: Algorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<Option<Box<str>>, SigFailure> {
+    match snapshot.keys.lookup(kid, alg) {
+        Lookup::Found(key) => {
+            if key.verify(alg, message, signature) {
+                Ok(key.kid().map(Into::into))
+            } else {
+                Err(SigFailure::BadSignature(key.material().into()))
+            }
+        }
+        Lookup::Refused(e) => Err(SigFailure::Refused(e)),
+        Lookup::Missing => Err(SigFailure::Missing),
+    }
+}
+
+/// The claims a revocation check and the result need, after validation.
+struct Checked<'c> {
+    sub: Option<&'c str>,
+    jti: Option<&'c str>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+}
+
+/// Validates the registered claims at `now` (unix seconds). A pure function of its inputs.
+fn check_claims<'c>(
+    claims: &'c RegisteredClaims<'_>,
+    config: &ProviderConfig,
+    now: i64,
+) -> Result<Checked<'c>, ClaimsError> {
+    let date = |d: Option<NumericDate>, name: &'static str| match d {
+        None => Ok(None),
+        Some(d) => d
+            .whole_seconds()
+            .map(Some)
+            .ok_or(ClaimsError::Invalid(name)),
+    };
+    let exp = date(claims.exp, "exp")?;
+    let nbf = date(claims.nbf, "nbf")?;
+    let iat = date(claims.iat, "iat")?;
+    let sub = claims.sub.as_ref().map(|f| f.as_str("sub")).transpose()?;
+    let jti = claims.jti.as_ref().map(|f| f.as_str("jti")).transpose()?;
+    if matches!(claims.aud, Some(Audience::Invalid)) {
+        return Err(ClaimsError::Invalid("aud"));
+    }
+    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX);
+    match exp {
+        None if config.require_exp => return Err(ClaimsError::Missing("exp")),
+        // RFC 7519 section 4.1.4: the current time MUST be before `exp`.
+        Some(exp) if now >= exp.saturating_add(leeway) => return Err(ClaimsError::Expired),
+        _ => {}
+    }
+    if nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+        return Err(ClaimsError::NotYetValid);
+    }
+    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(ClaimsError::IssuedInFuture);
+    }
+    if !config.audiences.is_empty() {
+        let accepted = |a: &str| config.audiences.iter().any(|x| x == a);
+        let ok = match &claims.aud {
+            None => return Err(ClaimsError::Missing("aud")),
+            Some(Audience::One(a)) => accepted(a),
+            Some(Audience::Many(list)) => list.iter().any(|a| accepted(a)),
+            Some(Audience::Invalid) => false,
+        };
+        if !ok {
+            return Err(ClaimsError::BadAudience);
+        }
+    }
+    Ok(Checked { sub, jti, exp, iat })
+}
+
+/// Compares media types as RFC 7515 section 4.1.9 suggests: case-insensitively, with the
+/// `application/` prefix optional.
+fn typ_matches(typ: &str, required: &str) -> bool {
+    let strip = |s: &str| {
+        let lower = s.len() >= 12 && s[..12].eq_ignore_ascii_case("application/");
+        if lower {
+            s[12..].to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    strip(typ).eq_ignore_ascii_case(&strip(required))
+}
+
+impl VerifiedToken {
+    /// The provider that verified the token.
+    #[must_use]
+    pub fn provider(&self) -> &ProviderId {
+        &self.provider
+    }
+
+    /// The tenant of that provider.
+    #[must_use]
+    pub fn tenant(&self) -> &str {
+        self.provider.tenant()
+    }
+
+    /// The algorithm the token was signed with.
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The `kid` of the key that verified the token.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The `iss` claim.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `sub` claim.
+    #[must_use]
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The `jti` claim.
+    #[must_use]
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+
+    /// The `exp` claim, in unix seconds.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<i64> {
+        self.exp
+    }
+
+    /// The `iat` claim, in unix seconds.
+    #[must_use]
+    pub fn issued_at(&self) -> Option<i64> {
+        self.iat
+    }
+
+    /// The claims set as JSON text, exactly as the token carried it.
+    #[must_use]
+    pub fn claims_json(&self) -> &str {
+        &self.claims
+    }
+
+    /// The claims set as a JSON object.
+    #[must_use]
+    pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
+        // The payload was checked to be a JSON object during verification.
+        serde_json::from_str(&self.claims).unwrap_or_default()
+    }
+
+    /// Deserializes the claims into the caller's own type.
+    ///
+    /// # Errors
+    /// The deserialization error when the claims do not fit `T`.
+    pub fn deserialize_claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.claims)
+    }
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Claims may carry personal data; the token itself is never kept.
+        f.debug_struct("VerifiedToken")
+            .field("provider", &self.provider)
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("sub", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Verifier`].
+#[must_use]
+#[derive(Default)]
+pub struct VerifierBuilder {
+    providers: Vec<ProviderConfig>,
+    clock: Option<Arc<dyn Clock>>,
+    fetcher: Option<Arc<dyn Fetch>>,
+    revocations: Option<Arc<dyn RevocationCheck>>,
+    token_cache: Option<usize>,
+    max_token_bytes: Option<usize>,
+}
+
+impl VerifierBuilder {
+    /// Adds a provider.
+    pub fn provider(mut self, provider: ProviderConfig) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// The clock for claim checks and cache expiry (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How key sets are fetched (default: [`HttpFetcher`] with its hardened defaults).
+    pub fn fetcher(mut self, fetcher: Arc<dyn Fetch>) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// Where revocations come from (default: an empty in-memory [`Revocations`]).
+    pub fn revocations(mut self, revocations: Arc<dyn RevocationCheck>) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// Enables the verified-token cache, holding at most `capacity` tokens.
+    pub fn token_cache(mut self, capacity: usize) -> Self {
+        self.token_cache = Some(capacity);
+        self
+    }
+
+    /// Refuses tokens longer than this many bytes (default 16 KiB).
+    pub fn max_token_bytes(mut self, limit: usize) -> Self {
+        self.max_token_bytes = Some(limit);
+        self
+    }
+
+    /// Builds the verifier. No network access happens here; keys are fetched on first use
+    /// or by [`Verifier::warm_up`].
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when there is no provider, two providers share an id, a static key
+    /// set does not parse, or the default fetcher cannot be built.
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "at least one provider is required",
+            ));
+        }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let fetcher: Arc<dyn Fetch> = match self.fetcher {
+            Some(f) => f,
+            None => Arc::new(
+                HttpFetcher::builder()
+                    .build()
+                    .map_err(|e| ConfigError::new("fetcher", e.to_string()))?,
+            ),
+        };
+        let mut providers: Vec<Arc<Provider>> = Vec::with_capacity(self.providers.len());
+        let mut by_issuer: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        for config in self.providers {
+            if providers
+                .iter()
+                .any(|p| *p.id.tenant() == *config.tenant && *p.id.name() == *config.name)
+            {
+                return Err(ConfigError::new(
+                    "providers",
+                    format!("duplicate provider {}/{}", config.tenant, config.name),
+                ));
+            }
+            let issuer: Box<str> = config.issuer.as_ref().into();
+            let provider = Provider::new(config, Arc::clone(&fetcher), Arc::clone(&clock))
+                .map_err(|e| ConfigError::new("static_jwks", e.to_string()))?;
+            by_issuer.entry(issuer).or_default().push(providers.len());
+            providers.push(provider);
+        }
+        let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if max_token_bytes == 0 {
+            return Err(ConfigError::new("max_token_bytes", "must be positive"));
+        }
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                providers,
+                by_issuer,
+                clock,
+                revocations: self
+                    .revocations
+                    .unwrap_or_else(|| Arc::new(Revocations::new())),
+                token_cache: self.token_cache.filter(|&c| c > 0).map(TokenCache::new),
+                max_token_bytes,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_comparison_ignores_case_and_prefix() {
+        assert!(typ_matches("at+jwt", "at+jwt"));
+        assert!(typ_matches("application/AT+JWT", "at+jwt"));
+        assert!(!typ_matches("JWT", "at+jwt"));
+    }
+
+    #[test]
+    fn verifier_and_its_futures_are_send() {
+        fn assert_send<T: Send + Sync>(_: &T) {}
+        fn assert_send_fut<F: std::future::Future + Send>(_: F) {}
+        let v = Verifier::builder()
+            .provider(
+                ProviderConfig::builder("t", "p", "https://issuer.example")
+                    .static_jwks(br#"{"keys":[]}"#.to_vec())
+                    .audiences(["api"])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_send(&v);
+        assert_send_fut(v.verify("a.b.c"));
+        assert_send_fut(v.refresh(&ProviderId::new("t", "p")));
+    }
+}

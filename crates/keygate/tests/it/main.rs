@@ -1,0 +1,3 @@
+//! keygate's integration tests: one test binary, one module per area.
+
+mod fetch;
