@@ -146,6 +146,7 @@ impl Provider {
             }
             KeySource::Url(_) | KeySource::Discovery(_) => None,
         };
+        let fetcher = config.fetcher.clone().unwrap_or(fetcher);
         Ok(Arc::new(Provider {
             id,
             refresher: Refresher::new(&config.cache, clock.now()),

@@ -8,6 +8,7 @@ use url::Url;
 
 use crate::alg::Algorithm;
 use crate::error::ConfigError;
+use crate::fetch::Fetch;
 use crate::freshness::TtlPolicy;
 use crate::jwk::DEFAULT_MAX_KEYS;
 
@@ -127,6 +128,7 @@ pub struct ProviderConfig {
     pub(crate) required_typ: Option<String>,
     pub(crate) cache: CacheSettings,
     pub(crate) retry: RetrySettings,
+    pub(crate) fetcher: Option<Arc<dyn Fetch>>,
 }
 
 impl ProviderConfig {
@@ -150,6 +152,7 @@ impl ProviderConfig {
             required_typ: None,
             cache: CacheSettings::default(),
             retry: RetrySettings::default(),
+            fetcher: None,
         }
     }
 
@@ -204,6 +207,7 @@ pub struct ProviderConfigBuilder {
     required_typ: Option<String>,
     cache: CacheSettings,
     retry: RetrySettings,
+    fetcher: Option<Arc<dyn Fetch>>,
 }
 
 impl ProviderConfigBuilder {
@@ -270,6 +274,13 @@ impl ProviderConfigBuilder {
     /// Fetch retry behaviour.
     pub fn retry(mut self, retry: RetrySettings) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Fetches this provider's keys with its own fetcher instead of the verifier's, e.g. an
+    /// [`HttpFetcher`](crate::HttpFetcher) with SPKI pins or a host allow-list for this IdP.
+    pub fn fetcher(mut self, fetcher: Arc<dyn Fetch>) -> Self {
+        self.fetcher = Some(fetcher);
         self
     }
 
@@ -345,6 +356,74 @@ impl ProviderConfigBuilder {
             required_typ: self.required_typ,
             cache: self.cache,
             retry: self.retry,
+            fetcher: self.fetcher,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn backoff_stays_within_its_bounds(
+            attempt in 0u32..100,
+            base_ms in 1u64..10_000,
+            max_ms in 1u64..60_000,
+        ) {
+            let r = RetrySettings {
+                base_delay: Duration::from_millis(base_ms),
+                max_delay: Duration::from_millis(max_ms),
+                ..RetrySettings::default()
+            };
+            let ceiling = Duration::from_millis(base_ms)
+                .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+                .min(Duration::from_millis(max_ms));
+            let wait = r.backoff(attempt);
+            prop_assert!(wait <= ceiling);
+            prop_assert!(wait <= r.max_delay);
+        }
+    }
+
+    #[test]
+    fn builder_refuses_unsafe_or_broken_settings() {
+        let base = || ProviderConfig::builder("t", "p", "https://issuer.example");
+        assert_eq!(base().build().unwrap_err().field, "audiences");
+        assert!(base().dangerous_skip_audience_check().build().is_ok());
+        assert_eq!(
+            base()
+                .audiences(["a"])
+                .jwks_uri("not a url")
+                .build()
+                .unwrap_err()
+                .field,
+            "jwks_uri"
+        );
+        assert_eq!(
+            ProviderConfig::builder("", "p", "i")
+                .audiences(["a"])
+                .build()
+                .unwrap_err()
+                .field,
+            "tenant"
+        );
+        let retry = RetrySettings {
+            attempts: 0,
+            ..RetrySettings::default()
+        };
+        assert_eq!(
+            base()
+                .audiences(["a"])
+                .retry(retry)
+                .build()
+                .unwrap_err()
+                .field,
+            "retry.attempts"
+        );
+        let discovered = base().audiences(["a"]).build().unwrap();
+        assert!(matches!(&discovered.source, KeySource::Discovery(u)
+            if u.as_str() == "https://issuer.example/.well-known/openid-configuration"));
     }
 }

@@ -245,8 +245,8 @@ impl fmt::Display for RevokedBy {
 #[non_exhaustive]
 pub enum KeysUnavailable {
     /// No key set could be fetched and no usable one is cached.
-    #[error("keys unavailable")]
-    Fetch(#[source] Option<Arc<FetchError>>),
+    #[error("keys unavailable{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Fetch(Option<Arc<FetchError>>),
     /// The key set document is not a valid JWKS and no usable one is cached.
     #[error("key set is malformed: {0}")]
     MalformedJwks(JwksError),

@@ -122,9 +122,44 @@ pub(crate) struct RegisteredClaims<'a> {
 }
 
 impl<'a> RegisteredClaims<'a> {
+    /// Parses the payload. Unregistered claims are skipped here, but the payload as a whole
+    /// must also be what [`VerifiedToken::claims`](crate::VerifiedToken::claims) can read
+    /// back: a payload with escapes (lone surrogates) or deep nesting is fully parsed once,
+    /// so a token that verifies never yields claims its consumers cannot see.
     pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
-        parse_object(json, Malformed::Payload)
+        let claims = parse_object(json, Malformed::Payload)?;
+        if needs_full_parse(json)
+            && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json).is_err()
+        {
+            return Err(VerifyError::Malformed(Malformed::Payload));
+        }
+        Ok(claims)
     }
+}
+
+/// The nesting depth up to which serde_json's default recursion limit (128) is surely met.
+const SAFE_DEPTH: usize = 64;
+
+/// Whether the payload has an escape sequence or nests deeper than [`SAFE_DEPTH`]: the only
+/// ways a document the skipping parser accepted could fail a full parse. One cheap pass.
+fn needs_full_parse(json: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    for &b in json {
+        match b {
+            b'\\' => return true,
+            b'"' => in_string = !in_string,
+            b'{' | b'[' if !in_string => {
+                depth += 1;
+                if depth > SAFE_DEPTH {
+                    return true;
+                }
+            }
+            b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A string-valued member, or a member of another JSON type.
@@ -160,12 +195,12 @@ pub(crate) enum NumericDate {
 }
 
 impl NumericDate {
-    /// The value in whole seconds, saturating; fractional parts round toward negative infinity.
-    pub(crate) fn whole_seconds(self) -> Option<i64> {
+    /// The value in whole seconds, saturating; a fractional part rounds up or down.
+    pub(crate) fn whole_seconds(self, up: bool) -> Option<i64> {
         match self {
             // `as` saturates for out-of-range floats, which is the intent for huge dates.
             #[allow(clippy::cast_possible_truncation, reason = "saturation is intended")]
-            NumericDate::Seconds(s) => Some(s.floor() as i64),
+            NumericDate::Seconds(s) => Some(if up { s.ceil() } else { s.floor() } as i64),
             NumericDate::Invalid => None,
         }
     }

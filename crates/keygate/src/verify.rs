@@ -218,6 +218,11 @@ impl Verifier {
         let claims = RegisteredClaims::parse(&payload)?;
         let signature = decode_segment(segments.signature)?;
 
+        let signed = Signed {
+            message: segments.signing_input.as_bytes(),
+            payload: &payload,
+            signature: &signature,
+        };
         let iss = match &claims.iss {
             None => return Err(VerifyError::Claims(ClaimsError::Missing("iss"))),
             Some(f) => f.as_str("iss").map_err(VerifyError::Claims)?,
@@ -233,7 +238,7 @@ impl Verifier {
                 continue;
             }
             let attempt = self
-                .verify_with(provider, &segments, &header, &claims, &signature, now)
+                .verify_with(provider, &header, &claims, signed, now)
                 .await;
             match attempt {
                 Ok(verified) => {
@@ -254,10 +259,9 @@ impl Verifier {
     async fn verify_with(
         &self,
         provider: &Arc<Provider>,
-        segments: &Segments<'_>,
         header: &Header<'_>,
         claims: &RegisteredClaims<'_>,
-        signature: &[u8],
+        signed: Signed<'_>,
         now: SystemTime,
     ) -> Result<VerifiedToken, VerifyError> {
         let config = &provider.config;
@@ -274,7 +278,11 @@ impl Verifier {
             }
         }
         let kid = header.kid.as_deref();
-        let message = segments.signing_input.as_bytes();
+        let Signed {
+            message,
+            payload,
+            signature,
+        } = signed;
         let snapshot = provider
             .usable_snapshot()
             .await
@@ -303,7 +311,9 @@ impl Verifier {
                         return Err(VerifyError::BadSignature);
                     }
                     Some(Err(SigFailure::Missing)) | None => {
-                        if let Some(kid) = kid {
+                        // Remember only what a refetch just failed to find; a refusal from the
+                        // negative cache or an empty bucket must not extend the window.
+                        if let (Some(kid), Some(_)) = (kid, &retried) {
                             provider.refresher.remember_missing(
                                 kid,
                                 provider.clock.now(),
@@ -349,9 +359,8 @@ impl Verifier {
         if let Some(by) = self.inner.revocations.check(&facts) {
             return Err(VerifyError::Revoked(by));
         }
-        let payload = decode_segment(segments.payload)?;
-        // The payload was parsed as JSON above, so it is valid UTF-8.
-        let claims_json = String::from_utf8(payload)
+        // The payload was parsed as JSON above, so this cannot fail; stay total anyway.
+        let claims_json = std::str::from_utf8(payload)
             .map_err(|_| VerifyError::Malformed(crate::error::Malformed::Payload))?;
         Ok(VerifiedToken {
             provider: provider.id.clone(),
@@ -362,7 +371,7 @@ impl Verifier {
             jti: checked.jti.map(Into::into),
             exp: checked.exp,
             iat: checked.iat,
-            claims: claims_json.into_boxed_str(),
+            claims: claims_json.into(),
         })
     }
 
@@ -424,6 +433,15 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// The signed parts of a token: what the signature covers, the decoded payload and the
+/// decoded signature.
+#[derive(Clone, Copy)]
+struct Signed<'a> {
+    message: &'a [u8],
+    payload: &'a [u8],
+    signature: &'a [u8],
+}
+
 enum SigFailure {
     Refused(KeyError),
     Missing,
@@ -466,16 +484,17 @@ fn check_claims<'c>(
     config: &ProviderConfig,
     now: i64,
 ) -> Result<Checked<'c>, ClaimsError> {
-    let date = |d: Option<NumericDate>, name: &'static str| match d {
+    // Fractional dates round toward refusal: `exp` down, `nbf` and `iat` up.
+    let date = |d: Option<NumericDate>, name: &'static str, up: bool| match d {
         None => Ok(None),
         Some(d) => d
-            .whole_seconds()
+            .whole_seconds(up)
             .map(Some)
             .ok_or(ClaimsError::Invalid(name)),
     };
-    let exp = date(claims.exp, "exp")?;
-    let nbf = date(claims.nbf, "nbf")?;
-    let iat = date(claims.iat, "iat")?;
+    let exp = date(claims.exp, "exp", false)?;
+    let nbf = date(claims.nbf, "nbf", true)?;
+    let iat = date(claims.iat, "iat", true)?;
     let sub = claims.sub.as_ref().map(|f| f.as_str("sub")).transpose()?;
     let jti = claims.jti.as_ref().map(|f| f.as_str("jti")).transpose()?;
     if matches!(claims.aud, Some(Audience::Invalid)) {
@@ -512,13 +531,13 @@ fn check_claims<'c>(
 /// Compares media types as RFC 7515 section 4.1.9 suggests: case-insensitively, with the
 /// `application/` prefix optional.
 fn typ_matches(typ: &str, required: &str) -> bool {
-    let strip = |s: &str| {
-        let lower = s.len() >= 12 && s[..12].eq_ignore_ascii_case("application/");
-        if lower {
-            s[12..].to_owned()
-        } else {
-            s.to_owned()
+    // `get` rather than indexing: `typ` comes from an unauthenticated header and byte 12 may
+    // fall inside a multi-byte character.
+    let strip = |s: &str| match (s.get(..12), s.get(12..)) {
+        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => {
+            rest.to_owned()
         }
+        _ => s.to_owned(),
     };
     strip(typ).eq_ignore_ascii_case(&strip(required))
 }
@@ -587,7 +606,8 @@ impl VerifiedToken {
     /// The claims set as a JSON object.
     #[must_use]
     pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
-        // The payload was checked to be a JSON object during verification.
+        // Verification refused any payload that does not parse into a map this way (see
+        // `RegisteredClaims::parse`), so the default is unreachable; it keeps this total.
         serde_json::from_str(&self.claims).unwrap_or_default()
     }
 

@@ -1,0 +1,63 @@
+//! The command line: argument types and dispatch.
+//!
+//! Exit codes are shared by every subcommand: [`EXIT_OK`], [`EXIT_INVALID`] when the
+//! command ran and its answer is "no" (a refused token), [`EXIT_USAGE`] when it could not run
+//! as asked (clap's own usage errors use 2 as well). `anyhow` is used here and in `main`
+//! only; the error's context chain is what the operator reads on stderr.
+
+pub mod verify;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Success: the token is valid.
+pub const EXIT_OK: u8 = 0;
+/// The command ran and the answer is negative: the token was refused.
+pub const EXIT_INVALID: u8 = 1;
+/// The command could not run as asked: bad arguments, an unreadable file, an insecure URL.
+pub const EXIT_USAGE: u8 = 2;
+
+/// `keygate`: the operator CLI of the keygate JWKS cache and JWT verifier.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "keygate: check JWTs against JWKS key sets, strictly",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands. `serve`, `flush`, `refresh`, `revoke`, `status` and `admin` will join
+/// `verify` once the sidecar exists.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Verify one token offline against a JWKS file or URL; print one JSON line.
+    #[command(long_about = verify::LONG_ABOUT)]
+    Verify(verify::VerifyArgs),
+}
+
+/// Runs the parsed command line and returns the process exit code.
+///
+/// # Errors
+/// Anything that kept the command from running as asked; `main` prints it and exits with
+/// [`EXIT_USAGE`].
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Verify(args) => {
+            let verdict = verify::run(&args)?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", verdict.to_json_line())
+                .and_then(|()| stdout.flush())
+                .context("writing the verdict to stdout")?;
+            Ok(ExitCode::from(verdict.exit_code()))
+        }
+    }
+}

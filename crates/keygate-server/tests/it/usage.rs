@@ -1,0 +1,146 @@
+//! Usage and configuration errors: exit 2, a message on stderr, nothing on stdout.
+
+use crate::harness::{AUD, ISS, Output, jwks_file, keygate, temp_file, token};
+
+fn assert_usage_error(out: &Output, stderr_mentions: &str) {
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(out.stderr.contains(stderr_mentions), "{out:?}");
+}
+
+fn run(args: &[&str]) -> Output {
+    keygate(args, None)
+}
+
+#[test]
+fn argument_errors_exit_2() {
+    let jwks = jwks_file();
+    let jwks = jwks.to_str().unwrap();
+    let (token, _) = token();
+    let file = temp_file("token.jwt", &token);
+    let file = file.to_str().unwrap();
+    let base = ["verify", "--jwks", jwks];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+    };
+
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "missing --iss",
+            with(&["--token-file", file, "--aud", AUD]),
+            "--iss",
+        ),
+        (
+            "missing --aud",
+            with(&["--token-file", file, "--iss", ISS]),
+            "--aud",
+        ),
+        ("no token", with(&["--iss", ISS, "--aud", AUD]), "--token"),
+        (
+            "both token sources",
+            with(&[
+                "--token-file",
+                file,
+                "--token",
+                &token,
+                "--iss",
+                ISS,
+                "--aud",
+                AUD,
+            ]),
+            "cannot be used with",
+        ),
+        (
+            "unknown --alg",
+            with(&[
+                "--token-file",
+                file,
+                "--iss",
+                ISS,
+                "--aud",
+                AUD,
+                "--alg",
+                "HS256",
+            ]),
+            "HS256",
+        ),
+        (
+            "--alg is case-sensitive",
+            with(&[
+                "--token-file",
+                file,
+                "--iss",
+                ISS,
+                "--aud",
+                AUD,
+                "--alg",
+                "rs256",
+            ]),
+            "rs256",
+        ),
+        (
+            "--now not a number",
+            with(&[
+                "--token-file",
+                file,
+                "--iss",
+                ISS,
+                "--aud",
+                AUD,
+                "--now",
+                "soon",
+            ]),
+            "--now",
+        ),
+        (
+            "unreadable token file",
+            with(&[
+                "--token-file",
+                "/nonexistent/token.jwt",
+                "--iss",
+                ISS,
+                "--aud",
+                AUD,
+            ]),
+            "/nonexistent/token.jwt",
+        ),
+        (
+            "empty --iss",
+            with(&["--token-file", file, "--iss", "", "--aud", AUD]),
+            "issuer",
+        ),
+    ];
+    for (name, args, mentions) in cases {
+        eprintln!("case: {name}");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        assert_usage_error(&out, mentions);
+        assert!(
+            !out.stderr.contains(&token) || name == "both token sources",
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_jwks_file_exits_2() {
+    let (token, _) = token();
+    let out = run(&[
+        "verify",
+        "--jwks",
+        "/nonexistent/jwks.json",
+        "--token",
+        &token,
+        "--iss",
+        ISS,
+        "--aud",
+        AUD,
+    ]);
+    assert_usage_error(&out, "/nonexistent/jwks.json");
+}
+
+#[test]
+fn unknown_subcommand_exits_2() {
+    let out = run(&["serve"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
