@@ -310,6 +310,24 @@ impl fmt::Debug for TestKey {
     }
 }
 
+/// Every supported algorithm with a shared key able to sign it (kids `rsa`, `p256`, `p384`,
+/// `ed`).
+#[must_use]
+pub fn one_key_per_alg() -> [(&'static TestKey, Algorithm); 9] {
+    let rsa = TestKey::shared_rsa("rsa");
+    [
+        (rsa, Algorithm::RS256),
+        (rsa, Algorithm::RS384),
+        (rsa, Algorithm::RS512),
+        (rsa, Algorithm::PS256),
+        (rsa, Algorithm::PS384),
+        (rsa, Algorithm::PS512),
+        (TestKey::shared_p256("p256"), Algorithm::ES256),
+        (TestKey::shared_p384("p384"), Algorithm::ES384),
+        (TestKey::shared_ed25519("ed"), Algorithm::EdDSA),
+    ]
+}
+
 /// `{"keys": [...]}` holding each key's public JWK (with `alg`).
 #[must_use]
 pub fn jwks(keys: &[&TestKey]) -> Value {
@@ -350,18 +368,7 @@ mod tests {
 
     #[test]
     fn every_alg_signs_and_verifies() {
-        let rsa = TestKey::shared_rsa("rsa");
-        let cases = [
-            (rsa, Algorithm::RS256),
-            (rsa, Algorithm::RS384),
-            (rsa, Algorithm::RS512),
-            (rsa, Algorithm::PS256),
-            (rsa, Algorithm::PS384),
-            (rsa, Algorithm::PS512),
-            (TestKey::shared_p256("p256"), Algorithm::ES256),
-            (TestKey::shared_p384("p384"), Algorithm::ES384),
-            (TestKey::shared_ed25519("ed"), Algorithm::EdDSA),
-        ];
+        let cases = crate::keys::one_key_per_alg();
         for (key, alg) in cases {
             let sig = key.sign(alg, b"header.payload");
             assert!(key.verify(alg, b"header.payload", &sig), "{alg:?}");

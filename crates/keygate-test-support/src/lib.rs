@@ -18,6 +18,6 @@ pub mod stub;
 pub mod token;
 
 pub use clock::ManualClock;
-pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks};
+pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks, one_key_per_alg};
 pub use stub::{StubBody, StubIdp, StubResponse};
 pub use token::{TokenBuilder, b64url, hs256_token, typical_claims};

@@ -209,18 +209,7 @@ mod tests {
 
     #[test]
     fn tokens_verify_for_every_alg() {
-        let rsa = TestKey::shared_rsa("rsa");
-        let cases = [
-            (rsa, Algorithm::RS256),
-            (rsa, Algorithm::RS384),
-            (rsa, Algorithm::RS512),
-            (rsa, Algorithm::PS256),
-            (rsa, Algorithm::PS384),
-            (rsa, Algorithm::PS512),
-            (TestKey::shared_p256("p256"), Algorithm::ES256),
-            (TestKey::shared_p384("p384"), Algorithm::ES384),
-            (TestKey::shared_ed25519("ed"), Algorithm::EdDSA),
-        ];
+        let cases = crate::keys::one_key_per_alg();
         let claims = typical_claims("https://idp.example", "api", 1_700_000_000);
         for (key, alg) in cases {
             let token = TokenBuilder::new(key)

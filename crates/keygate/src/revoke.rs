@@ -257,3 +257,84 @@ impl fmt::Debug for Revocations {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn facts<'a>(
+        provider: &'a ProviderId,
+        jti: Option<&'a str>,
+        sub: Option<&'a str>,
+        iat: Option<i64>,
+        kid: Option<&'a str>,
+    ) -> TokenFacts<'a> {
+        TokenFacts {
+            provider,
+            kid,
+            jti,
+            sub,
+            iat,
+        }
+    }
+
+    #[test]
+    fn each_kind_matches_only_what_it_covers_and_bumps_the_generation() {
+        let r = Revocations::new();
+        let p = ProviderId::new("acme", "idp");
+        let other = ProviderId::new("globex", "idp");
+        let g0 = r.generation();
+        assert_eq!(r.check(&facts(&p, Some("j1"), None, None, None)), None);
+
+        r.revoke_jti("j1", 2_000);
+        assert!(r.generation() > g0);
+        assert_eq!(
+            r.check(&facts(&p, Some("j1"), None, None, None)),
+            Some(RevokedBy::Jti)
+        );
+        assert_eq!(r.check(&facts(&p, Some("j2"), None, None, None)), None);
+
+        r.revoke_subject("acme", "alice", 1_000, 5_000);
+        let alice = |iat| facts(&p, None, Some("alice"), iat, None);
+        assert_eq!(r.check(&alice(Some(999))), Some(RevokedBy::Subject));
+        assert_eq!(r.check(&alice(None)), Some(RevokedBy::Subject));
+        assert_eq!(r.check(&alice(Some(1_000))), None);
+        let elsewhere = facts(&other, None, Some("alice"), Some(10), None);
+        assert_eq!(r.check(&elsewhere), None, "subjects are per tenant");
+
+        r.revoke_kid(&p, "k1", None);
+        assert_eq!(
+            r.check(&facts(&p, None, None, None, Some("k1"))),
+            Some(RevokedBy::Kid)
+        );
+        assert_eq!(r.check(&facts(&other, None, None, None, Some("k1"))), None);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.list().len(), 3);
+    }
+
+    #[test]
+    fn prune_forgets_entries_once_nothing_they_cover_can_be_valid() {
+        let r = Revocations::new();
+        let p = ProviderId::new("acme", "idp");
+        r.revoke_jti("j1", 2_000);
+        r.revoke_subject("acme", "alice", 1_000, 3_000);
+        r.revoke_kid(&p, "k1", Some(4_000));
+        r.revoke_kid(&p, "k2", None);
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        r.prune(at(2_000));
+        assert_eq!(r.len(), 4);
+        r.prune(at(2_001));
+        assert_eq!(r.len(), 3);
+        r.prune(at(4_001));
+        assert_eq!(
+            r.list(),
+            vec![Revocation::Kid {
+                tenant: "acme".into(),
+                provider: "idp".into(),
+                kid: "k2".into(),
+                until: None,
+            }]
+        );
+    }
+}

@@ -89,6 +89,20 @@ impl Fixture {
         }
     }
 
+    /// Verifies `token` from `n` tasks at once; every one must succeed.
+    async fn verify_concurrently(&self, token: &str, n: usize) {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let v = self.verifier.clone();
+                let t = token.to_owned();
+                tokio::spawn(async move { v.verify(&t).await.map(drop) })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
     fn jwks_requests(&self) -> usize {
         self.idp.requests("/jwks")
     }
@@ -227,15 +241,7 @@ async fn a_hundred_concurrent_cold_callers_share_one_fetch() {
             .delay(Duration::from_millis(200)),
     );
     let token = f.token(TestKey::shared_p256("k1"));
-    let mut tasks = Vec::new();
-    for _ in 0..100 {
-        let v = f.verifier.clone();
-        let t = token.clone();
-        tasks.push(tokio::spawn(async move { v.verify(&t).await.map(drop) }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    f.verify_concurrently(&token, 100).await;
     assert_eq!(f.jwks_requests(), 1);
 }
 
@@ -250,15 +256,7 @@ async fn concurrent_unknown_kid_callers_share_one_forced_fetch() {
         StubResponse::json(200, jwks(&[k1, k2])).delay(Duration::from_millis(200)),
     );
     let token = f.token(k2);
-    let mut tasks = Vec::new();
-    for _ in 0..100 {
-        let v = f.verifier.clone();
-        let t = token.clone();
-        tasks.push(tokio::spawn(async move { v.verify(&t).await.map(drop) }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    f.verify_concurrently(&token, 100).await;
     assert_eq!(f.jwks_requests(), 2);
 }
 
