@@ -1,1 +1,225 @@
-fn main() {}
+//! The cost of one verify, next to the cost of the signature check alone.
+//!
+//! Group `verify`, per algorithm:
+//! - `floor/<ALG>`: aws-lc-rs checking the token's signature with a key parsed once, over the
+//!   same signing input, the signature bytes decoded beforehand. Nothing can beat this.
+//! - `keygate/<ALG>`: `Verifier::verify` of the same token (eleven typical claims), keys warm
+//!   (a static key set), the verified-token cache off: split, base64, header and claims
+//!   parsing, provider and key lookup, the signature, claim checks, the result.
+//! - `cached/<ALG>`: the same with `.token_cache(10_000)`, answered from the cache.
+//! - `overhead/<ALG>`: keygate's time minus the floor's, the two timed alternately call by
+//!   call so that the VM's drift in speed (often larger than the overhead itself between two
+//!   benchmarks seconds apart) cancels out. Divide by `floor/<ALG>` for the overhead ratio.
+//!   Not for ES384, whose floor varies by more than the whole overhead.
+//!
+//! Group `executor`: what driving an already-ready future costs, to show the driver used
+//! here (one poll with a no-op waker) charges keygate next to nothing.
+//!
+//! `cargo bench -p keygate --bench verify`; BENCHMARKS.md records the figures.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use keygate::{Algorithm, ProviderConfig, Verifier};
+use keygate_test_support::{ManualClock, TestKey, TokenBuilder, typical_claims};
+use serde_json::json;
+
+/// A fixed instant: tokens minted for it never expire during a run.
+const NOW: u64 = 1_700_000_000;
+const AUDIENCE: &str = "https://api.bench.example";
+
+/// Polls `fut` once with a no-op waker. A verify with warm keys never awaits, so anything
+/// but `Ready` is a bug in the benchmark's setup (or a regression worth failing loudly on).
+fn ready<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("verify awaited although its keys were warm"),
+    }
+}
+
+/// Everything one algorithm's three benchmarks need.
+struct Case {
+    alg: Algorithm,
+    token: String,
+    signing_input: Vec<u8>,
+    signature: Vec<u8>,
+    floor: ParsedPublicKey,
+    uncached: Verifier,
+    cached: Verifier,
+}
+
+impl Case {
+    fn new(alg: Algorithm, key: &TestKey) -> Self {
+        let issuer = format!("https://{}.idp.bench.example/", alg.as_str().to_lowercase());
+        let claims = typical_claims(&issuer, AUDIENCE, i64::try_from(NOW).unwrap());
+        let token = TokenBuilder::new(key).alg(alg).claims(claims).sign();
+        let (signing_input, sig_b64) = token.rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(sig_b64).unwrap();
+
+        let floor = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => {
+                let (n, e) = key.rsa_public_components().unwrap();
+                let params = if alg == Algorithm::RS256 {
+                    &signature::RSA_PKCS1_2048_8192_SHA256
+                } else {
+                    &signature::RSA_PSS_2048_8192_SHA256
+                };
+                RsaPublicKeyComponents { n, e }
+                    .to_parsed_public_key(params)
+                    .unwrap()
+            }
+            Algorithm::ES256 => {
+                ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, key.public_key_bytes())
+                    .unwrap()
+            }
+            Algorithm::ES384 => {
+                ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, key.public_key_bytes())
+                    .unwrap()
+            }
+            Algorithm::EdDSA => {
+                ParsedPublicKey::new(&signature::ED25519, key.public_key_bytes()).unwrap()
+            }
+            other => unreachable!("no bench case for {other:?}"),
+        };
+
+        let mut jwk = key.jwk();
+        jwk["alg"] = json!(alg.as_str());
+        let jwks = json!({ "keys": [jwk] }).to_string();
+        let verifier = |token_cache: Option<usize>| {
+            let provider = ProviderConfig::builder("bench", alg.as_str(), &issuer)
+                .static_jwks(jwks.clone().into_bytes())
+                .audiences([AUDIENCE])
+                .algorithms([alg])
+                .build()
+                .unwrap();
+            let mut builder = Verifier::builder()
+                .provider(provider)
+                .clock(Arc::new(ManualClock::at_unix(NOW)));
+            if let Some(capacity) = token_cache {
+                builder = builder.token_cache(capacity);
+            }
+            builder.build().unwrap()
+        };
+
+        let case = Case {
+            alg,
+            signing_input: signing_input.as_bytes().to_vec(),
+            signature,
+            floor,
+            uncached: verifier(None),
+            cached: verifier(Some(10_000)),
+            token,
+        };
+        case.check();
+        case
+    }
+
+    /// Each benchmark measures what its name says: the floor accepts the signature, the
+    /// uncached verifier succeeds without caching, the cached one answers from its cache.
+    fn check(&self) {
+        self.floor
+            .verify_sig(&self.signing_input, &self.signature)
+            .unwrap();
+        let verified = ready(self.uncached.verify(&self.token)).unwrap();
+        assert_eq!(verified.algorithm(), self.alg);
+        assert_eq!(self.uncached.cached_tokens(), 0);
+        for _ in 0..2 {
+            ready(self.cached.verify(&self.token)).unwrap();
+        }
+        assert_eq!(self.cached.cached_tokens(), 1);
+        assert_eq!(self.cached.status()[0].counters.token_cache_hits, 1);
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let rsa = TestKey::shared_rsa("bench-rsa");
+    vec![
+        Case::new(Algorithm::RS256, rsa),
+        Case::new(Algorithm::ES256, TestKey::shared_p256("bench-p256")),
+        Case::new(Algorithm::EdDSA, TestKey::shared_ed25519("bench-ed25519")),
+        Case::new(Algorithm::PS256, rsa),
+        Case::new(Algorithm::ES384, TestKey::shared_p384("bench-p384")),
+    ]
+}
+
+fn verify(c: &mut Criterion) {
+    let cases = cases();
+    let mut group = c.benchmark_group("verify");
+    for case in &cases {
+        let alg = case.alg.as_str();
+        group.bench_function(format!("floor/{alg}"), |b| {
+            b.iter(|| {
+                case.floor
+                    .verify_sig(black_box(&case.signing_input), black_box(&case.signature))
+                    .unwrap();
+            });
+        });
+        group.bench_function(format!("keygate/{alg}"), |b| {
+            b.iter(|| ready(case.uncached.verify(black_box(&case.token))).unwrap());
+        });
+        group.bench_function(format!("cached/{alg}"), |b| {
+            b.iter(|| ready(case.cached.verify(black_box(&case.token))).unwrap());
+        });
+        // ES384's floor (~0.25 ms here) swings by more than keygate's whole overhead, so
+        // the difference would be noise, and criterion refuses samples that come out zero.
+        if case.alg == Algorithm::ES384 {
+            continue;
+        }
+        group.bench_function(format!("overhead/{alg}"), |b| {
+            b.iter_custom(|iters| {
+                let (mut floor, mut keygate) = (Duration::ZERO, Duration::ZERO);
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    case.floor
+                        .verify_sig(black_box(&case.signing_input), black_box(&case.signature))
+                        .unwrap();
+                    let mid = Instant::now();
+                    drop(black_box(
+                        ready(case.uncached.verify(black_box(&case.token))).unwrap(),
+                    ));
+                    let end = Instant::now();
+                    floor += mid - start;
+                    keygate += end - mid;
+                }
+                keygate.saturating_sub(floor)
+            });
+        });
+    }
+    group.finish();
+}
+
+fn executor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("executor");
+    group.bench_function("noop_waker_poll", |b| {
+        b.iter(|| ready(std::future::ready(black_box(1_u64))));
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    group.bench_function("tokio_current_thread_block_on", |b| {
+        b.iter(|| runtime.block_on(std::future::ready(black_box(1_u64))));
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = verify, executor
+}
+criterion_main!(benches);
