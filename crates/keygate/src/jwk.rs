@@ -7,10 +7,9 @@
 mod wire;
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::alg::{Algorithm, KeyFamily};
 use crate::error::{JwksError, KeyError};
@@ -30,7 +29,7 @@ pub struct KeySet {
 
 /// One entry of a key set.
 pub(crate) struct Key {
-    kid: Option<Box<str>>,
+    kid: Option<Arc<str>>,
     family: KeyFamily,
     /// The JWK's own `alg`, when it names one.
     alg: Option<Algorithm>,
@@ -222,7 +221,7 @@ impl Key {
             }
         }
         Some(Key {
-            kid: jwk.kid.as_deref().map(Box::from),
+            kid: jwk.kid.as_deref().map(Arc::from),
             family,
             alg,
             for_signing,
@@ -260,9 +259,9 @@ impl Key {
         &self.material
     }
 
-    /// The key's `kid`.
-    pub(crate) fn kid(&self) -> Option<&str> {
-        self.kid.as_deref()
+    /// The key's `kid`, shared rather than copied into every verified token.
+    pub(crate) fn kid(&self) -> Option<&Arc<str>> {
+        self.kid.as_ref()
     }
 }
 
@@ -289,7 +288,7 @@ fn build(alg: Algorithm, material: &[u8], split: usize) -> Option<ParsedPublicKe
 }
 
 fn decode(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s).ok()
+    base64_simd::URL_SAFE_NO_PAD.decode_to_vec(s).ok()
 }
 
 fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {

@@ -7,11 +7,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use crate::alg::Algorithm;
 use crate::error::{ClaimsError, HeaderError, Malformed, VerifyError};
@@ -27,7 +27,9 @@ pub(crate) struct Segments<'t> {
 
 impl<'t> Segments<'t> {
     pub(crate) fn split(token: &'t str) -> Result<Self, VerifyError> {
-        let mut dots = token.match_indices('.').map(|(i, _)| i);
+        let bytes = token.as_bytes();
+        // SIMD searches: a kilobyte-long token has only a handful of dots.
+        let mut dots = memchr::memchr_iter(b'.', bytes);
         let (Some(first), Some(second)) = (dots.next(), dots.next()) else {
             return Err(VerifyError::Malformed(Malformed::Segments));
         };
@@ -46,11 +48,28 @@ impl<'t> Segments<'t> {
     }
 }
 
-/// Decodes one unpadded base64url segment, refusing padding and non-canonical trailing bits.
-pub(crate) fn decode_segment(segment: &str) -> Result<Vec<u8>, VerifyError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| VerifyError::Malformed(Malformed::Base64))
+/// Decodes one unpadded base64url segment onto the end of `buf`, refusing padding and
+/// non-canonical trailing bits, and returns where it landed. One buffer serves all three
+/// segments, so a verification allocates once for decoding.
+pub(crate) fn decode_into(buf: &mut Vec<u8>, segment: &str) -> Result<Range<usize>, VerifyError> {
+    let start = buf.len();
+    // base64-simd: strict RFC 4648 decoding (no padding, no non-canonical trailing bits,
+    // no whitespace) several times faster than a scalar decoder on tokens of this size.
+    if base64_simd::URL_SAFE_NO_PAD
+        .decode_append(segment, buf)
+        .is_err()
+    {
+        // The decoder may have written part of the output; leave `buf` as it was.
+        buf.truncate(start);
+        return Err(VerifyError::Malformed(Malformed::Base64));
+    }
+    Ok(start..buf.len())
+}
+
+/// The decoded JSON text of a header or payload: JSON is UTF-8 (RFC 8259 section 8.1).
+/// Checking it once here lets serde_json skip re-checking every string.
+pub(crate) fn json_text(bytes: &[u8], kind: Malformed) -> Result<&str, VerifyError> {
+    std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed(kind))
 }
 
 /// The JOSE header members keygate acts on.
@@ -63,7 +82,7 @@ pub(crate) struct Header<'a> {
 
 impl<'a> Header<'a> {
     /// Parses and vets the header. The order of checks fixes which reason code wins.
-    pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn parse(json: &'a str) -> Result<Self, VerifyError> {
         let raw: RawHeader<'a> = parse_object(json, Malformed::Header)?;
         let Some(Field::Str(alg)) = raw.alg else {
             return Err(VerifyError::Malformed(Malformed::Header));
@@ -126,10 +145,10 @@ impl<'a> RegisteredClaims<'a> {
     /// must also be what [`VerifiedToken::claims`](crate::VerifiedToken::claims) can read
     /// back: a payload with escapes (lone surrogates) or deep nesting is fully parsed once,
     /// so a token that verifies never yields claims its consumers cannot see.
-    pub(crate) fn parse(json: &'a [u8]) -> Result<Self, VerifyError> {
+    pub(crate) fn parse(json: &'a str) -> Result<Self, VerifyError> {
         let claims = parse_object(json, Malformed::Payload)?;
-        if needs_full_parse(json)
-            && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json).is_err()
+        if needs_full_parse(json.as_bytes())
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json).is_err()
         {
             return Err(VerifyError::Malformed(Malformed::Payload));
         }
@@ -143,23 +162,11 @@ const SAFE_DEPTH: usize = 64;
 /// Whether the payload has an escape sequence or nests deeper than [`SAFE_DEPTH`]: the only
 /// ways a document the skipping parser accepted could fail a full parse. One cheap pass.
 fn needs_full_parse(json: &[u8]) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    for &b in json {
-        match b {
-            b'\\' => return true,
-            b'"' => in_string = !in_string,
-            b'{' | b'[' if !in_string => {
-                depth += 1;
-                if depth > SAFE_DEPTH {
-                    return true;
-                }
-            }
-            b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
+    // Counting every bracket, inside strings or not, over-approximates the depth.
+    let opens = memchr::memchr2_iter(b'{', b'[', json)
+        .take(SAFE_DEPTH + 1)
+        .count();
+    opens > SAFE_DEPTH || memchr::memchr(b'\\', json).is_some()
 }
 
 /// A string-valued member, or a member of another JSON type.
@@ -208,11 +215,8 @@ impl NumericDate {
 
 /// Parses a JSON object into `T` through `T`'s [`ObjectVisitor`], mapping any syntax error,
 /// wrong top-level type or duplicate member to `Malformed`.
-fn parse_object<'a, T: ObjectFields<'a>>(
-    json: &'a [u8],
-    kind: Malformed,
-) -> Result<T, VerifyError> {
-    let mut de = serde_json::Deserializer::from_slice(json);
+fn parse_object<'a, T: ObjectFields<'a>>(json: &'a str, kind: Malformed) -> Result<T, VerifyError> {
+    let mut de = serde_json::Deserializer::from_str(json);
     let parsed = de.deserialize_map(ObjectVisitor::<T>(std::marker::PhantomData));
     match parsed.and_then(|v| de.end().map(|()| v)) {
         Ok(Ok(v)) => Ok(v),
@@ -226,6 +230,9 @@ struct Duplicate;
 
 /// The per-member behaviour of a strictly parsed JSON object.
 trait ObjectFields<'a>: Default {
+    /// The index (below 32) of a member name this type reads, for duplicate tracking.
+    fn slot(name: &str) -> Option<u32>;
+
     /// Reads the value of member `name` from `map`.
     fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error>;
 }
@@ -241,17 +248,33 @@ impl<'a, T: ObjectFields<'a>> Visitor<'a> for ObjectVisitor<T> {
 
     fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = T::default();
-        // Member names seen so far. Objects here are small, so a linear scan beats hashing.
-        let mut seen: Vec<Cow<'a, str>> = Vec::with_capacity(16);
+        // Known members are tracked in a bit set; the other names seen so far in a short list
+        // (objects here are small, so a linear scan beats hashing).
+        let mut known_seen = 0u32;
+        let mut others: SmallVec<[Cow<'a, str>; 16]> = SmallVec::new();
         let mut duplicate = false;
         while let Some(Key(name)) = map.next_key::<Key<'a>>()? {
-            if seen.contains(&name) {
+            let again = match T::slot(&name) {
+                Some(i) => {
+                    let bit = 1u32 << i;
+                    let again = known_seen & bit != 0;
+                    known_seen |= bit;
+                    again
+                }
+                None => {
+                    let again = others.contains(&name);
+                    if !again {
+                        others.push(name.clone());
+                    }
+                    again
+                }
+            };
+            if again {
                 duplicate = true;
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
             out.field(&name, &mut map)?;
-            seen.push(name);
         }
         Ok(if duplicate { Err(Duplicate) } else { Ok(out) })
     }
@@ -288,19 +311,67 @@ impl<'de> Visitor<'de> for StrVisitor {
     }
 }
 
-/// Reads a member as a string when it is one, and as `Field::Other` otherwise.
+/// Reads a member as a string when it is one, and as `Field::Other` otherwise, in one pass.
 fn read_field<'a, A: MapAccess<'a>>(map: &mut A) -> Result<Field<'a>, A::Error> {
-    let raw: &'a RawValue = map.next_value()?;
-    Ok(str_of(raw).map_or(Field::Other, Field::Str))
+    map.next_value::<Field<'a>>()
 }
 
-fn str_of(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if !text.starts_with('"') {
-        return None;
+impl<'de> de::Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.deserialize_str(StrVisitor).ok()
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Field::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Field::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Field::Str(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
 }
 
 #[derive(Default)]
@@ -317,6 +388,24 @@ struct RawHeader<'a> {
 }
 
 impl<'a> ObjectFields<'a> for RawHeader<'a> {
+    fn slot(name: &str) -> Option<u32> {
+        Some(match name {
+            "alg" => 0,
+            "kid" => 1,
+            "typ" => 2,
+            "cty" => 3,
+            "crit" => 4,
+            "enc" => 5,
+            "zip" => 6,
+            "b64" => 7,
+            "jwk" => 8,
+            "jku" => 9,
+            "x5u" => 10,
+            "x5c" => 11,
+            _ => return None,
+        })
+    }
+
     fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
             "alg" => self.alg = Some(read_field(map)?),
@@ -356,15 +445,25 @@ impl<'a> ObjectFields<'a> for RawHeader<'a> {
 }
 
 impl<'a> ObjectFields<'a> for RegisteredClaims<'a> {
+    fn slot(name: &str) -> Option<u32> {
+        Some(match name {
+            "iss" => 0,
+            "sub" => 1,
+            "aud" => 2,
+            "exp" => 3,
+            "nbf" => 4,
+            "iat" => 5,
+            "jti" => 6,
+            _ => return None,
+        })
+    }
+
     fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
             "iss" => self.iss = Some(read_field(map)?),
             "sub" => self.sub = Some(read_field(map)?),
             "jti" => self.jti = Some(read_field(map)?),
-            "aud" => {
-                let raw: &'a RawValue = map.next_value()?;
-                self.aud = Some(audience(raw));
-            }
+            "aud" => self.aud = Some(map.next_value()?),
             "exp" => self.exp = Some(numeric_date(map.next_value()?)),
             "nbf" => self.nbf = Some(numeric_date(map.next_value()?)),
             "iat" => self.iat = Some(numeric_date(map.next_value()?)),
@@ -376,24 +475,85 @@ impl<'a> ObjectFields<'a> for RegisteredClaims<'a> {
     }
 }
 
-fn audience(raw: &RawValue) -> Audience<'_> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        return str_of(raw).map_or(Audience::Invalid, Audience::One);
+impl<'de> de::Deserialize<'de> for Audience<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AudienceVisitor)
     }
-    if text.starts_with('[') {
-        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
-            let strings: Option<Vec<_>> = items.into_iter().map(str_of).collect();
-            if let Some(strings) = strings {
-                return Audience::Many(strings);
+}
+
+struct AudienceVisitor;
+
+impl<'de> Visitor<'de> for AudienceVisitor {
+    type Value = Audience<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Audience::One(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Audience::One(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Audience::One(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Audience::Invalid)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Audience::Invalid)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Audience::Invalid)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Audience::Invalid)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Audience::Invalid)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut all = Vec::new();
+        let mut valid = true;
+        while let Some(item) = seq.next_element::<Field<'de>>()? {
+            match item {
+                Field::Str(s) => all.push(s),
+                Field::Other => valid = false,
             }
         }
+        Ok(if valid {
+            Audience::Many(all)
+        } else {
+            Audience::Invalid
+        })
     }
-    Audience::Invalid
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Audience::Invalid)
+    }
 }
 
 fn numeric_date(raw: &RawValue) -> NumericDate {
     let text = raw.get();
+    // Fast path for the usual integer seconds.
+    if let Ok(v) = text.parse::<i64>() {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "dates are far below 2^53 seconds"
+        )]
+        return NumericDate::Seconds(v as f64);
+    }
     let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
     match text.parse::<f64>() {
         Ok(v) if is_number && v.is_finite() => NumericDate::Seconds(v),
@@ -406,7 +566,7 @@ mod tests {
     use super::*;
 
     fn header(json: &str) -> Result<Header<'_>, VerifyError> {
-        Header::parse(json.as_bytes())
+        Header::parse(json)
     }
 
     #[test]
@@ -451,19 +611,19 @@ mod tests {
     #[test]
     fn claims_are_type_checked_and_duplicates_refused() {
         let c = RegisteredClaims::parse(
-            br#"{"iss":"a","aud":["x","y"],"exp":1e400,"iat":-1e400,"n":{"a":1e999}}"#,
+            r#"{"iss":"a","aud":["x","y"],"exp":1e400,"iat":-1e400,"n":{"a":1e999}}"#,
         )
         .unwrap();
         // Out of f64 range: present, but not a usable NumericDate.
         assert_eq!(c.exp, Some(NumericDate::Invalid));
         assert_eq!(c.iat, Some(NumericDate::Invalid));
-        let c = RegisteredClaims::parse(br#"{"iss":"a","aud":["x",2],"exp":1.5,"nbf":"soon"}"#)
-            .unwrap();
+        let c =
+            RegisteredClaims::parse(r#"{"iss":"a","aud":["x",2],"exp":1.5,"nbf":"soon"}"#).unwrap();
         assert_eq!(c.iss, Some(Field::Str("a".into())));
         assert_eq!(c.aud, Some(Audience::Invalid));
         assert_eq!(c.exp, Some(NumericDate::Seconds(1.5)));
         assert_eq!(c.nbf, Some(NumericDate::Invalid));
-        let dup = RegisteredClaims::parse(br#"{"role":"user","sub":"a","role":"admin"}"#);
+        let dup = RegisteredClaims::parse(r#"{"role":"user","sub":"a","role":"admin"}"#);
         assert_eq!(dup.unwrap_err().reason(), "malformed");
     }
 
@@ -479,8 +639,40 @@ mod tests {
             Segments::split("a.b.c.d.e").err().unwrap().reason(),
             "unsupported_token"
         );
-        assert_eq!(decode_segment("AQ==").unwrap_err().reason(), "malformed");
-        assert_eq!(decode_segment("AR").unwrap_err().reason(), "malformed");
-        assert_eq!(decode_segment("AQ").unwrap(), vec![1]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            decode_into(&mut buf, "AQ==").unwrap_err().reason(),
+            "malformed"
+        );
+        assert_eq!(
+            decode_into(&mut buf, "AR").unwrap_err().reason(),
+            "malformed"
+        );
+        assert_eq!(decode_into(&mut buf, "AQ").unwrap(), 0..1);
+        assert_eq!(decode_into(&mut buf, "AgM").unwrap(), 1..3);
+        assert_eq!(buf, [1, 2, 3]);
+    }
+
+    proptest::proptest! {
+        /// The SIMD decoder accepts exactly what a strict scalar decoder accepts.
+        #[test]
+        fn decoding_agrees_with_a_strict_reference(segment in "[A-Za-z0-9_=+/ -]{0,12}") {
+            use base64::Engine as _;
+            let reference = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&segment);
+            let mut buf = vec![9];
+            let ours = decode_into(&mut buf, &segment);
+            match (reference, ours) {
+                (Ok(bytes), Ok(range)) => proptest::prop_assert_eq!(&buf[range], &bytes[..]),
+                (Err(_), Err(_)) => proptest::prop_assert_eq!(&buf, &vec![9]),
+                (r, o) => proptest::prop_assert!(false, "reference {:?}, ours {:?}", r, o),
+            }
+        }
+
+        /// Bracket counting flags every payload deeper than the safe depth.
+        #[test]
+        fn deep_payloads_are_fully_parsed(depth in 0usize..200) {
+            let json = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            proptest::prop_assert_eq!(needs_full_parse(json.as_bytes()), depth + 1 > SAFE_DEPTH);
+        }
     }
 }

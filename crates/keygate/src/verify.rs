@@ -12,11 +12,15 @@ use crate::alg::Algorithm;
 use crate::cache::{Counters, Provider, ProviderId, ProviderStatus, Snapshot};
 use crate::clock::{Clock, SystemClock, unix_seconds};
 use crate::config::ProviderConfig;
-use crate::error::{ClaimsError, ConfigError, HeaderError, KeyError, KeysUnavailable, VerifyError};
+use crate::error::{
+    ClaimsError, ConfigError, HeaderError, KeyError, KeysUnavailable, Malformed, VerifyError,
+};
 use crate::fetch::{Fetch, HttpFetcher};
 use crate::jwk::Lookup;
 use crate::revoke::{RevocationCheck, Revocations, TokenFacts};
-use crate::token::{Audience, Header, NumericDate, RegisteredClaims, Segments, decode_segment};
+use crate::token::{
+    Audience, Header, NumericDate, RegisteredClaims, Segments, decode_into, json_text,
+};
 use crate::token_cache::{Cached, TokenCache};
 
 /// The default cap on a token's length in bytes.
@@ -33,7 +37,7 @@ pub struct Verifier {
 
 struct Inner {
     providers: Vec<Arc<Provider>>,
-    by_issuer: HashMap<Box<str>, Vec<usize>>,
+    by_issuer: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
     clock: Arc<dyn Clock>,
     revocations: Arc<dyn RevocationCheck>,
     token_cache: Option<TokenCache>,
@@ -46,8 +50,8 @@ struct Inner {
 pub struct VerifiedToken {
     provider: ProviderId,
     alg: Algorithm,
-    kid: Option<Box<str>>,
-    issuer: Box<str>,
+    kid: Option<Arc<str>>,
+    issuer: Arc<str>,
     subject: Option<Box<str>>,
     jti: Option<Box<str>>,
     exp: Option<i64>,
@@ -212,16 +216,19 @@ impl Verifier {
         }
 
         let segments = Segments::split(token)?;
-        let header_json = decode_segment(segments.header)?;
-        let header = Header::parse(&header_json)?;
-        let payload = decode_segment(segments.payload)?;
-        let claims = RegisteredClaims::parse(&payload)?;
-        let signature = decode_segment(segments.signature)?;
-
+        // Decoded header, payload and signature, back to back in one buffer.
+        let mut decoded = Vec::with_capacity(token.len());
+        let header_at = decode_into(&mut decoded, segments.header)?;
+        let payload_at = decode_into(&mut decoded, segments.payload)?;
+        let signature_at = decode_into(&mut decoded, segments.signature)?;
+        let header = Header::parse(json_text(&decoded[header_at], Malformed::Header)?)?;
+        let payload = json_text(&decoded[payload_at], Malformed::Payload)?;
+        let claims = RegisteredClaims::parse(payload)?;
+        let signature = &decoded[signature_at];
         let signed = Signed {
             message: segments.signing_input.as_bytes(),
-            payload: &payload,
-            signature: &signature,
+            payload,
+            signature,
         };
         let iss = match &claims.iss {
             None => return Err(VerifyError::Claims(ClaimsError::Missing("iss"))),
@@ -359,19 +366,16 @@ impl Verifier {
         if let Some(by) = self.inner.revocations.check(&facts) {
             return Err(VerifyError::Revoked(by));
         }
-        // The payload was parsed as JSON above, so this cannot fail; stay total anyway.
-        let claims_json = std::str::from_utf8(payload)
-            .map_err(|_| VerifyError::Malformed(crate::error::Malformed::Payload))?;
         Ok(VerifiedToken {
             provider: provider.id.clone(),
             alg: header.alg,
             kid: verified_kid,
-            issuer: config.issuer.as_ref().into(),
+            issuer: Arc::clone(&config.issuer),
             subject: checked.sub.map(Into::into),
             jti: checked.jti.map(Into::into),
             exp: checked.exp,
             iat: checked.iat,
-            claims: claims_json.into(),
+            claims: payload.into(),
         })
     }
 
@@ -438,7 +442,7 @@ impl fmt::Debug for Verifier {
 #[derive(Clone, Copy)]
 struct Signed<'a> {
     message: &'a [u8],
-    payload: &'a [u8],
+    payload: &'a str,
     signature: &'a [u8],
 }
 
@@ -456,11 +460,11 @@ fn check_signature(
     alg: Algorithm,
     message: &[u8],
     signature: &[u8],
-) -> Result<Option<Box<str>>, SigFailure> {
+) -> Result<Option<Arc<str>>, SigFailure> {
     match snapshot.keys.lookup(kid, alg) {
         Lookup::Found(key) => {
             if key.verify(alg, message, signature) {
-                Ok(key.kid().map(Into::into))
+                Ok(key.kid().cloned())
             } else {
                 Err(SigFailure::BadSignature(key.material().into()))
             }
@@ -704,7 +708,8 @@ impl VerifierBuilder {
             ),
         };
         let mut providers: Vec<Arc<Provider>> = Vec::with_capacity(self.providers.len());
-        let mut by_issuer: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut by_issuer: HashMap<Box<str>, Vec<usize>, _> =
+            HashMap::with_hasher(foldhash::fast::RandomState::default());
         for config in self.providers {
             if providers
                 .iter()
