@@ -191,9 +191,7 @@ fn verify(c: &mut Criterion) {
                 }
                 // A sample where noise outweighed the overhead counts as 1 ns per batch rather
                 // than zero, which criterion refuses; this biases the figure up, never down.
-                keygate
-                    .saturating_sub(floor)
-                    .max(Duration::from_nanos(1))
+                keygate.saturating_sub(floor).max(Duration::from_nanos(1))
             });
         });
     }

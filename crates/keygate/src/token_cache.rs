@@ -65,18 +65,20 @@ impl TokenCache {
         self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Returns the entry for `token` if `is_live` accepts it; removes it if not.
+    /// Returns the verified token and its provider's index if `is_live` accepts the entry;
+    /// removes the entry if not.
     pub(crate) fn get(
         &self,
         token: &str,
         is_live: impl FnOnce(&Cached) -> bool,
-    ) -> Option<Arc<VerifiedToken>> {
+    ) -> Option<(Arc<VerifiedToken>, usize)> {
         let hash = self.hash(token);
         let mut shard = self.shard(hash);
         let found = shard.find_entry(hash, |e| e.hash == hash && *e.token == *token);
         let Ok(entry) = found else { return None };
         if is_live(&entry.get().cached) {
-            return Some(Arc::clone(&entry.get().cached.verified));
+            let cached = &entry.get().cached;
+            return Some((Arc::clone(&cached.verified), cached.provider));
         }
         entry.remove();
         None

@@ -194,22 +194,16 @@ impl Verifier {
             });
         }
         let now = inner.clock.now();
-        let now_secs = unix_seconds(now);
+        // Read before any check: a revocation landing mid-verification then moves the
+        // generation past the one this result is cached under, so the entry is dead at once.
+        let revocation_generation = inner.revocations.generation();
         if let Some(cache) = &inner.token_cache {
-            let revocation_generation = inner.revocations.generation();
             let hit = cache.get(token, |c| {
-                let provider = &inner.providers[c.provider];
-                tenant.is_none_or(|t| *provider.id.tenant() == *t)
-                    && c.revocation_generation == revocation_generation
-                    && now_secs < c.valid_until
-                    && provider
-                        .snapshot
-                        .load()
-                        .as_ref()
-                        .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
+                tenant.is_none_or(|t| *inner.providers[c.provider].id.tenant() == *t)
+                    && inner.still_holds(c, revocation_generation, now)
             });
-            if let Some(verified) = hit {
-                let provider = &inner.providers[verified_provider_index(inner, &verified)];
+            if let Some((verified, idx)) = hit {
+                let provider = &inner.providers[idx];
                 Counters::bump(&provider.counters.token_cache_hits);
                 return Ok(verified);
             }
@@ -248,9 +242,10 @@ impl Verifier {
                 .verify_with(provider, &header, &claims, signed, now)
                 .await;
             match attempt {
-                Ok(verified) => {
+                Ok((verified, generation)) => {
                     let verified = Arc::new(verified);
-                    self.remember(token, idx, &verified, provider);
+                    let verified_under = (generation, revocation_generation);
+                    self.remember(token, idx, &verified, provider, verified_under);
                     return Ok(verified);
                 }
                 Err(e) => {
@@ -270,7 +265,7 @@ impl Verifier {
         claims: &RegisteredClaims<'_>,
         signed: Signed<'_>,
         now: SystemTime,
-    ) -> Result<VerifiedToken, VerifyError> {
+    ) -> Result<(VerifiedToken, u64), VerifyError> {
         let config = &provider.config;
         if !config.algorithms.contains(&header.alg) {
             return Err(VerifyError::Header(HeaderError::AlgNotAllowed));
@@ -295,7 +290,7 @@ impl Verifier {
             .await
             .map_err(VerifyError::KeysUnavailable)?;
         let outcome = check_signature(&snapshot, kid, header.alg, message, signature);
-        let verified_kid = match outcome {
+        let (verified_kid, generation) = match outcome {
             Ok(kid) => {
                 Counters::bump(&provider.counters.hits);
                 kid
@@ -366,7 +361,7 @@ impl Verifier {
         if let Some(by) = self.inner.revocations.check(&facts) {
             return Err(VerifyError::Revoked(by));
         }
-        Ok(VerifiedToken {
+        let verified = VerifiedToken {
             provider: provider.id.clone(),
             alg: header.alg,
             kid: verified_kid,
@@ -376,57 +371,54 @@ impl Verifier {
             exp: checked.exp,
             iat: checked.iat,
             claims: payload.into(),
-        })
+        };
+        Ok((verified, generation))
     }
 
+    /// Caches a result under the key-set and revocation generations it was verified with,
+    /// never later ones, so a change during verification cannot be papered over.
     fn remember(
         &self,
         token: &str,
         idx: usize,
         verified: &Arc<VerifiedToken>,
         provider: &Provider,
+        (generation, revocation_generation): (u64, u64),
     ) {
         let Some(cache) = &self.inner.token_cache else {
             return;
         };
         // Tokens without `exp` are never cached: nothing would bound the entry's life.
         let Some(exp) = verified.exp else { return };
-        let Some(snapshot) = provider.snapshot.load_full() else {
-            return;
-        };
         let leeway = i64::try_from(provider.config.leeway.as_secs()).unwrap_or(i64::MAX);
         let inner = &*self.inner;
-        let revocation_generation = inner.revocations.generation();
         let now = inner.clock.now();
-        let now_secs = unix_seconds(now);
         cache.insert(
             token,
             Cached {
                 verified: Arc::clone(verified),
                 provider: idx,
-                generation: snapshot.generation,
+                generation,
                 revocation_generation,
                 valid_until: exp.saturating_add(leeway),
             },
-            |c| {
-                c.revocation_generation == revocation_generation
-                    && now_secs < c.valid_until
-                    && inner.providers[c.provider]
-                        .snapshot
-                        .load()
-                        .as_ref()
-                        .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
-            },
+            |c| inner.still_holds(c, revocation_generation, now),
         );
     }
 }
 
-fn verified_provider_index(inner: &Inner, verified: &VerifiedToken) -> usize {
-    inner
-        .providers
-        .iter()
-        .position(|p| p.id == verified.provider)
-        .unwrap_or(0)
+impl Inner {
+    /// Whether a cached verification still holds at `now`: same revocation state, token not
+    /// expired, and the provider still serving the very key set it was verified under.
+    fn still_holds(&self, c: &Cached, revocation_generation: u64, now: SystemTime) -> bool {
+        c.revocation_generation == revocation_generation
+            && unix_seconds(now) < c.valid_until
+            && self.providers[c.provider]
+                .snapshot
+                .load()
+                .as_ref()
+                .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
+    }
 }
 
 impl fmt::Debug for Verifier {
@@ -453,18 +445,19 @@ enum SigFailure {
     BadSignature(Box<[u8]>),
 }
 
-/// Looks up the key and checks the signature; on success returns the key's `kid`.
+/// Looks up the key and checks the signature; on success returns the key's `kid` and the
+/// generation of the key set that verified it.
 fn check_signature(
     snapshot: &Snapshot,
     kid: Option<&str>,
     alg: Algorithm,
     message: &[u8],
     signature: &[u8],
-) -> Result<Option<Arc<str>>, SigFailure> {
+) -> Result<(Option<Arc<str>>, u64), SigFailure> {
     match snapshot.keys.lookup(kid, alg) {
         Lookup::Found(key) => {
             if key.verify(alg, message, signature) {
-                Ok(key.kid().cloned())
+                Ok((key.kid().cloned(), snapshot.generation))
             } else {
                 Err(SigFailure::BadSignature(key.material().into()))
             }

@@ -663,3 +663,55 @@ async fn a_provider_can_pin_its_jwks_host_key() {
         "pin_mismatch"
     );
 }
+
+/// A revocation source whose state changes while a verification is checking it, as when an
+/// admin revokes a token at that very moment.
+#[derive(Debug, Default)]
+struct ChangesDuringCheck {
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl keygate::RevocationCheck for ChangesDuringCheck {
+    fn check(&self, _: &keygate::TokenFacts<'_>) -> Option<keygate::RevokedBy> {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_result_is_never_cached_under_revocation_state_newer_than_its_check() {
+    let key = TestKey::shared_p256("k1");
+    let clock = Arc::new(ManualClock::at_unix(T0));
+    let revocations = Arc::new(ChangesDuringCheck::default());
+    let verifier = Verifier::builder()
+        .provider(
+            ProviderConfig::builder("acme", "idp", "https://issuer.example")
+                .static_jwks(serde_json::to_vec(&jwks(&[key])).unwrap())
+                .audiences([AUD])
+                .build()
+                .unwrap(),
+        )
+        .clock(clock.clone())
+        .revocations(revocations.clone())
+        .token_cache(100)
+        .build()
+        .unwrap();
+    let token = TokenBuilder::new(key)
+        .claims(typical_claims(
+            "https://issuer.example",
+            AUD,
+            clock.now_unix(),
+        ))
+        .sign();
+    for _ in 0..3 {
+        verifier.verify(&token).await.unwrap();
+    }
+    // Every verification saw the state move under it, so none may be served from the cache.
+    assert_eq!(verifier.status()[0].counters.token_cache_hits, 0);
+    assert_eq!(keygate::RevocationCheck::generation(&*revocations), 3);
+}
