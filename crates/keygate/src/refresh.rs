@@ -260,12 +260,16 @@ impl Provider {
 
     fn next_refresh_delay(&self) -> Duration {
         let now = self.clock.now();
-        let at = lock(&self.refresher.state).next_attempt_at;
-        if self.snapshot.load().is_none() && lock(&self.refresher.state).last_failure.is_none() {
-            // Flushed: the next verification fetches; nothing to refresh ahead of.
+        let state = lock(&self.refresher.state);
+        if self.snapshot.load().is_none() && state.last_failure.is_none() {
+            // Flushed: the next verification fetches; nothing to refresh ahead of. A flush
+            // notifies this task, so the long sleep is cut short by the next refresh.
             return Duration::from_secs(3600);
         }
-        at.duration_since(now).unwrap_or_default()
+        state
+            .next_attempt_at
+            .duration_since(now)
+            .unwrap_or_default()
     }
 
     async fn run_refresh(self: Arc<Self>) -> Outcome {
