@@ -11,7 +11,6 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::config::{KeySource, ProviderConfig};
-use crate::error::KeysUnavailable;
 use crate::fetch::Fetch;
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
@@ -204,7 +203,7 @@ impl Provider {
             usable_until: snap.as_ref().and_then(|s| s.usable_until),
             last_error: failure.map(|(at, e)| LastError {
                 at,
-                reason: reason_of(&e),
+                reason: e.cause_reason(),
                 message: e.to_string(),
             }),
             counters: CounterSnapshot {
@@ -216,14 +215,6 @@ impl Provider {
                 token_cache_hits: load(&c.token_cache_hits),
             },
         }
-    }
-}
-
-fn reason_of(e: &KeysUnavailable) -> &'static str {
-    match e {
-        KeysUnavailable::Fetch(Some(f)) => f.reason(),
-        KeysUnavailable::Fetch(None) => "keys_unavailable",
-        KeysUnavailable::MalformedJwks(_) => "malformed_jwks",
     }
 }
 

@@ -259,6 +259,15 @@ impl KeysUnavailable {
             KeysUnavailable::MalformedJwks(_) => "malformed_jwks",
         }
     }
+
+    /// The most specific reason code for operators: the fetch failure's own code (e.g.
+    /// `timeout`, `pin_mismatch`) when there is one.
+    pub(crate) fn cause_reason(&self) -> &'static str {
+        match self {
+            KeysUnavailable::Fetch(Some(f)) => f.reason(),
+            other => other.reason(),
+        }
+    }
 }
 
 /// Why a JWKS document was refused as a whole.

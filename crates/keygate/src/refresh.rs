@@ -299,7 +299,7 @@ impl Provider {
                 state.next_attempt_at = now + backoff.max(retry_after.unwrap_or_default());
                 tracing::warn!(
                     provider = %self.id,
-                    reason = reason(err),
+                    reason = err.cause_reason(),
                     error = %err,
                     "jwks refresh failed; keeping cached keys"
                 );
@@ -495,14 +495,6 @@ impl Provider {
             }
             tokio::time::sleep(wait).await;
         }
-    }
-}
-
-fn reason(e: &KeysUnavailable) -> &'static str {
-    match e {
-        KeysUnavailable::Fetch(Some(f)) => f.reason(),
-        KeysUnavailable::Fetch(None) => "keys_unavailable",
-        KeysUnavailable::MalformedJwks(_) => "malformed_jwks",
     }
 }
 

@@ -289,26 +289,22 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-struct StrVisitor;
+/// Implements the three `Visitor` string methods, wrapping the (borrowed when possible)
+/// string with `$wrap`.
+macro_rules! json_strings {
+    ($wrap:path) => {
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok($wrap(Cow::Borrowed(v)))
+        }
 
-impl<'de> Visitor<'de> for StrVisitor {
-    type Value = Cow<'de, str>;
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok($wrap(Cow::Owned(v.to_owned())))
+        }
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok($wrap(Cow::Owned(v)))
+        }
+    };
 }
 
 /// Implements the remaining `Visitor` methods for a value that is "some other JSON type":
@@ -350,6 +346,18 @@ macro_rules! other_json_types {
     };
 }
 
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    json_strings!(std::convert::identity);
+}
+
 /// Reads a member as a string when it is one, and as `Field::Other` otherwise, in one pass.
 fn read_field<'a, A: MapAccess<'a>>(map: &mut A) -> Result<Field<'a>, A::Error> {
     map.next_value::<Field<'a>>()
@@ -370,17 +378,7 @@ impl<'de> Visitor<'de> for FieldVisitor {
         f.write_str("any JSON value")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Field::Str(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Field::Str(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Field::Str(Cow::Owned(v)))
-    }
+    json_strings!(Field::Str);
 
     other_json_types!(Field::Other);
 }
@@ -501,17 +499,7 @@ impl<'de> Visitor<'de> for AudienceVisitor {
         f.write_str("a string or an array of strings")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Audience::One(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Audience::One(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Audience::One(Cow::Owned(v)))
-    }
+    json_strings!(Audience::One);
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut all = Vec::new();
