@@ -344,16 +344,12 @@ fn refused_to_fetch(error: &FetchError) -> bool {
     )
 }
 
-/// The `detail` text: the error's message, with the fetch failure behind `keys unavailable`.
+/// The `detail` text: the error's message. A fetch failure's message already names its
+/// cause (`keys unavailable: connect failed: ...`).
 ///
 /// No message of the library's contains the token; this adds nothing that could.
 fn detail(error: &VerifyError) -> String {
-    match error {
-        VerifyError::KeysUnavailable(KeysUnavailable::Fetch(Some(cause))) => {
-            format!("{error}: {cause}")
-        }
-        _ => error.to_string(),
-    }
+    error.to_string()
 }
 
 /// `text` as a JSON string literal.

@@ -60,6 +60,8 @@ fn unreachable_key_set_is_keys_unavailable() {
     );
     let detail = out.verdict()["detail"].as_str().unwrap().to_owned();
     assert!(detail.starts_with("keys unavailable: "), "{detail}");
+    // The cause is named once, not repeated.
+    assert_eq!(detail.matches("connect failed").count(), 1, "{detail}");
 }
 
 #[test]
