@@ -5,6 +5,10 @@
 //! as asked (clap's own usage errors use 2 as well). `anyhow` is used here and in `main`
 //! only; the error's context chain is what the operator reads on stderr.
 
+pub mod dev;
+pub mod keys;
+pub mod ops;
+pub mod serve;
 pub mod verify;
 
 use std::io::Write as _;
@@ -34,14 +38,30 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands. `serve`, `flush`, `refresh`, `revoke`, `status` and `admin` will join
-/// `verify` once the sidecar exists.
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
+    /// Run the sidecar: forward-auth on `listen`, admin API and metrics on `admin_listen`.
+    #[command(long_about = serve::LONG_ABOUT)]
+    Serve(serve::ServeArgs),
     /// Verify one token offline against a JWKS file or URL; print one JSON line.
     #[command(long_about = verify::LONG_ABOUT)]
     Verify(verify::VerifyArgs),
+    /// Drop a provider's cached key set and verified tokens on every replica.
+    Flush(ops::ProviderArgs),
+    /// Refetch a provider's key set now.
+    Refresh(ops::ProviderArgs),
+    /// Revoke a token (jti), a subject's tokens, or a signing key.
+    Revoke(ops::RevokeArgs),
+    /// Show providers, their keys and the bus.
+    Status(ops::StatusArgs),
+    /// Admin API keys: hash a secret, generate a new key.
+    #[command(subcommand)]
+    Admin(keys::AdminCommand),
+    /// The embedded development issuer: mint test tokens, rotate its keys.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -59,5 +79,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("writing the verdict to stdout")?;
             Ok(ExitCode::from(verdict.exit_code()))
         }
+        Command::Serve(args) => serve::run(&args),
+        Command::Flush(args) => ops::flush(&args),
+        Command::Refresh(args) => ops::refresh(&args),
+        Command::Revoke(args) => ops::revoke(&args),
+        Command::Status(args) => ops::status(&args),
+        Command::Admin(cmd) => keys::run(&cmd),
+        Command::Dev(cmd) => dev::run(&cmd),
     }
 }

@@ -1,10 +1,27 @@
-//! The server half of keygate: for now the operator CLI, `keygate verify`.
+//! The server half of keygate: the sidecar (`keygate serve`) and the operator CLI.
 //!
-//! The library crate `keygate` knows nothing about command lines, exit codes or JSON
-//! reports; this crate turns its typed results into those. The binary (`src/main.rs`) only
-//! parses arguments, calls [`cli::run`] and exits with the code it returns. The sidecar
-//! (`serve`) and its admin commands are future work and will live here too.
+//! The library crate `keygate` knows nothing about command lines, config files, HTTP serving,
+//! metrics or exit codes; this crate turns its typed results into those. The binary
+//! (`src/main.rs`) only parses arguments, calls [`cli::run`] and exits with the code it
+//! returns.
+//!
+//! - [`config`]: the TOML file, validated into a [`config::Config`] (loading never binds).
+//! - [`serve`]: builds the verifier and the listeners from a `Config`, runs until shutdown.
+//! - [`forward`]: the forward-auth endpoint `/verify` (nginx, Traefik, Envoy).
+//! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener.
+//! - [`apikey`]: hashed, scoped admin API keys.
+//! - [`bus`]: the invalidation bus; the in-process one for a single node.
+//! - [`metrics`]: Prometheus counters and their text rendering.
+//! - [`dev_issuer`]: the embedded development issuer of `keygate serve` with no config.
 
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod apikey;
+pub mod bus;
 pub mod cli;
+pub mod config;
+pub mod dev_issuer;
+pub mod forward;
+pub mod metrics;
+pub mod serve;

@@ -262,7 +262,8 @@ impl KeysUnavailable {
 
     /// The most specific reason code for operators: the fetch failure's own code (e.g.
     /// `timeout`, `pin_mismatch`) when there is one.
-    pub(crate) fn cause_reason(&self) -> &'static str {
+    #[must_use]
+    pub fn cause_reason(&self) -> &'static str {
         match self {
             KeysUnavailable::Fetch(Some(f)) => f.reason(),
             other => other.reason(),

@@ -1,6 +1,10 @@
 //! keygate-server's integration tests: the real `keygate` binary, one module per area.
 
+mod apikey_cli;
+mod dev_issuer;
 mod harness;
 mod jwks_url;
+mod ops_cli;
+mod server;
 mod usage;
 mod verify;

@@ -1,0 +1,1036 @@
+//! The server's configuration: the TOML file at the edge, validated into a [`Config`].
+//!
+//! The file types (`File*`) are private serde shapes with `deny_unknown_fields`, so a typo is
+//! an error rather than a silently ignored setting. [`Config::parse`] turns them into checked
+//! values and names the key at fault (`providers[1].audiences: ...`) when something is wrong;
+//! the CLI exits 64 with that message. Loading never binds a port or touches the network.
+//!
+//! Secrets can come from the environment instead of the file (Kubernetes secrets): the hash
+//! of admin key `ops` is read from `KEYGATE_ADMIN_KEY_OPS_HASH` when that is set, and it wins
+//! over the file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, TtlPolicy};
+use serde::Deserialize;
+use url::Url;
+
+use crate::apikey::{ApiKey, KeyHash, Scope};
+
+/// The default address of the verification endpoint.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default address of the admin API and metrics.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// The default address of the embedded development issuer.
+pub const DEFAULT_DEV_ISSUER_LISTEN: &str = "127.0.0.1:8082";
+/// The default audience of tokens minted by the development issuer.
+pub const DEV_AUDIENCE: &str = "keygate-dev";
+
+/// Headers `/verify` sets itself; a `claims_to_headers` entry may not reuse them.
+pub const RESERVED_HEADERS: [&str; 5] = [
+    "x-auth-subject",
+    "x-auth-issuer",
+    "x-auth-tenant",
+    "x-auth-provider",
+    "x-auth-reason",
+];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Listeners and process-wide settings.
+    pub server: ServerConfig,
+    /// The trusted issuers, in file order.
+    pub providers: Vec<ProviderSpec>,
+    /// Admin API keys.
+    pub admin: AdminConfig,
+    /// Revocation settings.
+    pub revocations: RevocationConfig,
+    /// The embedded development issuer, when enabled.
+    pub dev_issuer: Option<DevIssuerConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The verification endpoint's address.
+    pub listen: SocketAddr,
+    /// The admin API's (and metrics') address.
+    pub admin_listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Capacity of the verified-token cache (0 disables it).
+    pub token_cache: usize,
+    /// The longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// The request header that may narrow verification to one tenant.
+    pub tenant_header: HeaderName,
+    /// This replica's name on the bus.
+    pub node_id: String,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProviderSpec {
+    /// The library's provider configuration, fetcher included.
+    pub config: ProviderConfig,
+    /// Claims copied into response headers of `/verify`: (claim name, header).
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// The API keys; with none, every admin call is refused.
+    pub keys: Vec<ApiKey>,
+}
+
+/// `[revocations]`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RevocationConfig {
+    /// The longest lifetime of a token any provider issues. A subject revocation is kept this
+    /// long after its `before` time, after which no token it covers can still be valid.
+    pub max_token_lifetime: Duration,
+}
+
+/// `[dev_issuer]`: the embedded development issuer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DevIssuerConfig {
+    /// Where it listens; always a loopback address.
+    pub listen: SocketAddr,
+    /// The audience of the tokens it mints.
+    pub audience: String,
+    /// The tenant of its provider.
+    pub tenant: String,
+    /// The name of its provider.
+    pub provider: String,
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    /// The key at fault, as a path into the file (`providers[0].issuer`), or the file name for
+    /// a syntax error.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, with secrets overridable from the process
+    /// environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key at fault, or the file if it cannot be read.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Config::parse(&text, &|name| std::env::var(name).ok()).map_err(|mut e| {
+            if e.key.is_empty() {
+                e.key = path.display().to_string();
+            }
+            e
+        })
+    }
+
+    /// Validates a configuration document. `env` looks up environment variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key at fault. A syntax error has an empty key and says
+    /// where (line and column) in its problem.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        file.validate(env)
+    }
+
+    /// The embedded default: the development issuer on loopback and one provider trusting
+    /// it, the in-process bus, default listeners.
+    #[must_use]
+    pub fn embedded_default() -> Config {
+        let file = FileConfig {
+            dev_issuer: Some(FileDevIssuer::default()),
+            ..FileConfig::default()
+        };
+        file.validate(&|_| None)
+            .expect("the embedded default is a valid configuration")
+    }
+}
+
+/// The provider configuration for the development issuer once its address is known.
+///
+/// # Errors
+/// A [`ConfigError`] if the issuer URL is unusable (it never is for a loopback address).
+pub fn dev_provider(dev: &DevIssuerConfig, issuer: &str) -> Result<ProviderSpec, ConfigError> {
+    let fetcher = HttpFetcher::builder()
+        .danger_allow_http_loopback(true)
+        .build()
+        .map_err(|e| ConfigError::new("dev_issuer", e.to_string()))?;
+    let config = ProviderConfig::builder(&dev.tenant, &dev.provider, issuer)
+        .jwks_uri(format!("{issuer}/jwks.json"))
+        .audiences([dev.audience.clone()])
+        .algorithms([Algorithm::ES256])
+        .fetcher(Arc::new(fetcher))
+        .build()
+        .map_err(|e| ConfigError::new(format!("dev_issuer.{}", e.field), e.problem))?;
+    Ok(ProviderSpec {
+        config,
+        claims_to_headers: vec![("scope".to_owned(), HeaderName::from_static("x-auth-scope"))],
+    })
+}
+
+/// A duration in the file: whole seconds (`30`) or a number with a unit (`500ms`, `30s`,
+/// `5m`, `1h`, `1d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileDuration(Duration);
+
+impl<'de> Deserialize<'de> for FileDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration: seconds, or a string like \"500ms\", \"30s\", \"5m\", \"1h\"",
+                )
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FileDuration, E> {
+                u64::try_from(v)
+                    .map(|s| FileDuration(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration must not be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileDuration, E> {
+                parse_duration(v).map(FileDuration).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` or bare seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\""))?;
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        other => Err(format!(
+            "unknown unit {other:?} in {s:?}: use ms, s, m, h or d"
+        )),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    providers: Vec<FileProvider>,
+    #[serde(default)]
+    admin: FileAdmin,
+    #[serde(default)]
+    revocations: FileRevocations,
+    dev_issuer: Option<FileDevIssuer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    shutdown_grace: Option<FileDuration>,
+    token_cache: Option<usize>,
+    max_token_bytes: Option<usize>,
+    tenant_header: Option<String>,
+    node_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProvider {
+    tenant: String,
+    name: String,
+    issuer: String,
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    skip_audience_check: bool,
+    #[serde(default)]
+    algorithms: Vec<String>,
+    leeway: Option<FileDuration>,
+    require_exp: Option<bool>,
+    required_typ: Option<String>,
+    min_ttl: Option<FileDuration>,
+    max_ttl: Option<FileDuration>,
+    default_ttl: Option<FileDuration>,
+    refresh_ahead: Option<FileDuration>,
+    refresh_jitter: Option<FileDuration>,
+    stale_window: Option<FileDuration>,
+    unknown_kid_burst: Option<u32>,
+    unknown_kid_refill: Option<FileDuration>,
+    negative_ttl: Option<FileDuration>,
+    max_keys: Option<usize>,
+    max_jwks_bytes: Option<usize>,
+    fetch_timeout: Option<FileDuration>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    #[serde(default)]
+    keys: Vec<FileApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApiKey {
+    id: String,
+    hash: Option<String>,
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRevocations {
+    max_token_lifetime: Option<FileDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDevIssuer {
+    listen: Option<String>,
+    audience: Option<String>,
+    tenant: Option<String>,
+    provider: Option<String>,
+}
+
+impl FileConfig {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let server = self.server.validate()?;
+        let dev_issuer = self.dev_issuer.map(FileDevIssuer::validate).transpose()?;
+        if self.providers.is_empty() && dev_issuer.is_none() {
+            return Err(ConfigError::new(
+                "providers",
+                "at least one [[providers]] entry is required",
+            ));
+        }
+        let mut fetchers = Fetchers::default();
+        let mut seen = HashSet::new();
+        let mut issuers = HashSet::new();
+        let mut providers = Vec::with_capacity(self.providers.len());
+        for (i, p) in self.providers.into_iter().enumerate() {
+            let key = format!("providers[{i}]");
+            let spec = p.validate(&key, &mut fetchers)?;
+            let id = (
+                spec.config.tenant().to_owned(),
+                spec.config.name().to_owned(),
+            );
+            if !seen.insert(id.clone()) {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!("provider {}/{} is configured twice", id.0, id.1),
+                ));
+            }
+            if !issuers.insert((id.0.clone(), spec.config.issuer().to_owned())) {
+                return Err(ConfigError::new(
+                    format!("{key}.issuer"),
+                    format!(
+                        "issuer {} appears twice in tenant {}: a token could not say which provider it belongs to",
+                        spec.config.issuer(),
+                        id.0
+                    ),
+                ));
+            }
+            providers.push(spec);
+        }
+        if let Some(dev) = &dev_issuer
+            && seen.contains(&(dev.tenant.clone(), dev.provider.clone()))
+        {
+            return Err(ConfigError::new(
+                "dev_issuer.provider",
+                format!(
+                    "provider {}/{} is also configured in [[providers]]",
+                    dev.tenant, dev.provider
+                ),
+            ));
+        }
+        let admin = self.admin.validate(env)?;
+        let revocations = RevocationConfig {
+            max_token_lifetime: self
+                .revocations
+                .max_token_lifetime
+                .map_or(Duration::from_secs(24 * 3600), |d| d.0),
+        };
+        if revocations.max_token_lifetime.is_zero() {
+            return Err(ConfigError::new(
+                "revocations.max_token_lifetime",
+                "must be positive",
+            ));
+        }
+        Ok(Config {
+            server,
+            providers,
+            admin,
+            revocations,
+            dev_issuer,
+        })
+    }
+}
+
+impl FileServer {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let addr = |key: &str, v: Option<String>, default: &str| {
+            let v = v.unwrap_or_else(|| default.to_owned());
+            v.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v:?} is not an address like \"127.0.0.1:8080\" or \"[::1]:8080\""),
+                )
+            })
+        };
+        let listen = addr("listen", self.listen, DEFAULT_LISTEN)?;
+        let admin_listen = addr("admin_listen", self.admin_listen, DEFAULT_ADMIN_LISTEN)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(ConfigError::new(
+                "server.admin_listen",
+                "must differ from server.listen: the admin API has its own listener so it can stay private",
+            ));
+        }
+        let tenant_header = self
+            .tenant_header
+            .unwrap_or_else(|| "x-keygate-tenant".to_owned());
+        let tenant_header = HeaderName::try_from(tenant_header.as_str()).map_err(|_| {
+            ConfigError::new(
+                "server.tenant_header",
+                format!("{tenant_header:?} is not a valid header name"),
+            )
+        })?;
+        let max_token_bytes = self
+            .max_token_bytes
+            .unwrap_or(keygate::DEFAULT_MAX_TOKEN_BYTES);
+        if !(256..=1024 * 1024).contains(&max_token_bytes) {
+            return Err(ConfigError::new(
+                "server.max_token_bytes",
+                "must be between 256 and 1048576",
+            ));
+        }
+        let node_id = self.node_id.unwrap_or_else(default_node_id);
+        if node_id.is_empty() || node_id.len() > 128 {
+            return Err(ConfigError::new(
+                "server.node_id",
+                "must be 1 to 128 characters",
+            ));
+        }
+        Ok(ServerConfig {
+            listen,
+            admin_listen,
+            shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
+            token_cache: self.token_cache.unwrap_or(100_000),
+            max_token_bytes,
+            tenant_header,
+            node_id,
+        })
+    }
+}
+
+/// The host name, or a random id when there is none.
+fn default_node_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| format!("keygate-{:08x}", fastrand_u32()))
+}
+
+fn fastrand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // A node id only needs to differ between replicas; if the system RNG fails the id is
+    // still valid, just less likely to be unique.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
+/// The two shared fetchers: strict, and loopback-http-allowed. Providers with their own
+/// limits (`allowed_hosts`, `max_jwks_bytes`, `fetch_timeout`) get their own.
+#[derive(Default)]
+struct Fetchers {
+    strict: Option<Arc<HttpFetcher>>,
+    loopback: Option<Arc<HttpFetcher>>,
+}
+
+impl Fetchers {
+    fn shared(&mut self, key: &str, allow_http: bool) -> Result<Arc<HttpFetcher>, ConfigError> {
+        let slot = if allow_http {
+            &mut self.loopback
+        } else {
+            &mut self.strict
+        };
+        if let Some(f) = slot {
+            return Ok(Arc::clone(f));
+        }
+        let f = Arc::new(
+            HttpFetcher::builder()
+                .danger_allow_http_loopback(allow_http)
+                .build()
+                .map_err(|e| ConfigError::new(key, e.to_string()))?,
+        );
+        *slot = Some(Arc::clone(&f));
+        Ok(f)
+    }
+}
+
+/// A tenant or provider name: it appears in URL paths and metric labels.
+fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value != "."
+        && value != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{value:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"),
+        ))
+    }
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+impl FileProvider {
+    fn validate(self, key: &str, fetchers: &mut Fetchers) -> Result<ProviderSpec, ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        check_name(&k("tenant"), &self.tenant)?;
+        check_name(&k("name"), &self.name)?;
+        // Where keys will be fetched from: the JWKS URL, or the issuer for discovery.
+        let (fetch_key, fetch_url) = match &self.jwks_uri {
+            Some(u) => ("jwks_uri", u.as_str()),
+            None => ("issuer", self.issuer.as_str()),
+        };
+        let url = Url::parse(fetch_url).map_err(|e| {
+            ConfigError::new(k(fetch_key), format!("{fetch_url:?} is not a URL: {e}"))
+        })?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_insecure_http && is_loopback_host(&url) => {}
+            "http" if self.allow_insecure_http => {
+                return Err(ConfigError::new(
+                    k("allow_insecure_http"),
+                    format!(
+                        "plain http is honoured only for loopback addresses, not {}",
+                        url.host_str().unwrap_or("")
+                    ),
+                ));
+            }
+            "http" => {
+                return Err(ConfigError::new(
+                    k(fetch_key),
+                    "plain http is refused; use https (or allow_insecure_http = true for a loopback test issuer)",
+                ));
+            }
+            other => {
+                return Err(ConfigError::new(
+                    k(fetch_key),
+                    format!("scheme {other:?} is not supported; use https"),
+                ));
+            }
+        }
+        if self.audiences.is_empty() && !self.skip_audience_check {
+            return Err(ConfigError::new(
+                k("audiences"),
+                "at least one audience is required (or skip_audience_check = true, for issuers that mint tokens for this service alone)",
+            ));
+        }
+        let mut algorithms = Vec::with_capacity(self.algorithms.len());
+        for (j, name) in self.algorithms.iter().enumerate() {
+            let alg = name.parse::<Algorithm>().map_err(|_| {
+                ConfigError::new(
+                    format!("{key}.algorithms[{j}]"),
+                    format!(
+                        "{name:?} is not a supported algorithm; use one of {}",
+                        Algorithm::ALL
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            algorithms.push(alg);
+        }
+        let d = CacheSettings::default();
+        let ttl_default = TtlPolicy::default();
+        let mut ttl = TtlPolicy::default();
+        ttl.min_ttl = self.min_ttl.map_or(ttl_default.min_ttl, |v| v.0);
+        ttl.max_ttl = self.max_ttl.map_or(ttl_default.max_ttl, |v| v.0);
+        ttl.default_ttl = self.default_ttl.map_or(
+            ttl_default
+                .default_ttl
+                .clamp(ttl.min_ttl, ttl.max_ttl.max(ttl.min_ttl)),
+            |v| v.0,
+        );
+        if let Err(problem) = ttl.validate() {
+            let field = if problem.contains("default") {
+                "default_ttl"
+            } else if problem.contains("max") {
+                "max_ttl"
+            } else {
+                "min_ttl"
+            };
+            return Err(ConfigError::new(k(field), problem));
+        }
+        let mut cache = CacheSettings::default();
+        cache.ttl = ttl;
+        cache.refresh_ahead = self.refresh_ahead.map_or(d.refresh_ahead, |v| v.0);
+        cache.refresh_jitter = self.refresh_jitter.map_or(d.refresh_jitter, |v| v.0);
+        cache.stale_window = self.stale_window.map_or(d.stale_window, |v| v.0);
+        cache.unknown_kid_burst = self.unknown_kid_burst.unwrap_or(d.unknown_kid_burst);
+        cache.unknown_kid_refill = self
+            .unknown_kid_refill
+            .map_or(d.unknown_kid_refill, |v| v.0);
+        cache.negative_ttl = self.negative_ttl.map_or(d.negative_ttl, |v| v.0);
+        cache.max_keys = self.max_keys.unwrap_or(d.max_keys);
+        if cache.unknown_kid_refill.is_zero() {
+            return Err(ConfigError::new(
+                k("unknown_kid_refill"),
+                "must be positive",
+            ));
+        }
+        if cache.max_keys == 0 {
+            return Err(ConfigError::new(k("max_keys"), "must be positive"));
+        }
+        if cache.refresh_ahead >= ttl.min_ttl {
+            return Err(ConfigError::new(
+                k("refresh_ahead"),
+                "must be shorter than min_ttl, or every refresh would be due at once",
+            ));
+        }
+
+        let custom_fetch = !self.allowed_hosts.is_empty()
+            || self.max_jwks_bytes.is_some()
+            || self.fetch_timeout.is_some();
+        let fetcher = if custom_fetch {
+            let mut b = HttpFetcher::builder().danger_allow_http_loopback(self.allow_insecure_http);
+            if !self.allowed_hosts.is_empty() {
+                b = b.allowed_hosts(self.allowed_hosts.iter().cloned());
+            }
+            if let Some(max) = self.max_jwks_bytes {
+                if max == 0 {
+                    return Err(ConfigError::new(k("max_jwks_bytes"), "must be positive"));
+                }
+                b = b.max_body_bytes(max);
+            }
+            if let Some(t) = self.fetch_timeout {
+                if t.0.is_zero() {
+                    return Err(ConfigError::new(k("fetch_timeout"), "must be positive"));
+                }
+                b = b.timeout(t.0);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| ConfigError::new(key, e.to_string()))?,
+            )
+        } else {
+            fetchers.shared(key, self.allow_insecure_http)?
+        };
+
+        let mut claims_to_headers = Vec::with_capacity(self.claims_to_headers.len());
+        let mut headers_seen = HashSet::new();
+        for (claim, header) in &self.claims_to_headers {
+            let hkey = format!("{key}.claims_to_headers.{claim}");
+            let name = HeaderName::try_from(header.as_str()).map_err(|_| {
+                ConfigError::new(&hkey, format!("{header:?} is not a valid header name"))
+            })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    &hkey,
+                    format!("{header} is set by keygate itself"),
+                ));
+            }
+            if !headers_seen.insert(name.clone()) {
+                return Err(ConfigError::new(
+                    &hkey,
+                    format!("{header} is the target of two claims"),
+                ));
+            }
+            claims_to_headers.push((claim.clone(), name));
+        }
+
+        let mut b = ProviderConfig::builder(&self.tenant, &self.name, &self.issuer)
+            .audiences(self.audiences)
+            .algorithms(algorithms)
+            .cache(cache)
+            .fetcher(fetcher);
+        if self.skip_audience_check {
+            b = b.dangerous_skip_audience_check();
+        }
+        if let Some(uri) = &self.jwks_uri {
+            b = b.jwks_uri(uri);
+        }
+        if let Some(l) = self.leeway {
+            if l.0 > Duration::from_secs(300) {
+                return Err(ConfigError::new(k("leeway"), "must be at most 5 minutes"));
+            }
+            b = b.leeway(l.0);
+        }
+        if let Some(r) = self.require_exp {
+            b = b.require_exp(r);
+        }
+        if let Some(t) = self.required_typ {
+            b = b.required_typ(t);
+        }
+        let config = b
+            .build()
+            .map_err(|e| ConfigError::new(k(e.field), e.problem))?;
+        Ok(ProviderSpec {
+            config,
+            claims_to_headers,
+        })
+    }
+}
+
+impl FileAdmin {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<AdminConfig, ConfigError> {
+        let mut keys = Vec::with_capacity(self.keys.len());
+        let mut ids = HashSet::new();
+        for (i, k) in self.keys.into_iter().enumerate() {
+            let key = format!("admin.keys[{i}]");
+            check_name(&format!("{key}.id"), &k.id)?;
+            if !ids.insert(k.id.clone()) {
+                return Err(ConfigError::new(
+                    format!("{key}.id"),
+                    format!("key id {:?} is used twice", k.id),
+                ));
+            }
+            let var = hash_env_var(&k.id);
+            let (hash_key, hash) = match env(&var) {
+                Some(h) => (var, h),
+                None => (
+                    format!("{key}.hash"),
+                    k.hash.ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{key}.hash"),
+                            format!(
+                                "missing: paste the output of `keygate admin hash-key`, or set {var}"
+                            ),
+                        )
+                    })?,
+                ),
+            };
+            let hash: KeyHash = hash
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::new(hash_key, format!("{e}")))?;
+            if k.scopes.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}.scopes"),
+                    "at least one scope is required",
+                ));
+            }
+            let mut scopes = Vec::with_capacity(k.scopes.len());
+            for (j, s) in k.scopes.iter().enumerate() {
+                scopes.push(
+                    s.parse::<Scope>().map_err(|e| {
+                        ConfigError::new(format!("{key}.scopes[{j}]"), e.to_string())
+                    })?,
+                );
+            }
+            keys.push(ApiKey {
+                id: k.id,
+                hash,
+                scopes,
+            });
+        }
+        Ok(AdminConfig { keys })
+    }
+}
+
+/// The environment variable that overrides the hash of admin key `id`:
+/// `KEYGATE_ADMIN_KEY_<ID>_HASH`, with the id upper-cased and `-` and `.` turned into `_`.
+#[must_use]
+pub fn hash_env_var(id: &str) -> String {
+    let id: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("KEYGATE_ADMIN_KEY_{id}_HASH")
+}
+
+impl FileDevIssuer {
+    fn validate(self) -> Result<DevIssuerConfig, ConfigError> {
+        let listen = self
+            .listen
+            .unwrap_or_else(|| DEFAULT_DEV_ISSUER_LISTEN.to_owned());
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            ConfigError::new(
+                "dev_issuer.listen",
+                format!("{listen:?} is not an address like \"127.0.0.1:8082\""),
+            )
+        })?;
+        if !listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "dev_issuer.listen",
+                "the development issuer mints tokens for anyone who asks: it listens on loopback only",
+            ));
+        }
+        let tenant = self.tenant.unwrap_or_else(|| "dev".to_owned());
+        let provider = self.provider.unwrap_or_else(|| "dev".to_owned());
+        check_name("dev_issuer.tenant", &tenant)?;
+        check_name("dev_issuer.provider", &provider)?;
+        let audience = self.audience.unwrap_or_else(|| DEV_AUDIENCE.to_owned());
+        if audience.is_empty() {
+            return Err(ConfigError::new("dev_issuer.audience", "must not be empty"));
+        }
+        Ok(DevIssuerConfig {
+            listen,
+            audience,
+            tenant,
+            provider,
+        })
+    }
+}
+
+/// Turns a TOML error into a [`ConfigError`] that says where it is.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let location = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {col}: ")
+    });
+    ConfigError::new(
+        String::new(),
+        format!("{}{}", location.unwrap_or_default(), e.message().trim()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &|_| None)
+    }
+
+    const MINIMAL: &str = r#"
+        [[providers]]
+        tenant = "acme"
+        name = "auth0"
+        issuer = "https://acme.example/"
+        audiences = ["api"]
+    "#;
+
+    #[test]
+    fn minimal_file_gets_safe_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.server.admin_listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.providers.len(), 1);
+        assert!(c.admin.keys.is_empty());
+        assert!(c.dev_issuer.is_none());
+        assert_eq!(c.providers[0].config.cache(), &CacheSettings::default());
+    }
+
+    #[test]
+    fn durations_accept_units_and_seconds() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        let c = parse(&format!("{MINIMAL}\nstale_window = \"2h\"\nleeway = 10")).unwrap();
+        assert_eq!(
+            c.providers[0].config.cache().stale_window,
+            Duration::from_secs(7200)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_at_fault() {
+        let cases: &[(&str, &str)] = &[
+            ("", "providers"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            (
+                "[server]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"",
+                "server.admin_listen",
+            ),
+            (
+                "[[providers]]\ntenant = \"a b\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]",
+                "providers[0].tenant",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"",
+                "providers[0].audiences",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"http://idp.example\"\naudiences = [\"x\"]",
+                "providers[0].issuer",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uri = \"http://idp.example/jwks\"\nallow_insecure_http = true\naudiences = [\"x\"]",
+                "providers[0].allow_insecure_http",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nalgorithms = [\"HS256\"]",
+                "providers[0].algorithms[0]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nmin_ttl = \"1h\"\nmax_ttl = \"5m\"",
+                "providers[0].min_ttl",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\n[providers.claims_to_headers]\nsub = \"X-Auth-Subject\"",
+                "providers[0].claims_to_headers.sub",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\n[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://j\"\naudiences = [\"x\"]",
+                "providers[1].name",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\n[[providers]]\ntenant = \"t\"\nname = \"q\"\nissuer = \"https://i\"\naudiences = [\"x\"]",
+                "providers[1].issuer",
+            ),
+            (
+                "[dev_issuer]\nlisten = \"0.0.0.0:8082\"",
+                "dev_issuer.listen",
+            ),
+            (
+                &format!("{MINIMAL}\n[[admin.keys]]\nid = \"ops\"\nscopes = [\"status:read\"]"),
+                "admin.keys[0].hash",
+            ),
+            (
+                &format!(
+                    "{MINIMAL}\n[[admin.keys]]\nid = \"ops\"\nhash = \"plaintext\"\nscopes = [\"status:read\"]"
+                ),
+                "admin.keys[0].hash",
+            ),
+            (
+                &format!("{MINIMAL}\n[revocations]\nmax_token_lifetime = 0"),
+                "revocations.max_token_lifetime",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(&err.key, key, "{text}: {err}");
+            assert!(!err.problem.is_empty());
+        }
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_say_where() {
+        let err = parse("[server]\nlisn = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.problem.contains("lisn"), "{err}");
+        assert!(err.problem.contains("line 2"), "{err}");
+        let err = parse("[[providers]\n").unwrap_err();
+        assert!(err.problem.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn admin_key_hash_comes_from_the_environment_when_set() {
+        let hash = crate::apikey::hash_secret(b"s3cret-s3cret-s3cret").to_string();
+        let text = format!(
+            "{MINIMAL}\n[[admin.keys]]\nid = \"ci-bot\"\nscopes = [\"status:read\", \"jwks:flush\"]"
+        );
+        let c = Config::parse(&text, &|name| {
+            (name == "KEYGATE_ADMIN_KEY_CI_BOT_HASH").then(|| hash.clone())
+        })
+        .unwrap();
+        assert_eq!(c.admin.keys.len(), 1);
+        assert!(c.admin.keys[0].hash.verify(b"s3cret-s3cret-s3cret"));
+        assert_eq!(
+            c.admin.keys[0].scopes,
+            [Scope::StatusRead, Scope::JwksFlush]
+        );
+        let err = Config::parse(&text, &|name| {
+            (name == "KEYGATE_ADMIN_KEY_CI_BOT_HASH").then(|| "nope".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(err.key, "KEYGATE_ADMIN_KEY_CI_BOT_HASH");
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_only_when_asked() {
+        let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"http://127.0.0.1:9/\"\naudiences = [\"x\"]\nallow_insecure_http = true\n[providers.claims_to_headers]\nemail = \"X-Auth-Email\"";
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.providers[0].claims_to_headers,
+            [("email".to_owned(), HeaderName::from_static("x-auth-email"))]
+        );
+    }
+
+    #[test]
+    fn embedded_default_has_the_dev_issuer_and_no_other_provider() {
+        let c = Config::embedded_default();
+        let dev = c.dev_issuer.unwrap();
+        assert_eq!(dev.listen, DEFAULT_DEV_ISSUER_LISTEN.parse().unwrap());
+        assert_eq!(dev.audience, DEV_AUDIENCE);
+        assert!(c.providers.is_empty());
+    }
+}

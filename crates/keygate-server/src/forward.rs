@@ -1,0 +1,388 @@
+//! The forward-auth endpoint: `/verify`, any method, any path suffix, so that nginx
+//! `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP) work without rewriting.
+//!
+//! The bearer token comes from `Authorization`. Its `iss` selects the provider; a tenant named
+//! by the first path segment after `/verify/` (when it is a configured tenant) or by the tenant
+//! header narrows the choice to that tenant's providers. Narrowing can only refuse more: a
+//! client that sets the header itself cannot make a token valid that was not.
+//!
+//! Answers, all with `X-Auth-Reason` and `Cache-Control: no-store`:
+//! - 200 with `X-Auth-Subject`, `X-Auth-Issuer`, `X-Auth-Tenant`, `X-Auth-Provider` and the
+//!   provider's `claims_to_headers`. These are built from the verified token only; nothing in
+//!   the request is ever copied into a response, so a client's own `X-Auth-Subject` is never
+//!   trusted by a proxy that copies keygate's headers (nginx `auth_request_set`, Traefik
+//!   `authResponseHeaders`, Envoy `allowed_upstream_headers`).
+//! - 401 `WWW-Authenticate: Bearer` when there is no bearer token (RFC 6750 section 3.1: no
+//!   error code when the request has no credentials).
+//! - 401 `WWW-Authenticate: Bearer error="invalid_token", error_description="..."` for a
+//!   refused token, or `error="invalid_request"` for a malformed `Authorization` header. The
+//!   description is a fixed phrase per reason and never echoes the token.
+//! - 503 when the provider's keys cannot be obtained (nothing was verified either way).
+//!
+//! Every refusal becomes a response in one function, `refusal_response`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use keygate::{VerifiedToken, VerifyError};
+use serde_json::Value;
+
+use crate::metrics::VerifyOutcome;
+use crate::serve::Shared;
+
+/// The header carrying the reason code of every answer (`ok` for a valid token).
+pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-auth-reason");
+/// The verified subject (`sub`).
+pub const SUBJECT_HEADER: HeaderName = HeaderName::from_static("x-auth-subject");
+/// The verified issuer (`iss`).
+pub const ISSUER_HEADER: HeaderName = HeaderName::from_static("x-auth-issuer");
+/// The tenant of the provider that verified the token.
+pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-auth-tenant");
+/// The name of the provider that verified the token.
+pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-auth-provider");
+
+/// The longest identity header value sent; a longer claim is left out rather than cut.
+const MAX_HEADER_VALUE: usize = 4096;
+
+/// The router for the verification listener.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/verify", any(verify))
+        .route("/verify/", any(verify))
+        .route("/verify/{*rest}", any(verify))
+        .with_state(shared)
+}
+
+/// Why `/verify` said no, before or after the verifier ran.
+#[derive(Debug)]
+enum Refusal {
+    /// No bearer credentials at all.
+    MissingToken,
+    /// An `Authorization` header that is not a well-formed bearer credential.
+    InvalidRequest,
+    /// The verifier refused the token.
+    Token(VerifyError),
+    /// The tenant named by the path and the one named by the header differ.
+    TenantConflict,
+}
+
+async fn verify(State(app): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let result = check(&app, &uri, &headers).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(token) => {
+            app.metrics
+                .observe_verification(VerifyOutcome::Valid, elapsed);
+            granted(&app, &token)
+        }
+        Err(refusal) => {
+            let outcome = match &refusal {
+                Refusal::MissingToken => VerifyOutcome::MissingToken,
+                Refusal::InvalidRequest => VerifyOutcome::Refused("malformed"),
+                Refusal::Token(e) => VerifyOutcome::Refused(e.reason()),
+                Refusal::TenantConflict => VerifyOutcome::Refused("bad_issuer"),
+            };
+            app.metrics.observe_verification(outcome, elapsed);
+            refusal_response(&refusal)
+        }
+    }
+}
+
+async fn check(
+    app: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Arc<VerifiedToken>, Refusal> {
+    let token = bearer_token(headers)?;
+    let path_tenant = uri
+        .path()
+        .strip_prefix("/verify/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|seg| app.tenants.contains(*seg));
+    let header_tenant = match headers.get(&app.tenant_header) {
+        Some(v) => Some(v.to_str().map_err(|_| Refusal::InvalidRequest)?),
+        None => None,
+    };
+    let tenant = match (path_tenant, header_tenant) {
+        (Some(p), Some(h)) if p != h => return Err(Refusal::TenantConflict),
+        (Some(t), _) | (None, Some(t)) => Some(t),
+        (None, None) => None,
+    };
+    let verified = match tenant {
+        Some(t) => app.verifier.verify_for_tenant(t, token).await,
+        None => app.verifier.verify(token).await,
+    };
+    verified.map_err(Refusal::Token)
+}
+
+/// The bearer token of the request (RFC 6750 section 2.1).
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Refusal::MissingToken);
+    };
+    if values.next().is_some() {
+        // Two credentials: which one a proxy or the upstream would use is anyone's guess.
+        return Err(Refusal::InvalidRequest);
+    }
+    let value = value.to_str().map_err(|_| Refusal::InvalidRequest)?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, ...) carries no bearer credentials: section 3.1 says to
+        // answer as for a request without any.
+        return Err(Refusal::MissingToken);
+    }
+    let token = rest.trim_matches(' ');
+    // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let well_formed = !token.is_empty()
+        && token.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+        });
+    if well_formed {
+        Ok(token)
+    } else {
+        Err(Refusal::InvalidRequest)
+    }
+}
+
+fn granted(app: &Shared, token: &VerifiedToken) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(REASON_HEADER, HeaderValue::from_static("ok"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let provider = token.provider();
+    for (name, value) in [
+        (TENANT_HEADER, provider.tenant()),
+        (PROVIDER_HEADER, provider.name()),
+        (ISSUER_HEADER, token.issuer()),
+    ] {
+        if let Some(v) = header_value(value) {
+            headers.insert(name, v);
+        }
+    }
+    if let Some(v) = token.subject().and_then(header_value) {
+        headers.insert(SUBJECT_HEADER, v);
+    }
+    if let Some(mapping) = app.claim_headers.get(provider)
+        && !mapping.is_empty()
+    {
+        let claims = token.claims();
+        for (claim, header) in mapping {
+            if let Some(v) = claims
+                .get(claim)
+                .and_then(claim_text)
+                .as_deref()
+                .and_then(header_value)
+            {
+                headers.insert(header.clone(), v);
+            }
+        }
+    }
+    (StatusCode::OK, headers).into_response()
+}
+
+/// The one place a refusal becomes a response.
+fn refusal_response(refusal: &Refusal) -> Response {
+    let (status, reason, challenge) = refusal_parts(refusal);
+    let mut headers = HeaderMap::new();
+    headers.insert(REASON_HEADER, HeaderValue::from_static(reason));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(challenge) = challenge {
+        headers.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")),
+        );
+    }
+    let error = match refusal {
+        Refusal::MissingToken => "missing_token",
+        Refusal::InvalidRequest => "invalid_request",
+        Refusal::Token(VerifyError::KeysUnavailable(_)) => "temporarily_unavailable",
+        Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
+    };
+    let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
+    (status, headers, body).into_response()
+}
+
+/// Status, reason code and `WWW-Authenticate` challenge for a refusal.
+fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>) {
+    match refusal {
+        Refusal::MissingToken => (
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            Some("Bearer".to_owned()),
+        ),
+        Refusal::InvalidRequest => (
+            StatusCode::UNAUTHORIZED,
+            "malformed",
+            Some(
+                "Bearer error=\"invalid_request\", error_description=\"malformed Authorization header\""
+                    .to_owned(),
+            ),
+        ),
+        Refusal::TenantConflict => (
+            StatusCode::UNAUTHORIZED,
+            "bad_issuer",
+            Some(invalid_token("issuer not accepted for this tenant")),
+        ),
+        Refusal::Token(e @ VerifyError::KeysUnavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.reason(), None)
+        }
+        Refusal::Token(e) => (
+            StatusCode::UNAUTHORIZED,
+            e.reason(),
+            Some(invalid_token(describe(e.reason()))),
+        ),
+    }
+}
+
+fn invalid_token(description: &str) -> String {
+    format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
+}
+
+/// A fixed, short description per reason code: never anything taken from the token.
+fn describe(reason: &str) -> &'static str {
+    match reason {
+        "malformed" => "malformed token",
+        "token_too_large" => "token too large",
+        "invalid_claim" => "a claim has the wrong type",
+        "missing_claim" => "a required claim is missing",
+        "expired" => "token expired",
+        "not_yet_valid" => "token not yet valid",
+        "iat_in_future" => "token issued in the future",
+        "bad_issuer" => "issuer not accepted",
+        "bad_audience" => "audience not accepted",
+        "alg_none" | "alg_not_allowed" => "algorithm not accepted",
+        "unknown_kid" => "signing key not found",
+        "missing_kid" => "token names no signing key",
+        "key_alg_mismatch" => "key does not fit the algorithm",
+        "weak_key" => "signing key too weak",
+        "bad_signature" => "signature does not verify",
+        "crit_header" => "unsupported critical header",
+        "unsupported_token" => "unsupported token type",
+        "untrusted_embedded_key" => "embedded keys are not trusted",
+        "revoked" => "token revoked",
+        _ => "token refused",
+    }
+}
+
+/// A claim as header text: strings as they are, numbers and booleans printed, arrays of
+/// them joined with commas, objects as compact JSON; `null` is left out.
+fn claim_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Number(_) | Value::Object(_) => Some(value.to_string()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    }
+}
+
+/// A header value for claim text: visible ASCII and spaces pass as they are; `%`, control
+/// characters and non-ASCII bytes are percent-encoded (UTF-8), so the value is unambiguous
+/// and can never split a header. Over [`MAX_HEADER_VALUE`] bytes the header is left out.
+fn header_value(text: &str) -> Option<HeaderValue> {
+    let plain = text
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'%');
+    let value = if plain {
+        text.to_owned()
+    } else {
+        let mut out = String::with_capacity(text.len() * 3);
+        for b in text.bytes() {
+            if (b' '..=b'~').contains(&b) && b != b'%' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    if value.len() > MAX_HEADER_VALUE {
+        return None;
+    }
+    HeaderValue::from_str(value.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_token_follows_rfc6750() {
+        assert_eq!(
+            bearer_token(&auth(&["Bearer abc.def.ghi"])).unwrap(),
+            "abc.def.ghi"
+        );
+        assert_eq!(bearer_token(&auth(&["bearer  abc"])).unwrap(), "abc");
+        assert!(matches!(
+            bearer_token(&auth(&[])),
+            Err(Refusal::MissingToken)
+        ));
+        assert!(matches!(
+            bearer_token(&auth(&["Basic dXNlcjpwdw=="])),
+            Err(Refusal::MissingToken)
+        ));
+        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b"] {
+            assert!(
+                matches!(bearer_token(&auth(&[bad])), Err(Refusal::InvalidRequest)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            bearer_token(&auth(&["Bearer a", "Bearer b"])),
+            Err(Refusal::InvalidRequest)
+        ));
+    }
+
+    #[test]
+    fn header_values_never_split_or_mislead() {
+        assert_eq!(header_value("alice").unwrap(), "alice");
+        assert_eq!(header_value("a\r\nX-Evil: 1").unwrap(), "a%0D%0AX-Evil: 1");
+        assert_eq!(header_value("Zoë").unwrap(), "Zo%C3%AB");
+        assert_eq!(header_value("100%").unwrap(), "100%25");
+        assert!(header_value(&"x".repeat(MAX_HEADER_VALUE + 1)).is_none());
+    }
+
+    #[test]
+    fn claim_text_flattens_json() {
+        use serde_json::json;
+        assert_eq!(claim_text(&json!("a")).unwrap(), "a");
+        assert_eq!(claim_text(&json!(3)).unwrap(), "3");
+        assert_eq!(claim_text(&json!(["r1", "r2", 3])).unwrap(), "r1,r2,3");
+        assert_eq!(claim_text(&json!({"k": 1})).unwrap(), "{\"k\":1}");
+        assert!(claim_text(&Value::Null).is_none());
+    }
+
+    #[test]
+    fn every_reason_has_a_description_and_status() {
+        for reason in VerifyError::REASONS {
+            if reason != "keys_unavailable" && reason != "malformed_jwks" {
+                assert_ne!(describe(reason), "token refused", "{reason}");
+            }
+        }
+    }
+}
