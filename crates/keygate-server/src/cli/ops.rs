@@ -168,6 +168,15 @@ pub struct RevokeArgs {
     )]
     pub kid: Option<String>,
 
+    /// With --sub or --kid: when the server may drop the revocation. Default: the server's
+    /// (for a subject, --before plus the longest token lifetime; for a key, never).
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        conflicts_with_all = ["jti", "exp", "list"]
+    )]
+    pub until: Option<u64>,
+
     /// List the revocations in force instead of adding one.
     #[arg(long)]
     pub list: bool,
@@ -247,15 +256,18 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<ExitCode> {
                 tenant,
                 sub,
                 before,
+                until,
             } => format!(
-                "subject {sub} of tenant {tenant}: tokens issued before {}",
-                Unix(before)
+                "subject {sub} of tenant {tenant}: tokens issued before {}{}",
+                Unix(before),
+                kept_until(until)
             ),
             Revoked::Kid {
                 tenant,
                 provider,
                 kid,
-            } => format!("key {kid} of {tenant}/{provider}"),
+                until,
+            } => format!("key {kid} of {tenant}/{provider}{}", kept_until(until)),
         };
         format!("revoked {what} (seq {})", r.seq)
     })
@@ -294,7 +306,7 @@ impl RevokeArgs {
     fn request(&self) -> anyhow::Result<Option<Value>> {
         // clap's groups and requirements allow exactly one of these shapes; the match
         // restates them so that a change to the rules cannot send a half-built request.
-        let body = match self {
+        let mut body = match self {
             RevokeArgs { list: true, .. } => return Ok(None),
             RevokeArgs {
                 jti: Some(jti),
@@ -323,6 +335,9 @@ impl RevokeArgs {
                  --tenant T --provider P --kid K, or --list"
             ),
         };
+        if let (Some(until), Value::Object(body)) = (self.until, &mut body) {
+            body.insert("until".to_owned(), until.into());
+        }
         Ok(Some(body))
     }
 }
@@ -578,12 +593,21 @@ enum Revoked {
         tenant: String,
         sub: String,
         before: i64,
+        #[serde(default)]
+        until: Option<i64>,
     },
     Kid {
         tenant: String,
         provider: String,
         kid: String,
+        #[serde(default)]
+        until: Option<i64>,
     },
+}
+
+/// `, kept until <time>` when the server says when it drops the revocation.
+fn kept_until(until: Option<i64>) -> String {
+    until.map_or_else(String::new, |t| format!(", kept until {}", Unix(t)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -959,6 +983,20 @@ mod tests {
             Some(json!({"tenant": "t", "provider": "p", "kid": "k"}))
         );
         assert_eq!(revoke_args(&["--list"]).unwrap().request().unwrap(), None);
+        let kid_until = [
+            "--tenant",
+            "t",
+            "--provider",
+            "p",
+            "--kid",
+            "k",
+            "--until",
+            "9",
+        ];
+        assert_eq!(
+            revoke_args(&kid_until).unwrap().request().unwrap(),
+            Some(json!({"tenant": "t", "provider": "p", "kid": "k", "until": 9}))
+        );
 
         for bad in [
             &[][..],
@@ -1008,6 +1046,9 @@ mod tests {
             &["--before", "1", "--tenant", "t"],
             &["--provider", "p", "--tenant", "t", "--sub", "s"],
             &["--tenant", "t", "--kid", "k"],
+            &["--jti", "j", "--exp", "1", "--until", "2"],
+            &["--until", "2"],
+            &["--list", "--until", "2"],
         ] {
             let err = revoke_args(bad).expect_err(&format!("{bad:?} parsed"));
             assert_eq!(err.exit_code(), 2, "{bad:?}");

@@ -227,11 +227,14 @@ fn revoke(body: Value) -> Response {
             }
             json!({"type": "jti", "jti": o["jti"], "exp": o["exp"]})
         }
+        // Like the real one, a subject revocation always comes back with its `until`.
         Value::Object(o) if o.contains_key("sub") => json!({
             "type": "subject", "tenant": o["tenant"], "sub": o["sub"], "before": o["before"],
+            "until": o.get("until").cloned().unwrap_or(json!(o["before"].as_i64().unwrap() + 86_400)),
         }),
         Value::Object(o) if o.contains_key("kid") => json!({
             "type": "kid", "tenant": o["tenant"], "provider": o["provider"], "kid": o["kid"],
+            "until": o.get("until"),
         }),
         _ => return error(StatusCode::BAD_REQUEST, "bad_request", "no revocation"),
     };
@@ -426,8 +429,8 @@ fn revoke_subject_sends_before_which_defaults_to_now() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "revoked subject alice of tenant acme: tokens issued before 2023-11-14T22:13:20Z \
-         (seq 43)\n"
+        "revoked subject alice of tenant acme: tokens issued before 2023-11-14T22:13:20Z, \
+         kept until 2023-11-15T22:13:20Z (seq 43)\n"
     );
 
     let start = unix_now();
@@ -470,6 +473,35 @@ fn revoke_kid_sends_tenant_provider_and_kid() {
         [post(
             "/admin/v1/revocations",
             Some(json!({"tenant": "acme", "provider": "idp", "kid": "k1"}))
+        )]
+    );
+}
+
+#[test]
+fn revoke_sends_until_when_given() {
+    let admin = FakeAdmin::start();
+    let until = (NOW + 7200).to_string();
+    let out = admin.run(&[
+        "revoke",
+        "--tenant",
+        "acme",
+        "--provider",
+        "idp",
+        "--kid",
+        "k1",
+        "--until",
+        &until,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "revoked key k1 of acme/idp, kept until 2023-11-15T00:13:20Z (seq 43)\n"
+    );
+    assert_eq!(
+        admin.requests(),
+        [post(
+            "/admin/v1/revocations",
+            Some(json!({"tenant": "acme", "provider": "idp", "kid": "k1", "until": NOW + 7200}))
         )]
     );
 }
