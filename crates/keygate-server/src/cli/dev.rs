@@ -155,14 +155,17 @@ async fn post(issuer: &IssuerArgs, endpoint: &str, body: String) -> anyhow::Resu
         .send()
         .await
         .map_err(|e| {
-            if e.is_connect() {
-                anyhow!(
-                    "cannot reach the dev issuer at {base}: {e}; start it with `keygate serve` \
-                     (no config), or point --issuer-url / KEYGATE_DEV_ISSUER at it"
+            // `{:#}` in main prints the context, then the causes down to e.g. "Connection
+            // refused", which reqwest's own message leaves out.
+            let context = if e.is_connect() {
+                format!(
+                    "cannot reach the dev issuer at {base} (start it with `keygate serve` and no \
+                     config, or point --issuer-url / KEYGATE_DEV_ISSUER at it)"
                 )
             } else {
-                anyhow!("POST {url}: {e}")
-            }
+                format!("POST {url}")
+            };
+            anyhow::Error::new(e).context(context)
         })?;
     let status = response.status();
     let bytes = response

@@ -890,3 +890,82 @@ async fn embedded_default_verifies_rotates_and_flushes() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+/// Runs the `keygate` binary with the admin key in its environment.
+fn cli(args: &[&str], key: &str) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env("KEYGATE_ADMIN_KEY", key)
+        .env_remove("KEYGATE_ADMIN_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_cli_against_the_real_admin_api() {
+    let idp = idp_with(&[key_a()]).await;
+    let server = TestServer::start(&config_for(&idp, "")).await;
+    let token = token_for(&idp, key_a(), |c| {
+        c.insert("sub".into(), json!("mallory"));
+    });
+    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    let url = server.admin.clone();
+    let run = move |args: Vec<String>, key: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&args, key)
+        })
+    };
+    let args = |a: &[&str]| {
+        let mut v: Vec<String> = a.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["--admin-url".to_owned(), url.clone()]);
+        v
+    };
+
+    let (code, out, err) = run(args(&["status"]), ADMIN_SECRET).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acme") && out.contains("main") && out.contains("fresh"), "{out}");
+    assert!(!out.contains(ADMIN_SECRET) && !err.contains(ADMIN_SECRET));
+
+    let (code, out, err) = run(args(&["status", "--json"]), ADMIN_SECRET).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(status["providers"][0]["state"], "fresh");
+
+    let (code, out, err) = run(args(&["flush", "acme", "main"]), ADMIN_SECRET).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("flushed acme/main"), "{out}");
+    assert_eq!(server.shared.verifier.status()[0].state.as_str(), "empty");
+
+    let (code, out, err) = run(args(&["refresh", "acme", "main"]), ADMIN_SECRET).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("refreshed acme/main: fresh"), "{out}");
+
+    let before = now() + 1;
+    let (code, _, err) = run(
+        args(&["revoke", "--tenant", "acme", "--sub", "mallory", "--before", &before.to_string()]),
+        ADMIN_SECRET,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 401);
+    let (code, out, _) = run(args(&["revoke", "--list"]), ADMIN_SECRET).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains("mallory"), "{out}");
+
+    // A key without the scope: exit 1 and the server's reason on stderr.
+    let (code, _, err) = run(args(&["flush", "acme", "main"]), READER_SECRET).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("403"), "{err}");
+    // An unknown provider: exit 1, 404.
+    let (code, _, err) = run(args(&["flush", "acme", "nope"]), ADMIN_SECRET).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    server.stop().await;
+}
