@@ -626,13 +626,8 @@ impl FileProvider {
             |v| v.0,
         );
         if let Err(problem) = ttl.validate() {
-            let field = if problem.contains("default") {
-                "default_ttl"
-            } else if problem.contains("max") {
-                "max_ttl"
-            } else {
-                "min_ttl"
-            };
+            // The library's messages start with the setting they blame.
+            let field = problem.split(' ').next().unwrap_or("min_ttl");
             return Err(ConfigError::new(k(field), problem));
         }
         let mut cache = CacheSettings::default();

@@ -171,11 +171,21 @@ impl Provider {
     pub(crate) async fn forced_refresh(
         self: &Arc<Self>,
         missing_kid: Option<&str>,
+        seen: &Snapshot,
     ) -> Option<Outcome> {
         if self.is_static() {
             return None;
         }
         let now = self.clock.now();
+        // Keys changed since the caller looked (another request's refetch finished in
+        // between): retry on those rather than spend a refetch, so a burst of tokens signed by
+        // a new key costs one fetch and none of them is refused for an empty bucket.
+        if let Some(current) = self.snapshot.load_full()
+            && current.generation != seen.generation
+            && current.is_usable(now)
+        {
+            return Some(Ok(current));
+        }
         if let Some(kid) = missing_kid {
             if kid.len() > MAX_NEGATIVE_KID_LEN || self.refresher.is_negative(kid, now) {
                 return None;
@@ -507,6 +517,77 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::{CacheSettings, ProviderConfig};
+    use crate::fetch::{Fetch, FetchError, FetchRequest, FetchResponse};
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use futures_util::future::BoxFuture;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Serves whatever key set it holds, and counts requests.
+    #[derive(Debug, Default)]
+    struct ScriptedJwks {
+        body: Mutex<Vec<u8>>,
+        requests: AtomicUsize,
+    }
+
+    impl Fetch for ScriptedJwks {
+        fn fetch(&self, _: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let body = lock(&self.body).clone();
+            Box::pin(async move {
+                Ok(FetchResponse {
+                    status: StatusCode::OK,
+                    headers: HeaderMap::new(),
+                    body: body.into(),
+                })
+            })
+        }
+    }
+
+    fn ed25519_jwk(kid: &str) -> serde_json::Value {
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let x = base64_simd::URL_SAFE_NO_PAD.encode_to_string(pair.public_key().as_ref());
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid})
+    }
+
+    #[tokio::test]
+    async fn a_refetch_that_already_happened_is_not_paid_for_again() {
+        let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
+        let fetch = Arc::new(ScriptedJwks::default());
+        *lock(&fetch.body) = serde_json::to_vec(&serde_json::json!({"keys": [a]})).unwrap();
+        let mut cache = CacheSettings::default();
+        cache.unknown_kid_burst = 1;
+        let config = ProviderConfig::builder("t", "p", "https://issuer.test")
+            .audiences(["x"])
+            .jwks_uri("https://issuer.test/jwks")
+            .cache(cache)
+            .build()
+            .unwrap();
+        let provider = Provider::new(config, fetch.clone(), Arc::new(SystemClock)).unwrap();
+        let old = provider.refresh().await.unwrap();
+        // The IdP rotates; one request's forced refetch (the whole budget) finds the new key.
+        *lock(&fetch.body) = serde_json::to_vec(&serde_json::json!({"keys": [a, b]})).unwrap();
+        let new = provider
+            .forced_refresh(Some("b"), &old)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(new.generation, old.generation);
+        assert_eq!(fetch.requests.load(Ordering::SeqCst), 2);
+        // A request that looked at the old keys before that refetch landed gets the new ones,
+        // although the budget is spent, and costs the IdP nothing.
+        let late = provider
+            .forced_refresh(Some("b"), &old)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(late.generation, new.generation);
+        assert_eq!(fetch.requests.load(Ordering::SeqCst), 2);
+        // A kid missing from the newest keys still gets no refetch without budget.
+        assert!(provider.forced_refresh(Some("c"), &new).await.is_none());
+        assert_eq!(fetch.requests.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn bucket_allows_burst_then_refills_over_time() {

@@ -299,7 +299,7 @@ impl Verifier {
             Err(SigFailure::Missing) => {
                 Counters::bump(&provider.counters.misses);
                 // Rotation: one forced, rate-limited refetch, then one retry.
-                let retried = match provider.forced_refresh(kid).await {
+                let retried = match provider.forced_refresh(kid, &snapshot).await {
                     Some(Ok(fresh)) => {
                         Some(check_signature(&fresh, kid, header.alg, message, signature))
                     }
@@ -330,7 +330,7 @@ impl Verifier {
             Err(SigFailure::BadSignature(material)) => {
                 // The IdP may have replaced the key behind this `kid`: refetch once (within
                 // the same budget) and retry only if the key actually changed.
-                let Some(Ok(fresh)) = provider.forced_refresh(None).await else {
+                let Some(Ok(fresh)) = provider.forced_refresh(None, &snapshot).await else {
                     return Err(VerifyError::BadSignature);
                 };
                 let changed = match fresh.keys.lookup(kid, header.alg) {

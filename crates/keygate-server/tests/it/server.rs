@@ -929,42 +929,65 @@ async fn operator_cli_against_the_real_admin_api() {
 
     let (code, out, err) = run(args(&["status"]), ADMIN_SECRET).await.unwrap();
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("acme") && out.contains("main") && out.contains("fresh"), "{out}");
+    assert!(
+        out.contains("acme") && out.contains("main") && out.contains("fresh"),
+        "{out}"
+    );
     assert!(!out.contains(ADMIN_SECRET) && !err.contains(ADMIN_SECRET));
 
-    let (code, out, err) = run(args(&["status", "--json"]), ADMIN_SECRET).await.unwrap();
+    let (code, out, err) = run(args(&["status", "--json"]), ADMIN_SECRET)
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{err}");
     let status: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(status["providers"][0]["state"], "fresh");
 
-    let (code, out, err) = run(args(&["flush", "acme", "main"]), ADMIN_SECRET).await.unwrap();
+    let (code, out, err) = run(args(&["flush", "acme", "main"]), ADMIN_SECRET)
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("flushed acme/main"), "{out}");
     assert_eq!(server.shared.verifier.status()[0].state.as_str(), "empty");
 
-    let (code, out, err) = run(args(&["refresh", "acme", "main"]), ADMIN_SECRET).await.unwrap();
+    let (code, out, err) = run(args(&["refresh", "acme", "main"]), ADMIN_SECRET)
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("refreshed acme/main: fresh"), "{out}");
 
     let before = now() + 1;
     let (code, _, err) = run(
-        args(&["revoke", "--tenant", "acme", "--sub", "mallory", "--before", &before.to_string()]),
+        args(&[
+            "revoke",
+            "--tenant",
+            "acme",
+            "--sub",
+            "mallory",
+            "--before",
+            &before.to_string(),
+        ]),
         ADMIN_SECRET,
     )
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.verify("", Some(&token), &[]).await.status(), 401);
-    let (code, out, _) = run(args(&["revoke", "--list"]), ADMIN_SECRET).await.unwrap();
+    let (code, out, _) = run(args(&["revoke", "--list"]), ADMIN_SECRET)
+        .await
+        .unwrap();
     assert_eq!(code, 0);
     assert!(out.contains("mallory"), "{out}");
 
     // A key without the scope: exit 1 and the server's reason on stderr.
-    let (code, _, err) = run(args(&["flush", "acme", "main"]), READER_SECRET).await.unwrap();
+    let (code, _, err) = run(args(&["flush", "acme", "main"]), READER_SECRET)
+        .await
+        .unwrap();
     assert_eq!(code, 1);
     assert!(err.contains("403"), "{err}");
     // An unknown provider: exit 1, 404.
-    let (code, _, err) = run(args(&["flush", "acme", "nope"]), ADMIN_SECRET).await.unwrap();
+    let (code, _, err) = run(args(&["flush", "acme", "nope"]), ADMIN_SECRET)
+        .await
+        .unwrap();
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
     server.stop().await;

@@ -141,6 +141,6 @@ fn unreadable_jwks_file_exits_2() {
 
 #[test]
 fn unknown_subcommand_exits_2() {
-    let out = run(&["serve"]);
+    let out = run(&["frobnicate"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
