@@ -556,8 +556,10 @@ mod tests {
         let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
         let fetch = Arc::new(ScriptedJwks::default());
         *lock(&fetch.body) = serde_json::to_vec(&serde_json::json!({"keys": [a]})).unwrap();
-        let mut cache = CacheSettings::default();
-        cache.unknown_kid_burst = 1;
+        let cache = CacheSettings {
+            unknown_kid_burst: 1,
+            ..CacheSettings::default()
+        };
         let config = ProviderConfig::builder("t", "p", "https://issuer.test")
             .audiences(["x"])
             .jwks_uri("https://issuer.test/jwks")
