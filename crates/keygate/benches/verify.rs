@@ -12,6 +12,12 @@
 //!   benchmarks seconds apart) cancels out. Divide by `floor/<ALG>` for the overhead ratio.
 //!   Not for ES384, whose floor varies by more than the whole overhead.
 //!
+//! Group `contention`, ES256: `cached_2_threads` and `keygate_2_threads` run the cached and
+//! the uncached verify on two threads at once over the same verifier (key snapshot lookup,
+//! token cache shards and counters shared); the time is per verify per thread, so perfect
+//! scaling shows the single-thread figure. `cold/ES256` flushes the provider and verifies, so
+//! every iteration fetches the JWKS from a stub IdP on loopback over HTTP.
+//!
 //! Group `executor`: what driving an already-ready future costs, to show the driver used
 //! here (one poll with a no-op waker) charges keygate next to nothing.
 //!
@@ -198,6 +204,100 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs `f` `iters` times on each of two threads at once; returns the slower thread's time,
+/// i.e. the time per call per thread when divided by `iters`.
+fn on_two_threads(iters: u64, f: impl Fn() + Sync) -> Duration {
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let run = || {
+            start.wait();
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed()
+        };
+        let other = scope.spawn(run);
+        let mine = run();
+        mine.max(other.join().unwrap())
+    })
+}
+
+fn contention(c: &mut Criterion) {
+    let case = Case::new(Algorithm::ES256, TestKey::shared_p256("bench-p256"));
+    let mut group = c.benchmark_group("contention");
+    group.bench_function("cached_2_threads/ES256", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                drop(black_box(
+                    ready(case.cached.verify(black_box(&case.token))).unwrap(),
+                ));
+            })
+        });
+    });
+    group.bench_function("keygate_2_threads/ES256", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                drop(black_box(
+                    ready(case.uncached.verify(black_box(&case.token))).unwrap(),
+                ));
+            })
+        });
+    });
+    group.finish();
+}
+
+fn cold(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = TestKey::shared_p256("bench-cold");
+    let (verifier, token, id) = runtime.block_on(async {
+        let idp = keygate_test_support::StubIdp::start().await;
+        idp.set_jwks(keygate_test_support::jwks(&[key]));
+        let fetcher = keygate::HttpFetcher::builder()
+            .danger_allow_http_loopback(true)
+            .build()
+            .unwrap();
+        let provider = ProviderConfig::builder("bench", "cold", &idp.issuer())
+            .jwks_uri(idp.jwks_url())
+            .audiences([AUDIENCE])
+            .algorithms([Algorithm::ES256])
+            .build()
+            .unwrap();
+        let verifier = Verifier::builder()
+            .provider(provider)
+            .fetcher(Arc::new(fetcher))
+            .build()
+            .unwrap();
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let token = TokenBuilder::new(key)
+            .claims(typical_claims(&idp.issuer(), AUDIENCE, now))
+            .sign();
+        let id = verifier.providers().next().unwrap().clone();
+        // The stub lives as long as the runtime's tasks; leak the handle so it keeps serving.
+        std::mem::forget(idp);
+        (verifier, token, id)
+    });
+    let mut group = c.benchmark_group("cold");
+    group.bench_function("ES256", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                verifier.flush(&id).unwrap();
+                drop(black_box(verifier.verify(black_box(&token)).await.unwrap()));
+            });
+        });
+    });
+    group.finish();
+}
+
 fn executor(c: &mut Criterion) {
     let mut group = c.benchmark_group("executor");
     group.bench_function("noop_waker_poll", |b| {
@@ -222,6 +322,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = verify, executor
+    targets = verify, contention, cold, executor
 }
 criterion_main!(benches);
