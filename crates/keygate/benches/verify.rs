@@ -260,7 +260,7 @@ fn cold(c: &mut Criterion) {
             .danger_allow_http_loopback(true)
             .build()
             .unwrap();
-        let provider = ProviderConfig::builder("bench", "cold", &idp.issuer())
+        let provider = ProviderConfig::builder("bench", "cold", idp.issuer())
             .jwks_uri(idp.jwks_url())
             .audiences([AUDIENCE])
             .algorithms([Algorithm::ES256])
