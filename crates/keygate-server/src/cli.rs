@@ -88,3 +88,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(cmd) => dev::run(&cmd),
     }
 }
+
+/// Removes the insignificant whitespace from valid JSON text, keeping everything else
+/// (member order, number spelling, escapes) byte for byte. A claims set may be
+/// pretty-printed; the output must stay on one line. JSON strings cannot hold a raw line
+/// break (RFC 8259 section 7), so dropping whitespace outside strings is enough.
+pub(crate) fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}

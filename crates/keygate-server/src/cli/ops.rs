@@ -881,27 +881,7 @@ fn clean(text: &str) -> Cow<'_, str> {
 /// (member order, number spelling, escapes) kept. `None` if it is not JSON.
 fn compact_json(text: &str) -> Option<String> {
     serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if c.is_ascii_whitespace() {
-            // JSON strings cannot hold a raw line break (RFC 8259 section 7), so dropping
-            // whitespace outside strings leaves one line.
-            continue;
-        }
-        out.push(c);
-    }
-    Some(out)
+    Some(super::compact_json(text))
 }
 
 fn print_stdout(text: &str) -> anyhow::Result<()> {

@@ -173,7 +173,7 @@ impl Verdict {
     pub fn from_result(result: &Result<Arc<VerifiedToken>, VerifyError>) -> Self {
         match result {
             Ok(token) => Verdict::Valid {
-                claims: compact_json(token.claims_json()),
+                claims: super::compact_json(token.claims_json()),
             },
             Err(e) => Verdict::from_error(e),
         }
@@ -357,33 +357,6 @@ fn json_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 
-/// Removes the insignificant whitespace from valid JSON text, keeping everything else
-/// (member order, number spelling, escapes) byte for byte. A claims set may be
-/// pretty-printed; the output must stay on one line. JSON strings cannot hold a raw line
-/// break (RFC 8259 section 7), so dropping whitespace outside strings is enough.
-fn compact_json(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +365,7 @@ mod tests {
     fn compact_json_drops_whitespace_outside_strings_only() {
         let pretty = "{\n  \"a b\" : [1, 2e3 ],\r\n\t\"c\": \"x \\\" y\\\\\", \"d\": {} }";
         assert_eq!(
-            compact_json(pretty),
+            crate::cli::compact_json(pretty),
             r#"{"a b":[1,2e3],"c":"x \" y\\","d":{}}"#
         );
     }
