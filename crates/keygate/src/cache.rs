@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::config::{KeySource, ProviderConfig};
+use crate::exchange::{KeyExchange, PublishedKeySet};
 use crate::fetch::Fetch;
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
@@ -70,6 +71,14 @@ pub(crate) struct Snapshot {
     pub(crate) usable_until: Option<SystemTime>,
     /// The URL the keys came from, for revalidation.
     pub(crate) url: Option<Url>,
+    /// The JWKS document as served, to hand to other replicas; `None` for static key sets.
+    pub(crate) jwks: Option<Arc<str>>,
+    /// The `ETag` the document was served with.
+    pub(crate) etag: Option<Arc<str>>,
+    /// The sequence number of the refresh whose own request to the identity provider produced
+    /// (or, with a 304, confirmed) these keys. `None` for static sets and sets adopted from
+    /// another replica: nobody knows when *their* fetch began.
+    pub(crate) fetch_seq: Option<u64>,
 }
 
 impl Snapshot {
@@ -83,6 +92,16 @@ impl Snapshot {
 
     pub(crate) fn expires_at(&self) -> Option<SystemTime> {
         self.freshness.as_ref().map(|f| f.fetched_at() + f.ttl())
+    }
+
+    /// The set as another replica would adopt it; `None` for static sets.
+    pub(crate) fn published(&self) -> Option<PublishedKeySet> {
+        Some(PublishedKeySet::new(
+            Arc::clone(self.jwks.as_ref()?),
+            self.fetched_at,
+            self.expires_at()?,
+            self.etag.clone(),
+        ))
     }
 }
 
@@ -100,6 +119,7 @@ pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) refreshes: AtomicU64,
     pub(crate) refresh_errors: AtomicU64,
+    pub(crate) adopted: AtomicU64,
     pub(crate) unknown_kid_rejections: AtomicU64,
     pub(crate) token_cache_hits: AtomicU64,
 }
@@ -119,6 +139,7 @@ pub(crate) struct Provider {
     pub(crate) counters: Counters,
     pub(crate) fetcher: Arc<dyn Fetch>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) exchange: Option<Arc<dyn KeyExchange>>,
 }
 
 impl Provider {
@@ -126,6 +147,7 @@ impl Provider {
         config: ProviderConfig,
         fetcher: Arc<dyn Fetch>,
         clock: Arc<dyn Clock>,
+        exchange: Option<Arc<dyn KeyExchange>>,
     ) -> Result<Arc<Self>, crate::error::JwksError> {
         let id = ProviderId {
             tenant: config.tenant.clone(),
@@ -141,6 +163,9 @@ impl Provider {
                     freshness: None,
                     usable_until: None,
                     url: None,
+                    jwks: None,
+                    etag: None,
+                    fetch_seq: None,
                 }))
             }
             KeySource::Url(_) | KeySource::Discovery(_) => None,
@@ -154,6 +179,7 @@ impl Provider {
             counters: Counters::default(),
             fetcher,
             clock,
+            exchange,
         }))
     }
 
@@ -211,6 +237,7 @@ impl Provider {
                 misses: load(&c.misses),
                 refreshes: load(&c.refreshes),
                 refresh_errors: load(&c.refresh_errors),
+                adopted: load(&c.adopted),
                 unknown_kid_rejections: load(&c.unknown_kid_rejections),
                 token_cache_hits: load(&c.token_cache_hits),
             },
@@ -305,10 +332,14 @@ pub struct CounterSnapshot {
     pub hits: u64,
     /// Verifications whose key was not cached.
     pub misses: u64,
-    /// Successful refreshes.
+    /// Successful fetches from the identity provider (200 or 304).
     pub refreshes: u64,
     /// Failed refreshes.
     pub refresh_errors: u64,
+    /// Key sets adopted from other replicas (through a
+    /// [`KeyExchange`](crate::KeyExchange) or [`Verifier::adopt`](crate::Verifier::adopt))
+    /// instead of fetched.
+    pub adopted: u64,
     /// Tokens refused with `unknown_kid`.
     pub unknown_kid_rejections: u64,
     /// Verifications answered from the verified-token cache.

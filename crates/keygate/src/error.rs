@@ -281,6 +281,9 @@ pub enum JwksError {
     /// More keys than the configured cap.
     #[error("more than {0} keys")]
     TooManyKeys(usize),
+    /// A document handed over by another replica is larger than a fetch may return.
+    #[error("larger than {0} bytes")]
+    TooLarge(usize),
     /// No entry is a usable verification key; an empty set never replaces a non-empty one.
     #[error("no usable keys")]
     Empty,

@@ -19,6 +19,7 @@ mod policy;
 mod retry_after;
 mod tls;
 
+pub(crate) use client::DEFAULT_MAX_BODY_BYTES;
 pub use client::{HttpFetcher, HttpFetcherBuilder};
 #[allow(
     unused_imports,

@@ -122,6 +122,41 @@ impl Freshness {
         )
     }
 
+    /// Freshness of a key set another replica fetched at `fetched_at` and held fresh until
+    /// `fresh_until`: that lifetime clamped to `ttl`, counted from `fetched_at`. The peer's
+    /// `etag`, if any, is the validator of the next revalidation against `url`.
+    ///
+    /// The peer's response headers are not known, so the stored response is taken to have said
+    /// `max-age` of the peer's lifetime: a later 304 without caching headers renews that.
+    pub(crate) fn adopted(
+        url: Option<&Url>,
+        fetched_at: SystemTime,
+        fresh_until: SystemTime,
+        etag: Option<&str>,
+        ttl: &TtlPolicy,
+    ) -> Self {
+        let lifetime = fresh_until.duration_since(fetched_at).unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::try_from(format!("max-age={}", lifetime.as_secs())) {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+        if let Some(value) = etag.and_then(|e| HeaderValue::try_from(e).ok()) {
+            headers.insert(header::ETAG, value);
+        }
+        let request = match url {
+            Some(url) => request_parts(url, &HeaderMap::new()),
+            None => {
+                let (mut parts, ()) = Request::new(()).into_parts();
+                parts.method = Method::GET;
+                parts
+            }
+        };
+        let mut adopted = Self::evaluate(request, StatusCode::OK, headers, fetched_at, ttl);
+        // The peer's lifetime to the nanosecond, not the whole seconds of the header.
+        adopted.ttl = ttl.clamp(lifetime);
+        adopted
+    }
+
     /// `If-None-Match` (from the `ETag`) and `If-Modified-Since` (from the `Last-Modified`) for
     /// the next fetch, whichever validators the response had; empty if it had none or forbade
     /// storing (`no-store`): what was never stored is never revalidated.
@@ -579,6 +614,38 @@ mod tests {
         );
         // A clock that went back counts as no time elapsed.
         assert!(fetched.is_fresh(t0() - Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn an_adopted_set_keeps_the_peers_lifetime_within_our_policy() {
+        let secs = Duration::from_secs;
+        let adopted = |lifetime: Duration, etag| {
+            Freshness::adopted(Some(&url()), t0(), t0() + lifetime, etag, &policy())
+        };
+        // Within [60, 86400]: the peer's lifetime, to the millisecond, from the peer's fetch.
+        let kept = adopted(Duration::from_millis(600_500), None);
+        assert_eq!(kept.fetched_at(), t0());
+        assert_eq!(kept.ttl(), Duration::from_millis(600_500));
+        assert_eq!(adopted(secs(5), None).ttl(), secs(60));
+        assert_eq!(adopted(secs(10 * 86_400), None).ttl(), secs(86_400));
+        // A `fresh_until` before `fetched_at` is a lifetime of zero, raised to the minimum.
+        let backwards = Freshness::adopted(None, t0(), t0() - secs(5), None, &policy());
+        assert_eq!(backwards.ttl(), secs(60));
+        // The peer's validator is what the next revalidation sends.
+        let tagged = adopted(secs(600), Some("\"v7\""));
+        assert_eq!(
+            tagged
+                .revalidation_headers()
+                .get(header::IF_NONE_MATCH)
+                .unwrap(),
+            "\"v7\""
+        );
+        assert!(kept.revalidation_headers().is_empty());
+        let renewed = tagged
+            .not_modified(&HeaderMap::new(), t0() + secs(700), &policy())
+            .unwrap();
+        assert_eq!(renewed.fetched_at(), t0() + secs(700));
+        assert_eq!(renewed.ttl(), secs(600));
     }
 
     #[test]

@@ -103,6 +103,11 @@ impl KeySet {
         self.keys.iter().filter_map(|k| k.kid.as_deref())
     }
 
+    /// Whether some key of the set has this `kid`, usable or not.
+    pub(crate) fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// Whether both sets hold the same keys, in the same order, with the same attributes.
     /// A refetch that returns the same keys keeps verified tokens cached.
     pub(crate) fn same_keys(&self, other: &KeySet) -> bool {

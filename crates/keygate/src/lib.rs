@@ -5,6 +5,8 @@
 //! fetched, cached according to HTTP caching headers, refreshed ahead of expiry, refetched
 //! (single-flight, rate-limited) on rotation, and served stale for a bounded time while the
 //! issuer is down. Verification follows RFC 7515/7517/7518/7519 and RFC 8725 strictly.
+//! Replicas can share the key sets they fetch through a [`KeyExchange`] (see [`exchange`]), so
+//! that a cluster fetches a JWKS once per rotation rather than once per replica.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,7 @@ mod cache;
 mod clock;
 mod config;
 mod error;
+pub mod exchange;
 pub mod fetch;
 mod freshness;
 pub mod jwk;
@@ -46,6 +49,7 @@ pub use error::{
     ClaimsError, ConfigError, HeaderError, JwksError, KeyError, KeysUnavailable, Malformed,
     RevokedBy, VerifyError,
 };
+pub use exchange::{AdoptError, KeyExchange, PublishedKeySet};
 pub use fetch::{Fetch, FetchError, HttpFetcher};
 pub use freshness::TtlPolicy;
 pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};

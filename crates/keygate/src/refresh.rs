@@ -1,18 +1,43 @@
-//! Getting keys: cold fetches, forced refetches on rotation, and the background refresher.
+//! Getting keys: cold fetches, forced refetches on rotation, the background refresher, and key
+//! sets shared with other replicas.
 //!
 //! Every path funnels into [`Provider::refresh`], which is single-flight: concurrent callers
-//! share one upstream request and its result (one `Arc`'d error, not one retry each). Forced
-//! refetches (unknown `kid`, bad signature) spend a token from a per-provider bucket and never
-//! wait for one; a `kid` that a refetch did not find is remembered for a short while.
+//! share one upstream request and its result (one `Arc`'d error, not one retry each). With a
+//! [`KeyExchange`](crate::KeyExchange), a refresh first asks it for a set a peer fetched and
+//! publishes what it fetched itself; [`Provider::adopt`] installs a set a peer pushed.
+//!
+//! # Forced refetches
+//!
+//! A token whose `kid` is not in the set (or whose signature fails under a known key) may force
+//! a refetch, under this policy:
+//!
+//! - **Budget.** A per-provider token bucket (`unknown_kid_burst`, one token back per
+//!   `unknown_kid_refill`) pays for every forced refetch, so the IdP sees at most
+//!   burst + elapsed / refill of them whatever the tokens say. A request never waits for
+//!   budget: with the bucket empty it is refused at once.
+//! - **Free riders.** Joining a refetch in flight, or using keys that changed since the request
+//!   looked, costs nothing. A joined refetch that began before the request asked and lacks its
+//!   `kid` proves nothing, so the request then tries one refetch of its own, within the budget.
+//! - **Negative cache.** A `kid` is remembered as missing (for `negative_ttl`) only when the
+//!   IdP's own answer (200 or 304) to a refetch that *began after* the request asked for it did
+//!   not contain it. A refetch already running, a set adopted from a peer or an empty bucket
+//!   proves nothing and is not remembered, so a real new `kid` is never locked out by an
+//!   answer that predates it.
+//! - **Deferred refetch.** When the bucket is empty and an unknown `kid` is refused, one
+//!   refetch is scheduled for the moment the next token is due; the background refresher runs
+//!   it, spending that token, and any refetch that starts earlier replaces it. There is at most
+//!   one at a time. So a flood of random `kid`s cannot starve a real rotation: the new `kid`
+//!   verifies within `unknown_kid_refill` of its first refusal, even if no request happens to
+//!   arrive when the token is back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use url::Url;
@@ -20,12 +45,18 @@ use url::Url;
 use crate::cache::{Counters, Provider, Snapshot, next_generation};
 use crate::config::{CacheSettings, KeySource};
 use crate::error::{JwksError, KeysUnavailable};
-use crate::fetch::{BoxFuture, FetchError, FetchRequest, FetchResponse, retry_after};
+use crate::exchange::PublishedKeySet;
+use crate::fetch::{
+    BoxFuture, DEFAULT_MAX_BODY_BYTES, FetchError, FetchRequest, FetchResponse, retry_after,
+};
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
 
 /// The result of one refresh, shared by everyone who waited for it.
 pub(crate) type Outcome = Result<Arc<Snapshot>, KeysUnavailable>;
+
+/// A refresh in flight, or finished, that callers join.
+type Inflight = Shared<BoxFuture<'static, Outcome>>;
 
 /// Longest `kid` remembered in the negative cache; real `kid`s are far shorter.
 const MAX_NEGATIVE_KID_LEN: usize = 256;
@@ -35,10 +66,16 @@ const MAX_NEGATIVE_ENTRIES: usize = 1024;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 /// After failures, cycles of refreshes back off up to this long.
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(60);
+/// A token counts as there once this close to whole, so that float rounding cannot make the
+/// deferred refetch miss the very moment it was scheduled for.
+const TOKEN_EPSILON: f64 = 1e-9;
 
 /// Refresh bookkeeping of one provider.
 pub(crate) struct Refresher {
-    inflight: Mutex<Option<Shared<BoxFuture<'static, Outcome>>>>,
+    inflight: Mutex<Option<Inflight>>,
+    /// How many refreshes have started. A refresh's sequence number is this count just after it
+    /// started, so a refresh numbered above an earlier reading began after that reading.
+    started: AtomicU64,
     bucket: Mutex<Bucket>,
     negative: Mutex<HashMap<Box<str>, SystemTime>>,
     state: Mutex<State>,
@@ -56,26 +93,43 @@ struct State {
     discovered: Option<Url>,
 }
 
-/// A token bucket measured against the provider's clock.
+/// The forced-refetch budget: a token bucket measured against the provider's clock, and the
+/// one refetch deferred until its next token.
 struct Bucket {
     tokens: f64,
     burst: f64,
     refill: Duration,
     last: SystemTime,
+    /// When the deferred refetch is due, if one is scheduled.
+    deferred: Option<SystemTime>,
 }
 
 impl Bucket {
-    fn try_take(&mut self, now: SystemTime) -> bool {
+    fn top_up(&mut self, now: SystemTime) {
         let elapsed = now.duration_since(self.last).unwrap_or_default();
         self.tokens =
             (self.tokens + elapsed.as_secs_f64() / self.refill.as_secs_f64()).min(self.burst);
         self.last = self.last.max(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+    }
+
+    fn try_take(&mut self, now: SystemTime) -> bool {
+        self.top_up(now);
+        if self.tokens >= 1.0 - TOKEN_EPSILON {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             true
         } else {
             false
         }
+    }
+
+    /// When the next whole token is there; `None` if never (a burst below one).
+    fn next_token_at(&mut self, now: SystemTime) -> Option<SystemTime> {
+        if self.burst < 1.0 {
+            return None;
+        }
+        self.top_up(now);
+        let missing = (1.0 - self.tokens).max(0.0);
+        Some(self.last + self.refill.mul_f64(missing))
     }
 }
 
@@ -83,11 +137,13 @@ impl Refresher {
     pub(crate) fn new(cache: &CacheSettings, now: SystemTime) -> Self {
         Refresher {
             inflight: Mutex::new(None),
+            started: AtomicU64::new(0),
             bucket: Mutex::new(Bucket {
                 tokens: f64::from(cache.unknown_kid_burst),
                 burst: f64::from(cache.unknown_kid_burst),
                 refill: cache.unknown_kid_refill,
                 last: now,
+                deferred: None,
             }),
             negative: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
@@ -106,7 +162,7 @@ impl Refresher {
         lock(&self.state).last_failure.clone()
     }
 
-    /// Forgets failures and remembered `kid`s, e.g. after a flush.
+    /// Forgets failures, remembered `kid`s and a deferred refetch, e.g. after a flush.
     pub(crate) fn reset(&self, now: SystemTime) {
         {
             let mut s = lock(&self.state);
@@ -115,6 +171,7 @@ impl Refresher {
             s.next_attempt_at = now;
         }
         lock(&self.negative).clear();
+        lock(&self.bucket).deferred = None;
         self.reschedule.notify_one();
     }
 
@@ -124,8 +181,8 @@ impl Refresher {
             .is_some_and(|&until| now < until)
     }
 
-    /// Remembers that `kid` was looked for right after a refetch and not found.
-    pub(crate) fn remember_missing(&self, kid: &str, now: SystemTime, ttl: Duration) {
+    /// Remembers that the IdP's answer to a refetch begun after `kid` was asked for lacked it.
+    fn remember_missing(&self, kid: &str, now: SystemTime, ttl: Duration) {
         if kid.len() > MAX_NEGATIVE_KID_LEN || ttl.is_zero() {
             return;
         }
@@ -140,18 +197,47 @@ impl Refresher {
     }
 }
 
+/// A key set ready to install, from the IdP or from a peer. Its generation is decided when it
+/// is installed, against the keys held then.
+struct Candidate {
+    keys: Arc<KeySet>,
+    freshness: Freshness,
+    url: Option<Url>,
+    jwks: Option<Arc<str>>,
+    etag: Option<Arc<str>>,
+    /// See [`Snapshot::fetch_seq`].
+    fetch_seq: Option<u64>,
+}
+
+impl Candidate {
+    fn fetched_at(&self) -> SystemTime {
+        self.freshness.fetched_at()
+    }
+
+    fn expires_at(&self) -> SystemTime {
+        self.freshness.fetched_at() + self.freshness.ttl()
+    }
+}
+
 impl Provider {
-    /// Refetches now, joining a refresh already in flight. The fetch runs on its own task, so
-    /// it completes (and updates the cache) even if every caller gives up waiting.
-    pub(crate) fn refresh(self: &Arc<Self>) -> Shared<BoxFuture<'static, Outcome>> {
+    /// Refetches now, joining a refresh already in flight.
+    pub(crate) fn refresh(self: &Arc<Self>) -> Inflight {
         let mut inflight = lock(&self.refresher.inflight);
-        if let Some(running) = inflight.as_ref() {
-            if running.peek().is_none() {
-                return running.clone();
-            }
+        if let Some(running) = running(&inflight) {
+            return running;
         }
+        self.start(&mut inflight)
+    }
+
+    /// Starts a refresh on its own task, so it completes (and updates the cache) even if every
+    /// caller gives up waiting. The caller holds the in-flight lock and found none running.
+    fn start(self: &Arc<Self>, inflight: &mut Option<Inflight>) -> Inflight {
+        let seq = self.refresher.started.fetch_add(1, Ordering::AcqRel) + 1;
+        // This refresh begins after every unknown `kid` refused so far: it does the deferred
+        // refetch's job, whatever started it.
+        lock(&self.refresher.bucket).deferred = None;
         let provider = Arc::clone(self);
-        let task = tokio::spawn(async move { provider.run_refresh().await });
+        let task = tokio::spawn(async move { provider.run_refresh(seq).await });
         let fut: BoxFuture<'static, Outcome> = Box::pin(task.map(|joined| {
             joined.unwrap_or_else(|_| {
                 Err(KeysUnavailable::Fetch(Some(Arc::new(
@@ -164,10 +250,12 @@ impl Provider {
         shared
     }
 
-    /// A refetch because a token named a `kid` we lack, or failed under a known key.
+    /// A refetch because a token named a `kid` we lack (`missing_kid`), or failed under a key
+    /// of `seen` (`None`). See the module docs for the policy.
     ///
     /// Returns `None` without waiting when the `kid` is in the negative cache or the bucket
     /// is empty: the caller refuses the token at once rather than queueing behind a limit.
+    /// A returned set may still lack the `kid`; the caller refuses the token then too.
     pub(crate) async fn forced_refresh(
         self: &Arc<Self>,
         missing_kid: Option<&str>,
@@ -176,6 +264,9 @@ impl Provider {
         if self.is_static() {
             return None;
         }
+        // Refreshes numbered above this begin after the caller found its key missing: only
+        // their answers can prove a `kid` absent.
+        let asked = self.refresher.started.load(Ordering::Acquire);
         let now = self.clock.now();
         // Keys changed since the caller looked (another request's refetch finished in
         // between): retry on those rather than spend a refetch, so a burst of tokens signed by
@@ -183,6 +274,7 @@ impl Provider {
         if let Some(current) = self.snapshot.load_full()
             && current.generation != seen.generation
             && current.is_usable(now)
+            && self.settles(&current, missing_kid, seen, asked)
         {
             return Some(Ok(current));
         }
@@ -191,16 +283,78 @@ impl Provider {
                 return None;
             }
         }
-        let joined = {
-            let inflight = lock(&self.refresher.inflight);
-            inflight.as_ref().filter(|r| r.peek().is_none()).cloned()
-        };
-        let fut = match joined {
-            Some(running) => running,
-            None if lock(&self.refresher.bucket).try_take(now) => self.refresh(),
-            None => return None,
-        };
-        Some(fut.await)
+        // At most two rounds: a joined refetch may have begun before the caller asked, and
+        // then a second, begun after, is needed to settle the question.
+        let mut inconclusive = None;
+        for _ in 0..2 {
+            let refresh = {
+                let mut inflight = lock(&self.refresher.inflight);
+                match running(&inflight) {
+                    Some(running) => running,
+                    None => {
+                        let now = self.clock.now();
+                        let mut bucket = lock(&self.refresher.bucket);
+                        if bucket.try_take(now) {
+                            drop(bucket);
+                            self.start(&mut inflight)
+                        } else {
+                            if missing_kid.is_some() {
+                                self.defer(&mut bucket, now);
+                            }
+                            return inconclusive;
+                        }
+                    }
+                }
+            };
+            let outcome = refresh.await;
+            match &outcome {
+                Ok(snap) if !self.settles(snap, missing_kid, seen, asked) => {
+                    inconclusive = Some(outcome);
+                }
+                _ => return Some(outcome),
+            }
+        }
+        inconclusive
+    }
+
+    /// Whether `snap` settles a forced refetch: it has the missing `kid`, or (for a bad
+    /// signature under `seen`) other keys; or it is the IdP's own answer to a refetch begun
+    /// after the caller asked, which proves the `kid` absent. That proof, and only it, puts
+    /// the `kid` in the negative cache.
+    fn settles(
+        &self,
+        snap: &Snapshot,
+        missing_kid: Option<&str>,
+        seen: &Snapshot,
+        asked: u64,
+    ) -> bool {
+        let answered_after = snap.fetch_seq.is_some_and(|seq| seq > asked);
+        match missing_kid {
+            None => answered_after || snap.generation != seen.generation,
+            Some(kid) if snap.keys.has_kid(kid) => true,
+            Some(kid) => {
+                if answered_after {
+                    self.refresher.remember_missing(
+                        kid,
+                        self.clock.now(),
+                        self.config.cache.negative_ttl,
+                    );
+                }
+                answered_after
+            }
+        }
+    }
+
+    /// Schedules the deferred refetch for when the next token is due, unless one is scheduled.
+    fn defer(&self, bucket: &mut Bucket, now: SystemTime) {
+        if bucket.deferred.is_some() {
+            return;
+        }
+        if let Some(due) = bucket.next_token_at(now) {
+            bucket.deferred = Some(due);
+            tracing::debug!(provider = %self.id, "forced-refetch budget spent; one refetch deferred");
+            self.refresher.reschedule.notify_one();
+        }
     }
 
     /// Keys for verification: the cached snapshot when usable, else a (single-flight) fetch,
@@ -209,6 +363,9 @@ impl Provider {
         let now = self.clock.now();
         if let Some(snap) = self.snapshot.load_full() {
             if snap.is_usable(now) {
+                // Keys adopted outside a runtime (say, a warm start) had no background
+                // refresher started; the first verification starts it.
+                self.ensure_background();
                 return Ok(snap);
             }
         }
@@ -228,9 +385,35 @@ impl Provider {
         }
     }
 
+    /// Installs a set another replica pushed, if its `fetched_at` is newer than the held set's
+    /// and it is still usable under this provider's policy. `Ok(false)` when ignored.
+    ///
+    /// # Errors
+    /// The set does not parse into a usable key set under this provider's limits.
+    pub(crate) fn adopt(self: &Arc<Self>, set: &PublishedKeySet) -> Result<bool, JwksError> {
+        // Checked first so that replaying old entries of a log costs no parse.
+        if self.holds_newer_than(set.fetched_at) {
+            return Ok(false);
+        }
+        let candidate = self.candidate_from(set)?;
+        let usable_until = candidate.expires_at() + self.config.cache.stale_window;
+        if self.clock.now() > usable_until {
+            return Ok(false);
+        }
+        let installed = self.install_if_newer(candidate).is_some();
+        if installed {
+            Counters::bump(&self.counters.adopted);
+            tracing::debug!(provider = %self.id, "adopted a key set from another replica");
+        }
+        Ok(installed)
+    }
+
     /// Starts the background refresher once; it stops when the provider is dropped.
     pub(crate) fn ensure_background(self: &Arc<Self>) {
-        if self.is_static()
+        // A plain load first: this runs on every verification, which must not contend for
+        // the cache line with a read-modify-write.
+        if self.refresher.background_started.load(Ordering::Relaxed)
+            || self.is_static()
             || self
                 .refresher
                 .background_started
@@ -250,7 +433,7 @@ impl Provider {
         handle.spawn(async move {
             loop {
                 let delay = match weak.upgrade() {
-                    Some(p) => p.next_refresh_delay(),
+                    Some(p) => p.next_wake(),
                     None => return,
                 };
                 tokio::select! {
@@ -261,79 +444,284 @@ impl Provider {
                 let Some(provider) = weak.upgrade() else {
                     return;
                 };
-                let refresh = provider.refresh();
+                let due = provider.due_refresh();
                 drop(provider);
-                let _ = refresh.await;
+                if let Some(refresh) = due {
+                    let _ = refresh.await;
+                }
             }
         });
     }
 
-    fn next_refresh_delay(&self) -> Duration {
+    /// How long the background refresher may sleep: until the scheduled refresh or the
+    /// deferred refetch, whichever is first.
+    fn next_wake(&self) -> Duration {
         let now = self.clock.now();
+        let deferred = lock(&self.refresher.bucket).deferred;
+        match self.scheduled_at().into_iter().chain(deferred).min() {
+            Some(at) => at.duration_since(now).unwrap_or_default(),
+            // Flushed: the next verification fetches; nothing to refresh ahead of. A flush or
+            // a new set notifies this task, so the long sleep is cut short.
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    /// When the next scheduled refresh is due; `None` when there is nothing to refresh ahead
+    /// of (flushed, or never fetched).
+    fn scheduled_at(&self) -> Option<SystemTime> {
         let state = lock(&self.refresher.state);
         if self.snapshot.load().is_none() && state.last_failure.is_none() {
-            // Flushed: the next verification fetches; nothing to refresh ahead of. A flush
-            // notifies this task, so the long sleep is cut short by the next refresh.
-            return Duration::from_secs(3600);
+            return None;
         }
-        state
-            .next_attempt_at
-            .duration_since(now)
-            .unwrap_or_default()
+        Some(state.next_attempt_at)
     }
 
-    async fn run_refresh(self: Arc<Self>) -> Outcome {
-        let result = self.fetch_and_parse().await;
+    /// The refresh the background refresher runs now: the scheduled one or the deferred
+    /// refetch, whichever is due by the provider's clock.
+    fn due_refresh(self: &Arc<Self>) -> Option<Inflight> {
         let now = self.clock.now();
-        let cache = &self.config.cache;
-        let mut state = lock(&self.refresher.state);
-        match &result {
-            Ok((snap, _)) => {
-                Counters::bump(&self.counters.refreshes);
-                state.last_failure = None;
-                state.consecutive_failures = 0;
-                let expires = snap.expires_at().unwrap_or(now);
-                let ahead = cache.refresh_ahead + cache.refresh_jitter.mul_f64(fastrand::f64());
-                let target = expires.checked_sub(ahead).unwrap_or(now);
-                let ttl = expires.duration_since(now).unwrap_or_default();
-                state.next_attempt_at = target.max(now + MIN_REFRESH_INTERVAL.min(ttl / 2));
-            }
-            Err((err, retry_after)) => {
-                Counters::bump(&self.counters.refresh_errors);
-                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                state.last_failure = Some((now, err.clone()));
-                let ceiling = Duration::from_secs(1)
-                    .saturating_mul(1 << state.consecutive_failures.min(10))
-                    .min(MAX_FAILURE_BACKOFF);
-                let backoff = ceiling.mul_f64(fastrand::f64()).max(MIN_REFRESH_INTERVAL);
-                state.next_attempt_at = now + backoff.max(retry_after.unwrap_or_default());
-                tracing::warn!(
-                    provider = %self.id,
-                    reason = err.cause_reason(),
-                    error = %err,
-                    "jwks refresh failed; keeping cached keys"
-                );
-            }
+        if self.scheduled_at().is_some_and(|at| at <= now) {
+            return Some(self.refresh());
         }
-        drop(state);
-        self.refresher.reschedule.notify_one();
-        match result {
-            Ok((snap, changed)) => {
-                self.snapshot.store(Some(Arc::clone(&snap)));
-                if changed {
-                    tracing::info!(provider = %self.id, keys = ?snap.keys, "jwks updated");
+        let mut inflight = lock(&self.refresher.inflight);
+        if running(&inflight).is_some() {
+            // Started after the deferral (starting one clears it), so it does its job.
+            return None;
+        }
+        let mut bucket = lock(&self.refresher.bucket);
+        if bucket.deferred.is_none_or(|due| due > now) {
+            return None;
+        }
+        if bucket.try_take(now) {
+            drop(bucket);
+            tracing::debug!(provider = %self.id, "running the deferred refetch");
+            return Some(self.start(&mut inflight));
+        }
+        // The token is not there yet after all (the clock stepped back): look again later.
+        bucket.deferred = bucket
+            .next_token_at(now)
+            .map(|due| due.max(now + MIN_REFRESH_INTERVAL));
+        None
+    }
+
+    async fn run_refresh(self: Arc<Self>, seq: u64) -> Outcome {
+        if let Some(adopted) = self.from_exchange().await {
+            return Ok(adopted);
+        }
+        match self.fetch_and_parse(seq).await {
+            Ok(candidate) => {
+                Counters::bump(&self.counters.refreshes);
+                let snap = self.install(candidate);
+                if let Some(exchange) = &self.exchange
+                    && let Some(set) = snap.published()
+                {
+                    exchange.fetched(&self.id, &set);
                 }
-                self.ensure_background();
                 Ok(snap)
             }
-            Err((err, _)) => Err(err),
+            Err((err, retry_after)) => {
+                self.record_failure(&err, retry_after);
+                Err(err)
+            }
         }
     }
 
-    /// Fetches and parses; returns the new snapshot and whether the keys changed.
+    /// Asks the key exchange for a set a peer fetched and installs it if it is newer than the
+    /// held one and still fresh. `None`: fetch from the IdP.
+    async fn from_exchange(self: &Arc<Self>) -> Option<Arc<Snapshot>> {
+        let exchange = self.exchange.as_ref()?;
+        let held = self.snapshot.load().as_ref().map(|s| s.fetched_at);
+        // A peer's fetch is worth waiting for about as long as one of our own attempts.
+        let wait = self.config.retry.attempt_timeout;
+        let set = match tokio::time::timeout(wait, exchange.before_fetch(&self.id, held)).await {
+            Ok(set) => set?,
+            Err(_) => {
+                tracing::debug!(provider = %self.id, "key exchange did not answer in time");
+                return None;
+            }
+        };
+        if held.is_some_and(|held| set.fetched_at <= held) {
+            tracing::debug!(provider = %self.id, "key set from the exchange is not newer than ours");
+            return None;
+        }
+        let candidate = match self.candidate_from(&set) {
+            Ok(candidate) => candidate,
+            Err(e) => {
+                tracing::warn!(
+                    provider = %self.id,
+                    error = %e,
+                    "key set from the exchange refused; fetching from the issuer"
+                );
+                return None;
+            }
+        };
+        if !candidate.freshness.is_fresh(self.clock.now()) {
+            tracing::debug!(provider = %self.id, "key set from the exchange is no longer fresh");
+            return None;
+        }
+        let Some(snap) = self.install_if_newer(candidate) else {
+            // The same set arrived meanwhile by the push path (`Verifier::adopt`): use it
+            // rather than asking the IdP for what we already hold.
+            return self
+                .snapshot
+                .load_full()
+                .filter(|held| held.fetched_at >= set.fetched_at);
+        };
+        Counters::bump(&self.counters.adopted);
+        Some(snap)
+    }
+
+    fn record_failure(&self, err: &KeysUnavailable, retry_after: Option<Duration>) {
+        Counters::bump(&self.counters.refresh_errors);
+        let now = self.clock.now();
+        {
+            let mut state = lock(&self.refresher.state);
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            state.last_failure = Some((now, err.clone()));
+            let ceiling = Duration::from_secs(1)
+                .saturating_mul(1 << state.consecutive_failures.min(10))
+                .min(MAX_FAILURE_BACKOFF);
+            let backoff = ceiling.mul_f64(fastrand::f64()).max(MIN_REFRESH_INTERVAL);
+            state.next_attempt_at = now + backoff.max(retry_after.unwrap_or_default());
+        }
+        tracing::warn!(
+            provider = %self.id,
+            reason = err.cause_reason(),
+            error = %err,
+            "jwks refresh failed; keeping cached keys"
+        );
+        self.refresher.reschedule.notify_one();
+    }
+
+    /// Whether the held set was fetched at or after `at`.
+    fn holds_newer_than(&self, at: SystemTime) -> bool {
+        self.snapshot
+            .load()
+            .as_ref()
+            .is_some_and(|held| at <= held.fetched_at)
+    }
+
+    /// Installs a set fetched from the IdP: always, since it is the IdP's latest word.
+    fn install(self: &Arc<Self>, candidate: Candidate) -> Arc<Snapshot> {
+        let mut state = lock(&self.refresher.state);
+        let (snap, changed) = self.install_locked(&mut state, candidate);
+        drop(state);
+        self.installed(&snap, changed);
+        snap
+    }
+
+    /// Installs a set from another replica if it is newer than the held one, checked under the
+    /// lock that serialises installs so that two adoptions cannot reorder.
+    fn install_if_newer(self: &Arc<Self>, candidate: Candidate) -> Option<Arc<Snapshot>> {
+        let mut state = lock(&self.refresher.state);
+        if self.holds_newer_than(candidate.fetched_at()) {
+            return None;
+        }
+        let (snap, changed) = self.install_locked(&mut state, candidate);
+        drop(state);
+        self.installed(&snap, changed);
+        Some(snap)
+    }
+
+    /// Swaps `candidate` in, keeping the generation (and so the verified tokens) when its keys
+    /// are the ones held; records the success and schedules the next refresh ahead of the new
+    /// expiry. Returns the snapshot and whether the keys changed.
+    fn install_locked(&self, state: &mut State, candidate: Candidate) -> (Arc<Snapshot>, bool) {
+        let now = self.clock.now();
+        let cache = &self.config.cache;
+        let current = self.snapshot.load_full();
+        let (keys, generation, changed) = match &current {
+            Some(cur)
+                if Arc::ptr_eq(&cur.keys, &candidate.keys)
+                    || cur.keys.same_keys(&candidate.keys) =>
+            {
+                (Arc::clone(&cur.keys), cur.generation, false)
+            }
+            _ => (candidate.keys, next_generation(), true),
+        };
+        let fetched_at = candidate.freshness.fetched_at();
+        let expires = fetched_at + candidate.freshness.ttl();
+        state.last_failure = None;
+        state.consecutive_failures = 0;
+        let ahead = cache.refresh_ahead + cache.refresh_jitter.mul_f64(fastrand::f64());
+        let target = expires.checked_sub(ahead).unwrap_or(now);
+        let ttl = expires.duration_since(now).unwrap_or_default();
+        // Short-lived sets refresh no sooner than halfway; an adopted set that is already
+        // past its lifetime, after the minimum interval.
+        let floor = if ttl.is_zero() {
+            MIN_REFRESH_INTERVAL
+        } else {
+            MIN_REFRESH_INTERVAL.min(ttl / 2)
+        };
+        state.next_attempt_at = target.max(now + floor);
+        let snap = Arc::new(Snapshot {
+            keys,
+            generation,
+            fetched_at,
+            freshness: Some(candidate.freshness),
+            usable_until: Some(expires + cache.stale_window),
+            url: candidate.url,
+            jwks: candidate.jwks,
+            etag: candidate.etag,
+            fetch_seq: candidate.fetch_seq,
+        });
+        self.snapshot.store(Some(Arc::clone(&snap)));
+        (snap, changed)
+    }
+
+    fn installed(self: &Arc<Self>, snap: &Snapshot, changed: bool) {
+        if changed {
+            // Misses were judged against the old keys.
+            lock(&self.refresher.negative).clear();
+            tracing::info!(provider = %self.id, keys = ?snap.keys, "jwks updated");
+        }
+        self.refresher.reschedule.notify_one();
+        self.ensure_background();
+    }
+
+    /// Parses a set from another replica exactly like a fetched body, under this provider's
+    /// limits and TTL policy.
+    fn candidate_from(&self, set: &PublishedKeySet) -> Result<Candidate, JwksError> {
+        if set.jwks.len() > DEFAULT_MAX_BODY_BYTES {
+            return Err(JwksError::TooLarge(DEFAULT_MAX_BODY_BYTES));
+        }
+        let keys = self.parse(set.jwks.as_bytes())?;
+        let url = self.known_jwks_url();
+        let freshness = Freshness::adopted(
+            url.as_ref(),
+            set.fetched_at,
+            set.fresh_until,
+            set.etag.as_deref(),
+            &self.config.cache.ttl,
+        );
+        Ok(Candidate {
+            keys: Arc::new(keys),
+            freshness,
+            url,
+            jwks: Some(Arc::clone(&set.jwks)),
+            etag: set.etag.clone(),
+            fetch_seq: None,
+        })
+    }
+
+    fn parse(&self, document: &[u8]) -> Result<KeySet, JwksError> {
+        let keys = KeySet::parse(
+            document,
+            &self.config.algorithms,
+            self.config.cache.max_keys,
+        )?;
+        if keys.usable() == 0 {
+            // An empty set never replaces a non-empty one, and is no use as a first set.
+            return Err(JwksError::Empty);
+        }
+        Ok(keys)
+    }
+
+    /// Fetches and parses, as refresh number `seq`.
     async fn fetch_and_parse(
         &self,
-    ) -> Result<(Arc<Snapshot>, bool), (KeysUnavailable, Option<Duration>)> {
+        seq: u64,
+    ) -> Result<Candidate, (KeysUnavailable, Option<Duration>)> {
         let fetch_err = |e: FetchError| {
             let ra = match &e {
                 FetchError::Status { retry_after, .. } => *retry_after,
@@ -355,24 +743,19 @@ impl Provider {
             .await
             .map_err(fetch_err)?;
         let ttl = &self.config.cache.ttl;
-        let stale = self.config.cache.stale_window;
         if response.status == StatusCode::NOT_MODIFIED {
             let now = self.clock.now();
             let renewed = revalidate
                 .and_then(|(snap, f)| Some((snap, f.not_modified(&response.headers, now, ttl)?)));
             if let Some((snap, freshness)) = renewed {
-                let usable_until = freshness.fetched_at() + freshness.ttl() + stale;
-                return Ok((
-                    Arc::new(Snapshot {
-                        keys: Arc::clone(&snap.keys),
-                        generation: snap.generation,
-                        fetched_at: now,
-                        freshness: Some(freshness),
-                        usable_until: Some(usable_until),
-                        url: Some(url),
-                    }),
-                    false,
-                ));
+                return Ok(Candidate {
+                    keys: Arc::clone(&snap.keys),
+                    freshness,
+                    url: Some(url),
+                    jwks: snap.jwks.clone(),
+                    etag: etag(&response.headers).or_else(|| snap.etag.clone()),
+                    fetch_seq: Some(seq),
+                });
             }
             // A 304 we cannot match to what we hold: fetch the whole set unconditionally.
             response = self
@@ -387,34 +770,30 @@ impl Provider {
             }
         }
         let now = self.clock.now();
-        let keys = KeySet::parse(
-            &response.body,
-            &self.config.algorithms,
-            self.config.cache.max_keys,
-        )
-        .map_err(|e| (KeysUnavailable::MalformedJwks(e), None))?;
-        if keys.usable() == 0 {
-            // An empty set never replaces a non-empty one, and is no use as a first set.
-            return Err((KeysUnavailable::MalformedJwks(JwksError::Empty), None));
-        }
+        let malformed = |e| (KeysUnavailable::MalformedJwks(e), None);
+        let keys = self.parse(&response.body).map_err(malformed)?;
+        // JSON text is UTF-8 (RFC 8259 section 8.1); kept as text to hand to other replicas.
+        let jwks =
+            std::str::from_utf8(&response.body).map_err(|_| malformed(JwksError::NotAJwkSet))?;
         let freshness =
             Freshness::from_response(&url, &headers, response.status, &response.headers, now, ttl);
-        let usable_until = freshness.fetched_at() + freshness.ttl() + stale;
-        let (generation, changed) = match current.as_ref() {
-            Some(cur) if cur.keys.same_keys(&keys) => (cur.generation, false),
-            _ => (next_generation(), true),
-        };
-        Ok((
-            Arc::new(Snapshot {
-                keys: Arc::new(keys),
-                generation,
-                fetched_at: now,
-                freshness: Some(freshness),
-                usable_until: Some(usable_until),
-                url: Some(url),
-            }),
-            changed,
-        ))
+        Ok(Candidate {
+            keys: Arc::new(keys),
+            freshness,
+            url: Some(url),
+            jwks: Some(jwks.into()),
+            etag: etag(&response.headers),
+            fetch_seq: Some(seq),
+        })
+    }
+
+    /// The JWKS URL if known without a request: configured, or discovered earlier.
+    fn known_jwks_url(&self) -> Option<Url> {
+        match &self.config.source {
+            KeySource::Url(url) => Some(url.clone()),
+            KeySource::Discovery(_) => lock(&self.refresher.state).discovered.clone(),
+            KeySource::Static(_) => None,
+        }
     }
 
     /// The JWKS URL: configured, or discovered from the issuer (OpenID Connect Discovery 1.0).
@@ -514,28 +893,66 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The refresh in flight, if one is still running.
+fn running(inflight: &Option<Inflight>) -> Option<Inflight> {
+    inflight.as_ref().filter(|r| r.peek().is_none()).cloned()
+}
+
+/// The response's `ETag`, if it is text.
+fn etag(headers: &HeaderMap) -> Option<Arc<str>> {
+    headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
+    use crate::clock::{Clock, SystemClock};
     use crate::config::{CacheSettings, ProviderConfig};
+    use crate::exchange::KeyExchange;
     use crate::fetch::{Fetch, FetchError, FetchRequest, FetchResponse};
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
     use futures_util::future::BoxFuture;
     use std::sync::atomic::AtomicUsize;
 
-    /// Serves whatever key set it holds, and counts requests.
-    #[derive(Debug, Default)]
+    /// Serves whatever key set it holds, and counts requests. While the gate is shut, answers
+    /// wait (with the body as it was when the request arrived).
+    #[derive(Debug)]
     struct ScriptedJwks {
         body: Mutex<Vec<u8>>,
         requests: AtomicUsize,
+        gate: watch::Sender<bool>,
+    }
+
+    impl Default for ScriptedJwks {
+        fn default() -> Self {
+            ScriptedJwks {
+                body: Mutex::default(),
+                requests: AtomicUsize::new(0),
+                gate: watch::channel(true).0,
+            }
+        }
+    }
+
+    impl ScriptedJwks {
+        fn serve(&self, keys: &[&serde_json::Value]) {
+            *lock(&self.body) = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
+        }
+
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
     }
 
     impl Fetch for ScriptedJwks {
         fn fetch(&self, _: FetchRequest) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
             self.requests.fetch_add(1, Ordering::SeqCst);
             let body = lock(&self.body).clone();
+            let mut gate = self.gate.subscribe();
             Box::pin(async move {
+                let _ = gate.wait_for(|open| *open).await;
                 Ok(FetchResponse {
                     status: StatusCode::OK,
                     headers: HeaderMap::new(),
@@ -545,38 +962,79 @@ mod tests {
         }
     }
 
+    /// A clock the test moves.
+    #[derive(Debug)]
+    struct TestClock(Mutex<SystemTime>);
+
+    impl TestClock {
+        fn advance(&self, by: Duration) {
+            *lock(&self.0) += by;
+        }
+    }
+
+    impl Clock for TestClock {
+        fn now(&self) -> SystemTime {
+            *lock(&self.0)
+        }
+    }
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
     fn ed25519_jwk(kid: &str) -> serde_json::Value {
         let pair = Ed25519KeyPair::generate().unwrap();
         let x = base64_simd::URL_SAFE_NO_PAD.encode_to_string(pair.public_key().as_ref());
         serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid})
     }
 
-    #[tokio::test]
-    async fn a_refetch_that_already_happened_is_not_paid_for_again() {
-        let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
-        let fetch = Arc::new(ScriptedJwks::default());
-        *lock(&fetch.body) = serde_json::to_vec(&serde_json::json!({"keys": [a]})).unwrap();
-        let cache = CacheSettings {
-            unknown_kid_burst: 1,
-            ..CacheSettings::default()
-        };
+    fn provider_with(
+        cache: CacheSettings,
+        fetch: &Arc<ScriptedJwks>,
+        clock: Arc<dyn Clock>,
+        exchange: Option<Arc<dyn KeyExchange>>,
+    ) -> Arc<Provider> {
         let config = ProviderConfig::builder("t", "p", "https://issuer.test")
             .audiences(["x"])
             .jwks_uri("https://issuer.test/jwks")
             .cache(cache)
             .build()
             .unwrap();
-        let provider = Provider::new(config, fetch.clone(), Arc::new(SystemClock)).unwrap();
+        Provider::new(config, fetch.clone(), clock, exchange).unwrap()
+    }
+
+    fn one_token_budget() -> CacheSettings {
+        CacheSettings {
+            unknown_kid_burst: 1,
+            negative_ttl: Duration::from_secs(60),
+            refresh_jitter: Duration::ZERO,
+            ..CacheSettings::default()
+        }
+    }
+
+    /// Lets spawned tasks run without letting paused time advance on its own.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refetch_that_already_happened_is_not_paid_for_again() {
+        let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
+        let fetch = Arc::new(ScriptedJwks::default());
+        fetch.serve(&[&a]);
+        let provider = provider_with(one_token_budget(), &fetch, Arc::new(SystemClock), None);
         let old = provider.refresh().await.unwrap();
         // The IdP rotates; one request's forced refetch (the whole budget) finds the new key.
-        *lock(&fetch.body) = serde_json::to_vec(&serde_json::json!({"keys": [a, b]})).unwrap();
+        fetch.serve(&[&a, &b]);
         let new = provider
             .forced_refresh(Some("b"), &old)
             .await
             .unwrap()
             .unwrap();
         assert_ne!(new.generation, old.generation);
-        assert_eq!(fetch.requests.load(Ordering::SeqCst), 2);
+        assert_eq!(fetch.requests(), 2);
         // A request that looked at the old keys before that refetch landed gets the new ones,
         // although the budget is spent, and costs the IdP nothing.
         let late = provider
@@ -585,31 +1043,216 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(late.generation, new.generation);
-        assert_eq!(fetch.requests.load(Ordering::SeqCst), 2);
+        assert_eq!(fetch.requests(), 2);
         // A kid missing from the newest keys still gets no refetch without budget.
         assert!(provider.forced_refresh(Some("c"), &new).await.is_none());
-        assert_eq!(fetch.requests.load(Ordering::SeqCst), 2);
+        assert_eq!(fetch.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refetch_begun_before_the_kid_was_asked_for_proves_nothing() {
+        let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
+        let fetch = Arc::new(ScriptedJwks::default());
+        fetch.serve(&[&a]);
+        let clock = Arc::new(SystemClock);
+        let provider = provider_with(one_token_budget(), &fetch, clock, None);
+        let old = provider.refresh().await.unwrap();
+
+        // A refetch is under way, its request answered before the IdP rotates...
+        fetch.gate.send_replace(false);
+        let early = provider.refresh();
+        settle().await;
+        assert_eq!(fetch.requests(), 2);
+        fetch.serve(&[&a, &b]);
+        // ... when a token with the new kid arrives and joins it.
+        let joiner = {
+            let (provider, old) = (Arc::clone(&provider), Arc::clone(&old));
+            tokio::spawn(async move { provider.forced_refresh(Some("b"), &old).await })
+        };
+        settle().await;
+        assert_eq!(
+            provider.refresher.started.load(Ordering::SeqCst),
+            2,
+            "joined"
+        );
+        fetch.gate.send_replace(true);
+        assert!(!early.await.unwrap().keys.has_kid("b"));
+        // The joined answer lacked the kid but predates the request: one refetch of its own,
+        // on the budget, finds it. Nothing was remembered as missing.
+        let found = joiner.await.unwrap().unwrap().unwrap();
+        assert!(found.keys.has_kid("b"));
+        assert_eq!(fetch.requests(), 3);
+        assert!(!provider.refresher.is_negative("b", SystemClock.now()));
+    }
+
+    #[tokio::test]
+    async fn without_budget_an_inconclusive_answer_is_neither_remembered_nor_final() {
+        let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
+        let fetch = Arc::new(ScriptedJwks::default());
+        fetch.serve(&[&a]);
+        let clock = Arc::new(TestClock(Mutex::new(t0())));
+        let provider = provider_with(one_token_budget(), &fetch, clock.clone(), None);
+        let old = provider.refresh().await.unwrap();
+        // A kid the IdP's answer to our own refetch lacked: proven missing, remembered.
+        let spent = provider.forced_refresh(Some("x"), &old).await.unwrap();
+        assert!(!spent.unwrap().keys.has_kid("x"));
+        assert!(provider.refresher.is_negative("x", clock.now()));
+
+        fetch.gate.send_replace(false);
+        let early = provider.refresh();
+        settle().await;
+        fetch.serve(&[&a, &b]);
+        let joiner = {
+            let (provider, old) = (Arc::clone(&provider), Arc::clone(&old));
+            tokio::spawn(async move { provider.forced_refresh(Some("b"), &old).await })
+        };
+        settle().await;
+        fetch.gate.send_replace(true);
+        let _ = early.await;
+        // The joined answer predates the request and the bucket is empty: refused for now,
+        // not remembered, and one refetch deferred to the next token.
+        let answer = joiner.await.unwrap().unwrap().unwrap();
+        assert!(!answer.keys.has_kid("b"));
+        assert!(!provider.refresher.is_negative("b", clock.now()));
+        assert_eq!(
+            lock(&provider.refresher.bucket).deferred,
+            Some(t0() + Duration::from_secs(15))
+        );
+        // Once the bucket has a token again, the kid forces a refetch and is found.
+        clock.advance(Duration::from_secs(15));
+        let found = provider.forced_refresh(Some("b"), &answer).await.unwrap();
+        assert!(found.unwrap().keys.has_kid("b"));
+    }
+
+    #[tokio::test]
+    async fn keys_that_changed_before_the_request_do_not_prove_a_kid_missing() {
+        let (a, b, c) = (ed25519_jwk("a"), ed25519_jwk("b"), ed25519_jwk("c"));
+        let fetch = Arc::new(ScriptedJwks::default());
+        fetch.serve(&[&a]);
+        let provider = provider_with(one_token_budget(), &fetch, Arc::new(SystemClock), None);
+        let seen = provider.refresh().await.unwrap();
+        // Another refresh lands new keys (without "b") after the request looked at `seen`.
+        fetch.serve(&[&a, &c]);
+        let changed = provider.refresh().await.unwrap();
+        assert_ne!(changed.generation, seen.generation);
+        fetch.serve(&[&a, &b, &c]);
+        // Those keys began before the request asked: they settle nothing, so a refetch runs.
+        let found = provider.forced_refresh(Some("b"), &seen).await.unwrap();
+        assert!(found.unwrap().keys.has_kid("b"));
+        assert_eq!(fetch.requests(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_bucket_defers_exactly_one_refetch_to_its_next_token() {
+        let (a, new) = (ed25519_jwk("a"), ed25519_jwk("new"));
+        let fetch = Arc::new(ScriptedJwks::default());
+        fetch.serve(&[&a]);
+        let clock = Arc::new(TestClock(Mutex::new(t0())));
+        let provider = provider_with(one_token_budget(), &fetch, clock.clone(), None);
+        let snap = provider.refresh().await.unwrap();
+        assert!(provider.forced_refresh(Some("x"), &snap).await.is_some());
+        assert_eq!(fetch.requests(), 2);
+        for kid in ["y", "z", "w"] {
+            assert!(provider.forced_refresh(Some(kid), &snap).await.is_none());
+        }
+        let due = t0() + Duration::from_secs(15);
+        assert_eq!(lock(&provider.refresher.bucket).deferred, Some(due));
+
+        fetch.serve(&[&a, &new]);
+        let advance = |secs| {
+            let clock = Arc::clone(&clock);
+            async move {
+                clock.advance(Duration::from_secs(secs));
+                tokio::time::advance(Duration::from_secs(secs)).await;
+                settle().await;
+            }
+        };
+        advance(14).await;
+        assert_eq!(fetch.requests(), 2);
+        // At the refill moment the background refresher spends the token, without a request.
+        advance(1).await;
+        assert_eq!(fetch.requests(), 3);
+        assert!(
+            provider
+                .snapshot
+                .load()
+                .as_ref()
+                .unwrap()
+                .keys
+                .has_kid("new")
+        );
+        assert_eq!(lock(&provider.refresher.bucket).deferred, None);
+        // Nothing more is due: the bucket is empty again and nobody asked since.
+        advance(60).await;
+        assert_eq!(fetch.requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_adopted_set_is_installed_once_and_reschedules_the_refresher() {
+        let a = ed25519_jwk("a");
+        let fetch = Arc::new(ScriptedJwks::default());
+        fetch.serve(&[&a]);
+        let clock = Arc::new(TestClock(Mutex::new(t0())));
+        let provider = provider_with(one_token_budget(), &fetch, clock.clone(), None);
+        let fetched = provider.refresh().await.unwrap();
+        // Default TTL five minutes, refreshed 30 s ahead (no jitter).
+        let first = lock(&provider.refresher.state).next_attempt_at;
+        assert_eq!(first, t0() + Duration::from_secs(270));
+
+        clock.advance(Duration::from_secs(200));
+        let later = t0() + Duration::from_secs(200);
+        let set = PublishedKeySet::new(
+            String::from_utf8(lock(&fetch.body).clone()).unwrap(),
+            later,
+            later + Duration::from_secs(300),
+            None,
+        );
+        assert_eq!(provider.adopt(&set), Ok(true));
+        let adopted = provider.snapshot.load_full().unwrap();
+        assert_eq!(adopted.generation, fetched.generation, "same keys");
+        assert_eq!(adopted.fetch_seq, None);
+        assert_eq!(
+            lock(&provider.refresher.state).next_attempt_at,
+            later + Duration::from_secs(270)
+        );
+        // Replaying it changes nothing.
+        assert_eq!(provider.adopt(&set), Ok(false));
+        assert_eq!(provider.counters.adopted.load(Ordering::Relaxed), 1);
+        assert_eq!(fetch.requests(), 1);
     }
 
     #[test]
     fn bucket_allows_burst_then_refills_over_time() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let secs = Duration::from_secs;
         let mut b = Bucket {
             tokens: 2.0,
             burst: 2.0,
-            refill: Duration::from_secs(15),
+            refill: secs(15),
             last: t0,
+            deferred: None,
         };
         assert!(b.try_take(t0));
         assert!(b.try_take(t0));
         assert!(!b.try_take(t0));
-        assert!(!b.try_take(t0 + Duration::from_secs(14)));
-        assert!(b.try_take(t0 + Duration::from_secs(15)));
-        assert!(!b.try_take(t0 + Duration::from_secs(16)));
+        assert_eq!(b.next_token_at(t0 + secs(4)), Some(t0 + secs(15)));
+        assert!(!b.try_take(t0 + secs(14)));
+        assert!(b.try_take(t0 + secs(15)));
+        assert!(!b.try_take(t0 + secs(16)));
+        assert_eq!(b.next_token_at(t0 + secs(16)), Some(t0 + secs(30)));
         // Never more than the burst, however long it rested.
-        let later = t0 + Duration::from_secs(10_000);
+        let later = t0 + secs(10_000);
         assert!(b.try_take(later));
         assert!(b.try_take(later));
         assert!(!b.try_take(later));
+        // Without a burst of one, no token ever comes.
+        let mut none = Bucket {
+            tokens: 0.0,
+            burst: 0.0,
+            refill: secs(15),
+            last: t0,
+            deferred: None,
+        };
+        assert_eq!(none.next_token_at(later), None);
     }
 }

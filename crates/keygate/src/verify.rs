@@ -15,6 +15,7 @@ use crate::config::ProviderConfig;
 use crate::error::{
     ClaimsError, ConfigError, HeaderError, KeyError, KeysUnavailable, Malformed, VerifyError,
 };
+use crate::exchange::{AdoptError, KeyExchange, PublishedKeySet};
 use crate::fetch::{Fetch, HttpFetcher};
 use crate::jwk::Lookup;
 use crate::revoke::{RevocationCheck, Revocations, TokenFacts};
@@ -150,6 +151,40 @@ impl Verifier {
         }
     }
 
+    /// Installs a key set another replica fetched, e.g. one that arrived on the cluster's log
+    /// without this replica asking, or one persisted for a warm start.
+    ///
+    /// The set is installed only if its `fetched_at` is newer than the held set's, and it is
+    /// still usable under this provider's policy (its freshness, clamped to this provider's
+    /// TTL bounds, plus this provider's stale window); otherwise it is ignored and `Ok(false)`
+    /// returned. An installed set counts as a successful refresh: failures are cleared, and
+    /// the next scheduled refresh is computed from its freshness. When its keys are the ones
+    /// held, only the freshness is extended and verified tokens stay cached; otherwise it
+    /// replaces the keys like a fetched set would. It is not published again.
+    ///
+    /// # Errors
+    /// [`AdoptError`] when the provider is unknown or static, or the document is not a usable
+    /// key set under this provider's limits (checked only for sets newer than the held one).
+    pub fn adopt(&self, id: &ProviderId, set: PublishedKeySet) -> Result<bool, AdoptError> {
+        let (_, provider) = self.find(id)?;
+        if provider.is_static() {
+            return Err(AdoptError::Static(id.clone()));
+        }
+        provider.adopt(&set).map_err(AdoptError::MalformedJwks)
+    }
+
+    /// The key set each provider holds, as another replica would adopt it, in configuration
+    /// order: e.g. to persist the last good sets for a warm start. Static providers and
+    /// providers without keys are left out.
+    #[must_use]
+    pub fn key_sets(&self) -> Vec<(ProviderId, PublishedKeySet)> {
+        self.inner
+            .providers
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), p.snapshot.load().as_ref()?.published()?)))
+            .collect()
+    }
+
     /// The state of every provider, in configuration order.
     #[must_use]
     pub fn status(&self) -> Vec<ProviderStatus> {
@@ -165,6 +200,16 @@ impl Verifier {
     #[must_use]
     pub fn cached_tokens(&self) -> usize {
         self.inner.token_cache.as_ref().map_or(0, TokenCache::len)
+    }
+
+    /// Drops every verified token (keys stay), e.g. when a replica may have missed an
+    /// invalidation: the next request for each token verifies it in full.
+    pub fn forget_verified_tokens(&self) {
+        if let Some(cache) = &self.inner.token_cache {
+            for idx in 0..self.inner.providers.len() {
+                cache.purge_provider(idx);
+            }
+        }
     }
 
     /// The clock the verifier judges time by.
@@ -313,15 +358,9 @@ impl Verifier {
                         return Err(VerifyError::BadSignature);
                     }
                     Some(Err(SigFailure::Missing)) | None => {
-                        // Remember only what a refetch just failed to find; a refusal from the
-                        // negative cache or an empty bucket must not extend the window.
-                        if let (Some(kid), Some(_)) = (kid, &retried) {
-                            provider.refresher.remember_missing(
-                                kid,
-                                provider.clock.now(),
-                                config.cache.negative_ttl,
-                            );
-                        }
+                        // The refresher alone decides whether the refetch proved the kid
+                        // absent and remembers it (see refresh.rs): a set that predates the
+                        // request, a peer's set or an empty bucket proves nothing.
                         Counters::bump(&provider.counters.unknown_kid_rejections);
                         return Err(VerifyError::Key(KeyError::UnknownKid));
                     }
@@ -639,6 +678,7 @@ pub struct VerifierBuilder {
     revocations: Option<Arc<dyn RevocationCheck>>,
     token_cache: Option<usize>,
     max_token_bytes: Option<usize>,
+    key_exchange: Option<Arc<dyn KeyExchange>>,
 }
 
 impl VerifierBuilder {
@@ -669,6 +709,14 @@ impl VerifierBuilder {
     /// Enables the verified-token cache, holding at most `capacity` tokens.
     pub fn token_cache(mut self, capacity: usize) -> Self {
         self.token_cache = Some(capacity);
+        self
+    }
+
+    /// Shares key sets with other replicas through `exchange`: each refresh first asks it for a
+    /// set a peer fetched, and hands it every set fetched from an identity provider (see
+    /// [`crate::exchange`]). Without one, every replica fetches for itself.
+    pub fn key_exchange(mut self, exchange: Arc<dyn KeyExchange>) -> Self {
+        self.key_exchange = Some(exchange);
         self
     }
 
@@ -714,8 +762,13 @@ impl VerifierBuilder {
                 ));
             }
             let issuer: Box<str> = config.issuer.as_ref().into();
-            let provider = Provider::new(config, Arc::clone(&fetcher), Arc::clone(&clock))
-                .map_err(|e| ConfigError::new("static_jwks", e.to_string()))?;
+            let provider = Provider::new(
+                config,
+                Arc::clone(&fetcher),
+                Arc::clone(&clock),
+                self.key_exchange.clone(),
+            )
+            .map_err(|e| ConfigError::new("static_jwks", e.to_string()))?;
             by_issuer.entry(issuer).or_default().push(providers.len());
             providers.push(provider);
         }

@@ -19,7 +19,8 @@ use super::policy::{self, UrlPolicy};
 use super::{BoxFuture, Fetch, FetchError, FetchRequest, FetchResponse, tls};
 
 const DEFAULT_MAX_REDIRECTS: usize = 3;
-const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Also the cap on a key set handed over by another replica (see [`crate::exchange`]).
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most we allocate up front from a server's `Content-Length`; the rest grows as data

@@ -1,5 +1,8 @@
 //! keygate's integration tests: one test binary, one module per area.
 
+mod budget;
 mod cache;
+mod exchange;
 mod fetch;
+mod memidp;
 mod verify;
