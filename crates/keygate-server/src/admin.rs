@@ -45,6 +45,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(refresh),
         )
         .route("/admin/v1/revocations", post(revoke).get(list_revocations))
+        .route("/admin/v1/events", post(crate::events::publish_event))
+        .route("/admin/v1/events/stream", get(crate::events::stream_events))
         .route("/admin/v1/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -61,7 +63,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         title = "keygate admin API",
         description = "Operator controls of the keygate sidecar. Authenticate with `Authorization: Bearer <API key>`; each route needs one scope."
     ),
-    paths(status, flush, refresh, revoke, list_revocations),
+    paths(
+        status,
+        flush,
+        refresh,
+        revoke,
+        list_revocations,
+        crate::events::publish_event,
+        crate::events::stream_events
+    ),
     components(schemas(
         StatusBody,
         ProviderView,
@@ -77,6 +87,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         RevocationView,
         RevokedBody,
         RevocationList,
+        crate::events::AppEventRequest,
+        crate::events::PublishedEvent,
+        crate::events::InvalidateData,
+        crate::events::ResyncData,
         ErrorBody
     )),
     modifiers(&BearerKey),
@@ -195,8 +209,18 @@ pub struct BusView {
     pub state: &'static str,
     /// Sequence number of the last event published or applied.
     pub last_seq: u64,
-    /// How far behind this replica is, in seconds.
+    /// How far behind this replica is, in seconds (while degraded: since when).
     pub lag_seconds: f64,
+    /// The log's epoch.
+    pub epoch: String,
+    /// Events from other replicas applied here.
+    pub applied: u64,
+    /// Entries dropped unapplied (bad MAC, replay, malformed), in all.
+    pub rejected: u64,
+    /// Full resyncs, in all.
+    pub resyncs: u64,
+    /// Whether `/verify` accepts tokens while the bus is degraded.
+    pub accept_while_degraded: bool,
 }
 
 /// The answer to a flush.
@@ -374,7 +398,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn bad(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(field: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             field: field.to_owned(),
             message: message.into(),
@@ -444,7 +468,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
     (
         status,
@@ -455,7 +479,7 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 }
 
 /// Checks the request's API key and scope; logs failures as audit events.
-async fn authorize(
+pub(crate) async fn authorize(
     app: &Shared,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -490,7 +514,7 @@ async fn authorize(
 }
 
 /// Logs the outcome of an authorized action and counts it.
-fn audit(
+pub(crate) fn audit(
     app: &Shared,
     peer: SocketAddr,
     key: &ApiKey,
@@ -579,6 +603,11 @@ async fn status(
             state: bus.state.as_str(),
             last_seq: bus.last_seq,
             lag_seconds: bus.lag_seconds,
+            epoch: bus.epoch.to_string(),
+            applied: bus.applied,
+            rejected: bus.rejected.iter().map(|(_, n)| n).sum(),
+            resyncs: bus.resyncs.iter().map(|(_, n)| n).sum(),
+            accept_while_degraded: app.accept_while_degraded,
         },
         revocations: app.revocations.len(),
         cached_tokens: app.verifier.cached_tokens(),
@@ -598,7 +627,11 @@ fn provider_id(app: &Shared, tenant: &str, provider: &str) -> Result<ProviderId,
 }
 
 async fn publish(app: &Shared, event: Event) -> Result<u64, ApiError> {
-    app.bus.publish(event).await.map_err(ApiError::Bus)
+    app.bus
+        .publish(event)
+        .await
+        .map(|cursor| cursor.seq)
+        .map_err(ApiError::Bus)
 }
 
 /// Drop a provider's cached JWKS and its verified tokens, on every replica the bus reaches.
@@ -947,6 +980,7 @@ async fn metrics_text(State(app): State<Arc<Shared>>) -> Response {
         bus: &bus,
         revocations: app.revocations.len(),
         cached_tokens: app.verifier.cached_tokens(),
+        accept_while_degraded: app.accept_while_degraded,
         now: app.verifier.clock().now(),
     });
     (
@@ -980,17 +1014,22 @@ async fn readyz(State(app): State<Arc<Shared>>) -> Response {
         })
         .collect();
     let bus = app.bus.status();
-    let status = if not_ready.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    // A degraded bus keeps the replica ready (it still verifies) unless the configuration
+    // says to refuse tokens while revocations may be behind.
+    let refusing = app.refusing_while_degraded();
+    let ready = not_ready.is_empty() && !refusing;
     json_response(
-        status,
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         &serde_json::json!({
-            "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
+            "status": if ready { "ready" } else { "not_ready" },
             "not_ready": not_ready,
             "bus": bus.state.as_str(),
+            "bus_backend": bus.backend,
+            "accepting_while_degraded": app.accept_while_degraded && bus.state != crate::bus::BusState::Ok,
         }),
     )
 }
@@ -1065,9 +1104,17 @@ mod tests {
             "/admin/v1/providers/{tenant}/{provider}/flush",
             "/admin/v1/providers/{tenant}/{provider}/refresh",
             "/admin/v1/revocations",
+            "/admin/v1/events",
+            "/admin/v1/events/stream",
         ] {
             assert!(paths.contains_key(p), "{p}");
         }
+        assert!(doc["paths"]["/admin/v1/events"]["post"]["requestBody"].is_object());
+        assert!(
+            doc["paths"]["/admin/v1/events/stream"]["get"]["responses"]["200"]["content"]
+                ["text/event-stream"]
+                .is_object()
+        );
         assert!(doc["paths"]["/admin/v1/revocations"]["post"]["requestBody"].is_object());
         assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
         assert!(doc["components"]["schemas"]["RevocationRequest"].is_object());

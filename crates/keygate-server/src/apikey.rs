@@ -47,6 +47,10 @@ pub enum Scope {
     TokensRevoke,
     /// Read the status of providers and the bus.
     StatusRead,
+    /// Publish application events (`POST /admin/v1/events`).
+    EventsPublish,
+    /// Follow application events (`GET /admin/v1/events/stream`).
+    EventsRead,
 }
 
 /// A scope name that is not one of [`Scope::ALL`].
@@ -140,11 +144,13 @@ pub fn generate_secret() -> String {
 
 impl Scope {
     /// Every scope, in the order the documentation lists them.
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 6] = [
         Scope::JwksFlush,
         Scope::JwksRefresh,
         Scope::TokensRevoke,
         Scope::StatusRead,
+        Scope::EventsPublish,
+        Scope::EventsRead,
     ];
 
     /// The scope's name in config files and on the command line, e.g. `jwks:flush`.
@@ -155,6 +161,8 @@ impl Scope {
             Scope::JwksRefresh => "jwks:refresh",
             Scope::TokensRevoke => "tokens:revoke",
             Scope::StatusRead => "status:read",
+            Scope::EventsPublish => "events:publish",
+            Scope::EventsRead => "events:read",
         }
     }
 }
@@ -644,13 +652,23 @@ mod tests {
         }
         assert_eq!(
             Scope::ALL.map(Scope::as_str),
-            ["jwks:flush", "jwks:refresh", "tokens:revoke", "status:read"]
+            [
+                "jwks:flush",
+                "jwks:refresh",
+                "tokens:revoke",
+                "status:read",
+                "events:publish",
+                "events:read"
+            ]
         );
-        for bad in ["", "JWKS:FLUSH", "jwks:*", "jwks:flush ", "admin"] {
+        for bad in ["", "JWKS:FLUSH", "jwks:*", "jwks:flush ", "admin", "events"] {
             let err = bad.parse::<Scope>().unwrap_err();
             let message = err.to_string();
             assert!(
-                message.contains("jwks:flush, jwks:refresh, tokens:revoke, status:read"),
+                message.contains(
+                    "jwks:flush, jwks:refresh, tokens:revoke, status:read, events:publish, \
+                     events:read"
+                ),
                 "{message}"
             );
         }

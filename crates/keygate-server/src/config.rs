@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::apikey::{ApiKey, KeyHash, Scope};
+use crate::bus::redis::RedisSettings;
+use crate::bus::wire::{MacKey, MacKeys};
 
 /// The default address of the verification endpoint.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -55,7 +57,46 @@ pub struct Config {
     pub revocations: RevocationConfig,
     /// The embedded development issuer, when enabled.
     pub dev_issuer: Option<DevIssuerConfig>,
+    /// How replicas share invalidations.
+    pub cluster: ClusterConfig,
 }
+
+/// `[cluster]`: the invalidation bus.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// Which bus.
+    pub backend: ClusterBackend,
+    /// Whether `/verify` keeps accepting tokens while the bus is degraded, when revocations
+    /// made on other replicas may not have arrived yet. With `false`, it answers 503 instead
+    /// and `/readyz` reports not ready.
+    pub accept_while_degraded: bool,
+}
+
+/// `cluster.backend`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClusterBackend {
+    /// One node: the in-process bus, and revocations in `state_file` when set.
+    Local {
+        /// Where revocations are kept across restarts; `None` keeps them in memory only.
+        state_file: Option<PathBuf>,
+    },
+    /// Replicas sharing a signed log on Redis.
+    Redis(RedisSettings),
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            backend: ClusterBackend::Local { state_file: None },
+            accept_while_degraded: true,
+        }
+    }
+}
+
+/// The state file of a config file without `cluster.state_file`, beside the file.
+pub const DEFAULT_STATE_FILE: &str = "keygate-state.jsonl";
 
 /// `[server]`.
 #[derive(Debug, Clone)]
@@ -147,12 +188,26 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Config::parse(&text, &|name| std::env::var(name).ok()).map_err(|mut e| {
-            if e.key.is_empty() {
-                e.key = path.display().to_string();
-            }
-            e
-        })
+        let mut config =
+            Config::parse(&text, &|name| std::env::var(name).ok()).map_err(|mut e| {
+                if e.key.is_empty() {
+                    e.key = path.display().to_string();
+                }
+                e
+            })?;
+        // A single node keeps its revocations beside its config file unless told otherwise.
+        if let ClusterBackend::Local { state_file } = &mut config.cluster.backend {
+            let dir = path.parent().unwrap_or_else(|| Path::new("."));
+            let file = state_file
+                .take()
+                .unwrap_or_else(|| DEFAULT_STATE_FILE.into());
+            *state_file = Some(if file.is_relative() {
+                dir.join(file)
+            } else {
+                file
+            });
+        }
+        Ok(config)
     }
 
     /// Validates a configuration document. `env` looks up environment variables.
@@ -265,6 +320,204 @@ struct FileConfig {
     #[serde(default)]
     revocations: FileRevocations,
     dev_issuer: Option<FileDevIssuer>,
+    #[serde(default)]
+    cluster: FileCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    backend: Option<String>,
+    state_file: Option<PathBuf>,
+    redis_url: Option<String>,
+    prefix: Option<String>,
+    accept_while_degraded: Option<bool>,
+    max_log_len: Option<u64>,
+    max_revocations: Option<u64>,
+    fetch_lease: Option<FileDuration>,
+    timeout: Option<FileDuration>,
+    #[serde(default)]
+    keys: Vec<FileClusterKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClusterKey {
+    id: String,
+    secret: Option<String>,
+}
+
+/// The shortest cluster MAC secret accepted, in bytes.
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 32;
+
+/// The environment variable that overrides the secret of cluster key `id`:
+/// `KEYGATE_CLUSTER_KEY_<ID>_SECRET`, with the id upper-cased and `-` and `.` turned into `_`.
+#[must_use]
+pub fn cluster_secret_env_var(id: &str) -> String {
+    format!("KEYGATE_CLUSTER_KEY_{}_SECRET", env_id(id))
+}
+
+fn env_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl FileCluster {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ClusterConfig, ConfigError> {
+        let accept_while_degraded = self.accept_while_degraded.unwrap_or(true);
+        let redis_only = [
+            ("cluster.redis_url", self.redis_url.is_some()),
+            ("cluster.prefix", self.prefix.is_some()),
+            ("cluster.max_log_len", self.max_log_len.is_some()),
+            ("cluster.max_revocations", self.max_revocations.is_some()),
+            ("cluster.fetch_lease", self.fetch_lease.is_some()),
+            ("cluster.timeout", self.timeout.is_some()),
+            ("cluster.keys", !self.keys.is_empty()),
+        ];
+        match self.backend.as_deref().unwrap_or("local") {
+            "local" => {
+                if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::new(
+                        *key,
+                        "only used with cluster.backend = \"redis\"",
+                    ));
+                }
+                Ok(ClusterConfig {
+                    backend: ClusterBackend::Local {
+                        state_file: self.state_file,
+                    },
+                    accept_while_degraded,
+                })
+            }
+            "redis" => {
+                if self.state_file.is_some() {
+                    return Err(ConfigError::new(
+                        "cluster.state_file",
+                        "only used with cluster.backend = \"local\": the redis backend keeps revocations in Redis",
+                    ));
+                }
+                let url = self.redis_url.ok_or_else(|| {
+                    ConfigError::new(
+                        "cluster.redis_url",
+                        "required with cluster.backend = \"redis\"",
+                    )
+                })?;
+                let parsed = Url::parse(&url).map_err(|e| {
+                    ConfigError::new("cluster.redis_url", format!("not a URL: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "redis" | "rediss") {
+                    return Err(ConfigError::new(
+                        "cluster.redis_url",
+                        "must be a redis:// or rediss:// URL",
+                    ));
+                }
+                if let Err(e) = redis_client_check(&url) {
+                    return Err(ConfigError::new("cluster.redis_url", e));
+                }
+                let prefix = self.prefix.unwrap_or_else(|| "keygate".to_owned());
+                check_name("cluster.prefix", &prefix)?;
+                if self.keys.is_empty() {
+                    return Err(ConfigError::new(
+                        "cluster.keys",
+                        "at least one [[cluster.keys]] entry (id, secret) is required: entries are signed",
+                    ));
+                }
+                let mut keys = Vec::with_capacity(self.keys.len());
+                let mut ids = HashSet::new();
+                for (i, k) in self.keys.into_iter().enumerate() {
+                    let key = format!("cluster.keys[{i}]");
+                    check_name(&format!("{key}.id"), &k.id)?;
+                    if !ids.insert(k.id.clone()) {
+                        return Err(ConfigError::new(
+                            format!("{key}.id"),
+                            format!("key id {:?} is used twice", k.id),
+                        ));
+                    }
+                    let var = cluster_secret_env_var(&k.id);
+                    let (secret_key, secret) = match env(&var) {
+                        Some(s) => (var, s),
+                        None => (
+                            format!("{key}.secret"),
+                            k.secret.ok_or_else(|| {
+                                ConfigError::new(
+                                    format!("{key}.secret"),
+                                    format!("missing: set it here or in {var}"),
+                                )
+                            })?,
+                        ),
+                    };
+                    if secret.len() < MIN_CLUSTER_SECRET_BYTES {
+                        return Err(ConfigError::new(
+                            secret_key,
+                            format!(
+                                "must be at least {MIN_CLUSTER_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+                            ),
+                        ));
+                    }
+                    keys.push(MacKey::new(&k.id, secret.as_bytes()));
+                }
+                let mut settings = RedisSettings::new(
+                    url,
+                    prefix,
+                    MacKeys::new(keys).expect("at least one key was checked above"),
+                );
+                if let Some(n) = self.max_log_len {
+                    if n < 1000 {
+                        return Err(ConfigError::new(
+                            "cluster.max_log_len",
+                            "must be at least 1000: a shorter log makes replicas resync after short outages",
+                        ));
+                    }
+                    settings.max_log_len = n;
+                }
+                if let Some(n) = self.max_revocations {
+                    if n == 0 {
+                        return Err(ConfigError::new(
+                            "cluster.max_revocations",
+                            "must be positive",
+                        ));
+                    }
+                    settings.max_revocations = n;
+                }
+                for (key, value, slot) in [
+                    (
+                        "cluster.fetch_lease",
+                        self.fetch_lease,
+                        &mut settings.fetch_lease,
+                    ),
+                    ("cluster.timeout", self.timeout, &mut settings.timeout),
+                ] {
+                    if let Some(d) = value {
+                        if d.0.is_zero() || d.0 > Duration::from_secs(60) {
+                            return Err(ConfigError::new(key, "must be between 1ms and 60s"));
+                        }
+                        *slot = d.0;
+                    }
+                }
+                Ok(ClusterConfig {
+                    backend: ClusterBackend::Redis(settings),
+                    accept_while_degraded,
+                })
+            }
+            other => Err(ConfigError::new(
+                "cluster.backend",
+                format!("{other:?} is not a backend; expected \"local\" or \"redis\""),
+            )),
+        }
+    }
+}
+
+fn redis_client_check(url: &str) -> Result<(), String> {
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -408,12 +661,14 @@ impl FileConfig {
                 "must be positive",
             ));
         }
+        let cluster = self.cluster.validate(env)?;
         Ok(Config {
             server,
             providers,
             admin,
             revocations,
             dev_issuer,
+            cluster,
         })
     }
 }
@@ -800,17 +1055,7 @@ impl FileAdmin {
 /// `KEYGATE_ADMIN_KEY_<ID>_HASH`, with the id upper-cased and `-` and `.` turned into `_`.
 #[must_use]
 pub fn hash_env_var(id: &str) -> String {
-    let id: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("KEYGATE_ADMIN_KEY_{id}_HASH")
+    format!("KEYGATE_ADMIN_KEY_{}_HASH", env_id(id))
 }
 
 impl FileDevIssuer {

@@ -70,6 +70,9 @@ enum Refusal {
     Token(VerifyError),
     /// The tenant named by the path and the one named by the header differ.
     TenantConflict,
+    /// The bus is degraded and `cluster.accept_while_degraded` is off: a revocation made on
+    /// another replica might not have arrived.
+    RevocationsBehind,
 }
 
 async fn verify(State(app): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
@@ -88,6 +91,7 @@ async fn verify(State(app): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) ->
                 Refusal::InvalidRequest => VerifyOutcome::Refused("malformed"),
                 Refusal::Token(e) => VerifyOutcome::Refused(e.reason()),
                 Refusal::TenantConflict => VerifyOutcome::Refused("bad_issuer"),
+                Refusal::RevocationsBehind => VerifyOutcome::Refused("revocations_behind"),
             };
             app.metrics.observe_verification(outcome, elapsed);
             refusal_response(&refusal)
@@ -101,6 +105,9 @@ async fn check(
     headers: &HeaderMap,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
     let token = bearer_token(headers)?;
+    if app.refusing_while_degraded() {
+        return Err(Refusal::RevocationsBehind);
+    }
     let path_tenant = uri
         .path()
         .strip_prefix("/verify/")
@@ -203,7 +210,9 @@ fn refusal_response(refusal: &Refusal) -> Response {
     let error = match refusal {
         Refusal::MissingToken => "missing_token",
         Refusal::InvalidRequest => "invalid_request",
-        Refusal::Token(VerifyError::KeysUnavailable(_)) => "temporarily_unavailable",
+        Refusal::Token(VerifyError::KeysUnavailable(_)) | Refusal::RevocationsBehind => {
+            "temporarily_unavailable"
+        }
         Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
     };
     let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
@@ -234,6 +243,7 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>
         Refusal::Token(e @ VerifyError::KeysUnavailable(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, e.reason(), None)
         }
+        Refusal::RevocationsBehind => (StatusCode::SERVICE_UNAVAILABLE, "revocations_behind", None),
         Refusal::Token(e) => (
             StatusCode::UNAUTHORIZED,
             e.reason(),

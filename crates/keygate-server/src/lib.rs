@@ -9,6 +9,8 @@
 //! - [`serve`]: builds the verifier and the listeners from a `Config`, runs until shutdown.
 //! - [`forward`]: the forward-auth endpoint `/verify` (nginx, Traefik, Envoy).
 //! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener.
+//! - [`events`]: application events on the admin API: publish, and follow as server-sent
+//!   events.
 //! - [`apikey`]: hashed, scoped admin API keys.
 //! - [`bus`]: the invalidation bus; the in-process one for a single node.
 //! - [`metrics`]: Prometheus counters and their text rendering.
@@ -22,6 +24,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
+pub mod events;
 pub mod forward;
 pub mod metrics;
 pub mod serve;

@@ -61,6 +61,8 @@ pub struct Scrape<'a> {
     pub revocations: usize,
     /// Entries in the verified-token cache.
     pub cached_tokens: usize,
+    /// Whether `/verify` accepts tokens while the bus is degraded.
+    pub accept_while_degraded: bool,
     /// The instant key ages and expiries are measured from.
     pub now: SystemTime,
 }
@@ -111,7 +113,7 @@ impl Metrics {
         let mut out = Out(String::with_capacity(8192 + 4096 * s.providers.len()));
         self.render_verifications(&mut out);
         render_providers(&mut out, s.providers, s.now);
-        render_bus(&mut out, s.bus);
+        render_bus(&mut out, s.bus, s.accept_while_degraded);
 
         out.family(
             "keygate_revocations",
@@ -203,7 +205,17 @@ impl Default for Metrics {
     }
 }
 
-const REASONS: [&str; 22] = VerifyError::REASONS;
+/// The library's reason codes, then the sidecar's own.
+const REASONS: [&str; VerifyError::REASONS.len() + 1] = {
+    let mut out = [""; VerifyError::REASONS.len() + 1];
+    let mut i = 0;
+    while i < VerifyError::REASONS.len() {
+        out[i] = VerifyError::REASONS[i];
+        i += 1;
+    }
+    out[i] = "revocations_behind";
+    out
+};
 
 /// One slot per reason code plus one for codes not in the list.
 const REASON_SLOTS: usize = REASONS.len() + 1;
@@ -252,7 +264,7 @@ fn reason_slot(reason: &str) -> usize {
 /// bad token, and alerts should tell the two apart.
 fn result_of(reason: &str) -> &'static str {
     match reason {
-        "keys_unavailable" | "malformed_jwks" => "unavailable",
+        "keys_unavailable" | "malformed_jwks" | "revocations_behind" => "unavailable",
         _ => "invalid",
     }
 }
@@ -363,7 +375,7 @@ fn render_providers(out: &mut Out, providers: &[ProviderStatus], now: SystemTime
     }
 }
 
-fn render_bus(out: &mut Out, bus: &BusStatus) {
+fn render_bus(out: &mut Out, bus: &BusStatus, accept_while_degraded: bool) {
     out.family(
         "keygate_bus_up",
         "1 if the invalidation bus is delivering, 0 if degraded.",
@@ -392,6 +404,38 @@ fn render_bus(out: &mut Out, bus: &BusStatus) {
         "counter",
     );
     out.sample("keygate_bus_published_total", &[], bus.published);
+    out.family(
+        "keygate_bus_applied_total",
+        "Bus events from other replicas this replica applied.",
+        "counter",
+    );
+    out.sample("keygate_bus_applied_total", &[], bus.applied);
+    out.family(
+        "keygate_bus_rejected_total",
+        "Bus entries dropped unapplied: bad MAC, malformed, replayed, unknown version or type.",
+        "counter",
+    );
+    for (reason, n) in &bus.rejected {
+        out.sample("keygate_bus_rejected_total", &[("reason", reason)], *n);
+    }
+    out.family(
+        "keygate_bus_resyncs_total",
+        "Full resyncs: the log started over (epoch), was trimmed past this replica, or had a gap.",
+        "counter",
+    );
+    for (reason, n) in &bus.resyncs {
+        out.sample("keygate_bus_resyncs_total", &[("reason", reason)], *n);
+    }
+    out.family(
+        "keygate_bus_accepting_while_degraded",
+        "1 while the bus is degraded and tokens are still accepted (revocations may be behind).",
+        "gauge",
+    );
+    out.sample(
+        "keygate_bus_accepting_while_degraded",
+        &[],
+        u8::from(accept_while_degraded && bus.state != BusState::Ok),
+    );
 }
 
 /// The `tenant` and `provider` labels of a provider's series.
@@ -479,11 +523,13 @@ mod tests {
 
     fn bus() -> BusStatus {
         BusStatus {
-            backend: "local",
-            state: BusState::Ok,
             last_seq: 7,
             lag_seconds: 0.25,
             published: 5,
+            applied: 2,
+            rejected: vec![("mac", 1)],
+            resyncs: vec![("epoch", 0)],
+            ..BusStatus::new("local", BusState::Ok, "e".into())
         }
     }
 
@@ -521,6 +567,7 @@ mod tests {
             bus,
             revocations: 3,
             cached_tokens: 2,
+            accept_while_degraded: true,
             now: UNIX_EPOCH + Duration::from_secs(T0 + 12),
         }
     }
@@ -881,17 +928,18 @@ mod tests {
     #[test]
     fn degraded_bus_is_down_and_expiry_may_be_negative() {
         let bus = BusStatus {
-            backend: "redis",
-            state: BusState::Degraded,
-            last_seq: 0,
             lag_seconds: 1.5,
-            published: 0,
+            ..BusStatus::new("redis", BusState::Degraded, "e".into())
         };
         let text = Metrics::new().render(&scrape_at(&[], &bus));
         check_lines(&text);
         assert_eq!(
             value(&text, r#"keygate_bus_up{backend="redis"}"#).as_deref(),
             Some("0")
+        );
+        assert_eq!(
+            value(&text, "keygate_bus_accepting_while_degraded").as_deref(),
+            Some("1")
         );
         let before = UNIX_EPOCH + Duration::from_secs(T0);
         let after = before + Duration::from_secs(30);

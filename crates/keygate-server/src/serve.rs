@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderName;
 use keygate::{ProviderId, Revocation, Revocations, Verifier};
@@ -22,8 +22,9 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, ApiError, RevocationRequest};
 use crate::apikey::KeyRing;
-use crate::bus::{Bus, Event, LocalBus};
-use crate::config::{self, Config, ProviderSpec};
+use crate::bus::redis::RedisBus;
+use crate::bus::{Apply, Bus, Envelope, Event, LocalBus, SharedState};
+use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
 use crate::forward;
 use crate::metrics::Metrics;
@@ -54,6 +55,11 @@ pub struct Shared {
     pub max_token_lifetime: Duration,
     /// This replica's name on the bus.
     pub node_id: Arc<str>,
+    /// Whether `/verify` accepts tokens while the bus is degraded.
+    pub accept_while_degraded: bool,
+    /// Turns `true` when the server starts shutting down; long-lived responses (the event
+    /// stream) end then, so they do not hold the drain open.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -66,6 +72,11 @@ impl Shared {
                 let _ = self.verifier.flush(id);
             }
             Event::Refresh(id) => {
+                // On a bus that carries key sets, the replica that refreshed publishes what it
+                // fetched and this one adopts it: no second request to the IdP.
+                if self.bus.shares_key_sets() {
+                    return;
+                }
                 let verifier = self.verifier.clone();
                 let id = id.clone();
                 tokio::spawn(async move {
@@ -73,7 +84,42 @@ impl Shared {
                 });
             }
             Event::Revoke(r) => self.add_revocation(r),
+            Event::KeySet { provider, set } => match self.verifier.adopt(provider, set.clone()) {
+                Ok(adopted) => {
+                    tracing::debug!(%provider, adopted, "key set from the bus");
+                }
+                Err(e) => {
+                    tracing::warn!(%provider, error = %e, "key set from the bus not adopted");
+                }
+            },
+            // Delivered to subscribers by the bus; nothing of keygate's own changes.
+            Event::App { .. } => {}
         }
+    }
+
+    /// Whether `/verify` must refuse tokens now: the bus is degraded and the configuration
+    /// says not to accept while revocations may be behind.
+    #[must_use]
+    pub fn refusing_while_degraded(&self) -> bool {
+        !self.accept_while_degraded && self.bus.status().state != crate::bus::BusState::Ok
+    }
+
+    /// Adds `state`'s revocations and adopts its key sets; returns the providers whose set
+    /// is now at least as new as the shared one.
+    fn install(&self, state: SharedState) -> HashSet<ProviderId> {
+        for r in &state.revocations {
+            self.add_revocation(r);
+        }
+        let mut adopted = HashSet::new();
+        for (provider, set) in state.key_sets {
+            match self.verifier.adopt(&provider, set) {
+                Ok(_) => {
+                    adopted.insert(provider);
+                }
+                Err(e) => tracing::debug!(%provider, error = %e, "shared key set not adopted"),
+            }
+        }
+        adopted
     }
 
     fn add_revocation(&self, r: &Revocation) {
@@ -140,6 +186,46 @@ impl Shared {
     }
 }
 
+impl Apply for Shared {
+    fn apply(&self, envelope: &Envelope) {
+        Shared::apply(self, &envelope.event);
+    }
+
+    /// Drops every verified token, reloads revocations and the shared key sets, then
+    /// revalidates every provider's keys in the background (one fetch per cluster, through
+    /// the key exchange). A missed flush is thereby made good by a refetch, while keys stay
+    /// in use if the IdP cannot be reached: a Redis wipe during an IdP outage must not turn
+    /// into an outage of its own.
+    fn load(&self, state: SharedState) {
+        self.install(state);
+    }
+
+    fn resync(&self, state: SharedState) {
+        self.verifier.forget_verified_tokens();
+        let adopted = self.install(state);
+        let stale: Vec<ProviderId> = self
+            .verifier
+            .providers()
+            .filter(|id| !adopted.contains(*id))
+            .cloned()
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let verifier = self.verifier.clone();
+        tokio::spawn(async move {
+            for id in stale {
+                // Static sets refuse a refresh; failures keep the cached keys and show in status.
+                let _ = verifier.refresh(&id).await;
+            }
+        });
+    }
+
+    fn revocations(&self) -> Vec<Revocation> {
+        self.revocations.list()
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -160,6 +246,9 @@ pub enum ServeError {
     /// The development issuer could not start.
     #[error("development issuer: {0}")]
     DevIssuer(String),
+    /// The bus could not be set up (e.g. the state file is unusable).
+    #[error("{0}")]
+    Bus(String),
     /// Serving failed.
     #[error("serving {what}: {source}")]
     Serve {
@@ -209,6 +298,7 @@ pub struct Server {
     listeners: Listeners,
     dev_issuer: Option<DevIssuer>,
     grace: Duration,
+    stop: watch::Sender<bool>,
 }
 
 impl Server {
@@ -238,12 +328,38 @@ impl Server {
         }
         providers.extend(config.providers.iter().cloned());
 
+        let node_id: Arc<str> = config.server.node_id.as_str().into();
+        // Two processes configured with one node id must still tell their events apart.
+        let origin: Arc<str> = format!("{node_id}#{:08x}", fastrand::u32(..)).into();
+        let (bus, exchange): (Arc<dyn Bus>, _) = match &config.cluster.backend {
+            ClusterBackend::Local { state_file: None } => {
+                (Arc::new(LocalBus::new(Arc::clone(&origin))), None)
+            }
+            ClusterBackend::Local {
+                state_file: Some(path),
+            } => {
+                let bus =
+                    LocalBus::with_state_file(Arc::clone(&origin), path.clone(), SystemTime::now())
+                        .map_err(|e| ServeError::Bus(format!("cluster.state_file: {e}")))?;
+                (Arc::new(bus), None)
+            }
+            ClusterBackend::Redis(settings) => {
+                let bus = RedisBus::new(settings.clone(), Arc::clone(&origin))
+                    .map_err(|e| ServeError::Bus(format!("cluster.redis_url: {e}")))?;
+                let exchange = bus.key_exchange();
+                (bus, Some(exchange))
+            }
+        };
+
         let revocations = Revocations::new();
         let mut builder = Verifier::builder()
             .revocations(Arc::new(revocations.clone()))
             .max_token_bytes(config.server.max_token_bytes);
         if config.server.token_cache > 0 {
             builder = builder.token_cache(config.server.token_cache);
+        }
+        if let Some(exchange) = exchange {
+            builder = builder.key_exchange(exchange);
         }
         let mut claim_headers = HashMap::new();
         let mut tenants = HashSet::new();
@@ -260,24 +376,27 @@ impl Server {
         if config.admin.keys.is_empty() {
             tracing::warn!("no [[admin.keys]] configured: every admin API call will be refused");
         }
-        let node_id: Arc<str> = config.server.node_id.as_str().into();
+        let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             verifier,
             revocations,
-            bus: Arc::new(LocalBus::new(Arc::clone(&node_id))),
+            bus,
             metrics: Metrics::new(),
             keys: KeyRing::new(config.admin.keys.clone()),
             claim_headers,
             tenants,
             tenant_header: config.server.tenant_header.clone(),
             max_token_lifetime: config.revocations.max_token_lifetime,
-            node_id,
+            node_id: origin,
+            accept_while_degraded: config.cluster.accept_while_degraded,
+            stopping: stop_rx,
         });
         Ok(Server {
             shared,
             listeners,
             dev_issuer,
             grace: config.server.shutdown_grace,
+            stop: stop_tx,
         })
     }
 
@@ -322,8 +441,9 @@ impl Server {
             listeners,
             dev_issuer,
             grace,
+            stop: stop_tx,
         } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = shared.stopping.clone();
         let stopped = move || {
             let mut rx = stop_rx.clone();
             async move {
@@ -372,8 +492,16 @@ impl Server {
         });
 
         let mut background = JoinSet::new();
-        background.spawn(warm_up(Arc::clone(&shared)));
-        background.spawn(apply_remote_events(Arc::clone(&shared)));
+        // Load shared state (revocations, key sets) before fetching anything, so a replica
+        // starting during an IdP outage verifies with the cluster's last good keys.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let node: Arc<dyn Apply> = Arc::clone(&shared) as Arc<dyn Apply>;
+        background.spawn(Arc::clone(&shared.bus).run(node, ready_tx));
+        let warm = Arc::clone(&shared);
+        background.spawn(async move {
+            let _ = ready_rx.await;
+            warm_up(warm).await;
+        });
         background.spawn(prune_revocations(Arc::clone(&shared)));
         tracing::info!("keygate serving");
 
@@ -429,31 +557,6 @@ async fn warm_up(shared: Arc<Shared>) {
             tracing::info!(provider = %s.id, kids = s.kids.len(), "keys loaded");
         } else if let Some(e) = &s.last_error {
             tracing::warn!(provider = %s.id, reason = e.reason, error = %e.message, "keys not loaded yet");
-        }
-    }
-}
-
-/// Applies events other replicas published. This replica's own events were applied when the
-/// admin API made them.
-async fn apply_remote_events(shared: Arc<Shared>) {
-    let mut rx = shared.bus.subscribe();
-    loop {
-        match rx.recv().await {
-            Ok(envelope) if envelope.origin != shared.node_id => {
-                tracing::info!(seq = envelope.seq, origin = %envelope.origin, kind = envelope.event.kind(), "applying bus event");
-                shared.apply(&envelope.event);
-            }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(
-                    missed = n,
-                    "bus subscriber fell behind; flushing every provider"
-                );
-                for id in shared.verifier.providers() {
-                    let _ = shared.verifier.flush(id);
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }

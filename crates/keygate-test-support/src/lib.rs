@@ -6,6 +6,8 @@
 //! - [`TokenBuilder`]: mints compact JWS tokens, including deliberately broken ones.
 //! - [`StubIdp`]: a scriptable loopback HTTP(S) identity provider on port 0 that counts
 //!   requests.
+//! - [`RedisServer`]: a private `redis-server` on a free port that a test can stop, wipe and
+//!   restart; [`TcpProxy`]: a loopback proxy a test can cut, to partition one client.
 //!
 //! Everything here panics on failure: it is test code, and a panic with a clear message is
 //! the most useful failure a test can report.
@@ -14,10 +16,14 @@
 
 pub mod clock;
 pub mod keys;
+pub mod proxy;
+pub mod redis;
 pub mod stub;
 pub mod token;
 
 pub use clock::ManualClock;
 pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks, one_key_per_alg};
+pub use proxy::TcpProxy;
+pub use redis::RedisServer;
 pub use stub::{StubBody, StubIdp, StubResponse};
 pub use token::{TokenBuilder, b64url, hs256_token, typical_claims};

@@ -112,7 +112,7 @@ fn new_key_prints_a_secret_its_hash_and_a_config_snippet() {
             "[[admin.keys]]",
             r#"id = "admin""#,
             &format!(r#"hash = "{hash_text}""#),
-            r#"scopes = ["jwks:flush", "jwks:refresh", "tokens:revoke", "status:read"]"#,
+            r#"scopes = ["jwks:flush", "jwks:refresh", "tokens:revoke", "status:read", "events:publish", "events:read"]"#,
         ]
     );
     // A second key is a different secret.

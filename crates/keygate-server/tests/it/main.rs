@@ -1,7 +1,9 @@
 //! keygate-server's integration tests: the real `keygate` binary, one module per area.
 
 mod apikey_cli;
+mod cluster;
 mod dev_issuer;
+mod events;
 mod harness;
 mod jwks_url;
 mod nginx;

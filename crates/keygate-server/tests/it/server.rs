@@ -20,6 +20,8 @@ pub(crate) const AUD: &str = "keygate-server-it";
 pub(crate) const ADMIN_SECRET: &str = "kg_test_admin_secret_with_all_scopes";
 /// A key that may only read status.
 pub(crate) const READER_SECRET: &str = "kg_test_reader_secret_status_only";
+/// An application's key: may publish and follow application events, nothing else.
+pub(crate) const APP_SECRET: &str = "kg_test_app_secret_events_only";
 
 pub(crate) fn now() -> i64 {
     i64::try_from(
@@ -38,9 +40,11 @@ pub(crate) fn admin_keys_toml() -> &'static str {
         let hash = |s: &str| hash_secret_with_iterations(s.as_bytes(), 10_000).unwrap();
         format!(
             "[[admin.keys]]\nid = \"ops\"\nhash = \"{}\"\nscopes = [\"jwks:flush\", \"jwks:refresh\", \"tokens:revoke\", \"status:read\"]\n\
-             [[admin.keys]]\nid = \"dashboard\"\nhash = \"{}\"\nscopes = [\"status:read\"]\n",
+             [[admin.keys]]\nid = \"dashboard\"\nhash = \"{}\"\nscopes = [\"status:read\"]\n\
+             [[admin.keys]]\nid = \"app\"\nhash = \"{}\"\nscopes = [\"events:publish\", \"events:read\"]\n",
             hash(ADMIN_SECRET),
-            hash(READER_SECRET)
+            hash(READER_SECRET),
+            hash(APP_SECRET)
         )
     })
 }
@@ -266,9 +270,11 @@ async fn each_refusal_has_its_status_challenge_and_reason() {
     let wrong_iss = token_for(&idp, key_a(), |c| {
         c.insert("iss".into(), json!("https://evil.example"));
     });
+    // The last character of an 86-character ES256 signature carries 2 bits and 4 zero bits:
+    // only A, Q, g and w are canonical, so swap within them to change the signature itself.
     let mut tampered = good.clone();
     let last = tampered.pop().unwrap();
-    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    tampered.push(if last == 'A' { 'Q' } else { 'A' });
     let unknown_kid = token_for(&idp, TestKey::shared_p256("srv-nobody"), |_| {});
     for (token, reason) in [
         ("not-a-jwt", "malformed"),

@@ -1,0 +1,1082 @@
+//! The cluster bus: a signed, sequenced invalidation log on a Redis Stream.
+//!
+//! Keys (all under one hash tag, `{<prefix>}`, so they live in one slot of a Redis Cluster):
+//! - `{p}:epoch` names the log's life. When Redis loses its data the key is gone; the next
+//!   writer creates a new epoch, and every replica that sees it resyncs.
+//! - `{p}:seq` is the last sequence number; `{p}:log` the stream of [`wire::SignedEntry`]s.
+//!   One Lua script checks the epoch and that the entry's sequence number is the next one,
+//!   appends it, bumps `{p}:seq` and updates shared state, atomically. A writer that lost a
+//!   race re-signs with the number the script returns and tries again.
+//! - `{p}:revocations` is a sorted set of signed revocation entries scored by the time they
+//!   can go; replicas load it at start and at every resync and prune what expired.
+//! - `{p}:keysets` is a hash of the last good key set of each provider (signed), for warm
+//!   starts; `{p}:lease:<tenant>/<provider>` who is fetching that provider's keys right now.
+//!
+//! Each replica tails the log from the last entry it applied. It drops (and counts) entries
+//! whose MAC does not verify and entries whose sequence number it has already applied
+//! (replays). An entry from another epoch, or a sequence gap (the log was trimmed past it),
+//! makes it resync: drop cached keys and verified tokens, reload revocations and key sets,
+//! continue from the log's end. While Redis is unreachable the replica keeps verifying with
+//! what it holds, reports itself degraded and reconnects with backoff; coming back, it resumes
+//! from its position, so it catches up on everything it missed or resyncs if it cannot.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use keygate::{KeyExchange, ProviderId, PublishedKeySet, Revocation};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script, Value};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::wire::{self, EntryError, MacKeys, SignedEntry};
+use super::{
+    Apply, Bus, BusError, BusState, BusStatus, Cursor, DELIVERY_CAPACITY, Delivery, Envelope,
+    Event, HistoryGone, SharedState,
+};
+
+/// How long a tail read blocks waiting for new entries.
+const BLOCK: Duration = Duration::from_secs(2);
+/// Entries read per tail round trip.
+const READ_COUNT: usize = 256;
+/// Longest a publish retries after losing the race for a sequence number.
+const PUBLISH_ATTEMPTS: u32 = 32;
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often expired revocations are removed from the shared set.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Settings of the Redis bus.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Key prefix; every key is under the hash tag `{prefix}`.
+    pub prefix: String,
+    /// The MAC key ring.
+    pub keys: MacKeys,
+    /// The stream is trimmed to about this many entries.
+    pub max_log_len: u64,
+    /// Most revocations kept in shared state; past it, new ones are refused.
+    pub max_revocations: u64,
+    /// How long a replica may fetch a provider's keys before another tries.
+    pub fetch_lease: Duration,
+    /// Connect and response timeout of every command but the blocking tail read.
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings with defaults for everything but the URL, prefix and keys.
+    #[must_use]
+    pub fn new(url: String, prefix: String, keys: MacKeys) -> Self {
+        RedisSettings {
+            url,
+            prefix,
+            keys,
+            max_log_len: 100_000,
+            max_revocations: 1_000_000,
+            fetch_lease: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Names {
+    epoch: String,
+    seq: String,
+    log: String,
+    revocations: String,
+    keysets: String,
+    lease: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Names {
+        let key = |name: &str| format!("{{{prefix}}}:{name}");
+        Names {
+            epoch: key("epoch"),
+            seq: key("seq"),
+            log: key("log"),
+            revocations: key("revocations"),
+            keysets: key("keysets"),
+            lease: key("lease:"),
+        }
+    }
+}
+
+/// Appends one entry if the epoch matches and its sequence number is the next one; updates
+/// shared state in the same step.
+const APPEND: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then return {'noepoch', ''} end
+if epoch ~= ARGV[1] then return {'epoch', epoch} end
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+if seq + 1 ~= tonumber(ARGV[2]) then return {'seq', tostring(seq)} end
+if ARGV[4] == 'revoke' and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[7]) then
+  return {'full', ''}
+end
+local fields = {}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[4] == 'revoke' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
+elseif ARGV[4] == 'keyset' then
+  redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
+end
+return {'ok', id}
+";
+
+/// Returns the epoch, creating it if Redis has none (a new log, or one that lost its data).
+const INIT_EPOCH: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if epoch then return epoch end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
+/// Deletes a fetch lease if this replica still holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Where this replica is in the log.
+#[derive(Debug, Clone)]
+struct Position {
+    epoch: Arc<str>,
+    seq: u64,
+    /// Stream id of the last entry read (applied or dropped); `0-0` before the first.
+    id: String,
+    /// Whether the position came from the log (false before the first sync).
+    known: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    applied: AtomicU64,
+    rejected: [AtomicU64; REJECT_REASONS.len()],
+    resyncs: [AtomicU64; RESYNC_REASONS.len()],
+}
+
+const REJECT_REASONS: [&str; 6] = [
+    "mac",
+    "malformed",
+    "version",
+    "unknown_type",
+    "replay",
+    "state",
+];
+const RESYNC_REASONS: [&str; 3] = ["epoch", "gap", "trimmed"];
+
+fn bump(slots: &[AtomicU64], names: &[&str], name: &str) {
+    if let Some(i) = names.iter().position(|n| *n == name) {
+        slots[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The Redis log.
+pub struct RedisBus {
+    settings: RedisSettings,
+    names: Names,
+    origin: Arc<str>,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    pos: Mutex<Position>,
+    up: AtomicBool,
+    down_since: Mutex<Option<Instant>>,
+    counters: Counters,
+    tx: broadcast::Sender<Delivery>,
+    /// The newest key set seen on the log per provider, and a version bumped on every change.
+    latest: Mutex<HashMap<ProviderId, PublishedKeySet>>,
+    latest_changed: watch::Sender<u64>,
+    append: Script,
+    init_epoch: Script,
+    release: Script,
+}
+
+impl fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("prefix", &self.settings.prefix)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Redis failure, as the bus reports it.
+fn unavailable(e: &redis::RedisError) -> BusError {
+    BusError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisBus {
+    /// A bus on `settings`, publishing as `origin`. Connects lazily.
+    ///
+    /// # Errors
+    /// When the URL does not parse.
+    pub fn new(settings: RedisSettings, origin: Arc<str>) -> Result<Arc<RedisBus>, String> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
+        let names = Names::new(&settings.prefix);
+        let (tx, _) = broadcast::channel(DELIVERY_CAPACITY);
+        Ok(Arc::new(RedisBus {
+            settings,
+            names,
+            origin,
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            pos: Mutex::new(Position {
+                epoch: "".into(),
+                seq: 0,
+                id: "0-0".to_owned(),
+                known: false,
+            }),
+            up: AtomicBool::new(false),
+            down_since: Mutex::new(Some(Instant::now())),
+            counters: Counters::default(),
+            tx,
+            latest: Mutex::new(HashMap::new()),
+            latest_changed: watch::channel(0).0,
+            append: Script::new(APPEND),
+            init_epoch: Script::new(INIT_EPOCH),
+            release: Script::new(RELEASE),
+        }))
+    }
+
+    /// The key exchange to give the verifier: fetched key sets go out on the log, and a
+    /// replica about to fetch takes a peer's fresh set or waits for the peer fetching it.
+    #[must_use]
+    pub fn key_exchange(self: &Arc<Self>) -> Arc<dyn KeyExchange> {
+        Arc::new(Exchange {
+            bus: Arc::clone(self),
+        })
+    }
+
+    fn position(&self) -> Position {
+        self.pos
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_up(&self, up: bool) {
+        let was = self.up.swap(up, Ordering::AcqRel);
+        let mut since = self
+            .down_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if up {
+            *since = None;
+            if !was {
+                tracing::info!("redis bus delivering");
+            }
+        } else if since.is_none() {
+            *since = Some(Instant::now());
+            tracing::warn!("redis bus degraded: verifying with what this replica holds");
+        }
+    }
+
+    async fn connect(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_response_timeout(response_timeout);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// The shared connection for commands that do not block.
+    async fn connection(&self) -> Result<MultiplexedConnection, BusError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self
+            .connect(Some(self.settings.timeout))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops the shared connection after an I/O failure so the next command reconnects.
+    async fn broken(&self, e: &redis::RedisError) {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
+            *self.conn.lock().await = None;
+        }
+    }
+
+    async fn epoch(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
+        self.init_epoch
+            .key(&self.names.epoch)
+            .arg(super::new_epoch())
+            .invoke_async(conn)
+            .await
+    }
+
+    /// Signs and appends `event`; returns its position.
+    async fn append(&self, event: &Event) -> Result<Cursor, BusError> {
+        let mut conn = self.connection().await?;
+        let guess = self.position();
+        let (mut epoch, mut seq) = (guess.epoch.to_string(), guess.seq);
+        if !guess.known {
+            epoch = match self.epoch(&mut conn).await {
+                Ok(e) => e,
+                Err(e) => {
+                    self.broken(&e).await;
+                    return Err(unavailable(&e));
+                }
+            };
+        }
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            let next = seq + 1;
+            let entry = wire::encode(
+                &self.settings.keys,
+                event,
+                next,
+                &epoch,
+                &self.origin,
+                SystemTime::now(),
+            );
+            let (op, field, member) = match event {
+                Event::Revoke(r) => ("revoke", score(wire::revocation_expiry(r)), entry.to_json()),
+                Event::KeySet { provider, .. } => ("keyset", provider.to_string(), entry.to_json()),
+                _ => ("none", String::new(), String::new()),
+            };
+            let mut call = self.append.prepare_invoke();
+            call.key(&self.names.epoch)
+                .key(&self.names.seq)
+                .key(&self.names.log)
+                .key(&self.names.revocations)
+                .key(&self.names.keysets)
+                .arg(&epoch)
+                .arg(next)
+                .arg(self.settings.max_log_len)
+                .arg(op)
+                .arg(field)
+                .arg(member)
+                .arg(self.settings.max_revocations);
+            for (name, value) in entry.fields() {
+                call.arg(name).arg(value);
+            }
+            let reply: (String, String) = match call.invoke_async(&mut conn).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.broken(&e).await;
+                    return Err(unavailable(&e));
+                }
+            };
+            match reply.0.as_str() {
+                "ok" => {
+                    self.counters.published.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Cursor {
+                        epoch: epoch.as_str().into(),
+                        seq: next,
+                        pos: reply.1.as_str().into(),
+                    });
+                }
+                "seq" => seq = reply.1.parse().unwrap_or(seq),
+                "epoch" => epoch = reply.1,
+                "noepoch" => {
+                    epoch = self.epoch(&mut conn).await.map_err(|e| unavailable(&e))?;
+                    seq = 0;
+                }
+                "full" => {
+                    return Err(BusError::Unavailable(format!(
+                        "shared revocation state holds its maximum of {} entries",
+                        self.settings.max_revocations
+                    )));
+                }
+                other => {
+                    return Err(BusError::Unavailable(format!(
+                        "unexpected reply from the append script: {other}"
+                    )));
+                }
+            }
+            // Lost a race with another writer: back off a little, with jitter.
+            let pause = Duration::from_micros(fastrand::u64(0..=200 * u64::from(attempt + 1)));
+            tokio::time::sleep(pause).await;
+        }
+        Err(BusError::Unavailable(
+            "too much contention for the log's next sequence number".to_owned(),
+        ))
+    }
+
+    /// Reads the log's end, the shared revocations and key sets, and hands them to `node`.
+    /// Returns the new position.
+    async fn full_sync(
+        &self,
+        conn: &mut MultiplexedConnection,
+        node: &dyn Apply,
+        reason: &'static str,
+    ) -> redis::RedisResult<()> {
+        let before = self.position();
+        let epoch = self.epoch(conn).await?;
+        let (seq, last): (Option<u64>, Value) = redis::pipe()
+            .atomic()
+            .get(&self.names.seq)
+            .cmd("XREVRANGE")
+            .arg(&self.names.log)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        let last_id = stream_entries(&last)
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+        let now = unix_now();
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.names.revocations)
+            .arg(now)
+            .arg("+inf")
+            .query_async(conn)
+            .await?;
+        let sets: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&self.names.keysets)
+            .query_async(conn)
+            .await?;
+
+        let keys = &self.settings.keys;
+        let mut state = SharedState::default();
+        for m in &members {
+            match SignedEntry::from_json(m).and_then(|e| wire::decode(keys, &e)) {
+                Ok(Envelope {
+                    event: Event::Revoke(r),
+                    ..
+                }) => state.revocations.push(r),
+                Ok(_) => self.reject("state"),
+                Err(e) => self.reject(e.reason()),
+            }
+        }
+        for (_, s) in &sets {
+            match SignedEntry::from_json(s).and_then(|e| wire::decode(keys, &e)) {
+                Ok(Envelope {
+                    event: Event::KeySet { provider, set },
+                    ..
+                }) => {
+                    self.note_key_set(&provider, &set);
+                    state.key_sets.push((provider, set));
+                }
+                Ok(_) => self.reject("state"),
+                Err(e) => self.reject(e.reason()),
+            }
+        }
+        let epoch_changed = before.known && *before.epoch != *epoch;
+        tracing::info!(
+            reason,
+            epoch = %epoch,
+            seq = seq.unwrap_or(0),
+            revocations = state.revocations.len(),
+            key_sets = state.key_sets.len(),
+            "bus resync"
+        );
+        if reason == "start" {
+            node.load(state);
+        } else {
+            node.resync(state);
+        }
+        if epoch_changed {
+            // Redis lost its data: give it back the revocations this replica still holds, so
+            // replicas that start later load them too.
+            self.reseed(conn, node.revocations(), &epoch).await?;
+        }
+        let cursor = {
+            let mut pos = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
+            *pos = Position {
+                epoch: epoch.as_str().into(),
+                seq: seq.unwrap_or(0),
+                id: last_id,
+                known: true,
+            };
+            cursor_of(&pos)
+        };
+        if reason != "start" {
+            bump(&self.counters.resyncs, &RESYNC_REASONS, reason);
+            let _ = self.tx.send(Delivery::Resync { cursor, reason });
+        }
+        Ok(())
+    }
+
+    async fn reseed(
+        &self,
+        conn: &mut MultiplexedConnection,
+        revocations: Vec<Revocation>,
+        epoch: &str,
+    ) -> redis::RedisResult<()> {
+        let now = unix_now();
+        let mut pipe = redis::pipe();
+        let mut n = 0usize;
+        for r in revocations {
+            let expiry = wire::revocation_expiry(&r);
+            if expiry.is_some_and(|e| e <= now) {
+                continue;
+            }
+            // Every replica signs the same bytes for the same revocation, so the set keeps
+            // one member however many replicas reseed it.
+            let entry = wire::encode(
+                &self.settings.keys,
+                &Event::Revoke(r),
+                0,
+                "reseed",
+                "reseed",
+                UNIX_EPOCH,
+            );
+            pipe.zadd(&self.names.revocations, entry.to_json(), score(expiry))
+                .ignore();
+            n += 1;
+        }
+        if n > 0 {
+            pipe.query_async::<()>(conn).await?;
+            tracing::warn!(
+                epoch,
+                revocations = n,
+                "restored revocations to a log that lost its data"
+            );
+        }
+        Ok(())
+    }
+
+    fn reject(&self, reason: &'static str) {
+        bump(&self.counters.rejected, &REJECT_REASONS, reason);
+    }
+
+    fn note_key_set(&self, provider: &ProviderId, set: &PublishedKeySet) {
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        let newer = latest
+            .get(provider)
+            .is_none_or(|held| held.fetched_at < set.fetched_at);
+        if newer {
+            latest.insert(provider.clone(), set.clone());
+            drop(latest);
+            self.latest_changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Applies one entry read from the log. Returns the resync it calls for, if any.
+    async fn receive(
+        &self,
+        conn: &mut MultiplexedConnection,
+        node: &dyn Apply,
+        id: String,
+        fields: Vec<(String, String)>,
+    ) -> redis::RedisResult<Option<&'static str>> {
+        let decoded =
+            SignedEntry::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .and_then(|e| wire::decode(&self.settings.keys, &e));
+        let pos = self.position();
+        let envelope = match decoded {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                // Dropped, counted, never applied; its content is not logged.
+                if e != EntryError::UnknownType {
+                    tracing::warn!(entry = %id, reason = e.reason(), "dropped a bus entry");
+                }
+                self.reject(e.reason());
+                self.advance_id(id);
+                return Ok(None);
+            }
+        };
+        if *envelope.epoch != *pos.epoch {
+            let current: Option<String> = redis::cmd("GET")
+                .arg(&self.names.epoch)
+                .query_async(conn)
+                .await?;
+            if current.as_deref() == Some(&*pos.epoch) {
+                // A signed entry of an older life of the log, written again: a replay.
+                self.reject("replay");
+                self.advance_id(id);
+                return Ok(None);
+            }
+            return Ok(Some("epoch"));
+        }
+        if envelope.seq <= pos.seq {
+            self.reject("replay");
+            self.advance_id(id);
+            return Ok(None);
+        }
+        if envelope.seq > pos.seq + 1 {
+            let first: Value = redis::cmd("XRANGE")
+                .arg(&self.names.log)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(conn)
+                .await?;
+            let trimmed = stream_entries(&first)
+                .first()
+                .is_some_and(|(first, _)| stream_id_after(first, &pos.id));
+            return Ok(Some(if trimmed { "trimmed" } else { "gap" }));
+        }
+        if let Event::KeySet { provider, set } = &envelope.event {
+            self.note_key_set(provider, set);
+        }
+        if *envelope.origin != *self.origin {
+            tracing::debug!(seq = envelope.seq, origin = %envelope.origin, kind = envelope.event.kind(), "applying bus event");
+            node.apply(&envelope);
+            self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        let cursor = {
+            let mut p = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
+            p.seq = envelope.seq;
+            p.id = id;
+            cursor_of(&p)
+        };
+        let _ = self.tx.send(Delivery::Event {
+            cursor,
+            envelope: Arc::new(envelope),
+        });
+        Ok(None)
+    }
+
+    fn advance_id(&self, id: String) {
+        self.pos.lock().unwrap_or_else(PoisonError::into_inner).id = id;
+    }
+
+    /// One connected session of the tail: sync if needed, then read until an error.
+    async fn session(
+        &self,
+        node: &dyn Apply,
+        ready: &mut Option<oneshot::Sender<()>>,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.connect(Some(self.settings.timeout)).await?;
+        // The blocking read gets its own connection with no response timeout of its own.
+        let mut tail = self.connect(None).await?;
+        let pos = self.position();
+        if pos.known {
+            let current = self.epoch(&mut conn).await?;
+            if current != *pos.epoch {
+                self.full_sync(&mut conn, node, "epoch").await?;
+            }
+        } else {
+            self.full_sync(&mut conn, node, "start").await?;
+        }
+        self.set_up(true);
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+        let mut last_prune = Instant::now() - PRUNE_EVERY;
+        loop {
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                let _: () = redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(&self.names.revocations)
+                    .arg("-inf")
+                    .arg(format!("({}", unix_now()))
+                    .query_async(&mut conn)
+                    .await?;
+                last_prune = Instant::now();
+            }
+            let from = self.position().id;
+            let mut xread = redis::cmd("XREAD");
+            xread
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(2000))
+                .arg("STREAMS")
+                .arg(&self.names.log)
+                .arg(&from);
+            let read = xread.query_async::<Value>(&mut tail);
+            let reply = tokio::time::timeout(BLOCK + self.settings.timeout, read)
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "tail read timed out",
+                    ))
+                })??;
+            let entries = match &reply {
+                Value::Nil => {
+                    // Quiet: make sure the log did not start over under us.
+                    let current = self.epoch(&mut conn).await?;
+                    if current != *self.position().epoch {
+                        self.full_sync(&mut conn, node, "epoch").await?;
+                    }
+                    continue;
+                }
+                other => xread_entries(other),
+            };
+            for (id, fields) in entries {
+                if let Some(reason) = self.receive(&mut conn, node, id, fields).await? {
+                    self.full_sync(&mut conn, node, reason).await?;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn cursor_of(p: &Position) -> Cursor {
+    Cursor {
+        epoch: Arc::clone(&p.epoch),
+        seq: p.seq,
+        pos: p.id.as_str().into(),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn score(expiry: Option<i64>) -> String {
+    expiry.map_or_else(|| "+inf".to_owned(), |e| e.to_string())
+}
+
+/// Whether stream id `a` sorts after `b` (`ms-seq`).
+fn stream_id_after(a: &str, b: &str) -> bool {
+    fn parts(id: &str) -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    }
+    parts(a) > parts(b)
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn items(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a.iter().collect(),
+        Value::Map(m) => m.iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `[[id, [f, v, ...]], ...]`, as XRANGE and XREVRANGE answer. Malformed items are skipped.
+fn stream_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
+    items(v)
+        .into_iter()
+        .filter_map(|entry| {
+            let parts = items(entry);
+            let id = text(parts.first()?)?;
+            let flat = items(parts.get(1)?);
+            let fields = flat
+                .chunks_exact(2)
+                .filter_map(|kv| Some((text(kv[0])?, text(kv[1])?)))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+/// `[[stream, entries]]` (RESP2) or `{stream: entries}` (RESP3), as XREAD answers.
+fn xread_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
+    match v {
+        Value::Map(m) => m.iter().flat_map(|(_, e)| stream_entries(e)).collect(),
+        other => items(other)
+            .into_iter()
+            .flat_map(|s| {
+                items(s)
+                    .get(1)
+                    .map(|e| stream_entries(e))
+                    .unwrap_or_default()
+            })
+            .collect(),
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<Cursor, BusError>> {
+        Box::pin(async move { self.append(&event).await })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Delivery> {
+        self.tx.subscribe()
+    }
+
+    fn history<'a>(
+        &'a self,
+        after: &'a Cursor,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, HistoryGone>> {
+        Box::pin(async move {
+            let pos = self.position();
+            if after.epoch != pos.epoch || after.seq > pos.seq {
+                return Err(HistoryGone);
+            }
+            let mut conn = self.connection().await.map_err(|_| HistoryGone)?;
+            // Only what this replica has applied: the live stream delivers the rest.
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(&self.names.log)
+                .arg(format!("({}", after.pos))
+                .arg(&pos.id)
+                .query_async(&mut conn)
+                .await
+                .map_err(|_| HistoryGone)?;
+            let mut out = Vec::new();
+            let mut expect = after.seq + 1;
+            for (id, fields) in stream_entries(&reply) {
+                let Ok(envelope) =
+                    SignedEntry::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .and_then(|e| wire::decode(&self.settings.keys, &e))
+                else {
+                    continue;
+                };
+                if envelope.epoch != pos.epoch || envelope.seq < expect {
+                    continue;
+                }
+                if envelope.seq > expect {
+                    return Err(HistoryGone);
+                }
+                expect += 1;
+                out.push(Delivery::Event {
+                    cursor: Cursor {
+                        epoch: Arc::clone(&pos.epoch),
+                        seq: envelope.seq,
+                        pos: id.as_str().into(),
+                    },
+                    envelope: Arc::new(envelope),
+                });
+            }
+            if expect <= pos.seq {
+                // The log no longer holds everything up to where this replica is.
+                return Err(HistoryGone);
+            }
+            Ok(out)
+        })
+    }
+
+    fn cursor(&self) -> Cursor {
+        cursor_of(&self.position())
+    }
+
+    fn status(&self) -> BusStatus {
+        let pos = self.position();
+        let up = self.up.load(Ordering::Acquire);
+        let lag = self
+            .down_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let c = &self.counters;
+        let counts = |slots: &[AtomicU64], names: &[&'static str]| {
+            names
+                .iter()
+                .zip(slots)
+                .map(|(n, s)| (*n, s.load(Ordering::Relaxed)))
+                .collect()
+        };
+        BusStatus {
+            last_seq: pos.seq,
+            lag_seconds: lag,
+            published: c.published.load(Ordering::Relaxed),
+            applied: c.applied.load(Ordering::Relaxed),
+            rejected: counts(&c.rejected, &REJECT_REASONS),
+            resyncs: counts(&c.resyncs, &RESYNC_REASONS),
+            ..BusStatus::new(
+                "redis",
+                if up { BusState::Ok } else { BusState::Degraded },
+                pos.epoch,
+            )
+        }
+    }
+
+    fn shares_key_sets(&self) -> bool {
+        true
+    }
+
+    fn run(
+        self: Arc<Self>,
+        node: Arc<dyn Apply>,
+        ready: oneshot::Sender<()>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut ready = Some(ready);
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                let started = Instant::now();
+                if let Err(e) = self.session(&*node, &mut ready).await {
+                    self.set_up(false);
+                    *self.conn.lock().await = None;
+                    tracing::warn!(error = %e, "redis bus: connection lost; retrying");
+                }
+                // Never wait for Redis to start serving: a replica verifies without it.
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+                if started.elapsed() > BACKOFF_MAX * 2 {
+                    backoff = BACKOFF_MIN;
+                }
+                let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+                tokio::time::sleep(jittered).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        })
+    }
+}
+
+/// The key exchange over the log.
+struct Exchange {
+    bus: Arc<RedisBus>,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange").finish_non_exhaustive()
+    }
+}
+
+impl Exchange {
+    fn newer(&self, id: &ProviderId, held: Option<SystemTime>) -> Option<PublishedKeySet> {
+        let now = SystemTime::now();
+        self.bus
+            .latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .filter(|s| held.is_none_or(|h| s.fetched_at > h) && s.fresh_until > now)
+            .cloned()
+    }
+}
+
+impl KeyExchange for Exchange {
+    fn before_fetch<'a>(
+        &'a self,
+        id: &'a ProviderId,
+        held: Option<SystemTime>,
+    ) -> BoxFuture<'a, Option<PublishedKeySet>> {
+        Box::pin(async move {
+            if !self.bus.up.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(set) = self.newer(id, held) {
+                return Some(set);
+            }
+            let mut changed = self.bus.latest_changed.subscribe();
+            let mut conn = self.bus.connection().await.ok()?;
+            let lease_ms = u64::try_from(self.bus.settings.fetch_lease.as_millis()).unwrap_or(5000);
+            let lease = format!("{}{id}", self.bus.names.lease);
+            let won: Option<String> = redis::cmd("SET")
+                .arg(&lease)
+                .arg(&*self.bus.origin)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            if won.is_some() {
+                return None;
+            }
+            // A lease this replica still holds from an earlier fetch is its own to use.
+            let holder: Option<String> = redis::cmd("GET")
+                .arg(&lease)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            if holder.as_deref() == Some(&*self.bus.origin) {
+                return None;
+            }
+            // A peer is fetching: wait for its set, but never longer than its lease.
+            let wait = tokio::time::timeout(self.bus.settings.fetch_lease, async {
+                loop {
+                    if let Some(set) = self.newer(id, held) {
+                        return Some(set);
+                    }
+                    if changed.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            });
+            wait.await.ok().flatten()
+        })
+    }
+
+    fn fetched(&self, id: &ProviderId, set: &PublishedKeySet) {
+        let bus = Arc::clone(&self.bus);
+        let event = Event::KeySet {
+            provider: id.clone(),
+            set: set.clone(),
+        };
+        let id = id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(event).await {
+                tracing::warn!(provider = %id, error = %e, "could not share a fetched key set");
+            }
+            // The set is out: the next fetch of this provider, by anyone, needs no waiting.
+            if let Ok(mut conn) = bus.connection().await {
+                let _: Result<i64, _> = bus
+                    .release
+                    .key(format!("{}{id}", bus.names.lease))
+                    .arg(&*bus.origin)
+                    .invoke_async(&mut conn)
+                    .await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(stream_id_after("10-0", "9-5"));
+        assert!(stream_id_after("9-6", "9-5"));
+        assert!(!stream_id_after("9-5", "9-5"));
+        assert!(stream_id_after("1-0", "0-0"));
+    }
+
+    #[test]
+    fn replies_of_both_protocols_parse_and_junk_is_skipped() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(vec![bulk("v"), bulk("1"), bulk("type"), bulk("app")]),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![
+            bulk("{k}:log"),
+            Value::Array(vec![entry.clone(), Value::Int(3), Value::Nil]),
+        ])]);
+        let resp3 = Value::Map(vec![(bulk("{k}:log"), Value::Array(vec![entry]))]);
+        for reply in [resp2, resp3] {
+            let entries = xread_entries(&reply);
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].0, "1-0");
+            assert_eq!(
+                entries[0].1,
+                vec![("v".into(), "1".into()), ("type".into(), "app".into())]
+            );
+        }
+        assert!(xread_entries(&Value::Okay).is_empty());
+    }
+
+    #[test]
+    fn every_key_shares_one_hash_tag() {
+        let n = Names::new("kg");
+        for k in [
+            &n.epoch,
+            &n.seq,
+            &n.log,
+            &n.revocations,
+            &n.keysets,
+            &n.lease,
+        ] {
+            assert!(k.starts_with("{kg}:"), "{k}");
+        }
+    }
+}
