@@ -1266,6 +1266,84 @@ mod tests {
     }
 
     #[test]
+    fn cluster_sections_validate_and_name_the_key_at_fault() {
+        let redis = |rest: &str| {
+            format!(
+                "{MINIMAL}\n[cluster]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n{rest}"
+            )
+        };
+        let key = "[[cluster.keys]]\nid = \"k1\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+        let ok = parse(&redis(key)).unwrap();
+        let ClusterBackend::Redis(settings) = &ok.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert_eq!(settings.prefix, "keygate");
+        assert!(ok.cluster.accept_while_degraded);
+        // The default is one node with no state file (load() puts one beside the file).
+        assert!(matches!(
+            parse(MINIMAL).unwrap().cluster.backend,
+            ClusterBackend::Local { state_file: None }
+        ));
+        let cases: &[(String, &str)] = &[
+            (redis(""), "cluster.keys"),
+            (
+                format!("{MINIMAL}\n[cluster]\nbackend = \"redis\"\n{key}"),
+                "cluster.redis_url",
+            ),
+            (
+                redis("[[cluster.keys]]\nid = \"k1\"\nsecret = \"short\"\n"),
+                "cluster.keys[0].secret",
+            ),
+            (
+                redis("[[cluster.keys]]\nid = \"k1\"\n"),
+                "cluster.keys[0].secret",
+            ),
+            (redis(&format!("{key}{key}")), "cluster.keys[1].id"),
+            (
+                redis(&format!("prefix = \"a{{b}}\"\n{key}")),
+                "cluster.prefix",
+            ),
+            (
+                redis(&format!("max_log_len = 10\n{key}")),
+                "cluster.max_log_len",
+            ),
+            (
+                redis(&format!("fetch_lease = \"0s\"\n{key}")),
+                "cluster.fetch_lease",
+            ),
+            (
+                redis(&format!("state_file = \"x\"\n{key}")),
+                "cluster.state_file",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[cluster]\nbackend = \"redis\"\nredis_url = \"http://x\"\n{key}"
+                ),
+                "cluster.redis_url",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nbackend = \"etcd\"\n"),
+                "cluster.backend",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nredis_url = \"redis://x\"\n"),
+                "cluster.redis_url",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, *field, "{e}\n{text}");
+        }
+        // The secret may come from the environment instead of the file.
+        let env = |name: &str| {
+            (name == "KEYGATE_CLUSTER_KEY_K1_SECRET")
+                .then(|| "fedcba9876543210fedcba9876543210".to_owned())
+        };
+        let text = redis("[[cluster.keys]]\nid = \"k1\"\n");
+        assert!(Config::parse(&text, &env).is_ok());
+    }
+
+    #[test]
     fn embedded_default_has_the_dev_issuer_and_no_other_provider() {
         let c = Config::embedded_default();
         let dev = c.dev_issuer.unwrap();

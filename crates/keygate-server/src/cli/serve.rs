@@ -1,7 +1,8 @@
 //! `keygate serve [--config FILE]`: run the sidecar until SIGTERM or SIGINT.
 //!
 //! Without a config file the embedded default runs: a development issuer on loopback, one
-//! provider trusting it, the in-process bus, and a freshly generated admin key whose secret
+//! provider trusting it, the in-process bus (revocations kept in `state.jsonl` beside the
+//! admin key), and a freshly generated admin key whose secret
 //! goes to a file readable only by the current user (never to the terminal or the log). The
 //! ready message shows a curl command with a freshly minted token, so a newcomer sees
 //! verification, rotation and flushing work without an identity provider.
@@ -14,7 +15,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use crate::apikey::{self, ApiKey, Scope};
-use crate::config::Config;
+use crate::config::{ClusterBackend, Config};
 use crate::dev_issuer::{DevIssuer, MintRequest};
 use crate::serve::Server;
 
@@ -86,6 +87,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
+        if embedded {
+            // Revocations survive a restart of the embedded default too.
+            config.cluster.backend = ClusterBackend::Local {
+                state_file: Some(dev_dir()?.join("state.jsonl")),
+            };
+        }
         let server = Server::bind(config).await?;
         let verify = server.verify_addr()?;
         let admin = server.admin_addr()?;
@@ -141,12 +148,17 @@ fn dev_admin_key(config: &mut Config) -> anyhow::Result<PathBuf> {
         hash: apikey::hash_secret(secret.as_bytes()),
         scopes: Scope::ALL.to_vec(),
     });
-    let dir = std::env::temp_dir().join(format!("keygate-dev-{}", whoami()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("admin.key");
+    let path = dev_dir()?.join("admin.key");
     write_private(&path, secret.as_bytes())
         .with_context(|| format!("writing the development admin key to {}", path.display()))?;
     Ok(path)
+}
+
+/// The embedded default's private directory: `$TMPDIR/keygate-dev-$USER`.
+fn dev_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("keygate-dev-{}", whoami()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn whoami() -> String {
