@@ -3,6 +3,7 @@
 //! process against the stub IdP, and asserts only what converges, never how fast.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keygate_server::bus::{BusState, BusStatus};
@@ -10,7 +11,7 @@ use keygate_test_support::{RedisServer, StubIdp, TcpProxy, TestKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::server::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, now, token_for};
 
 const SECRET: &str = "a cluster secret of at least thirty-two bytes";
 
@@ -527,4 +528,58 @@ async fn a_single_node_keeps_its_revocations_across_a_restart() {
     .await;
     again.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn application_events_reach_subscribers_on_every_replica_in_order_and_resume() {
+    use keygate_server::bus::{Delivery, Event, Subscription};
+
+    let redis = RedisServer::start();
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let a = replica(&idp, &redis.url(), &p).await;
+    let b = replica(&idp, &redis.url(), &p).await;
+    let mut live = Subscription::new(Arc::clone(&b.shared.bus), None).await;
+    let publish = |key: String| {
+        let a = &a;
+        async move {
+            let body = json!({ "namespace": "users", "key": key }).to_string();
+            let (code, reply) = a
+                .admin("POST", "/admin/v1/events", Some(APP_SECRET), Some(&body))
+                .await;
+            assert_eq!(code, StatusCode::OK, "{reply}");
+            reply["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let key_of = |d: Delivery| match d {
+        Delivery::Event { cursor, envelope } => match &envelope.event {
+            Event::App { key, .. } => (key.clone(), cursor.to_string()),
+            other => panic!("not an app event: {other:?}"),
+        },
+        other => panic!("not an event: {other:?}"),
+    };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(i.to_string()).await);
+    }
+    for i in 0..5 {
+        let next = tokio::time::timeout(Duration::from_secs(20), live.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (key, id) = key_of(next);
+        assert_eq!((key, id), (i.to_string(), ids[i].clone()));
+    }
+    // A subscriber resuming after the second event gets exactly the three after it.
+    let after = ids[1].parse().unwrap();
+    let mut resumed = Subscription::new(Arc::clone(&b.shared.bus), Some(after)).await;
+    for i in 2..5 {
+        let (key, _) = key_of(resumed.next().await.unwrap());
+        assert_eq!(key, i.to_string());
+    }
+    // One whose position was trimmed away is told to resync.
+    redis.command(&["XTRIM", &format!("{{{p}}}:log"), "MAXLEN", "0"]);
+    let mut stale =
+        Subscription::new(Arc::clone(&b.shared.bus), Some(ids[0].parse().unwrap())).await;
+    assert!(matches!(stale.next().await, Some(Delivery::Resync { .. })));
 }
