@@ -194,6 +194,8 @@ pub struct CountersView {
     pub refreshes: u64,
     /// Failed refreshes.
     pub refresh_errors: u64,
+    /// Key sets adopted from another replica instead of fetched.
+    pub adopted: u64,
     /// Tokens refused with `unknown_kid`.
     pub unknown_kid_rejections: u64,
     /// Verifications answered from the verified-token cache.
@@ -433,7 +435,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => ("not_found", m, None, None),
             ApiError::Bus(e) => (
                 "bus_unavailable",
-                format!("{e}; applied on this replica only, retry to reach the others"),
+                format!(
+                    "{e}; the event did not go out to the other replicas (an invalidation was \
+                     applied on this replica only): retry"
+                ),
                 None,
                 None,
             ),
@@ -567,6 +572,7 @@ fn provider_view(s: &ProviderStatus) -> ProviderView {
             misses: s.counters.misses,
             refreshes: s.counters.refreshes,
             refresh_errors: s.counters.refresh_errors,
+            adopted: s.counters.adopted,
             unknown_kid_rejections: s.counters.unknown_kid_rejections,
             token_cache_hits: s.counters.token_cache_hits,
         },

@@ -286,7 +286,7 @@ fn render_providers(out: &mut Out, providers: &[ProviderStatus], now: SystemTime
     }
 
     type Counter = fn(&ProviderStatus) -> u64;
-    let counters: [(&str, &str, Counter); 4] = [
+    let counters: [(&str, &str, Counter); 5] = [
         (
             "keygate_key_cache_hits_total",
             "Verifications that found their key cached.",
@@ -306,6 +306,11 @@ fn render_providers(out: &mut Out, providers: &[ProviderStatus], now: SystemTime
             "keygate_unknown_kid_rejections_total",
             "Tokens refused because their kid is not in the key set.",
             |p| p.counters.unknown_kid_rejections,
+        ),
+        (
+            "keygate_jwks_adopted_total",
+            "Key sets adopted from another replica instead of fetched from the IdP.",
+            |p| p.counters.adopted,
         ),
     ];
     for (name, help, value) in counters {
@@ -812,6 +817,7 @@ mod tests {
             "keygate_key_cache_misses_total",
             "keygate_token_cache_hits_total",
             "keygate_unknown_kid_rejections_total",
+            "keygate_jwks_adopted_total",
             "keygate_jwks_keys",
             "keygate_jwks_key_age_seconds",
             "keygate_jwks_expires_in_seconds",
@@ -821,6 +827,10 @@ mod tests {
             "keygate_bus_lag_seconds",
             "keygate_bus_last_seq",
             "keygate_bus_published_total",
+            "keygate_bus_applied_total",
+            "keygate_bus_rejected_total",
+            "keygate_bus_resyncs_total",
+            "keygate_bus_accepting_while_degraded",
             "keygate_revocations",
             "keygate_verified_tokens_cached",
             "keygate_admin_requests_total",
