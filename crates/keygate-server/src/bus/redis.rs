@@ -78,7 +78,7 @@ impl RedisSettings {
             url,
             prefix,
             keys,
-            max_log_len: 100_000,
+            max_log_len: 10_000,
             max_revocations: 1_000_000,
             fetch_lease: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
