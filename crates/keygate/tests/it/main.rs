@@ -1,5 +1,6 @@
 //! keygate's integration tests: one test binary, one module per area.
 
+mod alloc;
 mod budget;
 mod cache;
 mod exchange;
