@@ -107,9 +107,16 @@ impl Revocations {
 
     /// Revokes the token with id `jti`, which expires at `exp` (unix seconds).
     pub fn revoke_jti(&self, jti: &str, exp: i64) {
-        self.write(|s| {
-            let e = s.jti.entry(jti.to_owned()).or_insert(exp);
-            *e = (*e).max(exp);
+        self.write(|s| match s.jti.get_mut(jti) {
+            Some(e) => {
+                // Already refused: a later expiry keeps the entry longer, covers no new token.
+                *e = (*e).max(exp);
+                false
+            }
+            None => {
+                s.jti.insert(jti.to_owned(), exp);
+                true
+            }
         });
     }
 
@@ -118,36 +125,57 @@ impl Revocations {
     /// `until` is when the entry may be forgotten: `before` plus the longest token lifetime
     /// the issuer grants is a safe choice.
     pub fn revoke_subject(&self, tenant: &str, sub: &str, before: i64, until: i64) {
-        self.write(|s| {
-            let e = s
-                .subjects
-                .entry((tenant.to_owned(), sub.to_owned()))
-                .or_insert((before, until));
-            *e = (e.0.max(before), e.1.max(until));
-        });
+        self.write(
+            |s| match s.subjects.get_mut(&(tenant.to_owned(), sub.to_owned())) {
+                Some(e) => {
+                    let covers_more = before > e.0;
+                    *e = (e.0.max(before), e.1.max(until));
+                    covers_more
+                }
+                None => {
+                    s.subjects
+                        .insert((tenant.to_owned(), sub.to_owned()), (before, until));
+                    true
+                }
+            },
+        );
     }
 
     /// Distrusts key `kid` of a provider, even while its issuer still publishes it.
     pub fn revoke_kid(&self, provider: &ProviderId, kid: &str, until: Option<i64>) {
-        self.write(|s| {
-            s.kids.insert(
-                (
-                    provider.tenant().to_owned(),
-                    provider.name().to_owned(),
-                    kid.to_owned(),
-                ),
-                until,
-            );
+        let key = (
+            provider.tenant().to_owned(),
+            provider.name().to_owned(),
+            kid.to_owned(),
+        );
+        self.write(|s| match s.kids.get_mut(&key) {
+            // Kept as long as the longest of the two says; `None` is for good.
+            Some(e) => {
+                *e = match (*e, until) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                false
+            }
+            None => {
+                s.kids.insert(key, until);
+                true
+            }
         });
     }
 
     /// Drops entries that can no longer cover a valid token.
+    ///
+    /// Pruning never changes the generation: a dropped entry covered only tokens that were
+    /// refused, and refused tokens are never in the verified-token cache, so every cached
+    /// entry stays valid.
     pub fn prune(&self, now: SystemTime) {
         let now = unix_seconds(now);
         self.write(|s| {
             s.jti.retain(|_, exp| *exp >= now);
             s.subjects.retain(|_, (_, until)| *until >= now);
             s.kids.retain(|_, until| until.is_none_or(|u| u >= now));
+            false
         });
     }
 
@@ -200,11 +228,16 @@ impl Revocations {
         self.inner.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self, f: impl FnOnce(&mut State)) {
+    /// Applies `f`; bumps the generation (dropping verified tokens) only when `f` says the
+    /// change can refuse a token that was accepted before. Revoking again what is revoked, or
+    /// pruning, keeps the verified-token cache.
+    fn write(&self, f: impl FnOnce(&mut State) -> bool) {
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
-        f(&mut state);
+        let covers_more = f(&mut state);
         drop(state);
-        self.inner.generation.fetch_add(1, Ordering::Release);
+        if covers_more {
+            self.inner.generation.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
@@ -261,7 +294,7 @@ impl fmt::Debug for Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn facts<'a>(
         provider: &'a ProviderId,
@@ -277,6 +310,44 @@ mod tests {
             sub,
             iat,
         }
+    }
+
+    #[test]
+    fn only_a_change_that_refuses_more_tokens_bumps_the_generation() {
+        let r = Revocations::new();
+        let p = ProviderId::new("acme", "idp");
+        r.revoke_jti("j1", 2_000);
+        r.revoke_subject("acme", "alice", 1_000, 5_000);
+        r.revoke_kid(&p, "k1", Some(3_000));
+        let g = r.generation();
+        // Again, or longer: nothing newly refused, the verified-token cache stays.
+        r.revoke_jti("j1", 9_000);
+        r.revoke_subject("acme", "alice", 900, 9_000);
+        r.revoke_kid(&p, "k1", Some(2_000));
+        r.prune(UNIX_EPOCH + Duration::from_secs(1_500));
+        assert_eq!(r.generation(), g);
+        // The pruner runs every minute: dropping the expired entries alone must not flush.
+        r.prune(UNIX_EPOCH + Duration::from_secs(1_000_000));
+        assert_eq!(r.generation(), g);
+        assert!(r.is_empty());
+        // Anything that refuses more does.
+        r.revoke_jti("j2", 2_000_000);
+        assert!(r.generation() > g);
+        let g = r.generation();
+        r.revoke_subject("acme", "bob", 1_000, 2_000_000);
+        let g2 = r.generation();
+        assert!(g2 > g);
+        r.revoke_subject("acme", "bob", 1_500, 2_000_000);
+        assert!(r.generation() > g2, "a later cut-off covers more tokens");
+        // A kid kept for good stays kept for good.
+        r.revoke_kid(&p, "k2", None);
+        r.revoke_kid(&p, "k2", Some(5));
+        r.prune(UNIX_EPOCH + Duration::from_secs(3_000_000));
+        assert!(
+            r.list()
+                .iter()
+                .any(|x| matches!(x, Revocation::Kid { kid, until: None, .. } if kid == "k2"))
+        );
     }
 
     #[test]
