@@ -11,6 +11,8 @@
 //!   can go; replicas load it at start and at every resync and prune what expired.
 //! - `{p}:keysets` is a hash of the last good key set of each provider (signed), for warm
 //!   starts; `{p}:lease:<tenant>/<provider>` who is fetching that provider's keys right now.
+//! - `{p}:reseeded` counts the times a replica wrote back revocations Redis had lost (see
+//!   below); replicas watch it and then load the shared revocations again.
 //!
 //! Each replica tails the log from the last entry it applied. It drops (and counts) entries
 //! whose MAC does not verify and entries whose sequence number it has already applied
@@ -19,6 +21,13 @@
 //! continue from the log's end. While Redis is unreachable the replica keeps verifying with
 //! what it holds, reports itself degraded and reconnects with backoff; coming back, it resumes
 //! from its position, so it catches up on everything it missed or resyncs if it cannot.
+//!
+//! When Redis lost its data, every replica that notices the new epoch writes the revocations
+//! it holds back into the shared set. A replica that resynced into the new epoch before
+//! another wrote its own back would never see those (they are not on the log), so a write-back
+//! that added anything bumps `{p}:reseeded`, and every replica checks that counter every
+//! [`BLOCK`] and loads the shared revocations again when it moved. It reads the counter before
+//! the set, so a write-back is never both missed in the set and already counted.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,7 +60,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Settings of the Redis bus.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisSettings {
     /// `redis://` or `rediss://` URL.
@@ -68,6 +77,33 @@ pub struct RedisSettings {
     pub fetch_lease: Duration,
     /// Connect and response timeout of every command but the blocking tail read.
     pub timeout: Duration,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("keys", &self.keys)
+            .field("max_log_len", &self.max_log_len)
+            .field("max_revocations", &self.max_revocations)
+            .field("fetch_lease", &self.fetch_lease)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `url` without its password, for logs and `Debug`.
+#[must_use]
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
 }
 
 impl RedisSettings {
@@ -93,6 +129,7 @@ struct Names {
     revocations: String,
     keysets: String,
     lease: String,
+    reseeded: String,
 }
 
 impl Names {
@@ -105,6 +142,7 @@ impl Names {
             revocations: key("revocations"),
             keysets: key("keysets"),
             lease: key("lease:"),
+            reseeded: key("reseeded"),
         }
     }
 }
@@ -155,6 +193,8 @@ struct Position {
     id: String,
     /// Whether the position came from the log (false before the first sync).
     known: bool,
+    /// The `{p}:reseeded` counter when the shared revocations were last loaded.
+    reseeded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +275,7 @@ impl RedisBus {
                 seq: 0,
                 id: "0-0".to_owned(),
                 known: false,
+                reseeded: 0,
             }),
             up: AtomicBool::new(false),
             down_since: Mutex::new(Some(Instant::now())),
@@ -424,9 +465,11 @@ impl RedisBus {
     ) -> redis::RedisResult<()> {
         let before = self.position();
         let epoch = self.epoch(conn).await?;
-        let (seq, last): (Option<u64>, Value) = redis::pipe()
+        // The write-back counter is read before the revocations: see the module docs.
+        let (seq, reseeded, last): (Option<u64>, Option<u64>, Value) = redis::pipe()
             .atomic()
             .get(&self.names.seq)
+            .get(&self.names.reseeded)
             .cmd("XREVRANGE")
             .arg(&self.names.log)
             .arg("+")
@@ -452,17 +495,10 @@ impl RedisBus {
             .await?;
 
         let keys = &self.settings.keys;
-        let mut state = SharedState::default();
-        for m in &members {
-            match SignedEntry::from_json(m).and_then(|e| wire::decode(keys, &e)) {
-                Ok(Envelope {
-                    event: Event::Revoke(r),
-                    ..
-                }) => state.revocations.push(r),
-                Ok(_) => self.reject("state"),
-                Err(e) => self.reject(e.reason()),
-            }
-        }
+        let mut state = SharedState {
+            revocations: self.decode_revocations(&members),
+            key_sets: Vec::new(),
+        };
         for (_, s) in &sets {
             match SignedEntry::from_json(s).and_then(|e| wire::decode(keys, &e)) {
                 Ok(Envelope {
@@ -490,10 +526,13 @@ impl RedisBus {
         } else {
             node.resync(state);
         }
+        let mut reseeded = reseeded.unwrap_or(0);
         if epoch_changed {
             // Redis lost its data: give it back the revocations this replica still holds, so
             // replicas that start later load them too.
-            self.reseed(conn, node.revocations(), &epoch).await?;
+            reseeded = self
+                .reseed(conn, node.revocations(), &epoch, reseeded)
+                .await?;
         }
         let cursor = {
             let mut pos = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
@@ -502,6 +541,7 @@ impl RedisBus {
                 seq: seq.unwrap_or(0),
                 id: last_id,
                 known: true,
+                reseeded,
             };
             cursor_of(&pos)
         };
@@ -512,12 +552,17 @@ impl RedisBus {
         Ok(())
     }
 
+    /// Writes `revocations` back into the shared set. If that added any, bumps the write-back
+    /// counter so that replicas already in this epoch load them. Returns the counter value
+    /// this replica has now seen everything up to: `seen`, or the bumped value when nobody
+    /// else bumped it meanwhile.
     async fn reseed(
         &self,
         conn: &mut MultiplexedConnection,
         revocations: Vec<Revocation>,
         epoch: &str,
-    ) -> redis::RedisResult<()> {
+        seen: u64,
+    ) -> redis::RedisResult<u64> {
         let now = unix_now();
         let mut pipe = redis::pipe();
         let mut n = 0usize;
@@ -536,19 +581,82 @@ impl RedisBus {
                 "reseed",
                 UNIX_EPOCH,
             );
-            pipe.zadd(&self.names.revocations, entry.to_json(), score(expiry))
-                .ignore();
+            pipe.zadd(&self.names.revocations, entry.to_json(), score(expiry));
             n += 1;
         }
-        if n > 0 {
-            pipe.query_async::<()>(conn).await?;
-            tracing::warn!(
-                epoch,
-                revocations = n,
-                "restored revocations to a log that lost its data"
-            );
+        if n == 0 {
+            return Ok(seen);
         }
+        let added: Vec<u64> = pipe.query_async(conn).await?;
+        let added: u64 = added.iter().sum();
+        tracing::warn!(
+            epoch,
+            revocations = n,
+            added,
+            "restored revocations to a log that lost its data"
+        );
+        if added == 0 {
+            return Ok(seen);
+        }
+        let bumped: u64 = redis::cmd("INCR")
+            .arg(&self.names.reseeded)
+            .query_async(conn)
+            .await?;
+        Ok(if bumped == seen + 1 { bumped } else { seen })
+    }
+
+    /// Loads the shared revocations again if another replica wrote some back since this one
+    /// last loaded them.
+    async fn reload_if_reseeded(
+        &self,
+        conn: &mut MultiplexedConnection,
+        node: &dyn Apply,
+    ) -> redis::RedisResult<()> {
+        let current: Option<u64> = redis::cmd("GET")
+            .arg(&self.names.reseeded)
+            .query_async(conn)
+            .await?;
+        let current = current.unwrap_or(0);
+        if current == self.position().reseeded {
+            return Ok(());
+        }
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.names.revocations)
+            .arg(unix_now())
+            .arg("+inf")
+            .query_async(conn)
+            .await?;
+        let state = SharedState {
+            revocations: self.decode_revocations(&members),
+            key_sets: Vec::new(),
+        };
+        tracing::info!(
+            revocations = state.revocations.len(),
+            "another replica restored revocations; loading them"
+        );
+        // Revocations only grow until they expire: adding them again is always safe.
+        node.load(state);
+        self.pos
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reseeded = current;
         Ok(())
+    }
+
+    /// The revocations among signed shared-state members; anything else is dropped and counted.
+    fn decode_revocations(&self, members: &[String]) -> Vec<Revocation> {
+        let mut out = Vec::new();
+        for m in members {
+            match SignedEntry::from_json(m).and_then(|e| wire::decode(&self.settings.keys, &e)) {
+                Ok(Envelope {
+                    event: Event::Revoke(r),
+                    ..
+                }) => out.push(r),
+                Ok(_) => self.reject("state"),
+                Err(e) => self.reject(e.reason()),
+            }
+        }
+        out
     }
 
     fn reject(&self, reason: &'static str) {
@@ -671,7 +779,12 @@ impl RedisBus {
             let _ = r.send(());
         }
         let mut last_prune = Instant::now() - PRUNE_EVERY;
+        let mut last_reseed_check = Instant::now();
         loop {
+            if last_reseed_check.elapsed() >= BLOCK {
+                self.reload_if_reseeded(&mut conn, node).await?;
+                last_reseed_check = Instant::now();
+            }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 let _: () = redis::cmd("ZREMRANGEBYSCORE")
                     .arg(&self.names.revocations)
@@ -1066,6 +1179,23 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_redis_password() {
+        let keys = MacKeys::new(vec![wire::MacKey::new("k1", &[7; 32])]).unwrap();
+        let settings = RedisSettings::new(
+            "redis://user:hunter2-secret@10.0.0.5:6379/0".into(),
+            "kg".into(),
+            keys,
+        );
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("REDACTED") && shown.contains("10.0.0.5"),
+            "{shown}"
+        );
+        assert_eq!(redacted_url("not a url"), "<unparsable URL>");
+    }
+
+    #[test]
     fn every_key_shares_one_hash_tag() {
         let n = Names::new("kg");
         for k in [
@@ -1075,6 +1205,7 @@ mod tests {
             &n.revocations,
             &n.keysets,
             &n.lease,
+            &n.reseeded,
         ] {
             assert!(k.starts_with("{kg}:"), "{k}");
         }
