@@ -29,6 +29,21 @@
 //!   one at a time. So a flood of random `kid`s cannot starve a real rotation: the new `kid`
 //!   verifies within `unknown_kid_refill` of its first refusal, even if no request happens to
 //!   arrive when the token is back.
+//! - **`Retry-After`.** When the IdP answered a failed refresh with `Retry-After`, no request
+//!   goes to it before that time, forced refetches included: a `kid` missing meanwhile is
+//!   refused as if the bucket were empty (not remembered as missing), and the deferred refetch
+//!   waits for the end of the quiet period. Only an explicit [`Verifier::refresh`] (an
+//!   operator's call) or a flush overrides it.
+//!
+//! # Failures
+//!
+//! A failed refresh keeps the cached keys and schedules the next attempt after a jittered,
+//! growing backoff (and any `Retry-After`). The background refresher makes those attempts
+//! whether or not anything is cached, so a provider whose first fetch failed recovers on its
+//! own once the IdP is back, without waiting for traffic (a load balancer sends none to a
+//! replica that is not ready).
+//!
+//! [`Verifier::refresh`]: crate::Verifier::refresh
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,6 +105,9 @@ struct State {
     consecutive_failures: u32,
     /// No refresh before this, except forced and explicit ones.
     next_attempt_at: SystemTime,
+    /// The IdP's `Retry-After`: no request before this, forced ones included. Cleared by the
+    /// IdP's next good answer and by a flush.
+    quiet_until: Option<SystemTime>,
     discovered: Option<Url>,
 }
 
@@ -150,6 +168,7 @@ impl Refresher {
                 last_failure: None,
                 consecutive_failures: 0,
                 next_attempt_at: now,
+                quiet_until: None,
                 discovered: None,
             }),
             background_started: AtomicBool::new(false),
@@ -169,10 +188,16 @@ impl Refresher {
             s.last_failure = None;
             s.consecutive_failures = 0;
             s.next_attempt_at = now;
+            s.quiet_until = None;
         }
         lock(&self.negative).clear();
         lock(&self.bucket).deferred = None;
         self.reschedule.notify_one();
+    }
+
+    /// Until when the IdP asked not to be called (`Retry-After`), if that is still ahead.
+    fn quiet_until(&self, now: SystemTime) -> Option<SystemTime> {
+        lock(&self.state).quiet_until.filter(|&until| now < until)
     }
 
     fn is_negative(&self, kid: &str, now: SystemTime) -> bool {
@@ -287,19 +312,22 @@ impl Provider {
         // then a second, begun after, is needed to settle the question.
         let mut inconclusive = None;
         for _ in 0..2 {
+            let now = self.clock.now();
+            // Read before taking the in-flight lock: the state lock is never held under it.
+            let quiet = self.refresher.quiet_until(now);
             let refresh = {
                 let mut inflight = lock(&self.refresher.inflight);
                 match running(&inflight) {
+                    // Joining costs the IdP nothing, even while it asked for quiet.
                     Some(running) => running,
                     None => {
-                        let now = self.clock.now();
                         let mut bucket = lock(&self.refresher.bucket);
-                        if bucket.try_take(now) {
+                        if quiet.is_none() && bucket.try_take(now) {
                             drop(bucket);
                             self.start(&mut inflight)
                         } else {
                             if missing_kid.is_some() {
-                                self.defer(&mut bucket, now);
+                                self.defer(&mut bucket, now, quiet);
                             }
                             return inconclusive;
                         }
@@ -345,13 +373,14 @@ impl Provider {
         }
     }
 
-    /// Schedules the deferred refetch for when the next token is due, unless one is scheduled.
-    fn defer(&self, bucket: &mut Bucket, now: SystemTime) {
+    /// Schedules the deferred refetch for when the next token is due (and the IdP's quiet
+    /// period, if any, is over), unless one is scheduled.
+    fn defer(&self, bucket: &mut Bucket, now: SystemTime, quiet: Option<SystemTime>) {
         if bucket.deferred.is_some() {
             return;
         }
         if let Some(due) = bucket.next_token_at(now) {
-            bucket.deferred = Some(due);
+            bucket.deferred = Some(quiet.map_or(due, |until| due.max(until)));
             tracing::debug!(provider = %self.id, "forced-refetch budget spent; one refetch deferred");
             self.refresher.reschedule.notify_one();
         }
@@ -473,7 +502,10 @@ impl Provider {
         if self.snapshot.load().is_none() && state.last_failure.is_none() {
             return None;
         }
-        Some(state.next_attempt_at)
+        // Never before the end of a `Retry-After`, even for a set adopted meanwhile.
+        Some(state.quiet_until.map_or(state.next_attempt_at, |quiet| {
+            quiet.max(state.next_attempt_at)
+        }))
     }
 
     /// The refresh the background refresher runs now: the scheduled one or the deferred
@@ -483,6 +515,7 @@ impl Provider {
         if self.scheduled_at().is_some_and(|at| at <= now) {
             return Some(self.refresh());
         }
+        let quiet = self.refresher.quiet_until(now);
         let mut inflight = lock(&self.refresher.inflight);
         if running(&inflight).is_some() {
             // Started after the deferral (starting one clears it), so it does its job.
@@ -490,6 +523,11 @@ impl Provider {
         }
         let mut bucket = lock(&self.refresher.bucket);
         if bucket.deferred.is_none_or(|due| due > now) {
+            return None;
+        }
+        if let Some(until) = quiet {
+            // Asked for quiet after the refetch was deferred: it waits for the end of it.
+            bucket.deferred = Some(until);
             return None;
         }
         if bucket.try_take(now) {
@@ -521,6 +559,9 @@ impl Provider {
             }
             Err((err, retry_after)) => {
                 self.record_failure(&err, retry_after);
+                // Nothing may be cached (a first fetch that failed) and so no refresher
+                // running yet: start it, so the next attempt does not wait for traffic.
+                self.ensure_background();
                 Err(err)
             }
         }
@@ -583,6 +624,9 @@ impl Provider {
                 .min(MAX_FAILURE_BACKOFF);
             let backoff = ceiling.mul_f64(fastrand::f64()).max(MIN_REFRESH_INTERVAL);
             state.next_attempt_at = now + backoff.max(retry_after.unwrap_or_default());
+            if let Some(wait) = retry_after {
+                state.quiet_until = Some(now + wait);
+            }
         }
         tracing::warn!(
             provider = %self.id,
@@ -643,6 +687,10 @@ impl Provider {
         let expires = fetched_at + candidate.freshness.ttl();
         state.last_failure = None;
         state.consecutive_failures = 0;
+        if candidate.fetch_seq.is_some() {
+            // The IdP answered again. (A peer's set says nothing about our own requests.)
+            state.quiet_until = None;
+        }
         let ahead = cache.refresh_ahead + cache.refresh_jitter.mul_f64(fastrand::f64());
         let target = expires.checked_sub(ahead).unwrap_or(now);
         let ttl = expires.duration_since(now).unwrap_or_default();

@@ -562,13 +562,13 @@ async fn application_events_reach_subscribers_on_every_replica_in_order_and_resu
     for i in 0..5 {
         ids.push(publish(i.to_string()).await);
     }
-    for i in 0..5 {
+    for (i, want) in ids.iter().enumerate() {
         let next = tokio::time::timeout(Duration::from_secs(20), live.next())
             .await
             .unwrap()
             .unwrap();
         let (key, id) = key_of(next);
-        assert_eq!((key, id), (i.to_string(), ids[i].clone()));
+        assert_eq!((key, &id), (i.to_string(), want));
     }
     // A subscriber resuming after the second event gets exactly the three after it.
     let after = ids[1].parse().unwrap();

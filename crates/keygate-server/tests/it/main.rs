@@ -4,6 +4,7 @@ mod apikey_cli;
 mod cluster;
 mod dev_issuer;
 mod events;
+mod faults;
 mod harness;
 mod jwks_url;
 mod nginx;

@@ -4,6 +4,7 @@ mod alloc;
 mod budget;
 mod cache;
 mod exchange;
+mod faults;
 mod fetch;
 mod memidp;
 mod verify;

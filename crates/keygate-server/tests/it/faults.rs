@@ -1,0 +1,729 @@
+//! Faults around the sidecar: an identity provider down at start, and Redis slowed, killed,
+//! wiped or cut off from one replica while verifications and admin calls go on; a replica
+//! killed with SIGKILL in the middle of admin calls.
+//!
+//! The invariants checked every time: a valid token is never refused while its key is cached,
+//! the hot path never waits for Redis, an admin call answers 200 only for an entry that is in
+//! Redis (and 503 otherwise), and once Redis is back every revocation that got a 200 is
+//! enforced by every replica, with nothing applied that was not published. Figures quoted by
+//! the reliability report are printed on lines starting with `FIGURE` (`--nocapture`).
+
+use std::future::Future;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use keygate_server::bus::{BusState, BusStatus};
+use keygate_test_support::redis::command_at;
+use keygate_test_support::{RedisServer, StubIdp, StubResponse, TcpProxy, TestKey};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::temp_file;
+use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+
+const SECRET: &str = "a cluster secret of at least thirty-two bytes";
+
+fn key() -> &'static TestKey {
+    TestKey::shared_p256("faults-k1")
+}
+
+/// The `[cluster]` section of a replica on `url`.
+fn cluster_toml(url: &str, prefix: &str) -> String {
+    format!(
+        "\n[cluster]\nbackend = \"redis\"\nredis_url = \"{url}\"\nprefix = \"{prefix}\"\n\
+         fetch_lease = \"3s\"\ntimeout = \"1s\"\n\n[[cluster.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n"
+    )
+}
+
+fn prefix() -> String {
+    format!("kgf{:08x}", fastrand::u32(..))
+}
+
+/// A replica on `url`, once its bus is synced and it is ready.
+async fn replica(idp: &StubIdp, url: &str, prefix: &str) -> TestServer {
+    let toml = format!("{}{}", config_for(idp, ""), cluster_toml(url, prefix));
+    let server = TestServer::start(&toml).await;
+    eventually("the replica is synced and ready", || async {
+        bus(&server).state == BusState::Ok
+            && server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
+    })
+    .await;
+    server
+}
+
+/// Polls `check` until it holds; fails the test after 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn bus(server: &TestServer) -> BusStatus {
+    server.shared.bus.status()
+}
+
+fn count(pairs: &[(&'static str, u64)], reason: &str) -> u64 {
+    pairs
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| *n)
+}
+
+async fn status_of(server: &TestServer, token: &str) -> StatusCode {
+    server.verify("", Some(token), &[]).await.status()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn fresh_jti() -> String {
+    format!("faults-{:016x}", fastrand::u64(..))
+}
+
+/// A valid token carrying `jti`.
+fn token_with_jti(idp: &StubIdp, jti: &str) -> String {
+    token_for(idp, key(), |c| {
+        c.insert("jti".into(), json!(jti));
+    })
+}
+
+/// One revocation by `jti` and what its caller saw: the status, or `None` when the request
+/// itself failed (connection refused or closed).
+#[derive(Debug, Clone)]
+struct Revoked {
+    jti: String,
+    replica: usize,
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+/// Sends `POST /admin/v1/revocations` for a fresh `jti`.
+async fn revoke_at(client: &reqwest::Client, admin: &str, replica: usize) -> Revoked {
+    let jti = fresh_jti();
+    let body = json!({ "jti": jti, "exp": now() + 3600 }).to_string();
+    let sent = client
+        .post(format!("{admin}/admin/v1/revocations"))
+        .bearer_auth(ADMIN_SECRET)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let (status, error) = match sent {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            (Some(status), body["error"].as_str().map(str::to_owned))
+        }
+        Err(_) => (None, None),
+    };
+    Revoked {
+        jti,
+        replica,
+        status,
+        error,
+    }
+}
+
+/// Background load while a fault is injected: verifications of never-revoked tokens and
+/// revocations of fresh `jti`s, round robin over the replicas, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    verifier: tokio::task::JoinHandle<Traffic>,
+    revoker: tokio::task::JoinHandle<Vec<Revoked>>,
+}
+
+#[derive(Debug, Default)]
+struct Traffic {
+    requests: u64,
+    refused: Vec<(usize, u16)>,
+    latencies: Vec<Duration>,
+}
+
+impl Traffic {
+    fn max(&self) -> Duration {
+        self.latencies.iter().copied().max().unwrap_or_default()
+    }
+
+    fn p99(&self) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted
+            .get(sorted.len() * 99 / 100)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl Load {
+    fn start(replicas: &[&TestServer], tokens: Vec<String>, revoke_every: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let verify_urls: Vec<String> = replicas
+            .iter()
+            .map(|r| format!("{}/verify", r.verify))
+            .collect();
+        let admin_urls: Vec<String> = replicas.iter().map(|r| r.admin.clone()).collect();
+        let verifier = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            let client = client();
+            async move {
+                let mut traffic = Traffic::default();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Acquire) {
+                    let replica = i % verify_urls.len();
+                    let token = &tokens[i % tokens.len()];
+                    i += 1;
+                    let started = Instant::now();
+                    let resp = client
+                        .get(&verify_urls[replica])
+                        .bearer_auth(token)
+                        .send()
+                        .await
+                        .unwrap();
+                    traffic.latencies.push(started.elapsed());
+                    traffic.requests += 1;
+                    if resp.status() != StatusCode::OK {
+                        traffic.refused.push((replica, resp.status().as_u16()));
+                    }
+                }
+                traffic
+            }
+        });
+        let revoker = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            let client = client();
+            async move {
+                let mut done = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Acquire) {
+                    let replica = i % admin_urls.len();
+                    i += 1;
+                    done.push(revoke_at(&client, &admin_urls[replica], replica).await);
+                    tokio::time::sleep(revoke_every).await;
+                }
+                done
+            }
+        });
+        Load {
+            stop,
+            verifier,
+            revoker,
+        }
+    }
+
+    async fn finish(self) -> (Traffic, Vec<Revoked>) {
+        self.stop.store(true, Ordering::Release);
+        (self.verifier.await.unwrap(), self.revoker.await.unwrap())
+    }
+}
+
+/// Checks every revocation outcome: a call answered 200 or 503 `bus_unavailable` and
+/// nothing else; once the bus is back everywhere, each 200 is enforced by every replica, and
+/// each 503 at least by the replica that took it. Returns (200s, 503s).
+async fn check_revocations(
+    idp: &StubIdp,
+    replicas: &[&TestServer],
+    outcomes: &[Revoked],
+) -> (usize, usize) {
+    for r in replicas {
+        eventually("the bus is delivering again", || async {
+            bus(r).state == BusState::Ok
+        })
+        .await;
+    }
+    let (mut ok, mut unavailable) = (0, 0);
+    for o in outcomes {
+        let token = token_with_jti(idp, &o.jti);
+        match (o.status, o.error.as_deref()) {
+            (Some(200), _) => {
+                ok += 1;
+                for (i, r) in replicas.iter().enumerate() {
+                    eventually(&format!("replica {i} enforces {}", o.jti), || async {
+                        status_of(r, &token).await == StatusCode::UNAUTHORIZED
+                    })
+                    .await;
+                }
+            }
+            (Some(503), Some("bus_unavailable")) => {
+                unavailable += 1;
+                assert_eq!(
+                    status_of(replicas[o.replica], &token).await,
+                    StatusCode::UNAUTHORIZED,
+                    "a 503 revocation is still applied where it was made"
+                );
+            }
+            other => panic!("revocation answered {other:?}: {o:?}"),
+        }
+    }
+    (ok, unavailable)
+}
+
+/// No replica dropped a forged entry (there were none) or applied one: every never-revoked
+/// token still verifies everywhere.
+async fn nothing_forged(replicas: &[&TestServer], tokens: &[String]) {
+    for r in replicas {
+        let s = bus(r);
+        assert_eq!(
+            s.rejected.iter().map(|(_, n)| n).sum::<u64>(),
+            0,
+            "{:?}",
+            s.rejected
+        );
+        for t in tokens {
+            assert_eq!(status_of(r, t).await, StatusCode::OK);
+        }
+    }
+}
+
+fn log_text(redis: &RedisServer, prefix: &str) -> String {
+    redis.command(&["XRANGE", &format!("{{{prefix}}}:log"), "-", "+"])
+}
+
+fn revocation_set_text(redis: &RedisServer, prefix: &str) -> String {
+    redis.command(&[
+        "ZRANGEBYSCORE",
+        &format!("{{{prefix}}}:revocations"),
+        "-inf",
+        "+inf",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_down_at_start_gives_503_and_not_ready_then_recovers_without_traffic() {
+    let idp = idp_with(&[key()]).await;
+    idp.set_response("/jwks", StubResponse::status(503));
+    let server = TestServer::start(&config_for(&idp, "")).await;
+    // The warm-up's refresh: three attempts.
+    eventually("the warm-up gave up", || async {
+        server.admin("GET", "/readyz", None, None).await.1["not_ready"][0]["last_error"]
+            == "http_status"
+    })
+    .await;
+    let token = token_for(&idp, key(), |_| {});
+    let resp = server.verify("", Some(&token), &[]).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["x-auth-reason"], "keys_unavailable");
+    let (code, ready) = server.admin("GET", "/readyz", None, None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["not_ready"][0]["state"], "empty");
+
+    // A burst of 50 verifications while the IdP is down: all 503, none waits for a retry
+    // cycle of its own, and the IdP sees retry cycles, not one fetch per request.
+    let before = idp.requests("/jwks");
+    for _ in 0..50 {
+        let resp = server.verify("", Some(&token), &[]).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let burst = idp.requests("/jwks") - before;
+    assert!(burst <= 3, "{burst} IdP requests for a burst of 50");
+
+    // The IdP comes back. Nothing calls /verify (a load balancer sends no traffic to a replica
+    // that is not ready): the replica must become ready on its own.
+    idp.clear_responses("/jwks");
+    let back = Instant::now();
+    eventually("ready without traffic", || async {
+        server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
+    })
+    .await;
+    let recovered = back.elapsed();
+    assert_eq!(
+        server.verify("", Some(&token), &[]).await.status(),
+        StatusCode::OK
+    );
+    let total = idp.requests("/jwks");
+    // Warm-up (3) plus a few jittered retry cycles (ceilings 2, 4, 8 s) of three attempts.
+    assert!(total <= 15, "{total} IdP requests");
+    println!(
+        "FIGURE sidecar_idp_down_at_start: /verify 503 keys_unavailable, /readyz 503; a burst of \
+         50 verifications cost {burst} IdP requests; ready {recovered:?} after the IdP came \
+         back with no traffic; {total} IdP requests in all"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_slowed_by_debug_sleep_stalls_no_verification_and_loses_no_revocation() {
+    let redis = RedisServer::start();
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let a = replica(&idp, &redis.url(), &p).await;
+    let b = replica(&idp, &redis.url(), &p).await;
+    let c = replica(&idp, &redis.url(), &p).await;
+    let replicas = [&a, &b, &c];
+    let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
+    for r in replicas {
+        for t in &tokens {
+            assert_eq!(status_of(r, t).await, StatusCode::OK);
+        }
+    }
+
+    let load = Load::start(&replicas, tokens.clone(), Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Redis stops answering for 2 s, twice (longer than the bus's 1 s command timeout).
+    let addr = redis.addr();
+    for _ in 0..2 {
+        let slept = tokio::task::spawn_blocking(move || command_at(addr, &["DEBUG", "SLEEP", "2"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(slept, "OK");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (traffic, outcomes) = load.finish().await;
+
+    assert!(traffic.refused.is_empty(), "refused: {:?}", traffic.refused);
+    // If the hot path waited for Redis, some verification would take the 2 s of the sleep.
+    assert!(
+        traffic.max() < Duration::from_millis(500),
+        "slowest verification {:?}",
+        traffic.max()
+    );
+    let (ok, unavailable) = check_revocations(&idp, &replicas, &outcomes).await;
+    assert!(ok > 0, "{outcomes:?}");
+    // Every 200 is in the log and in the shared set; a 503 may have gone out anyway (Redis ran
+    // the append after the caller's timeout), never the other way round.
+    let (log, set) = (log_text(&redis, &p), revocation_set_text(&redis, &p));
+    let mut late = 0;
+    for o in &outcomes {
+        if o.status == Some(200) {
+            assert!(log.contains(&o.jti) && set.contains(&o.jti), "{o:?}");
+        } else if log.contains(&o.jti) {
+            late += 1;
+        }
+    }
+    nothing_forged(&replicas, &tokens).await;
+    println!(
+        "FIGURE redis_debug_sleep: 2 x DEBUG SLEEP 2; {} verifications, 0 refused, p99 {:?}, max \
+         {:?}; {} revocations: {ok} x 200 (all enforced on 3 replicas), {unavailable} x 503 \
+         bus_unavailable ({late} of them in the log anyway)",
+        traffic.requests,
+        traffic.p99(),
+        traffic.max(),
+        outcomes.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_empty_under_load_loses_no_acknowledged_revocation() {
+    let mut redis = RedisServer::start();
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let a = replica(&idp, &redis.url(), &p).await;
+    let b = replica(&idp, &redis.url(), &p).await;
+    let c = replica(&idp, &redis.url(), &p).await;
+    let replicas = [&a, &b, &c];
+    let epoch = bus(&a).epoch;
+    let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
+
+    let load = Load::start(&replicas, tokens.clone(), Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.start_again();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (traffic, outcomes) = load.finish().await;
+
+    assert!(traffic.refused.is_empty(), "refused: {:?}", traffic.refused);
+    assert!(
+        traffic.max() < Duration::from_millis(500),
+        "{:?}",
+        traffic.max()
+    );
+    for r in replicas {
+        eventually("the new epoch is applied", || async {
+            let s = bus(r);
+            s.state == BusState::Ok && s.epoch != epoch && count(&s.resyncs, "epoch") >= 1
+        })
+        .await;
+    }
+    let (ok, unavailable) = check_revocations(&idp, &replicas, &outcomes).await;
+    assert!(unavailable > 0, "the outage was seen: {outcomes:?}");
+    // The replicas gave the empty Redis back what they held: a replica that starts now loads
+    // every acknowledged revocation.
+    let newcomer = replica(&idp, &redis.url(), &p).await;
+    for o in outcomes.iter().filter(|o| o.status == Some(200)) {
+        let token = token_with_jti(&idp, &o.jti);
+        assert_eq!(
+            status_of(&newcomer, &token).await,
+            StatusCode::UNAUTHORIZED,
+            "{o:?}"
+        );
+    }
+    nothing_forged(&[&a, &b, &c, &newcomer], &tokens).await;
+    println!(
+        "FIGURE redis_restart_empty: 1.5 s down, restarted empty; {} verifications, 0 refused, \
+         max {:?}; {} revocations: {ok} x 200 (enforced on 3 replicas and a newcomer), \
+         {unavailable} x 503 bus_unavailable",
+        traffic.requests,
+        traffic.max(),
+        outcomes.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_partitioned_from_redis_degrades_alone_and_converges_after() {
+    let redis = RedisServer::start();
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let a = replica(&idp, &redis.url(), &p).await;
+    let b = replica(&idp, &redis.url(), &p).await;
+    let proxy = TcpProxy::start(redis.addr()).await;
+    let cut = replica(&idp, &format!("redis://{}/", proxy.addr()), &p).await;
+    let replicas = [&a, &b, &cut];
+    let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
+
+    let load = Load::start(&replicas, tokens.clone(), Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    eventually("the cut-off replica is degraded", || async {
+        bus(&cut).state == BusState::Degraded
+    })
+    .await;
+    // Degraded, it is still ready (it verifies with what it holds); the others are untouched.
+    let (code, ready) = cut.admin("GET", "/readyz", None, None).await;
+    assert_eq!((code, &ready["bus"]), (StatusCode::OK, &json!("degraded")));
+    for r in [&a, &b] {
+        let (code, ready) = r.admin("GET", "/readyz", None, None).await;
+        assert_eq!((code, &ready["bus"]), (StatusCode::OK, &json!("ok")));
+        assert_eq!(bus(r).state, BusState::Ok);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (traffic, outcomes) = load.finish().await;
+
+    assert!(traffic.refused.is_empty(), "refused: {:?}", traffic.refused);
+    // Only the cut-off replica refused admin calls.
+    let unavailable_elsewhere = outcomes
+        .iter()
+        .filter(|o| o.replica != 2 && o.status != Some(200))
+        .count();
+    assert_eq!(unavailable_elsewhere, 0, "{outcomes:?}");
+    let (ok, unavailable) = check_revocations(&idp, &replicas, &outcomes).await;
+    assert!(unavailable > 0, "the cut was seen: {outcomes:?}");
+    eventually("positions agree", || async {
+        bus(&cut).last_seq == bus(&a).last_seq && bus(&b).last_seq == bus(&a).last_seq
+    })
+    .await;
+    nothing_forged(&replicas, &tokens).await;
+    println!(
+        "FIGURE partition: one replica of 3 cut off for ~1.3 s: it alone degraded (ready, \
+         bus degraded), {} verifications, 0 refused; {} revocations: {ok} x 200 enforced \
+         everywhere after restore, {unavailable} x 503 all on the cut-off replica",
+        traffic.requests,
+        outcomes.len()
+    );
+}
+
+/// Regression: a revocation only one replica held (the others had not read it yet, or were
+/// cut off) was written back into the wiped Redis by that replica, but replicas that had
+/// already resynced into the new epoch never learned it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_one_replica_held_reaches_the_others_after_redis_lost_it() {
+    let mut redis = RedisServer::start();
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let to_a = TcpProxy::start(redis.addr()).await;
+    let to_b = TcpProxy::start(redis.addr()).await;
+    let a = replica(&idp, &format!("redis://{}/", to_a.addr()), &p).await;
+    let b = replica(&idp, &format!("redis://{}/", to_b.addr()), &p).await;
+    let epoch = bus(&a).epoch;
+    let token = token_for(&idp, key(), |_| {});
+
+    // b is cut off when a takes a revocation: only a holds it.
+    to_b.cut();
+    eventually("b degraded", || async {
+        bus(&b).state == BusState::Degraded
+    })
+    .await;
+    let jti = {
+        let payload = token.split('.').nth(1).unwrap();
+        let bytes = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(payload).unwrap();
+        let claims: Value = serde_json::from_slice(&bytes).unwrap();
+        claims["jti"].as_str().unwrap().to_owned()
+    };
+    let (code, body) = a
+        .admin(
+            "POST",
+            "/admin/v1/revocations",
+            Some(ADMIN_SECRET),
+            Some(&json!({ "jti": jti, "exp": now() + 3600 }).to_string()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Then a is cut off too, and Redis restarts empty.
+    to_a.cut();
+    eventually("a degraded", || async {
+        bus(&a).state == BusState::Degraded
+    })
+    .await;
+    redis.start_again();
+    // b comes back first and resyncs into the new epoch, knowing nothing of the revocation.
+    to_b.restore();
+    eventually("b in the new epoch", || async {
+        let s = bus(&b);
+        s.state == BusState::Ok && s.epoch != epoch
+    })
+    .await;
+    assert_eq!(status_of(&b, &token).await, StatusCode::OK);
+    // a comes back, resyncs and gives Redis its revocations back; b must learn them too.
+    to_a.restore();
+    eventually("a in the new epoch", || async {
+        let s = bus(&a);
+        s.state == BusState::Ok && s.epoch != epoch
+    })
+    .await;
+    eventually("b enforces the revocation only a held", || async {
+        status_of(&b, &token).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(status_of(&a, &token).await, StatusCode::UNAUTHORIZED);
+    let newcomer = replica(&idp, &redis.url(), &p).await;
+    assert_eq!(status_of(&newcomer, &token).await, StatusCode::UNAUTHORIZED);
+}
+
+/// A `keygate serve` process with the Redis bus, killed with SIGKILL when dropped.
+struct Process {
+    child: Child,
+    admin: String,
+}
+
+impl Process {
+    fn start(config: &str) -> Process {
+        let path = temp_file("keygate.toml", config);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("KEYGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end, so the process never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let line = loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains("listening") => break line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("keygate did not start:\n{}", seen.join("\n")),
+            }
+        };
+        let admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .unwrap_or_else(|| panic!("no admin address in {line}"))
+            .to_owned();
+        Process {
+            child,
+            admin: format!("http://{admin}"),
+        }
+    }
+
+    /// SIGKILL, and reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_admin_call_never_acknowledged_a_revocation_redis_lacks() {
+    const ROUNDS: usize = 20;
+    const CALLERS: usize = 4;
+    let redis = RedisServer::start();
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let config = format!("{}{}", config_for(&idp, ""), cluster_toml(&redis.url(), &p));
+    let client = client();
+    let (mut acknowledged, mut failed) = (Vec::new(), 0usize);
+    for round in 0..ROUNDS {
+        let mut process = Process::start(&config);
+        // Callers revoke one fresh jti after another until the process is gone.
+        let stop = Arc::new(AtomicBool::new(false));
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (client, admin, stop) = (client.clone(), process.admin.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut done = Vec::new();
+                    while !stop.load(Ordering::Acquire) {
+                        let outcome = revoke_at(&client, &admin, 0).await;
+                        let gone = outcome.status.is_none();
+                        done.push(outcome);
+                        if gone {
+                            break;
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        // Kill at a different point each round: before the first answer, or among many.
+        let delay = Duration::from_millis(fastrand::u64(0..=300) + 20 * (round as u64 % 3));
+        tokio::time::sleep(delay).await;
+        process.kill();
+        stop.store(true, Ordering::Release);
+        let mut outcomes = Vec::new();
+        for c in callers {
+            outcomes.extend(c.await.unwrap());
+        }
+        let (log, set) = (log_text(&redis, &p), revocation_set_text(&redis, &p));
+        for o in outcomes {
+            match o.status {
+                Some(200) => {
+                    assert!(log.contains(&o.jti), "acknowledged, not in the log: {o:?}");
+                    assert!(set.contains(&o.jti), "acknowledged, not in the set: {o:?}");
+                    acknowledged.push(o.jti);
+                }
+                None | Some(503) => failed += 1,
+                Some(other) => panic!("revocation answered {other}: {o:?}"),
+            }
+        }
+    }
+    assert!(!acknowledged.is_empty() && failed > 0, "{failed}");
+    // A replica that starts now enforces every acknowledged revocation.
+    let fresh = replica(&idp, &redis.url(), &p).await;
+    for jti in &acknowledged {
+        let token = token_with_jti(&idp, jti);
+        assert_eq!(status_of(&fresh, &token).await, StatusCode::UNAUTHORIZED);
+    }
+    println!(
+        "FIGURE sigkill: {ROUNDS} keygate processes killed with SIGKILL during {CALLERS} \
+         concurrent revocation loops; {} x 200 (every one in the log and the shared set, and \
+         enforced by a replica started afterwards), {failed} x connection error or 503",
+        acknowledged.len()
+    );
+}
