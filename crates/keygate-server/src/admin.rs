@@ -12,21 +12,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use keygate::{ProviderId, ProviderStatus, RefreshError, Revocation};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::apikey::{ApiKey, Scope};
+use crate::apikey::{ApiKey, Denied, Scope};
 use crate::bus::{BusError, Event};
 use crate::metrics::{self, Scrape};
 use crate::serve::Shared;
@@ -110,7 +110,9 @@ struct BearerKey;
 
 impl utoipa::Modify for BearerKey {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::Header;
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, schema};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
@@ -121,6 +123,34 @@ impl utoipa::Modify for BearerKey {
                     .build(),
             ),
         );
+        // Every route that takes a key can answer 429 (see `authorize`); said once here
+        // rather than on each handler.
+        let too_many = ResponseBuilder::new()
+            .description(
+                "Too many wrong API keys from this address; every key is refused for \
+                 `Retry-After` seconds",
+            )
+            .header(
+                "Retry-After",
+                Header::new(schema::Object::with_type(schema::Type::Integer)),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    operation
+                        .responses
+                        .responses
+                        .insert("429".to_owned(), too_many.clone().into());
+                }
+            }
+        }
     }
 }
 
@@ -358,7 +388,7 @@ pub struct RevocationList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `unauthorized`, `forbidden`, `bad_request`, `not_found`,
-    /// `bus_unavailable`, `refresh_failed`, `conflict`.
+    /// `bus_unavailable`, `refresh_failed`, `conflict`, `too_many_requests`.
     pub error: &'static str,
     /// A human-readable description.
     pub message: String,
@@ -397,6 +427,12 @@ pub enum ApiError {
     },
     /// The operation does not apply (a static key set cannot be refreshed): 409.
     Conflict(String),
+    /// The client's address presented too many wrong API keys recently: 429 with
+    /// `Retry-After`, whatever key it presents now.
+    TooManyRequests {
+        /// How long the lockout lasts.
+        retry_after: Duration,
+    },
 }
 
 impl ApiError {
@@ -416,6 +452,7 @@ impl ApiError {
             ApiError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RefreshFailed { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -423,6 +460,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Whole seconds, rounded up: a client retrying on the dot is not refused again.
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
         let (error, message, field, reason) = match self {
             ApiError::Unauthorized(m) => ("unauthorized", m.to_owned(), None, None),
             ApiError::Forbidden(scope) => (
@@ -446,6 +490,15 @@ impl IntoResponse for ApiError {
                 ("refresh_failed", message, None, Some(reason))
             }
             ApiError::Conflict(m) => ("conflict", m, None, None),
+            ApiError::TooManyRequests { .. } => (
+                "too_many_requests",
+                format!(
+                    "too many wrong API keys from this address; retry in {} s",
+                    retry_after.unwrap_or(1)
+                ),
+                None,
+                None,
+            ),
         };
         let mut response = json_response(
             status,
@@ -456,6 +509,11 @@ impl IntoResponse for ApiError {
                 reason,
             },
         );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -484,6 +542,10 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
 }
 
 /// Checks the request's API key and scope; logs failures as audit events.
+///
+/// An address that presented too many wrong keys recently gets 429 for every call that
+/// needs a key, before its key is looked at (see [`crate::apikey::KeyRing::authenticate_from`]).
+/// Neither the audit events nor the answers ever contain the presented key.
 pub(crate) async fn authorize(
     app: &Shared,
     peer: SocketAddr,
@@ -491,6 +553,21 @@ pub(crate) async fn authorize(
     scope: Scope,
     action: &'static str,
 ) -> Result<Arc<ApiKey>, ApiError> {
+    let rate_limited = |retry_after: Duration| {
+        tracing::info!(
+            target: "keygate::audit",
+            %peer,
+            action,
+            outcome = "denied",
+            why = "address locked out after too many wrong API keys",
+            retry_after_seconds = retry_after.as_secs(),
+        );
+        app.metrics.observe_admin(action, 429);
+        ApiError::TooManyRequests { retry_after }
+    };
+    if let Some(retry_after) = app.keys.lockout(peer.ip()) {
+        return Err(rate_limited(retry_after));
+    }
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -505,10 +582,26 @@ pub(crate) async fn authorize(
             "an API key is required: Authorization: Bearer <key>",
         ));
     };
-    let Some(key) = app.keys.authenticate(presented).await else {
-        tracing::warn!(target: "keygate::audit", %peer, action, outcome = "denied", why = "unknown API key");
-        app.metrics.observe_admin(action, 401);
-        return Err(ApiError::Unauthorized("unknown API key"));
+    let key = match app.keys.authenticate_from(peer.ip(), presented).await {
+        Ok(key) => key,
+        Err(Denied::TooManyFailures { retry_after }) => return Err(rate_limited(retry_after)),
+        Err(Denied::UnknownKey { locked_out }) => {
+            tracing::warn!(target: "keygate::audit", %peer, action, outcome = "denied", why = "unknown API key");
+            if locked_out {
+                let limit = app.keys.failure_limit();
+                tracing::warn!(
+                    target: "keygate::audit",
+                    %peer,
+                    action,
+                    outcome = "locked_out",
+                    why = "too many wrong API keys",
+                    max_failures = limit.max_failures,
+                    window_seconds = limit.window.as_secs_f64(),
+                );
+            }
+            app.metrics.observe_admin(action, 401);
+            return Err(ApiError::Unauthorized("unknown API key"));
+        }
     };
     if !key.allows(scope) {
         tracing::warn!(target: "keygate::audit", %peer, key = %key.id, action, outcome = "denied", why = "missing scope", scope = %scope);
@@ -1123,6 +1216,15 @@ mod tests {
         );
         assert!(doc["paths"]["/admin/v1/revocations"]["post"]["requestBody"].is_object());
         assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+        // Every route that takes a key documents the lockout.
+        let too_many = &doc["paths"]["/admin/v1/status"]["get"]["responses"]["429"];
+        assert!(too_many["headers"]["Retry-After"].is_object(), "{too_many}");
+        assert!(
+            doc["paths"]["/admin/v1/events"]["post"]["responses"]["429"].is_object()
+                && doc["paths"]["/admin/v1/providers/{tenant}/{provider}/flush"]["post"]
+                    ["responses"]["429"]
+                    .is_object()
+        );
         assert!(doc["components"]["schemas"]["RevocationRequest"].is_object());
     }
 }

@@ -11,19 +11,31 @@
 //! under attack: known secrets and recently refused ones are remembered by their SHA-256
 //! digest, and the PBKDF2 work that remains runs on the blocking pool, one check at a time,
 //! so a flood of wrong keys occupies at most one core.
+//!
+//! On top of that, [`KeyRing::authenticate_from`] counts failures per client address (see
+//! `apikey/limit.rs` and [`FailureLimit`]): an address that presents too many wrong secrets
+//! is refused for a while, before any hashing and whatever it presents.
+
+mod limit;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::pbkdf2::{self, PBKDF2_HMAC_SHA256};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use base64_simd::URL_SAFE_NO_PAD;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use limit::{Client, Limiter};
+pub use limit::{DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES, FailureLimit, MAX_TRACKED_CLIENTS};
 
 /// The PBKDF2 iteration count of new hashes.
 pub const DEFAULT_ITERATIONS: u32 = 100_000;
@@ -112,12 +124,30 @@ pub struct ApiKey {
     pub scopes: Vec<Scope>,
 }
 
-/// The configured admin keys, and the caches that keep checking them cheap.
+/// The configured admin keys, the caches that keep checking them cheap, and the per-address
+/// failure counts that lock out brute force.
 ///
-/// Cloning is cheap and clones share the caches.
+/// Cloning is cheap and clones share the caches and counts.
 #[derive(Clone)]
 pub struct KeyRing {
     inner: Arc<RingInner>,
+}
+
+/// Why [`KeyRing::authenticate_from`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denied {
+    /// The secret is no key's. `locked_out` is set when this failure was the one that locked
+    /// the client's address out.
+    UnknownKey {
+        /// Whether this failure locked the address out.
+        locked_out: bool,
+    },
+    /// The client's address failed too often recently; nothing it presented was checked.
+    TooManyFailures {
+        /// How long the lockout lasts from now.
+        retry_after: Duration,
+    },
 }
 
 /// Hashes `secret` with a fresh random salt and [`DEFAULT_ITERATIONS`].
@@ -295,9 +325,16 @@ impl fmt::Debug for ApiKey {
 }
 
 impl KeyRing {
-    /// A ring of `keys`. With no keys, every secret is refused.
+    /// A ring of `keys` with the default [`FailureLimit`]. With no keys, every secret is
+    /// refused.
     #[must_use]
     pub fn new(keys: Vec<ApiKey>) -> Self {
+        KeyRing::with_failure_limit(keys, FailureLimit::default())
+    }
+
+    /// A ring of `keys` that locks out an address after `limit` failures.
+    #[must_use]
+    pub fn with_failure_limit(keys: Vec<ApiKey>, limit: FailureLimit) -> Self {
         KeyRing {
             inner: Arc::new(RingInner {
                 keys: keys.into_iter().map(Arc::new).collect(),
@@ -305,8 +342,67 @@ impl KeyRing {
                 refused: Mutex::new(HashSet::new()),
                 pbkdf2: Semaphore::new(1),
                 pbkdf2_checks: AtomicU64::new(0),
+                limiter: Limiter::new(limit),
             }),
         }
+    }
+
+    /// The failure limit in force.
+    #[must_use]
+    pub fn failure_limit(&self) -> FailureLimit {
+        self.inner.limiter.limit()
+    }
+
+    /// How long `client` remains locked out for too many failures, if it is.
+    #[must_use]
+    pub fn lockout(&self, client: IpAddr) -> Option<Duration> {
+        self.inner
+            .limiter
+            .lockout(Client::of(client), Instant::now())
+    }
+
+    /// The key whose secret is `presented`, for a request from `client`, counting a wrong
+    /// secret against the client's address.
+    ///
+    /// A locked-out address is refused before anything is looked up or hashed, whether or
+    /// not the secret is right (so the lockout neither burns CPU nor tells a right guess
+    /// from a wrong one). The lock is checked again once this request's turn at PBKDF2 comes,
+    /// so concurrent guesses from one address cannot all slip in before the first ones fail.
+    ///
+    /// # Errors
+    /// [`Denied::TooManyFailures`] while the address is locked out, [`Denied::UnknownKey`]
+    /// for a secret that is no key's.
+    pub async fn authenticate_from(
+        &self,
+        client: IpAddr,
+        presented: &str,
+    ) -> Result<Arc<ApiKey>, Denied> {
+        let client = Client::of(client);
+        let limiter = &self.inner.limiter;
+        let locked = || {
+            limiter
+                .lockout(client, Instant::now())
+                .map(|retry_after| Denied::TooManyFailures { retry_after })
+        };
+        if let Some(denied) = locked() {
+            return Err(denied);
+        }
+        // Held until the failure is counted, so the next request of this address that gets
+        // the permit sees the count this one leaves.
+        let _permit;
+        let found = match self.cheap_answer(presented) {
+            Some(answer) => answer,
+            None => {
+                _permit = self.inner.pbkdf2.acquire().await.ok();
+                if let Some(denied) = locked() {
+                    return Err(denied);
+                }
+                self.check(presented).await
+            }
+        };
+        found.ok_or_else(|| Denied::UnknownKey {
+            locked_out: limiter.fail(client, Instant::now()),
+        })
     }
 
     /// Whether the ring holds no key.
@@ -323,21 +419,36 @@ impl KeyRing {
 
     /// The key whose secret is `presented`, if any.
     ///
+    /// Counts nothing against any client: the admin API uses
+    /// [`authenticate_from`](Self::authenticate_from).
+    ///
     /// A secret seen before is answered from memory by its SHA-256 digest. Otherwise every
     /// key's hash is checked (all of them, so the time taken does not tell which key came
     /// close), on the blocking pool and one secret at a time.
     pub async fn authenticate(&self, presented: &str) -> Option<Arc<ApiKey>> {
-        if presented.is_empty() || presented.len() > MAX_SECRET_BYTES || self.is_empty() {
-            return None;
-        }
-        let fingerprint = fingerprint(presented.as_bytes());
-        if let Some(answer) = self.inner.remembered(&fingerprint) {
+        if let Some(answer) = self.cheap_answer(presented) {
             return answer;
         }
         // Only one PBKDF2 check at a time: a flood of wrong secrets then costs one core at
         // most, and the other requests wait here rather than pile onto the blocking pool.
         let _permit = self.inner.pbkdf2.acquire().await.ok()?;
-        // Whoever held the permit may have just checked this very secret.
+        self.check(presented).await
+    }
+
+    /// The answer for `presented` when it needs no hashing: a secret that cannot be a key's,
+    /// or one remembered from before.
+    fn cheap_answer(&self, presented: &str) -> Option<Option<Arc<ApiKey>>> {
+        if presented.is_empty() || presented.len() > MAX_SECRET_BYTES || self.is_empty() {
+            return Some(None);
+        }
+        self.inner.remembered(&fingerprint(presented.as_bytes()))
+    }
+
+    /// Runs PBKDF2 for `presented` against every key and remembers the answer. The caller
+    /// holds the PBKDF2 permit.
+    async fn check(&self, presented: &str) -> Option<Arc<ApiKey>> {
+        let fingerprint = fingerprint(presented.as_bytes());
+        // Whoever held the permit before may have just checked this very secret.
         if let Some(answer) = self.inner.remembered(&fingerprint) {
             return answer;
         }
@@ -383,6 +494,8 @@ struct RingInner {
     pbkdf2: Semaphore,
     /// How many secrets went through PBKDF2, for the tests of the caches.
     pbkdf2_checks: AtomicU64,
+    /// Failures per client address.
+    limiter: Limiter,
 }
 
 impl RingInner {
@@ -758,6 +871,93 @@ mod tests {
             assert!(task.await.unwrap());
         }
         assert_eq!(checks(&ring), 1);
+    }
+
+    fn limited(keys: Vec<ApiKey>, max_failures: u32) -> KeyRing {
+        let limit = FailureLimit::new(max_failures, Duration::from_secs(600)).unwrap();
+        KeyRing::with_failure_limit(keys, limit)
+    }
+
+    const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 66));
+    const OPERATOR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+
+    #[tokio::test]
+    async fn a_locked_out_address_is_refused_even_the_right_key_and_hashes_nothing() {
+        let ring = limited(vec![key("ops", "kg_ops-secret", &Scope::ALL)], 3);
+        for (n, locks) in [(1, false), (2, false), (3, true)] {
+            assert_eq!(
+                ring.authenticate_from(ATTACKER, &format!("kg_guess-{n}"))
+                    .await
+                    .unwrap_err(),
+                Denied::UnknownKey { locked_out: locks }
+            );
+        }
+        assert_eq!(checks(&ring), 3);
+        for secret in ["kg_ops-secret", "kg_guess-4", "", &"x".repeat(2000)] {
+            let denied = ring.authenticate_from(ATTACKER, secret).await.unwrap_err();
+            assert!(
+                matches!(denied, Denied::TooManyFailures { retry_after } if retry_after > Duration::from_secs(590)),
+                "{denied:?}"
+            );
+        }
+        assert_eq!(
+            checks(&ring),
+            3,
+            "nothing is hashed for a locked-out address"
+        );
+        assert!(ring.lockout(ATTACKER).is_some());
+        // Another address is not affected, and the right key still works from it.
+        assert!(ring.lockout(OPERATOR).is_none());
+        let key = ring
+            .authenticate_from(OPERATOR, "kg_ops-secret")
+            .await
+            .unwrap();
+        assert_eq!(key.id, "ops");
+    }
+
+    #[tokio::test]
+    async fn a_success_does_not_reset_the_failure_count() {
+        let ring = limited(vec![key("ops", "kg_ops-secret", &Scope::ALL)], 3);
+        for (secret, ok) in [
+            ("kg_ops-secret", true),
+            ("kg_guess-1", false),
+            ("kg_ops-secret", true),
+            ("kg_guess-2", false),
+            ("kg_ops-secret", true),
+            ("kg_guess-1", false),
+        ] {
+            assert_eq!(ring.authenticate_from(ATTACKER, secret).await.is_ok(), ok);
+        }
+        assert!(ring.lockout(ATTACKER).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_guesses_from_one_address_stop_at_the_limit() {
+        let ring = limited(vec![key("ops", "kg_ops-secret", &Scope::ALL)], 3);
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let ring = ring.clone();
+                tokio::spawn(async move {
+                    ring.authenticate_from(ATTACKER, &format!("kg_guess-{n}"))
+                        .await
+                        .unwrap_err()
+                })
+            })
+            .collect();
+        let mut unknown = 0;
+        let mut limited = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Denied::UnknownKey { .. } => unknown += 1,
+                Denied::TooManyFailures { .. } => limited += 1,
+            }
+        }
+        assert_eq!((unknown, limited), (3, 5));
+        assert_eq!(
+            checks(&ring),
+            3,
+            "PBKDF2 ran only for the guesses before the lockout"
+        );
     }
 
     #[test]

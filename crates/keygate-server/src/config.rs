@@ -21,7 +21,7 @@ use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, TtlPolicy};
 use serde::Deserialize;
 use url::Url;
 
-use crate::apikey::{ApiKey, KeyHash, Scope};
+use crate::apikey::{ApiKey, FailureLimit, KeyHash, Scope};
 use crate::bus::redis::RedisSettings;
 use crate::bus::wire::{MacKey, MacKeys};
 
@@ -134,6 +134,9 @@ pub struct ProviderSpec {
 pub struct AdminConfig {
     /// The API keys; with none, every admin call is refused.
     pub keys: Vec<ApiKey>,
+    /// `max_failures` wrong API keys from one address within `failure_window` lock that
+    /// address out of the admin API for `failure_window` (429). Default 10 per 60 s.
+    pub failure_limit: FailureLimit,
 }
 
 /// `[revocations]`.
@@ -573,6 +576,8 @@ struct FileProvider {
 struct FileAdmin {
     #[serde(default)]
     keys: Vec<FileApiKey>,
+    max_failures: Option<u32>,
+    failure_window: Option<FileDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1047,9 +1052,28 @@ impl FileAdmin {
                 scopes,
             });
         }
-        Ok(AdminConfig { keys })
+        let d = FailureLimit::default();
+        let max_failures = self.max_failures.unwrap_or(d.max_failures);
+        let window = self.failure_window.map_or(d.window, |w| w.0);
+        FailureLimit::new(max_failures, d.window)
+            .map_err(|problem| ConfigError::new("admin.max_failures", problem))?;
+        if window > MAX_FAILURE_WINDOW {
+            return Err(ConfigError::new(
+                "admin.failure_window",
+                "must be at most 1d: a longer lockout would shut operators out too",
+            ));
+        }
+        let failure_limit = FailureLimit::new(max_failures, window)
+            .map_err(|problem| ConfigError::new("admin.failure_window", problem))?;
+        Ok(AdminConfig {
+            keys,
+            failure_limit,
+        })
     }
 }
+
+/// The longest `admin.failure_window`.
+const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// The environment variable that overrides the hash of admin key `id`:
 /// `KEYGATE_ADMIN_KEY_<ID>_HASH`, with the id upper-cased and `-` and `.` turned into `_`.
@@ -1230,6 +1254,28 @@ mod tests {
         assert!(err.problem.contains("line 2"), "{err}");
         let err = parse("[[providers]\n").unwrap_err();
         assert!(err.problem.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn admin_failure_limit_defaults_parses_and_names_the_key() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.admin.failure_limit, FailureLimit::default());
+        let c = parse(&format!(
+            "{MINIMAL}\n[admin]\nmax_failures = 3\nfailure_window = \"2s\""
+        ))
+        .unwrap();
+        assert_eq!(
+            c.admin.failure_limit,
+            FailureLimit::new(3, Duration::from_secs(2)).unwrap()
+        );
+        for (text, key) in [
+            ("max_failures = 0", "admin.max_failures"),
+            ("failure_window = 0", "admin.failure_window"),
+            ("failure_window = \"2d\"", "admin.failure_window"),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n[admin]\n{text}")).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
     }
 
     #[test]

@@ -382,7 +382,10 @@ impl Server {
             revocations,
             bus,
             metrics: Metrics::new(),
-            keys: KeyRing::new(config.admin.keys.clone()),
+            keys: KeyRing::with_failure_limit(
+                config.admin.keys.clone(),
+                config.admin.failure_limit,
+            ),
             claim_headers,
             tenants,
             tenant_header: config.server.tenant_header.clone(),

@@ -24,7 +24,35 @@ pub const DEFAULT_MAX_KEYS: usize = 100;
 /// A parsed JSON Web Key Set, ready to verify signatures.
 pub struct KeySet {
     keys: Vec<Key>,
-    skipped: usize,
+    skipped: Vec<SkippedKey>,
+}
+
+/// Why an entry of a key set was skipped rather than kept as a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// Not a JWK keygate can read: not an object, a member of the wrong type, a missing
+    /// member, or key material that is not base64url.
+    Malformed,
+    /// A key type or curve keygate never verifies with: `oct` (RFC 8725 section 2.1), P-521,
+    /// X25519, unknown types.
+    UnsupportedKeyType,
+    /// The entry's `alg` is not one keygate verifies (HS256, RSA-OAEP, ...) or belongs to
+    /// another key type.
+    UnsupportedAlgorithm,
+    /// An RSA modulus over [`MAX_RSA_BITS`]: verifying under it would let a key set make
+    /// every verification expensive.
+    RsaTooLarge,
+    /// Key material of the right shape that is not a valid key (a point off the curve, a
+    /// coordinate of the wrong length, an empty exponent).
+    InvalidKey,
+}
+
+/// An entry of a key set that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    kid: Option<Arc<str>>,
+    reason: SkipReason,
 }
 
 /// One entry of a key set.
@@ -61,24 +89,33 @@ impl KeySet {
         allowed: &[Algorithm],
         max_keys: usize,
     ) -> Result<Self, JwksError> {
-        let set: wire::JwkSet<'_> =
-            serde_json::from_slice(document).map_err(|_| JwksError::NotAJwkSet)?;
-        if set.keys.len() > max_keys {
-            return Err(JwksError::TooManyKeys(max_keys));
-        }
-        let mut keys = Vec::with_capacity(set.keys.len());
-        let mut skipped = 0;
-        for raw in set.keys {
-            let parsed = serde_json::from_str::<wire::Jwk<'_>>(raw.get())
-                .ok()
-                .and_then(|jwk| Key::from_wire(&jwk, allowed));
-            match parsed {
-                Some(key) => keys.push(key),
-                None => skipped += 1,
+        let too_many = std::cell::Cell::new(false);
+        let Some(entries) = wire::entries(document, max_keys, &too_many) else {
+            return Err(if too_many.get() {
+                JwksError::TooManyKeys(max_keys)
+            } else {
+                JwksError::NotAJwkSet
+            });
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for raw in entries {
+            match serde_json::from_str::<wire::Jwk<'_>>(raw.get()) {
+                Err(_) => skipped.push(SkippedKey {
+                    kid: None,
+                    reason: SkipReason::Malformed,
+                }),
+                Ok(jwk) => match Key::from_wire(&jwk, allowed) {
+                    Ok(key) => keys.push(key),
+                    Err(reason) => skipped.push(SkippedKey {
+                        kid: jwk.kid.as_deref().map(Arc::from),
+                        reason,
+                    }),
+                },
             }
         }
-        if skipped > 0 {
-            tracing::debug!(skipped, "skipped unusable JWK entries");
+        for entry in &skipped {
+            tracing::debug!(kid = ?entry.kid, reason = entry.reason.as_str(), "skipped a JWK entry");
         }
         Ok(KeySet { keys, skipped })
     }
@@ -95,7 +132,13 @@ impl KeySet {
     /// The number of entries skipped as broken or unsupported.
     #[must_use]
     pub fn skipped(&self) -> usize {
-        self.skipped
+        self.skipped.len()
+    }
+
+    /// The entries skipped as broken or unsupported, in document order, with the reason.
+    #[must_use]
+    pub fn skipped_keys(&self) -> &[SkippedKey] {
+        &self.skipped
     }
 
     /// The `kid`s of the keys in the set, in document order.
@@ -153,19 +196,56 @@ impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeySet")
             .field("kids", &self.kids().collect::<Vec<_>>())
-            .field("skipped", &self.skipped)
+            .field("skipped", &self.skipped.len())
             .finish()
     }
 }
 
+impl SkipReason {
+    /// A stable code: `malformed`, `unsupported_key_type`, `unsupported_alg`,
+    /// `rsa_too_large`, `invalid_key`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Malformed => "malformed",
+            SkipReason::UnsupportedKeyType => "unsupported_key_type",
+            SkipReason::UnsupportedAlgorithm => "unsupported_alg",
+            SkipReason::RsaTooLarge => "rsa_too_large",
+            SkipReason::InvalidKey => "invalid_key",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl SkippedKey {
+    /// The entry's `kid`, when it had a readable one.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Why it was skipped.
+    #[must_use]
+    pub fn reason(&self) -> SkipReason {
+        self.reason
+    }
+}
+
 impl Key {
-    fn from_wire(jwk: &wire::Jwk<'_>, allowed: &[Algorithm]) -> Option<Key> {
+    fn from_wire(jwk: &wire::Jwk<'_>, allowed: &[Algorithm]) -> Result<Key, SkipReason> {
         let alg = match jwk.alg.as_deref() {
             None => None,
             // RFC 9864 fully-specified name for Ed25519 signatures.
             Some("Ed25519") => Some(Algorithm::EdDSA),
             // An `alg` we do not verify (HS256, RSA-OAEP, ...) makes the entry unusable.
-            Some(other) => Some(Algorithm::from_header(other)?),
+            Some(other) => {
+                Some(Algorithm::from_header(other).ok_or(SkipReason::UnsupportedAlgorithm)?)
+            }
         };
         let for_signing = jwk.use_.as_deref().is_none_or(|u| u == "sig")
             && jwk
@@ -175,11 +255,14 @@ impl Key {
         // For RSA, `material` is n followed by e and `split` is the length of n.
         let (family, material, weak, split) = match (jwk.kty.as_ref(), jwk.crv.as_deref()) {
             ("RSA", _) => {
-                let n = strip_leading_zeros(decode(jwk.n.as_deref()?)?);
-                let e = strip_leading_zeros(decode(jwk.e.as_deref()?)?);
+                let n = strip_leading_zeros(decode(jwk.n.as_deref())?);
+                let e = strip_leading_zeros(decode(jwk.e.as_deref())?);
                 let bits = bit_len(&n);
-                if bits > MAX_RSA_BITS || e.is_empty() {
-                    return None;
+                if bits > MAX_RSA_BITS {
+                    return Err(SkipReason::RsaTooLarge);
+                }
+                if e.is_empty() {
+                    return Err(SkipReason::InvalidKey);
                 }
                 let split = n.len();
                 let mut material = n;
@@ -192,10 +275,10 @@ impl Key {
                 } else {
                     (KeyFamily::P384, 48)
                 };
-                let x = decode(jwk.x.as_deref()?)?;
-                let y = decode(jwk.y.as_deref()?)?;
+                let x = decode(jwk.x.as_deref())?;
+                let y = decode(jwk.y.as_deref())?;
                 if x.len() != len || y.len() != len {
-                    return None;
+                    return Err(SkipReason::InvalidKey);
                 }
                 let mut point = Vec::with_capacity(1 + 2 * len);
                 point.push(0x04);
@@ -204,17 +287,17 @@ impl Key {
                 (family, point, false, 0)
             }
             ("OKP", Some("Ed25519")) => {
-                let x = decode(jwk.x.as_deref()?)?;
+                let x = decode(jwk.x.as_deref())?;
                 if x.len() != 32 {
-                    return None;
+                    return Err(SkipReason::InvalidKey);
                 }
                 (KeyFamily::Ed25519, x, false, 0)
             }
             // `oct` (never a verification key), other curves, unknown types.
-            _ => return None,
+            _ => return Err(SkipReason::UnsupportedKeyType),
         };
         if alg.is_some_and(|a| a.family() != family) {
-            return None;
+            return Err(SkipReason::UnsupportedAlgorithm);
         }
         let mut parsed: [Option<ParsedPublicKey>; Algorithm::ALL.len()] = Default::default();
         if for_signing && !weak {
@@ -222,10 +305,11 @@ impl Key {
                 if candidate.family() != family || alg.is_some_and(|a| a != candidate) {
                     continue;
                 }
-                parsed[candidate.index()] = Some(build(candidate, &material, split)?);
+                parsed[candidate.index()] =
+                    Some(build(candidate, &material, split).ok_or(SkipReason::InvalidKey)?);
             }
         }
-        Some(Key {
+        Ok(Key {
             kid: jwk.kid.as_deref().map(Arc::from),
             family,
             alg,
@@ -292,8 +376,10 @@ fn build(alg: Algorithm, material: &[u8], split: usize) -> Option<ParsedPublicKe
         .ok()
 }
 
-fn decode(s: &str) -> Option<Vec<u8>> {
-    base64_simd::URL_SAFE_NO_PAD.decode_to_vec(s).ok()
+/// A base64url key member; absent or undecodable is [`SkipReason::Malformed`].
+fn decode(s: Option<&str>) -> Result<Vec<u8>, SkipReason> {
+    s.and_then(|s| base64_simd::URL_SAFE_NO_PAD.decode_to_vec(s).ok())
+        .ok_or(SkipReason::Malformed)
 }
 
 fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
@@ -344,6 +430,22 @@ mod tests {
         let set = KeySet::parse(doc, &Algorithm::ALL, 10).unwrap();
         assert_eq!(set.skipped(), 6);
         assert_eq!(set.usable(), 0);
+        let reasons: Vec<(Option<&str>, &str)> = set
+            .skipped_keys()
+            .iter()
+            .map(|s| (s.kid(), s.reason().as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (Some("hmac"), "unsupported_key_type"),
+                (Some("broken"), "malformed"),
+                (Some("p521"), "unsupported_key_type"),
+                (Some("x"), "unsupported_key_type"),
+                (None, "malformed"),
+                (None, "malformed"),
+            ]
+        );
     }
 
     #[test]
@@ -353,6 +455,71 @@ mod tests {
         assert_eq!(
             KeySet::parse(doc.as_bytes(), &Algorithm::ALL, 10).unwrap_err(),
             JwksError::TooManyKeys(10)
+        );
+        let doc = format!("{{\"keys\":[{}]}}", [entry; 10].join(","));
+        assert_eq!(
+            KeySet::parse(doc.as_bytes(), &Algorithm::ALL, 10)
+                .unwrap()
+                .skipped(),
+            10
+        );
+    }
+
+    #[test]
+    fn the_cap_stops_the_parse_before_the_rest_of_the_document() {
+        // Regression: every entry of the array was collected before the count was checked,
+        // so a set of N entries cost N slots however small `max_keys` was. Now the parse stops
+        // at entry `max_keys + 1`: what follows it is never looked at.
+        let doc = format!("{{\"keys\":[{}, not even json", ["{}"; 3].join(","));
+        assert_eq!(
+            KeySet::parse(doc.as_bytes(), &Algorithm::ALL, 2).unwrap_err(),
+            JwksError::TooManyKeys(2)
+        );
+        // Members other than `keys` are ignored, in any order; `keys` twice is not a set.
+        let doc = br#"{"x":[1,{"a":2}],"keys":[],"y":null}"#;
+        assert_eq!(KeySet::parse(doc, &Algorithm::ALL, 2).unwrap().skipped(), 0);
+        for doc in [
+            &br#"{"keys":[],"keys":[]}"#[..],
+            br#"{"keys":[]} x"#,
+            br#"{"keys":{}}"#,
+        ] {
+            assert_eq!(
+                KeySet::parse(doc, &Algorithm::ALL, 2).unwrap_err(),
+                JwksError::NotAJwkSet
+            );
+        }
+    }
+
+    #[test]
+    fn skipped_entries_say_why() {
+        let mut huge_n = vec![0xc5u8; MAX_RSA_BITS / 8 + 1];
+        huge_n[0] = 0x80;
+        let b32 = base64_simd::URL_SAFE_NO_PAD.encode_to_string([1u8; 32]);
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "huge", "n": base64_simd::URL_SAFE_NO_PAD.encode_to_string(&huge_n), "e": "AQAB"},
+            {"kty": "RSA", "kid": "no-e", "n": "AQAB", "e": ""},
+            {"kty": "EC", "crv": "P-256", "kid": "short", "x": "AA", "y": "AA"},
+            {"kty": "EC", "crv": "P-256", "kid": "rsa-alg", "alg": "RS256", "x": b32, "y": b32},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "enc", "alg": "ECDH-ES", "x": "AA"},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "off-curve", "alg": "EdDSA",
+             "x": base64_simd::URL_SAFE_NO_PAD.encode_to_string([0u8; 31])},
+        ]});
+        let set = KeySet::parse(doc.to_string().as_bytes(), &Algorithm::ALL, 10).unwrap();
+        let reasons: Vec<(Option<&str>, SkipReason)> = set
+            .skipped_keys()
+            .iter()
+            .map(|s| (s.kid(), s.reason()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (Some("huge"), SkipReason::RsaTooLarge),
+                (Some("no-e"), SkipReason::InvalidKey),
+                (Some("short"), SkipReason::InvalidKey),
+                (Some("rsa-alg"), SkipReason::UnsupportedAlgorithm),
+                (Some("enc"), SkipReason::UnsupportedAlgorithm),
+                (Some("off-curve"), SkipReason::InvalidKey),
+            ]
         );
     }
 }

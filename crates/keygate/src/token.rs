@@ -6,6 +6,7 @@
 //! parsed only when a caller asks for them.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 
@@ -82,8 +83,17 @@ pub(crate) struct Header<'a> {
 
 impl<'a> Header<'a> {
     /// Parses and vets the header. The order of checks fixes which reason code wins.
+    ///
+    /// Members keygate does not read are skipped, but, as for the payload, the header as a
+    /// whole must be a document a full JSON parse accepts: serde_json skips an unread member
+    /// without any depth limit, so a header member nested thousands deep would otherwise pass.
     pub(crate) fn parse(json: &'a str) -> Result<Self, VerifyError> {
         let raw: RawHeader<'a> = parse_object(json, Malformed::Header)?;
+        if needs_full_parse(json.as_bytes())
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json).is_err()
+        {
+            return Err(VerifyError::Malformed(Malformed::Header));
+        }
         let Some(Field::Str(alg)) = raw.alg else {
             return Err(VerifyError::Malformed(Malformed::Header));
         };
@@ -248,10 +258,9 @@ impl<'a, T: ObjectFields<'a>> Visitor<'a> for ObjectVisitor<T> {
 
     fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = T::default();
-        // Known members are tracked in a bit set; the other names seen so far in a short list
-        // (objects here are small, so a linear scan beats hashing).
+        // Known members are tracked in a bit set, the other names seen so far in `others`.
         let mut known_seen = 0u32;
-        let mut others: SmallVec<[Cow<'a, str>; 16]> = SmallVec::new();
+        let mut others = SeenNames::default();
         let mut duplicate = false;
         while let Some(Key(name)) = map.next_key::<Key<'a>>()? {
             let again = match T::slot(&name) {
@@ -261,13 +270,7 @@ impl<'a, T: ObjectFields<'a>> Visitor<'a> for ObjectVisitor<T> {
                     known_seen |= bit;
                     again
                 }
-                None => {
-                    let again = others.contains(&name);
-                    if !again {
-                        others.push(name.clone());
-                    }
-                    again
-                }
+                None => !others.insert(name.clone()),
             };
             if again {
                 duplicate = true;
@@ -277,6 +280,43 @@ impl<'a, T: ObjectFields<'a>> Visitor<'a> for ObjectVisitor<T> {
             out.field(&name, &mut map)?;
         }
         Ok(if duplicate { Err(Duplicate) } else { Ok(out) })
+    }
+}
+
+/// The member names of one object seen so far, to find duplicates.
+///
+/// Objects here are small, so a short list and a linear scan beat hashing; but the names are
+/// chosen by whoever sent the token, and this runs before the signature is checked, so past
+/// [`LINEAR_NAMES`] the names move into a hash set. A list alone is quadratic: a 16 KiB
+/// payload of two thousand short distinct names cost milliseconds per token, a larger
+/// `max_token_bytes` seconds. The hasher is std's randomly keyed SipHash, so colliding names
+/// cannot be precomputed either.
+#[derive(Default)]
+struct SeenNames<'a> {
+    few: SmallVec<[Cow<'a, str>; LINEAR_NAMES]>,
+    many: Option<HashSet<Cow<'a, str>>>,
+}
+
+/// How many unread member names are compared linearly before [`SeenNames`] hashes them.
+const LINEAR_NAMES: usize = 16;
+
+impl<'a> SeenNames<'a> {
+    /// Records `name`; false when it was seen before.
+    fn insert(&mut self, name: Cow<'a, str>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(name);
+        }
+        if self.few.contains(&name) {
+            return false;
+        }
+        if self.few.len() < LINEAR_NAMES {
+            self.few.push(name);
+        } else {
+            let mut many: HashSet<Cow<'a, str>> = self.few.drain(..).collect();
+            many.insert(name);
+            self.many = Some(many);
+        }
+        true
     }
 }
 
@@ -601,6 +641,57 @@ mod tests {
         assert_eq!(c.nbf, Some(NumericDate::Invalid));
         let dup = RegisteredClaims::parse(r#"{"role":"user","sub":"a","role":"admin"}"#);
         assert_eq!(dup.unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn deep_nesting_in_an_unread_header_member_is_refused() {
+        // Regression: serde_json skips an unread member without a depth limit, so this
+        // header used to parse (and the token verify) while the same nesting in the payload
+        // was refused.
+        for depth in [SAFE_DEPTH, 100, 200, 10_000] {
+            let json = format!(
+                r#"{{"alg":"RS256","x":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            let reason = header(&json).map(|_| ()).map_err(|e| e.reason());
+            if depth < 127 {
+                assert!(reason.is_ok(), "{depth}: {reason:?}");
+            } else {
+                assert_eq!(reason, Err("malformed"), "{depth}");
+            }
+        }
+        assert_eq!(
+            header(r#"{"alg":"RS256","x":"\ud800"}"#)
+                .unwrap_err()
+                .reason(),
+            "malformed",
+            "a lone surrogate fails the full parse too"
+        );
+    }
+
+    #[test]
+    fn duplicates_among_many_names_are_found_in_linear_time() {
+        // Regression: the duplicate check compared every unread name with every earlier one.
+        let names = |n: usize| (0..n).map(|i| format!(r#""c{i}":0"#)).collect::<Vec<_>>();
+        let many = format!("{{{}}}", names(50_000).join(","));
+        let started = std::time::Instant::now();
+        assert!(RegisteredClaims::parse(&many).is_ok());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        for at in [3, LINEAR_NAMES, LINEAR_NAMES + 1, 40_000] {
+            let mut list = names(50_000);
+            list.push(format!(r#""c{at}":1"#));
+            let dup = format!("{{{}}}", list.join(","));
+            assert_eq!(
+                RegisteredClaims::parse(&dup).unwrap_err().reason(),
+                "malformed",
+                "duplicate of member {at}"
+            );
+        }
     }
 
     #[test]

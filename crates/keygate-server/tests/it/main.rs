@@ -1,6 +1,7 @@
 //! keygate-server's integration tests: the real `keygate` binary, one module per area.
 
 mod apikey_cli;
+mod attacks;
 mod cluster;
 mod dev_issuer;
 mod events;

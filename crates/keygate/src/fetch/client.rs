@@ -281,6 +281,7 @@ impl Inner {
                     return Err(FetchError::TooManyRedirects(self.max_redirects));
                 }
                 redirects += 1;
+                refuse_downgrade(&url, &next)?;
                 if next.origin() != url.origin() {
                     // Credentials meant for one origin must not follow a redirect to another.
                     for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
@@ -388,6 +389,20 @@ fn redirect_target(
         .ok_or_else(|| FetchError::Transport(format!("invalid redirect location ({status})")))
 }
 
+/// A redirect may not leave TLS. The policy alone would let an `https://` key set redirect to
+/// `http://127.0.0.1:...` when plain loopback HTTP is allowed for development: whatever
+/// listens on that port of this host (another user's process, say) would then hand out the
+/// keys that the TLS-authenticated issuer was trusted for.
+fn refuse_downgrade(from: &Url, to: &Url) -> Result<(), FetchError> {
+    if from.scheme() == "https" && to.scheme() != "https" {
+        return Err(FetchError::InsecureUrl(format!(
+            "redirect from https to {}",
+            policy::redact(to)
+        )));
+    }
+    Ok(())
+}
+
 /// Turns a reqwest error into the typed variant a caller can act on.
 fn map_error(err: reqwest::Error) -> FetchError {
     if tls::is_pin_mismatch(&err) {
@@ -462,6 +477,26 @@ mod tests {
             None
         );
         assert!(redirect_target(&base, StatusCode::FOUND, &with("https://[::z]/")).is_err());
+    }
+
+    #[test]
+    fn redirects_never_leave_tls() {
+        // Regression: with `danger_allow_http_loopback`, an https key set could redirect to
+        // plain http on loopback, and the fetcher followed.
+        let url = |s: &str| Url::parse(s).unwrap();
+        let https = url("https://idp.example/jwks");
+        for to in [
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "ftp://x/",
+        ] {
+            let err = refuse_downgrade(&https, &url(to)).unwrap_err();
+            assert_eq!(err.reason(), "insecure_url", "{to}");
+        }
+        assert!(refuse_downgrade(&https, &url("https://other.example/jwks")).is_ok());
+        let plain = url("http://127.0.0.1:1/jwks");
+        assert!(refuse_downgrade(&plain, &url("http://127.0.0.1:2/jwks")).is_ok());
+        assert!(refuse_downgrade(&plain, &url("https://idp.example/jwks")).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! keygate's integration tests: one test binary, one module per area.
 
 mod alloc;
+mod attacks;
 mod budget;
 mod cache;
 mod exchange;
