@@ -480,8 +480,9 @@ impl IntoResponse for ApiError {
             ApiError::Bus(e) => (
                 "bus_unavailable",
                 format!(
-                    "{e}; the event did not go out to the other replicas (an invalidation was \
-                     applied on this replica only): retry"
+                    "{e}; the bus did not confirm the event, so other replicas may not have \
+                     it (an invalidation was applied on this replica): retry, repeating it is \
+                     harmless"
                 ),
                 None,
                 None,
@@ -980,11 +981,7 @@ const MAX_FIELD_BYTES: usize = 1024;
 /// # Errors
 /// [`ApiError::BadRequest`] with the field.
 pub fn parse_revocation(body: &[u8]) -> Result<RevocationRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("body", format!("not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad("body", "expected a JSON object"));
-    };
+    let map = json_object(body, "expected a JSON object")?;
     let kinds: Vec<&str> = ["jti", "sub", "kid"]
         .into_iter()
         .filter(|k| map.contains_key(*k))
@@ -1030,6 +1027,89 @@ pub fn parse_revocation(body: &[u8]) -> Result<RevocationRequest, ApiError> {
             until: optional_number(&map, "until")?,
         }),
     })
+}
+
+/// Parses a body that must be one JSON object whose member names are unique: with
+/// `{"jti":"a","exp":1,"jti":"b"}` the caller meant something, and last-one-wins would
+/// silently pick for them. `not_object` is the message when the body is another JSON value.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `body`, or the repeated member.
+pub(crate) fn json_object(body: &[u8], not_object: &str) -> Result<Map<String, Value>, ApiError> {
+    use std::cell::RefCell;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
+
+    /// Reads a top-level object, remembering the first repeated member name.
+    struct Unique<'a>(&'a RefCell<Option<String>>);
+
+    impl<'de> DeserializeSeed<'de> for Unique<'_> {
+        type Value = Option<Map<String, Value>>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique<'_> {
+        type Value = Option<Map<String, Value>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = Map::new();
+            while let Some(name) = access.next_key::<String>()? {
+                let value: Value = access.next_value()?;
+                if map.contains_key(&name) {
+                    *self.0.borrow_mut() = Some(name);
+                    return Err(A::Error::custom("repeated member"));
+                }
+                map.insert(name, value);
+            }
+            Ok(Some(map))
+        }
+
+        // Any other JSON value: well-formed, but not an object.
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+
+    let repeated = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = Unique(&repeated)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match (parsed, repeated.into_inner()) {
+        (_, Some(name)) => Err(ApiError::bad(&name, "appears more than once")),
+        (Ok(Some(map)), None) => Ok(map),
+        (Ok(None), None) => Err(ApiError::bad("body", not_object)),
+        (Err(e), None) => Err(ApiError::bad("body", format!("not valid JSON: {e}"))),
+    }
 }
 
 fn text(map: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
@@ -1186,6 +1266,15 @@ mod tests {
             (r#"{"tenant":"t","provider":"p"}"#, "body"),
             (r#"{"tenant":"t","kid":"k"}"#, "provider"),
             (r#"{"jti":"a","sub":"s","exp":1}"#, "sub"),
+            // A repeated member is refused, not decided by last-one-wins.
+            (r#"{"jti":"a","exp":1,"jti":"b"}"#, "jti"),
+            (
+                r#"{"tenant":"t","sub":"s","before":1,"before":2}"#,
+                "before",
+            ),
+            (r#"{"jti":"a","exp":1} trailing"#, "body"),
+            ("\"just a string\"", "body"),
+            ("", "body"),
         ];
         for (body, field) in cases {
             assert_eq!(field_of(body), field, "{body}");

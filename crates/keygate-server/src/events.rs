@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::admin::{ApiError, ErrorBody, audit, authorize, json_response};
+use crate::admin::{ApiError, ErrorBody, audit, authorize, json_object, json_response};
 use crate::apikey::Scope;
 use crate::bus::{Bus, Cursor, Delivery, Event, Subscription};
 use crate::serve::Shared;
@@ -114,14 +114,7 @@ pub struct ResyncData {
 /// member's name when it is unknown, `namespace` or `key` when that one is missing, empty,
 /// too long, not a string or has a character it may not have.
 pub fn parse_app_event(body: &[u8]) -> Result<AppEventRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("body", format!("not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad(
-            "body",
-            "expected a JSON object {\"namespace\",\"key\"}",
-        ));
-    };
+    let map = json_object(body, "expected a JSON object {\"namespace\",\"key\"}")?;
     if let Some(extra) = map
         .keys()
         .find(|k| !matches!(k.as_str(), "namespace" | "key"))
@@ -503,6 +496,7 @@ mod tests {
             (r#"{"namespace":7,"key":"k"}"#, "namespace"),
             (r#"{"namespace":"users","key":null}"#, "key"),
             (r#"{"namespace":"users","key":["k"]}"#, "key"),
+            (r#"{"namespace":"users","key":"a","key":"b"}"#, "key"),
             (r#"{"namespace":"us ers","key":"k"}"#, "namespace"),
             (r#"{"namespace":"users,admins","key":"k"}"#, "namespace"),
             (r#"{"namespace":"us\u00e9rs","key":"k"}"#, "namespace"),
