@@ -116,6 +116,10 @@ pub struct ServerConfig {
     pub tenant_header: HeaderName,
     /// This replica's name on the bus.
     pub node_id: String,
+    /// How long a client may take to send a request's headers (and how long an idle
+    /// keep-alive connection is kept waiting for the next request): slow clients cannot hold
+    /// connections open forever.
+    pub header_read_timeout: Duration,
 }
 
 /// One `[[providers]]` entry.
@@ -533,6 +537,7 @@ struct FileServer {
     max_token_bytes: Option<usize>,
     tenant_header: Option<String>,
     node_id: Option<String>,
+    header_read_timeout: Option<FileDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -722,9 +727,19 @@ impl FileServer {
                 "must be 1 to 128 characters",
             ));
         }
+        let header_read_timeout = self
+            .header_read_timeout
+            .map_or(Duration::from_secs(30), |d| d.0);
+        if header_read_timeout.is_zero() || header_read_timeout > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "server.header_read_timeout",
+                "must be between 1ms and 1h",
+            ));
+        }
         Ok(ServerConfig {
             listen,
             admin_listen,
+            header_read_timeout,
             shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
             token_cache: self.token_cache.unwrap_or(100_000),
             max_token_bytes,

@@ -298,6 +298,7 @@ pub struct Server {
     listeners: Listeners,
     dev_issuer: Option<DevIssuer>,
     grace: Duration,
+    header_timeout: Duration,
     stop: watch::Sender<bool>,
 }
 
@@ -399,6 +400,7 @@ impl Server {
             listeners,
             dev_issuer,
             grace: config.server.shutdown_grace,
+            header_timeout: config.server.header_read_timeout,
             stop: stop_tx,
         })
     }
@@ -444,6 +446,7 @@ impl Server {
             listeners,
             dev_issuer,
             grace,
+            header_timeout,
             stop: stop_tx,
         } = self;
         let stop_rx = shared.stopping.clone();
@@ -459,8 +462,7 @@ impl Server {
             let router = issuer.router();
             let done = stopped();
             servers.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(done)
+                serve_http(listener, router, false, header_timeout, done)
                     .await
                     .map_err(|source| ServeError::Serve {
                         what: "dev_issuer.listen",
@@ -471,8 +473,7 @@ impl Server {
         let done = stopped();
         let router = forward::router(Arc::clone(&shared));
         servers.spawn(async move {
-            axum::serve(listeners.verify, router)
-                .with_graceful_shutdown(done)
+            serve_http(listeners.verify, router, false, header_timeout, done)
                 .await
                 .map_err(|source| ServeError::Serve {
                     what: "server.listen",
@@ -482,16 +483,12 @@ impl Server {
         let done = stopped();
         let router = admin::router(Arc::clone(&shared));
         servers.spawn(async move {
-            axum::serve(
-                listeners.admin,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(done)
-            .await
-            .map_err(|source| ServeError::Serve {
-                what: "server.admin_listen",
-                source,
-            })
+            serve_http(listeners.admin, router, true, header_timeout, done)
+                .await
+                .map_err(|source| ServeError::Serve {
+                    what: "server.admin_listen",
+                    source,
+                })
         });
 
         let mut background = JoinSet::new();
@@ -542,6 +539,80 @@ impl Server {
         tracing::info!("keygate stopped");
         result
     }
+}
+
+/// Serves `router` on `listener` until `stopped` resolves, then waits for the open
+/// connections to finish their requests (the caller bounds that wait by `shutdown_grace`).
+///
+/// HTTP/1 with a header read timeout: `axum::serve` sets none, so a client dribbling its
+/// headers, or an idle keep-alive connection, could hold a connection open forever. With
+/// `connect_info`, handlers can extract `ConnectInfo<SocketAddr>` (the admin API keys its
+/// brute-force limit on it).
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    connect_info: bool,
+    header_timeout: Duration,
+    stopped: impl Future<Output = ()>,
+) -> io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::error!(error = %e, "accept failed; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = if connect_info {
+            router.clone().layer(axum::Extension(ConnectInfo(remote)))
+        } else {
+            router.clone()
+        };
+        let service =
+            TowerToHyperService::new(app.map_request(|r: http::Request<hyper::body::Incoming>| {
+                r.map(axum::body::Body::new)
+            }));
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Errors of one connection that `accept` reports; the listener itself is fine.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, ServeError> {

@@ -214,16 +214,57 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 
-    /// Installs a subscriber for this thread (debug and up, every target) until the guard
-    /// drops, formatted as `keygate serve` formats its logs.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// Captures what this thread logs (debug and up, every target, formatted as `keygate
+    /// serve` formats its logs) until the guard drops.
+    ///
+    /// One global subscriber routes each line to the capture of the thread that logged it.
+    /// Per-thread (scoped) subscribers would be simpler, but with tests running in parallel
+    /// `tracing`'s callsite interest cache can drop their events now and then; the global
+    /// dispatcher is always there.
+    fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(|| Routed)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+        });
+        SINK.with(|sink| *sink.borrow_mut() = Some(self.clone()));
+        CaptureGuard
+    }
+}
+
+thread_local! {
+    static SINK: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops the capture of this thread.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let _ = SINK.try_with(|sink| sink.borrow_mut().take());
+    }
+}
+
+/// The global subscriber's writer: this thread's capture, if it has one.
+struct Routed;
+
+impl Write for Routed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = SINK.try_with(|sink| {
+            if let Some(c) = sink.borrow_mut().as_mut() {
+                let _ = c.write(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -610,4 +651,58 @@ async fn hostile_admin_requests_get_4xx_and_leak_nothing() {
     for body in &bodies {
         assert_no_secrets("a response", body, &secrets);
     }
+}
+
+/// A slow-loris client dribbling its headers one byte at a time is cut off once
+/// `server.header_read_timeout` has passed, on both listeners, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dribbling_its_headers_is_cut_off_at_the_header_timeout() {
+    let idp = idp_with(&[TestKey::shared_p256("slow-loris")]).await;
+    let toml = config_for(&idp, "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"500ms\"",
+    );
+    let server = TestServer::start(&toml).await;
+    for base in [&server.verify, &server.admin] {
+        let addr = base.trim_start_matches("http://").to_owned();
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let started = Instant::now();
+        let dribble = tokio::spawn(async move {
+            write
+                .write_all(b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+            // A byte every 50 ms for up to 10 s: each one is progress, none completes a header.
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if write.write_all(b"a").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = [0u8; 512];
+        // Whatever the server says last (nothing, or a 408), it then closes the connection.
+        let closed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        dribble.abort();
+        assert!(
+            closed.is_ok(),
+            "{addr}: still open after 8 s of dribbled headers"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{addr}: cut off only after {:?}",
+            started.elapsed()
+        );
+    }
+    let (code, _) = server.admin("GET", "/healthz", None, None).await;
+    assert_eq!(code, StatusCode::OK);
 }
