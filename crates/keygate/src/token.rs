@@ -169,14 +169,46 @@ impl<'a> RegisteredClaims<'a> {
 /// The nesting depth up to which serde_json's default recursion limit (128) is surely met.
 const SAFE_DEPTH: usize = 64;
 
-/// Whether the payload has an escape sequence or nests deeper than [`SAFE_DEPTH`]: the only
-/// ways a document the skipping parser accepted could fail a full parse. One cheap pass.
+/// Whether the payload has an escape sequence, nests deeper than [`SAFE_DEPTH`], or may hold
+/// a number too large for an `f64` (`1e400`, an integer of 300-odd digits): the only ways a
+/// document the skipping parser accepted could fail a full parse, after which the verified
+/// token's claims could not be shown. Cheap passes that over-approximate.
 fn needs_full_parse(json: &[u8]) -> bool {
     // Counting every bracket, inside strings or not, over-approximates the depth.
     let opens = memchr::memchr2_iter(b'{', b'[', json)
         .take(SAFE_DEPTH + 1)
         .count();
-    opens > SAFE_DEPTH || memchr::memchr(b'\\', json).is_some()
+    opens > SAFE_DEPTH || memchr::memchr(b'\\', json).is_some() || may_overflow_f64(json)
+}
+
+/// An exponent (in JSON it always follows a digit), or a run of about 288 digits or more (the
+/// largest finite `f64` has 309 integer digits). Inside strings too: over-approximating only
+/// costs a full parse.
+fn may_overflow_f64(json: &[u8]) -> bool {
+    let exponent =
+        memchr::memchr2_iter(b'e', b'E', json).any(|i| i > 0 && json[i - 1].is_ascii_digit());
+    exponent || has_long_digit_run(json)
+}
+
+/// Whether `json` has 36 consecutive 8-byte chunks of ASCII digits (at least 288 digits in a
+/// row), eight bytes at a time.
+fn has_long_digit_run(json: &[u8]) -> bool {
+    const CHUNKS: usize = 36;
+    if json.len() < CHUNKS * 8 {
+        return false;
+    }
+    let mut run = 0;
+    for chunk in json.chunks_exact(8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default()) ^ 0x3030_3030_3030_3030;
+        // Each byte of `x` is below 10 exactly when that byte of `chunk` is an ASCII digit:
+        // adding 0x76 sets the top bit of bytes 10 and up; `| x` catches bytes already >= 0x80.
+        let all_digits = (x.wrapping_add(0x7676_7676_7676_7676) | x) & 0x8080_8080_8080_8080 == 0;
+        run = if all_digits { run + 1 } else { 0 };
+        if run == CHUNKS {
+            return true;
+        }
+    }
+    false
 }
 
 /// A string-valued member, or a member of another JSON type.
@@ -626,13 +658,10 @@ mod tests {
 
     #[test]
     fn claims_are_type_checked_and_duplicates_refused() {
-        let c = RegisteredClaims::parse(
-            r#"{"iss":"a","aud":["x","y"],"exp":1e400,"iat":-1e400,"n":{"a":1e999}}"#,
-        )
-        .unwrap();
-        // Out of f64 range: present, but not a usable NumericDate.
-        assert_eq!(c.exp, Some(NumericDate::Invalid));
-        assert_eq!(c.iat, Some(NumericDate::Invalid));
+        // Out of f64 range: the document cannot be shown as JSON values, so it is malformed
+        // (see numbers_beyond_f64_are_malformed_so_claims_are_never_hidden).
+        let c = RegisteredClaims::parse(r#"{"iss":"a","aud":["x","y"],"exp":1e400,"iat":-1e400}"#);
+        assert_eq!(c.map(|_| ()).unwrap_err().reason(), "malformed");
         let c =
             RegisteredClaims::parse(r#"{"iss":"a","aud":["x",2],"exp":1.5,"nbf":"soon"}"#).unwrap();
         assert_eq!(c.iss, Some(Field::Str("a".into())));
@@ -641,6 +670,44 @@ mod tests {
         assert_eq!(c.nbf, Some(NumericDate::Invalid));
         let dup = RegisteredClaims::parse(r#"{"role":"user","sub":"a","role":"admin"}"#);
         assert_eq!(dup.unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_malformed_so_claims_are_never_hidden() {
+        // Regression (found by the token_verify fuzz target): the skipping parser let these
+        // through, the token verified, and `VerifiedToken::claims()` then came out empty.
+        let digits = "9".repeat(401);
+        for payload in [
+            r#"{"iss":"i","x":1e400}"#.to_owned(),
+            r#"{"iss":"i","x":[1, {"y":-2.5E+999}]}"#.to_owned(),
+            format!(r#"{{"iss":"i","x":{digits}}}"#),
+        ] {
+            let reason = RegisteredClaims::parse(&payload)
+                .map(|_| ())
+                .map_err(|e| e.reason());
+            assert_eq!(reason, Err("malformed"), "{payload}");
+            assert!(
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&payload)
+                    .is_err()
+            );
+        }
+        // Numbers that fit, and strings that only look like exponents, still parse.
+        for payload in [
+            r#"{"iss":"i","x":1e300,"y":12345678901234567890123,"exp":1767229200}"#.to_owned(),
+            format!(r#"{{"iss":"i","s":"{}","v":"2e5"}}"#, "7".repeat(250)),
+        ] {
+            assert!(RegisteredClaims::parse(&payload).is_ok(), "{payload}");
+        }
+        // A typical payload takes the fast path.
+        assert!(!needs_full_parse(
+            br#"{"iss":"https://issuer.example/","sub":"248289761001","aud":"api","exp":1767229200,"scope":"read write"}"#
+        ));
+        assert!(has_long_digit_run("1".repeat(300).as_bytes()));
+        assert!(!has_long_digit_run("1".repeat(250).as_bytes()));
+        assert!(
+            !has_long_digit_run(&[0xB1; 400]),
+            "non-ASCII bytes are not digits"
+        );
     }
 
     #[test]

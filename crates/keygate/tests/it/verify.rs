@@ -1624,12 +1624,12 @@ fn time_cases() -> Vec<(Spec, Expected)> {
             Ok(()),
         ),
         (
-            case("exp 1e400 (not a finite number)", || {
+            case("exp 1e400 (beyond f64: malformed JSON for us)", || {
                 signed(rsa())
                     .raw_claims(&claims_text(&["exp"], r#""exp":1e400"#))
                     .sign()
             }),
-            Err("invalid_claim"),
+            Err("malformed"),
         ),
         (
             case("iat -1e400", || {
@@ -1637,7 +1637,7 @@ fn time_cases() -> Vec<(Spec, Expected)> {
                     .raw_claims(&claims_text(&["iat"], r#""iat":-1e400"#))
                     .sign()
             }),
-            Err("invalid_claim"),
+            Err("malformed"),
         ),
         (
             case("exp in exponent notation", || {
