@@ -16,22 +16,27 @@ use crate::server::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, 
 const SECRET: &str = "a cluster secret of at least thirty-two bytes";
 
 /// The `[cluster]` section of a replica on `url` (any prefix, so tests can share nothing).
-fn cluster_toml(url: &str, prefix: &str, extra: &str) -> String {
+pub(crate) fn cluster_toml(url: &str, prefix: &str, extra: &str) -> String {
     format!(
         "\n[cluster]\nbackend = \"redis\"\nredis_url = \"{url}\"\nprefix = \"{prefix}\"\n\
          fetch_lease = \"3s\"\ntimeout = \"1s\"\n{extra}\n[[cluster.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n"
     )
 }
 
-fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("kg{:08x}", fastrand::u32(..))
 }
 
-async fn replica(idp: &StubIdp, url: &str, prefix: &str) -> TestServer {
+pub(crate) async fn replica(idp: &StubIdp, url: &str, prefix: &str) -> TestServer {
     replica_with(idp, url, prefix, "").await
 }
 
-async fn replica_with(idp: &StubIdp, url: &str, prefix: &str, extra: &str) -> TestServer {
+pub(crate) async fn replica_with(
+    idp: &StubIdp,
+    url: &str,
+    prefix: &str,
+    extra: &str,
+) -> TestServer {
     let toml = format!(
         "{}{}",
         config_for(idp, ""),
@@ -48,7 +53,7 @@ async fn replica_with(idp: &StubIdp, url: &str, prefix: &str, extra: &str) -> Te
 }
 
 /// Polls `check` until it holds; fails the test after 20 s. Correctness, not speed.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -66,7 +71,7 @@ where
     }
 }
 
-async fn status_of(server: &TestServer, token: &str) -> StatusCode {
+pub(crate) async fn status_of(server: &TestServer, token: &str) -> StatusCode {
     server.verify("", Some(token), &[]).await.status()
 }
 
@@ -92,14 +97,14 @@ fn revoke_jti(token: &str) -> Value {
     json!({ "jti": jti_of(token), "exp": now() + 3600 })
 }
 
-fn count(pairs: &[(&'static str, u64)], reason: &str) -> u64 {
+pub(crate) fn count(pairs: &[(&'static str, u64)], reason: &str) -> u64 {
     pairs
         .iter()
         .find(|(r, _)| *r == reason)
         .map_or(0, |(_, n)| *n)
 }
 
-fn bus(server: &TestServer) -> BusStatus {
+pub(crate) fn bus(server: &TestServer) -> BusStatus {
     server.shared.bus.status()
 }
 

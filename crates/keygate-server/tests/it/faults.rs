@@ -8,84 +8,24 @@
 //! enforced by every replica, with nothing applied that was not published. Figures quoted by
 //! the reliability report are printed on lines starting with `FIGURE` (`--nocapture`).
 
-use std::future::Future;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use keygate_server::bus::{BusState, BusStatus};
+use keygate_server::bus::BusState;
 use keygate_test_support::redis::command_at;
 use keygate_test_support::{RedisServer, StubIdp, StubResponse, TcpProxy, TestKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::cluster::{bus, cluster_toml, count, eventually, prefix, replica, status_of};
 use crate::harness::temp_file;
 use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
 
-const SECRET: &str = "a cluster secret of at least thirty-two bytes";
-
 fn key() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")
-}
-
-/// The `[cluster]` section of a replica on `url`.
-fn cluster_toml(url: &str, prefix: &str) -> String {
-    format!(
-        "\n[cluster]\nbackend = \"redis\"\nredis_url = \"{url}\"\nprefix = \"{prefix}\"\n\
-         fetch_lease = \"3s\"\ntimeout = \"1s\"\n\n[[cluster.keys]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n"
-    )
-}
-
-fn prefix() -> String {
-    format!("kgf{:08x}", fastrand::u32(..))
-}
-
-/// A replica on `url`, once its bus is synced and it is ready.
-async fn replica(idp: &StubIdp, url: &str, prefix: &str) -> TestServer {
-    let toml = format!("{}{}", config_for(idp, ""), cluster_toml(url, prefix));
-    let server = TestServer::start(&toml).await;
-    eventually("the replica is synced and ready", || async {
-        bus(&server).state == BusState::Ok
-            && server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
-    })
-    .await;
-    server
-}
-
-/// Polls `check` until it holds; fails the test after 20 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn bus(server: &TestServer) -> BusStatus {
-    server.shared.bus.status()
-}
-
-fn count(pairs: &[(&'static str, u64)], reason: &str) -> u64 {
-    pairs
-        .iter()
-        .find(|(r, _)| *r == reason)
-        .map_or(0, |(_, n)| *n)
-}
-
-async fn status_of(server: &TestServer, token: &str) -> StatusCode {
-    server.verify("", Some(token), &[]).await.status()
 }
 
 fn client() -> reqwest::Client {
@@ -667,7 +607,11 @@ async fn a_replica_killed_mid_admin_call_never_acknowledged_a_revocation_redis_l
     let redis = RedisServer::start();
     let idp = idp_with(&[key()]).await;
     let p = prefix();
-    let config = format!("{}{}", config_for(&idp, ""), cluster_toml(&redis.url(), &p));
+    let config = format!(
+        "{}{}",
+        config_for(&idp, ""),
+        cluster_toml(&redis.url(), &p, "")
+    );
     let client = client();
     let (mut acknowledged, mut failed) = (Vec::new(), 0usize);
     for round in 0..ROUNDS {
