@@ -83,6 +83,8 @@ die() {
     printf 'load.sh: %s\n' "$*" >&2
     exit 1
 }
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 # --- 1. tools -------------------------------------------------------------------------------
 
@@ -90,19 +92,7 @@ install_packages() {
     local missing=()
     command -v wrk >/dev/null || missing+=(wrk)
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
-    ((${#missing[@]} == 0)) && return 0
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null || die "need root or sudo to install ${missing[*]}"
-        sudo=(sudo -n)
-    fi
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! timeout 600 "${sudo[@]}" apt-get install -y "${missing[@]}" >"$WORK/apt.log" 2>&1; then
-        timeout 600 "${sudo[@]}" apt-get update >>"$WORK/apt.log" 2>&1 || die "apt-get update failed"
-        timeout 600 "${sudo[@]}" apt-get install -y "${missing[@]}" >>"$WORK/apt.log" 2>&1 ||
-            die "apt-get install ${missing[*]} failed"
-    fi
+    apt_install "${missing[@]}"
 }
 
 install_packages
@@ -112,11 +102,7 @@ command -v curl >/dev/null || die "curl is required"
 
 # --- 2. keygate -------------------------------------------------------------------------------
 
-log "building keygate (release)"
-(cd "$ROOT" && cargo build --release --quiet -p keygate-server --bin keygate)
-KEYGATE_BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/keygate
-[[ -x $KEYGATE_BIN ]] || die "no binary at $KEYGATE_BIN"
+build_keygate
 
 mapfile -t PORTS < <(python3 "$TOKENS_PY" ports 4)
 VERIFY_ADDR=127.0.0.1:${PORTS[0]}

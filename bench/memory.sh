@@ -56,6 +56,8 @@ die() {
     printf 'memory.sh: %s\n' "$*" >&2
     exit 1
 }
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$KEYGATE_PID/status"; }
 status_field() {
     curl -sf -H "Authorization: Bearer $(cat "$WORK/admin.key")" "http://$ADMIN_ADDR/admin/v1/status" |
@@ -65,11 +67,7 @@ status_field() {
 command -v python3 >/dev/null || die "python3 is required"
 command -v curl >/dev/null || die "curl is required"
 
-log "building keygate (release)"
-(cd "$ROOT" && cargo build --release --quiet -p keygate-server --bin keygate)
-KEYGATE_BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/keygate
-[[ -x $KEYGATE_BIN ]] || die "no binary at $KEYGATE_BIN"
+build_keygate
 
 mapfile -t PORTS < <(python3 "$TOKENS_PY" ports 3)
 VERIFY_ADDR=127.0.0.1:${PORTS[0]}

@@ -105,6 +105,8 @@ die() {
     printf 'soak.sh: %s\n' "$*" >&2
     exit 1
 }
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 # --- tools and build ------------------------------------------------------------------------
 
@@ -112,30 +114,14 @@ install_packages() {
     local missing=()
     command -v wrk >/dev/null || missing+=(wrk)
     command -v redis-server >/dev/null || missing+=(redis-server)
-    ((${#missing[@]} == 0)) && return 0
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null || die "need root or sudo to install ${missing[*]}"
-        sudo=(sudo -n)
-    fi
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! timeout 600 "${sudo[@]}" apt-get install -y "${missing[@]}" >"$WORK/apt.log" 2>&1; then
-        timeout 600 "${sudo[@]}" apt-get update >>"$WORK/apt.log" 2>&1 || die "apt-get update failed"
-        timeout 600 "${sudo[@]}" apt-get install -y "${missing[@]}" >>"$WORK/apt.log" 2>&1 ||
-            die "apt-get install ${missing[*]} failed"
-    fi
+    apt_install "${missing[@]}"
 }
 
 install_packages
 command -v python3 >/dev/null || die "python3 is required"
 command -v curl >/dev/null || die "curl is required"
 
-log "building keygate (release)"
-(cd "$ROOT" && cargo build --release --quiet -p keygate-server --bin keygate)
-KEYGATE_BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/keygate
-[[ -x $KEYGATE_BIN ]] || die "no binary at $KEYGATE_BIN"
+build_keygate
 
 # --- redis ------------------------------------------------------------------------------------
 
