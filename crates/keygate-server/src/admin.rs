@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use keygate::{ProviderId, ProviderStatus, RefreshError, Revocation};
+use keygate::{FlushId, ProviderId, ProviderStatus, RefreshError, Revocation};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
@@ -761,8 +761,12 @@ async fn flush(
     let key = authorize(&app, peer, &headers, Scope::JwksFlush, "flush").await?;
     let result = async {
         let id = provider_id(&app, &tenant, &provider)?;
-        app.apply(&Event::Flush(id.clone()));
-        let seq = publish(&app, Event::Flush(id)).await?;
+        let event = Event::Flush {
+            provider: id,
+            flush: FlushId::random(),
+        };
+        app.apply(&event);
+        let seq = publish(&app, event).await?;
         Ok(json_response(
             StatusCode::OK,
             &ActionBody {
@@ -1182,7 +1186,9 @@ async fn readyz(State(app): State<Arc<Shared>>) -> Response {
         .verifier
         .status()
         .iter()
-        .filter(|s| !s.state.has_usable_keys())
+        // A flushed provider whose refetch is under way (and has not failed) stays ready:
+        // verifications wait for that one fetch. A flush is not an outage.
+        .filter(|s| !s.state.has_usable_keys() && !s.refetching_after_flush)
         .map(|s| {
             serde_json::json!({
                 "tenant": s.id.tenant(),

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
-use keygate::{ProviderId, PublishedKeySet, Revocation};
+use keygate::{FlushId, ProviderId, PublishedKeySet, Revocation};
 use tokio::sync::{broadcast, oneshot};
 
 use self::state_file::StateFile;
@@ -37,8 +37,15 @@ use self::state_file::StateFile;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// Drop a provider's cached key set and its verified tokens.
-    Flush(ProviderId),
+    /// Drop a provider's cached key set and its verified tokens, and refetch: flush `flush`,
+    /// applied once per replica (a replayed one changes nothing). Key sets fetched before it
+    /// are never adopted after it.
+    Flush {
+        /// Whose keys.
+        provider: ProviderId,
+        /// Which flush.
+        flush: FlushId,
+    },
     /// Refetch a provider's key set now.
     Refresh(ProviderId),
     /// Add a revocation.
@@ -64,7 +71,7 @@ impl Event {
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
-            Event::Flush(_) => "flush",
+            Event::Flush { .. } => "flush",
             Event::Refresh(_) => "refresh",
             Event::Revoke(_) => "revoke",
             Event::KeySet { .. } => "keyset",
@@ -245,6 +252,9 @@ pub struct SharedState {
     pub revocations: Vec<Revocation>,
     /// The last good key set of each provider.
     pub key_sets: Vec<(ProviderId, PublishedKeySet)>,
+    /// The last flush of each provider that was ever flushed: a replica applies it before it
+    /// adopts key sets, so that a set from before it is refused.
+    pub flushes: Vec<(ProviderId, FlushId)>,
 }
 
 /// What the bus does to its replica. The server's `Shared` implements it; it is the one
@@ -263,6 +273,9 @@ pub trait Apply: Send + Sync + 'static {
 
     /// The revocations this replica holds, to restore a log that lost its data.
     fn revocations(&self) -> Vec<Revocation>;
+
+    /// The last flush this replica applied to each provider, to restore a log that lost it.
+    fn flushes(&self) -> Vec<(ProviderId, FlushId)>;
 }
 
 /// Publishes events to every replica the bus reaches.
@@ -442,7 +455,7 @@ impl Bus for LocalBus {
             if let Some(state) = &self.state {
                 node.load(SharedState {
                     revocations: state.loaded(),
-                    key_sets: Vec::new(),
+                    ..SharedState::default()
                 });
             }
             let _ = ready.send(());
@@ -589,7 +602,11 @@ mod tests {
         let bus = LocalBus::new("node-a");
         let mut rx = bus.subscribe();
         let id = ProviderId::new("t", "p");
-        assert_eq!(bus.publish(Event::Flush(id.clone())).await.unwrap().seq, 1);
+        let flush = Event::Flush {
+            provider: id.clone(),
+            flush: FlushId::random(),
+        };
+        assert_eq!(bus.publish(flush.clone()).await.unwrap().seq, 1);
         assert_eq!(
             bus.publish(Event::Refresh(id.clone())).await.unwrap().seq,
             2
@@ -598,7 +615,7 @@ mod tests {
             panic!("expected an event");
         };
         assert_eq!((envelope.seq, &*envelope.origin), (1, "node-a"));
-        assert_eq!(envelope.event, Event::Flush(id));
+        assert_eq!(envelope.event, flush);
         assert_eq!(cursor.seq, 1);
         let status = bus.status();
         assert_eq!(
@@ -625,9 +642,12 @@ mod tests {
     async fn a_subscription_resumes_after_its_cursor_and_sees_only_app_events() {
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new("n"));
         bus.publish(app("1")).await.unwrap();
-        bus.publish(Event::Flush(ProviderId::new("t", "p")))
-            .await
-            .unwrap();
+        bus.publish(Event::Flush {
+            provider: ProviderId::new("t", "p"),
+            flush: FlushId::random(),
+        })
+        .await
+        .unwrap();
         let after_first = Cursor {
             seq: 1,
             pos: "1".into(),

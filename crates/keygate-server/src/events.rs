@@ -570,7 +570,13 @@ mod tests {
     async fn the_stream_carries_only_app_events_of_the_filter_and_every_resync() {
         let id = ProviderId::new("t", "p");
         let deliveries = vec![
-            delivery(1, Event::Flush(id.clone())),
+            delivery(
+                1,
+                Event::Flush {
+                    provider: id.clone(),
+                    flush: keygate::FlushId::random(),
+                },
+            ),
             delivery(2, app("users", "1")),
             delivery(3, Event::Refresh(id)),
             delivery(4, app("orders", "2")),

@@ -66,10 +66,11 @@ impl Shared {
     /// Applies an invalidation to this replica. A refresh runs in the background.
     pub fn apply(&self, event: &Event) {
         match event {
-            Event::Flush(id) => {
+            Event::Flush { provider, flush } => {
                 // An unknown provider is a no-op here: the admin API checks before publishing,
-                // and a replica with another config may not have it.
-                let _ = self.verifier.flush(id);
+                // and a replica with another config may not have it. A flush this replica
+                // applied already (its own, echoed by the log) changes nothing.
+                let _ = self.verifier.apply_flush(provider, flush.clone());
             }
             Event::Refresh(id) => {
                 // On a bus that carries key sets, the replica that refreshed publishes what it
@@ -109,6 +110,10 @@ impl Shared {
     fn install(&self, state: SharedState) -> HashSet<ProviderId> {
         for r in &state.revocations {
             self.add_revocation(r);
+        }
+        // Flushes first: a shared key set fetched before the last flush must not be adopted.
+        for (provider, flush) in state.flushes {
+            let _ = self.verifier.apply_flush(&provider, flush);
         }
         let mut adopted = HashSet::new();
         for (provider, set) in state.key_sets {
@@ -223,6 +228,10 @@ impl Apply for Shared {
 
     fn revocations(&self) -> Vec<Revocation> {
         self.revocations.list()
+    }
+
+    fn flushes(&self) -> Vec<(ProviderId, keygate::FlushId)> {
+        self.verifier.flushes()
     }
 }
 

@@ -59,6 +59,59 @@ impl fmt::Display for ProviderId {
     }
 }
 
+/// Names one flush of a provider's keys, so that replicas can tell a key set fetched after it
+/// from one fetched before.
+///
+/// Every flush gets a new id ([`FlushId::random`] where it starts,
+/// [`Verifier::apply_flush`](crate::Verifier::apply_flush) where it is replayed). A provider
+/// remembers the last flush it applied; a fetch records the flush in force when it *began*,
+/// and a key set is installed, adopted or published only under that same flush. So nothing
+/// fetched before a flush is ever served after it, whatever clocks say.
+///
+/// Ids are 1 to 64 characters of `[A-Za-z0-9_-]`: opaque, compared for equality only.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlushId(Arc<str>);
+
+impl FlushId {
+    /// The longest id accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// A new, unique id (128 random bits, hex).
+    #[must_use]
+    pub fn random() -> Self {
+        FlushId(format!("{:032x}", fastrand::u128(..)).into())
+    }
+
+    /// `id` if it is 1 to 64 characters of `[A-Za-z0-9_-]`.
+    #[must_use]
+    pub fn new(id: &str) -> Option<Self> {
+        let valid = !id.is_empty()
+            && id.len() <= Self::MAX_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| FlushId(id.into()))
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FlushId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlushId({})", self.0)
+    }
+}
+
+impl fmt::Display for FlushId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An immutable view of one provider's keys. Replaced whole, never mutated.
 pub(crate) struct Snapshot {
     pub(crate) keys: Arc<KeySet>,
@@ -79,6 +132,8 @@ pub(crate) struct Snapshot {
     /// (or, with a 304, confirmed) these keys. `None` for static sets and sets adopted from
     /// another replica: nobody knows when *their* fetch began.
     pub(crate) fetch_seq: Option<u64>,
+    /// The flush in force when the fetch that produced these keys began (see [`FlushId`]).
+    pub(crate) flush: Option<FlushId>,
 }
 
 impl Snapshot {
@@ -96,12 +151,15 @@ impl Snapshot {
 
     /// The set as another replica would adopt it; `None` for static sets.
     pub(crate) fn published(&self) -> Option<PublishedKeySet> {
-        Some(PublishedKeySet::new(
-            Arc::clone(self.jwks.as_ref()?),
-            self.fetched_at,
-            self.expires_at()?,
-            self.etag.clone(),
-        ))
+        Some(
+            PublishedKeySet::new(
+                Arc::clone(self.jwks.as_ref()?),
+                self.fetched_at,
+                self.expires_at()?,
+                self.etag.clone(),
+            )
+            .after_flush(self.flush.clone()),
+        )
     }
 }
 
@@ -166,6 +224,7 @@ impl Provider {
                     jwks: None,
                     etag: None,
                     fetch_seq: None,
+                    flush: None,
                 }))
             }
             KeySource::Url(_) | KeySource::Discovery(_) => None,
@@ -187,20 +246,10 @@ impl Provider {
         matches!(self.config.source, KeySource::Static(_))
     }
 
-    /// Drops the cached keys; the next verification refetches.
-    pub(crate) fn flush(&self) {
-        if self.is_static() {
-            return;
-        }
-        self.snapshot.store(None);
-        self.refresher.reset(self.clock.now());
-        tracing::info!(provider = %self.id, "jwks flushed");
-    }
-
     pub(crate) fn status(&self) -> ProviderStatus {
         let now = self.clock.now();
         let snap = self.snapshot.load_full();
-        let failure = self.refresher.last_failure();
+        let (failure, flush) = self.refresher.failure_and_flush();
         let state = match &snap {
             None => ProviderState::Empty,
             Some(s) if !s.is_usable(now) => ProviderState::Unavailable,
@@ -227,6 +276,8 @@ impl Provider {
             fetched_at: snap.as_ref().map(|s| s.fetched_at),
             expires_at: snap.as_ref().and_then(|s| s.expires_at()),
             usable_until: snap.as_ref().and_then(|s| s.usable_until),
+            refetching_after_flush: snap.is_none() && flush.is_some() && failure.is_none(),
+            flush,
             last_error: failure.map(|(at, e)| LastError {
                 at,
                 reason: e.cause_reason(),
@@ -257,7 +308,7 @@ pub enum ProviderState {
     Failing,
     /// Keys are past the stale window: verification fails with `keys_unavailable`.
     Unavailable,
-    /// No keys have been fetched yet (or they were flushed).
+    /// No keys have been fetched yet (or they were flushed and the refetch has not landed).
     Empty,
 }
 
@@ -308,6 +359,12 @@ pub struct ProviderStatus {
     pub usable_until: Option<SystemTime>,
     /// The last refresh failure, cleared by a success.
     pub last_error: Option<LastError>,
+    /// The last flush applied to this provider, if any.
+    pub flush: Option<FlushId>,
+    /// The keys were flushed and the refetch that replaces them is under way and has not
+    /// failed: verifications wait for it (bounded by the fetch timeout), so the provider
+    /// still counts as ready.
+    pub refetching_after_flush: bool,
     /// Event counters.
     pub counters: CounterSnapshot,
 }

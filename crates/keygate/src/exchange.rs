@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cache::ProviderId;
+use crate::cache::{FlushId, ProviderId};
 use crate::error::JwksError;
 use crate::fetch::BoxFuture;
 use crate::verify::UnknownProvider;
@@ -38,6 +38,10 @@ pub struct PublishedKeySet {
     pub fresh_until: SystemTime,
     /// The response's `ETag`, which becomes the validator of the adopter's next revalidation.
     pub etag: Option<Arc<str>>,
+    /// The last flush the publisher had applied to this provider when its fetch began. A
+    /// replica adopts the set only under that same flush: a set fetched before a flush is
+    /// never adopted after it.
+    pub flush: Option<FlushId>,
 }
 
 impl PublishedKeySet {
@@ -53,7 +57,15 @@ impl PublishedKeySet {
             fetched_at,
             fresh_until,
             etag,
+            flush: None,
         }
+    }
+
+    /// The same set, marked as fetched after `flush` (see [`PublishedKeySet::flush`]).
+    #[must_use]
+    pub fn after_flush(mut self, flush: Option<FlushId>) -> Self {
+        self.flush = flush;
+        self
     }
 }
 
@@ -64,20 +76,24 @@ pub trait KeyExchange: Send + Sync + fmt::Debug + 'static {
     /// Called right before this replica would call the identity provider for `id`, whatever
     /// the cause: cold start, scheduled refresh ahead of expiry, forced refetch for an unknown
     /// `kid` or a bad signature, [`Verifier::refresh`](crate::Verifier::refresh). `held` is
-    /// the `fetched_at` of the set this replica holds, if any.
+    /// the `fetched_at` of the set this replica holds, if any; `flush` the last flush this
+    /// replica applied to the provider: only a set published under that same flush
+    /// ([`PublishedKeySet::flush`]) may be returned, and a peer's fetch in progress is worth
+    /// waiting for only if it began under it too.
     ///
     /// Return `Some(set)` to use a set a peer fetched instead of calling the IdP; `None` means
     /// "fetch it yourself". The exchange may wait for a peer's fetch in progress, but the
     /// refresher stops waiting after the provider's
     /// [`attempt_timeout`](crate::RetrySettings::attempt_timeout) and fetches itself.
     ///
-    /// A set is used only if it is newer than `held` and still fresh under this provider's
-    /// policy; one that fails to parse is logged and ignored. In either case the replica
+    /// A set is used only if it is newer than `held`, published under `flush` and still fresh
+    /// under this provider's policy; one that fails to parse is logged and ignored. In either case the replica
     /// fetches from the IdP itself, so a bad peer cannot keep it from its keys.
     fn before_fetch<'a>(
         &'a self,
         id: &'a ProviderId,
         held: Option<SystemTime>,
+        flush: Option<&'a FlushId>,
     ) -> BoxFuture<'a, Option<PublishedKeySet>>;
 
     /// Called after this replica fetched a set successfully from the identity provider (a 200,

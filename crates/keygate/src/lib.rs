@@ -42,7 +42,7 @@ mod token_cache;
 mod verify;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
-pub use cache::{CounterSnapshot, LastError, ProviderId, ProviderState, ProviderStatus};
+pub use cache::{CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus};
 pub use clock::{Clock, SystemClock};
 pub use config::{CacheSettings, ProviderConfig, ProviderConfigBuilder, RetrySettings};
 pub use error::{

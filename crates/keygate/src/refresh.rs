@@ -57,7 +57,7 @@ use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use url::Url;
 
-use crate::cache::{Counters, Provider, Snapshot, next_generation};
+use crate::cache::{Counters, FlushId, Provider, Snapshot, next_generation};
 use crate::config::{CacheSettings, KeySource};
 use crate::error::{JwksError, KeysUnavailable};
 use crate::exchange::PublishedKeySet;
@@ -109,6 +109,9 @@ struct State {
     /// IdP's next good answer and by a flush.
     quiet_until: Option<SystemTime>,
     discovered: Option<Url>,
+    /// The last flush applied. A fetch remembers the one in force when it began, and its
+    /// keys are installed only if that is still the one in force.
+    flush: Option<FlushId>,
 }
 
 /// The forced-refetch budget: a token bucket measured against the provider's clock, and the
@@ -170,6 +173,7 @@ impl Refresher {
                 next_attempt_at: now,
                 quiet_until: None,
                 discovered: None,
+                flush: None,
             }),
             background_started: AtomicBool::new(false),
             reschedule: Arc::new(Notify::new()),
@@ -177,22 +181,17 @@ impl Refresher {
         }
     }
 
-    pub(crate) fn last_failure(&self) -> Option<(SystemTime, KeysUnavailable)> {
-        lock(&self.state).last_failure.clone()
+    /// The last failure and the last flush applied, read together.
+    pub(crate) fn failure_and_flush(
+        &self,
+    ) -> (Option<(SystemTime, KeysUnavailable)>, Option<FlushId>) {
+        let s = lock(&self.state);
+        (s.last_failure.clone(), s.flush.clone())
     }
 
-    /// Forgets failures, remembered `kid`s and a deferred refetch, e.g. after a flush.
-    pub(crate) fn reset(&self, now: SystemTime) {
-        {
-            let mut s = lock(&self.state);
-            s.last_failure = None;
-            s.consecutive_failures = 0;
-            s.next_attempt_at = now;
-            s.quiet_until = None;
-        }
-        lock(&self.negative).clear();
-        lock(&self.bucket).deferred = None;
-        self.reschedule.notify_one();
+    /// The last flush applied.
+    pub(crate) fn flush_id(&self) -> Option<FlushId> {
+        lock(&self.state).flush.clone()
     }
 
     /// Until when the IdP asked not to be called (`Retry-After`), if that is still ahead.
@@ -232,6 +231,8 @@ struct Candidate {
     etag: Option<Arc<str>>,
     /// See [`Snapshot::fetch_seq`].
     fetch_seq: Option<u64>,
+    /// See [`Snapshot::flush`].
+    flush: Option<FlushId>,
 }
 
 impl Candidate {
@@ -245,6 +246,50 @@ impl Candidate {
 }
 
 impl Provider {
+    /// Applies flush `id`: drops the cached keys and everything learnt from them (failures,
+    /// remembered `kid`s, a deferred refetch, the IdP's `Retry-After`), detaches the refresh
+    /// in flight (its keys, fetched before the flush, will not be installed) and starts the
+    /// refetch at once, in the background, so that the provider is not left empty until
+    /// some verification happens to ask. Returns `false`, changing nothing, when `id` is the
+    /// flush already applied (a replayed or echoed flush).
+    pub(crate) fn flush(self: &Arc<Self>, id: FlushId) -> bool {
+        if self.is_static() {
+            return false;
+        }
+        let now = self.clock.now();
+        {
+            // Under the lock that serialises installs: a set fetched before the flush either
+            // landed before this (and is dropped here) or is refused after it.
+            let mut s = lock(&self.refresher.state);
+            if s.flush.as_ref() == Some(&id) {
+                return false;
+            }
+            s.flush = Some(id);
+            self.snapshot.store(None);
+            s.last_failure = None;
+            s.consecutive_failures = 0;
+            s.next_attempt_at = now;
+            s.quiet_until = None;
+        }
+        lock(&self.refresher.negative).clear();
+        lock(&self.refresher.bucket).deferred = None;
+        {
+            let mut inflight = lock(&self.refresher.inflight);
+            *inflight = None;
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Awaited, not dropped: a shared future nobody polls never reports itself
+                // finished, and later refreshes would keep joining it.
+                let refetch = self.start(&mut inflight);
+                tokio::spawn(async move {
+                    let _ = refetch.await;
+                });
+            }
+        }
+        self.refresher.reschedule.notify_one();
+        tracing::info!(provider = %self.id, "jwks flushed; refetching");
+        true
+    }
+
     /// Refetches now, joining a refresh already in flight.
     pub(crate) fn refresh(self: &Arc<Self>) -> Inflight {
         let mut inflight = lock(&self.refresher.inflight);
@@ -421,7 +466,7 @@ impl Provider {
     /// The set does not parse into a usable key set under this provider's limits.
     pub(crate) fn adopt(self: &Arc<Self>, set: &PublishedKeySet) -> Result<bool, JwksError> {
         // Checked first so that replaying old entries of a log costs no parse.
-        if self.holds_newer_than(set.fetched_at) {
+        if self.holds_newer_than(set.fetched_at) || set.flush != self.refresher.flush_id() {
             return Ok(false);
         }
         let candidate = self.candidate_from(set)?;
@@ -543,13 +588,19 @@ impl Provider {
     }
 
     async fn run_refresh(self: Arc<Self>, seq: u64) -> Outcome {
-        if let Some(adopted) = self.from_exchange().await {
+        let flush = self.refresher.flush_id();
+        if let Some(adopted) = self.from_exchange(flush.as_ref()).await {
             return Ok(adopted);
         }
-        match self.fetch_and_parse(seq).await {
+        match self.fetch_and_parse(seq, flush.clone()).await {
             Ok(candidate) => {
                 Counters::bump(&self.counters.refreshes);
-                let snap = self.install(candidate);
+                let Some(snap) = self.install(candidate) else {
+                    // Flushed while this fetch was under way: its keys predate the flush.
+                    // The flush started a refresh of its own; wait for that one.
+                    tracing::debug!(provider = %self.id, "fetch overtaken by a flush; joining the refetch");
+                    return self.refresh().await;
+                };
                 if let Some(exchange) = &self.exchange
                     && let Some(set) = snap.published()
                 {
@@ -558,6 +609,10 @@ impl Provider {
                 Ok(snap)
             }
             Err((err, retry_after)) => {
+                if self.refresher.flush_id() != flush {
+                    // A failure of a fetch a flush overtook says nothing about the refetch.
+                    return self.refresh().await;
+                }
                 self.record_failure(&err, retry_after);
                 // Nothing may be cached (a first fetch that failed) and so no refresher
                 // running yet: start it, so the next attempt does not wait for traffic.
@@ -569,12 +624,13 @@ impl Provider {
 
     /// Asks the key exchange for a set a peer fetched and installs it if it is newer than the
     /// held one and still fresh. `None`: fetch from the IdP.
-    async fn from_exchange(self: &Arc<Self>) -> Option<Arc<Snapshot>> {
+    async fn from_exchange(self: &Arc<Self>, flush: Option<&FlushId>) -> Option<Arc<Snapshot>> {
         let exchange = self.exchange.as_ref()?;
         let held = self.snapshot.load().as_ref().map(|s| s.fetched_at);
         // A peer's fetch is worth waiting for about as long as one of our own attempts.
         let wait = self.config.retry.attempt_timeout;
-        let set = match tokio::time::timeout(wait, exchange.before_fetch(&self.id, held)).await {
+        let asked = exchange.before_fetch(&self.id, held, flush);
+        let set = match tokio::time::timeout(wait, asked).await {
             Ok(set) => set?,
             Err(_) => {
                 tracing::debug!(provider = %self.id, "key exchange did not answer in time");
@@ -583,6 +639,10 @@ impl Provider {
         };
         if held.is_some_and(|held| set.fetched_at <= held) {
             tracing::debug!(provider = %self.id, "key set from the exchange is not newer than ours");
+            return None;
+        }
+        if set.flush.as_ref() != flush {
+            tracing::debug!(provider = %self.id, "key set from the exchange predates a flush");
             return None;
         }
         let candidate = match self.candidate_from(&set) {
@@ -606,7 +666,7 @@ impl Provider {
             return self
                 .snapshot
                 .load_full()
-                .filter(|held| held.fetched_at >= set.fetched_at);
+                .filter(|held| held.fetched_at >= set.fetched_at && held.flush == set.flush);
         };
         Counters::bump(&self.counters.adopted);
         Some(snap)
@@ -645,20 +705,25 @@ impl Provider {
             .is_some_and(|held| at <= held.fetched_at)
     }
 
-    /// Installs a set fetched from the IdP: always, since it is the IdP's latest word.
-    fn install(self: &Arc<Self>, candidate: Candidate) -> Arc<Snapshot> {
+    /// Installs a set fetched from the IdP, since it is the IdP's latest word, unless a flush
+    /// came after its fetch began (`None`).
+    fn install(self: &Arc<Self>, candidate: Candidate) -> Option<Arc<Snapshot>> {
         let mut state = lock(&self.refresher.state);
+        if state.flush != candidate.flush {
+            return None;
+        }
         let (snap, changed) = self.install_locked(&mut state, candidate);
         drop(state);
         self.installed(&snap, changed);
-        snap
+        Some(snap)
     }
 
-    /// Installs a set from another replica if it is newer than the held one, checked under the
-    /// lock that serialises installs so that two adoptions cannot reorder.
+    /// Installs a set from another replica if it is newer than the held one and was fetched
+    /// under the flush in force, checked under the lock that serialises installs so that two
+    /// adoptions cannot reorder and no flush slips in between.
     fn install_if_newer(self: &Arc<Self>, candidate: Candidate) -> Option<Arc<Snapshot>> {
         let mut state = lock(&self.refresher.state);
-        if self.holds_newer_than(candidate.fetched_at()) {
+        if state.flush != candidate.flush || self.holds_newer_than(candidate.fetched_at()) {
             return None;
         }
         let (snap, changed) = self.install_locked(&mut state, candidate);
@@ -712,6 +777,7 @@ impl Provider {
             jwks: candidate.jwks,
             etag: candidate.etag,
             fetch_seq: candidate.fetch_seq,
+            flush: candidate.flush,
         });
         self.snapshot.store(Some(Arc::clone(&snap)));
         (snap, changed)
@@ -749,6 +815,7 @@ impl Provider {
             jwks: Some(Arc::clone(&set.jwks)),
             etag: set.etag.clone(),
             fetch_seq: None,
+            flush: set.flush.clone(),
         })
     }
 
@@ -765,10 +832,11 @@ impl Provider {
         Ok(keys)
     }
 
-    /// Fetches and parses, as refresh number `seq`.
+    /// Fetches and parses, as refresh number `seq`, begun under `flush`.
     async fn fetch_and_parse(
         &self,
         seq: u64,
+        flush: Option<FlushId>,
     ) -> Result<Candidate, (KeysUnavailable, Option<Duration>)> {
         let fetch_err = |e: FetchError| {
             let ra = match &e {
@@ -803,6 +871,7 @@ impl Provider {
                     jwks: snap.jwks.clone(),
                     etag: etag(&response.headers).or_else(|| snap.etag.clone()),
                     fetch_seq: Some(seq),
+                    flush,
                 });
             }
             // A 304 we cannot match to what we hold: fetch the whole set unconditionally.
@@ -832,6 +901,7 @@ impl Provider {
             jwks: Some(jwks.into()),
             etag: etag(&response.headers),
             fetch_seq: Some(seq),
+            flush,
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 
 use crate::alg::Algorithm;
-use crate::cache::{Counters, Provider, ProviderId, ProviderStatus, Snapshot};
+use crate::cache::{Counters, FlushId, Provider, ProviderId, ProviderStatus, Snapshot};
 use crate::clock::{Clock, SystemClock, unix_seconds};
 use crate::config::ProviderConfig;
 use crate::error::{
@@ -106,17 +106,46 @@ impl Verifier {
         self.verify_inner(Some(tenant), token).await
     }
 
-    /// Drops a provider's cached key set and its verified tokens; the next request refetches.
+    /// Drops a provider's cached key set and its verified tokens, and refetches at once in
+    /// the background (inside a tokio runtime; otherwise the next verification fetches).
+    /// Verifications meanwhile wait for that fetch. From now on no key set fetched before this
+    /// call is installed or adopted: not one already in flight, not one a peer publishes.
+    ///
+    /// Returns the new flush's id, for replaying it on other replicas with
+    /// [`Verifier::apply_flush`]. A static key set is never flushed (the id is still new).
     ///
     /// # Errors
     /// [`UnknownProvider`] if there is no such provider.
-    pub fn flush(&self, id: &ProviderId) -> Result<(), UnknownProvider> {
+    pub fn flush(&self, id: &ProviderId) -> Result<FlushId, UnknownProvider> {
+        let flush = FlushId::random();
+        self.apply_flush(id, flush.clone())?;
+        Ok(flush)
+    }
+
+    /// Applies flush `flush`, made on another replica (or earlier on this one), as
+    /// [`Verifier::flush`] does. A flush already applied (the same id as the last one) changes
+    /// nothing and returns `Ok(false)`, so replaying a log is harmless.
+    ///
+    /// # Errors
+    /// [`UnknownProvider`] if there is no such provider.
+    pub fn apply_flush(&self, id: &ProviderId, flush: FlushId) -> Result<bool, UnknownProvider> {
         let (idx, provider) = self.find(id)?;
-        provider.flush();
-        if let Some(cache) = &self.inner.token_cache {
+        let applied = provider.flush(flush);
+        if applied && let Some(cache) = &self.inner.token_cache {
             cache.purge_provider(idx);
         }
-        Ok(())
+        Ok(applied)
+    }
+
+    /// The last flush applied to each provider that has one, in configuration order: what a
+    /// replica hands back to a shared log that lost it.
+    #[must_use]
+    pub fn flushes(&self) -> Vec<(ProviderId, FlushId)> {
+        self.inner
+            .providers
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), p.refresher.flush_id()?)))
+            .collect()
     }
 
     /// Refetches a provider's key set now, bypassing freshness.

@@ -29,14 +29,14 @@
 //! [`BLOCK`] and loads the shared revocations again when it moved. It reads the counter before
 //! the set, so a write-back is never both missed in the set and already counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use keygate::{KeyExchange, ProviderId, PublishedKeySet, Revocation};
+use keygate::{FlushId, KeyExchange, ProviderId, PublishedKeySet, Revocation};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script, Value};
 use tokio::sync::{broadcast, oneshot, watch};
@@ -58,6 +58,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often expired revocations are removed from the shared set.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How many of the entries it read last a replica remembers (sequence number, stream id, MAC),
+/// to tell a replayed entry from a log that went back in time.
+const RECENT: usize = 4096;
+/// Most application events published again after a rollback lost them.
+const MAX_REPUBLISH: usize = 256;
 
 /// Settings of the Redis bus.
 #[derive(Clone)]
@@ -128,6 +133,8 @@ struct Names {
     log: String,
     revocations: String,
     keysets: String,
+    flushes: String,
+    flush_ids: String,
     lease: String,
     reseeded: String,
 }
@@ -141,6 +148,8 @@ impl Names {
             log: key("log"),
             revocations: key("revocations"),
             keysets: key("keysets"),
+            flushes: key("flushes"),
+            flush_ids: key("flush_ids"),
             lease: key("lease:"),
             reseeded: key("reseeded"),
         }
@@ -148,7 +157,10 @@ impl Names {
 }
 
 /// Appends one entry if the epoch matches and its sequence number is the next one; updates
-/// shared state in the same step.
+/// shared state in the same step. A flush records itself (signed, for replicas; its bare id, for
+/// this script) and deletes the provider's shared key set; a key set is refused (`stale`)
+/// unless it was fetched under the provider's last flush, so the shared set is never one from
+/// before a flush.
 const APPEND: &str = r"
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then return {'noepoch', ''} end
@@ -158,14 +170,21 @@ if seq + 1 ~= tonumber(ARGV[2]) then return {'seq', tostring(seq)} end
 if ARGV[4] == 'revoke' and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[7]) then
   return {'full', ''}
 end
+if ARGV[4] == 'keyset' and (redis.call('HGET', KEYS[7], ARGV[5]) or '') ~= ARGV[8] then
+  return {'stale', ''}
+end
 local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[4] == 'revoke' then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
 elseif ARGV[4] == 'keyset' then
   redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
+elseif ARGV[4] == 'flush' then
+  redis.call('HSET', KEYS[6], ARGV[5], ARGV[6])
+  redis.call('HSET', KEYS[7], ARGV[5], ARGV[8])
+  redis.call('HDEL', KEYS[5], ARGV[5])
 end
 return {'ok', id}
 ";
@@ -197,6 +216,16 @@ struct Position {
     reseeded: u64,
 }
 
+/// An entry this replica read from the log, or appended to it, as it was then.
+#[derive(Debug, Clone)]
+struct Seen {
+    seq: u64,
+    id: String,
+    mac: String,
+    /// An application event, kept to publish it again if a rollback loses it.
+    app: Option<Event>,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     published: AtomicU64,
@@ -213,7 +242,7 @@ const REJECT_REASONS: [&str; 6] = [
     "replay",
     "state",
 ];
-const RESYNC_REASONS: [&str; 3] = ["epoch", "gap", "trimmed"];
+const RESYNC_REASONS: [&str; 4] = ["epoch", "gap", "trimmed", "rollback"];
 
 fn bump(slots: &[AtomicU64], names: &[&str], name: &str) {
     if let Some(i) = names.iter().position(|n| *n == name) {
@@ -229,6 +258,11 @@ pub struct RedisBus {
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     pos: Mutex<Position>,
+    /// The last [`RECENT`] entries read, oldest first; the newest is the anchor: the log must
+    /// still hold it, as it was read, or it went back in time.
+    recent: Mutex<VecDeque<Seen>>,
+    /// Entries this replica appended and has not read back yet.
+    unread: Mutex<VecDeque<Seen>>,
     up: AtomicBool,
     down_since: Mutex<Option<Instant>>,
     counters: Counters,
@@ -277,6 +311,8 @@ impl RedisBus {
                 known: false,
                 reseeded: 0,
             }),
+            recent: Mutex::new(VecDeque::new()),
+            unread: Mutex::new(VecDeque::new()),
             up: AtomicBool::new(false),
             down_since: Mutex::new(Some(Instant::now())),
             counters: Counters::default(),
@@ -391,10 +427,29 @@ impl RedisBus {
                 &self.origin,
                 SystemTime::now(),
             );
-            let (op, field, member) = match event {
-                Event::Revoke(r) => ("revoke", score(wire::revocation_expiry(r)), entry.to_json()),
-                Event::KeySet { provider, .. } => ("keyset", provider.to_string(), entry.to_json()),
-                _ => ("none", String::new(), String::new()),
+            let (op, field, member, flush) = match event {
+                Event::Revoke(r) => (
+                    "revoke",
+                    score(wire::revocation_expiry(r)),
+                    entry.to_json(),
+                    String::new(),
+                ),
+                Event::KeySet { provider, set } => (
+                    "keyset",
+                    provider.to_string(),
+                    entry.to_json(),
+                    set.flush
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+                Event::Flush { provider, flush } => (
+                    "flush",
+                    provider.to_string(),
+                    entry.to_json(),
+                    flush.to_string(),
+                ),
+                _ => ("none", String::new(), String::new(), String::new()),
             };
             let mut call = self.append.prepare_invoke();
             call.key(&self.names.epoch)
@@ -402,13 +457,16 @@ impl RedisBus {
                 .key(&self.names.log)
                 .key(&self.names.revocations)
                 .key(&self.names.keysets)
+                .key(&self.names.flushes)
+                .key(&self.names.flush_ids)
                 .arg(&epoch)
                 .arg(next)
                 .arg(self.settings.max_log_len)
                 .arg(op)
                 .arg(field)
                 .arg(member)
-                .arg(self.settings.max_revocations);
+                .arg(self.settings.max_revocations)
+                .arg(flush);
             for (name, value) in entry.fields() {
                 call.arg(name).arg(value);
             }
@@ -422,6 +480,12 @@ impl RedisBus {
             match reply.0.as_str() {
                 "ok" => {
                     self.counters.published.fetch_add(1, Ordering::Relaxed);
+                    self.note_published(Seen {
+                        seq: next,
+                        id: reply.1.clone(),
+                        mac: entry.mac.clone(),
+                        app: matches!(event, Event::App { .. }).then(|| event.clone()),
+                    });
                     return Ok(Cursor {
                         epoch: epoch.as_str().into(),
                         seq: next,
@@ -433,6 +497,12 @@ impl RedisBus {
                 "noepoch" => {
                     epoch = self.epoch(&mut conn).await.map_err(|e| unavailable(&e))?;
                     seq = 0;
+                }
+                "stale" => {
+                    return Err(BusError::Unavailable(
+                        "the key set was fetched before the provider's last flush; not shared"
+                            .to_owned(),
+                    ));
                 }
                 "full" => {
                     return Err(BusError::Unavailable(format!(
@@ -455,8 +525,15 @@ impl RedisBus {
         ))
     }
 
-    /// Reads the log's end, the shared revocations and key sets, and hands them to `node`.
-    /// Returns the new position.
+    /// Reads the log's end, the shared revocations, flushes and key sets, and hands them to
+    /// `node`; continues from the log's end.
+    ///
+    /// When the log lost entries this replica had read or appended (`epoch`: Redis lost its
+    /// data; `rollback`: it went back in time), the replica also gives back what it holds:
+    /// its revocations (into the shared set), its flushes (a provider whose last flush the
+    /// log no longer has is flushed again, so that a key set from before it cannot be
+    /// restored from Redis), and the application events it read or published that the log
+    /// no longer holds (published again).
     async fn full_sync(
         &self,
         conn: &mut MultiplexedConnection,
@@ -466,7 +543,12 @@ impl RedisBus {
         let before = self.position();
         let epoch = self.epoch(conn).await?;
         // The write-back counter is read before the revocations: see the module docs.
-        let (seq, reseeded, last): (Option<u64>, Option<u64>, Value) = redis::pipe()
+        let (seq, reseeded, last, flushes): (
+            Option<u64>,
+            Option<u64>,
+            Value,
+            Vec<(String, String)>,
+        ) = redis::pipe()
             .atomic()
             .get(&self.names.seq)
             .get(&self.names.reseeded)
@@ -476,12 +558,13 @@ impl RedisBus {
             .arg("-")
             .arg("COUNT")
             .arg(1)
+            .hgetall(&self.names.flushes)
             .query_async(conn)
             .await?;
-        let last_id = stream_entries(&last)
-            .into_iter()
-            .next()
-            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+        let last = stream_entries(&last).into_iter().next();
+        let last_id = last
+            .as_ref()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone());
         let now = unix_now();
         let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&self.names.revocations)
@@ -494,11 +577,29 @@ impl RedisBus {
             .query_async(conn)
             .await?;
 
+        let lost = before.known && (*before.epoch != *epoch || reason == "rollback");
+        let lost_apps = if lost {
+            self.lost_app_events(conn).await?
+        } else {
+            Vec::new()
+        };
+
         let keys = &self.settings.keys;
         let mut state = SharedState {
             revocations: self.decode_revocations(&members),
             key_sets: Vec::new(),
+            flushes: Vec::new(),
         };
+        for (_, s) in &flushes {
+            match SignedEntry::from_json(s).and_then(|e| wire::decode(keys, &e)) {
+                Ok(Envelope {
+                    event: Event::Flush { provider, flush },
+                    ..
+                }) => state.flushes.push((provider, flush)),
+                Ok(_) => self.reject("state"),
+                Err(e) => self.reject(e.reason()),
+            }
+        }
         for (_, s) in &sets {
             match SignedEntry::from_json(s).and_then(|e| wire::decode(keys, &e)) {
                 Ok(Envelope {
@@ -512,13 +613,30 @@ impl RedisBus {
                 Err(e) => self.reject(e.reason()),
             }
         }
-        let epoch_changed = before.known && *before.epoch != *epoch;
+        // Flushes the log lost: never let its older word undo them.
+        let mut reflush: Vec<(ProviderId, FlushId, bool)> = Vec::new();
+        if lost {
+            let shared: HashMap<ProviderId, FlushId> = state.flushes.iter().cloned().collect();
+            for (provider, mine) in node.flushes() {
+                match shared.get(&provider) {
+                    Some(theirs) if *theirs == mine => {}
+                    // The log knows another flush: after a rollback, nobody can tell which
+                    // came last, so flush once more, after both.
+                    Some(_) => reflush.push((provider, FlushId::random(), true)),
+                    // The log knows none: give it ours.
+                    None => reflush.push((provider, mine, false)),
+                }
+            }
+            let overridden: HashSet<&ProviderId> = reflush.iter().map(|(p, _, _)| p).collect();
+            state.flushes.retain(|(p, _)| !overridden.contains(p));
+        }
         tracing::info!(
             reason,
             epoch = %epoch,
             seq = seq.unwrap_or(0),
             revocations = state.revocations.len(),
             key_sets = state.key_sets.len(),
+            flushes = state.flushes.len(),
             "bus resync"
         );
         if reason == "start" {
@@ -527,8 +645,8 @@ impl RedisBus {
             node.resync(state);
         }
         let mut reseeded = reseeded.unwrap_or(0);
-        if epoch_changed {
-            // Redis lost its data: give it back the revocations this replica still holds, so
+        if lost {
+            // Redis lost data: give it back the revocations this replica still holds, so
             // replicas that start later load them too.
             reseeded = self
                 .reseed(conn, node.revocations(), &epoch, reseeded)
@@ -545,11 +663,94 @@ impl RedisBus {
             };
             cursor_of(&pos)
         };
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent.clear();
+            if let Some((id, fields)) = &last
+                && let Some(mac) = field_of(fields, "mac")
+            {
+                recent.push_back(Seen {
+                    seq: seq.unwrap_or(0),
+                    id: id.clone(),
+                    mac: mac.to_owned(),
+                    app: None,
+                });
+            }
+        }
+        self.unread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         if reason != "start" {
             bump(&self.counters.resyncs, &RESYNC_REASONS, reason);
             let _ = self.tx.send(Delivery::Resync { cursor, reason });
         }
+        // Published after the position moved to the log's end, so this replica reads them
+        // back like any other entry.
+        for (provider, flush, apply_here) in reflush {
+            tracing::warn!(%provider, "the log lost a flush; flushing again");
+            let event = Event::Flush { provider, flush };
+            if apply_here {
+                node.apply(&Envelope {
+                    seq: 0,
+                    epoch: epoch.as_str().into(),
+                    origin: Arc::clone(&self.origin),
+                    at: SystemTime::now(),
+                    event: event.clone(),
+                });
+            }
+            if let Err(e) = self.append(&event).await {
+                tracing::warn!(error = %e, "could not restore a flush to the log");
+            }
+        }
+        for event in lost_apps {
+            if let Err(e) = self.append(&event).await {
+                tracing::warn!(error = %e, "could not restore an application event to the log");
+            }
+        }
         Ok(())
+    }
+
+    /// The application events this replica read or appended that the log no longer holds
+    /// (at most [`MAX_REPUBLISH`], the newest).
+    async fn lost_app_events(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Vec<Event>> {
+        let mine: Vec<Seen> = {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            let unread = self.unread.lock().unwrap_or_else(PoisonError::into_inner);
+            recent
+                .iter()
+                .chain(unread.iter())
+                .filter(|s| s.app.is_some())
+                .cloned()
+                .collect()
+        };
+        if mine.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tail: Value = redis::cmd("XREVRANGE")
+            .arg(&self.names.log)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(2 * RECENT)
+            .query_async(conn)
+            .await?;
+        let held: HashSet<String> = stream_entries(&tail)
+            .into_iter()
+            .filter_map(|(_, f)| field_of(&f, "mac").map(str::to_owned))
+            .collect();
+        let mut lost: Vec<Event> = mine
+            .into_iter()
+            .filter(|s| !held.contains(&s.mac))
+            .filter_map(|s| s.app)
+            .collect();
+        if lost.len() > MAX_REPUBLISH {
+            lost.drain(..lost.len() - MAX_REPUBLISH);
+        }
+        Ok(lost)
     }
 
     /// Writes `revocations` back into the shared set. If that added any, bumps the write-back
@@ -628,7 +829,7 @@ impl RedisBus {
             .await?;
         let state = SharedState {
             revocations: self.decode_revocations(&members),
-            key_sets: Vec::new(),
+            ..SharedState::default()
         };
         tracing::info!(
             revocations = state.revocations.len(),
@@ -665,9 +866,11 @@ impl RedisBus {
 
     fn note_key_set(&self, provider: &ProviderId, set: &PublishedKeySet) {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        // The log's order is the truth: a set under another flush replaces the held one
+        // whatever the times say (a flush came between them).
         let newer = latest
             .get(provider)
-            .is_none_or(|held| held.fetched_at < set.fetched_at);
+            .is_none_or(|held| held.flush != set.flush || held.fetched_at < set.fetched_at);
         if newer {
             latest.insert(provider.clone(), set.clone());
             drop(latest);
@@ -683,6 +886,7 @@ impl RedisBus {
         id: String,
         fields: Vec<(String, String)>,
     ) -> redis::RedisResult<Option<&'static str>> {
+        let mac = field_of(&fields, "mac").unwrap_or_default().to_owned();
         let decoded =
             SignedEntry::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .and_then(|e| wire::decode(&self.settings.keys, &e));
@@ -713,6 +917,16 @@ impl RedisBus {
             return Ok(Some("epoch"));
         }
         if envelope.seq <= pos.seq {
+            // A sequence number already applied is a replay only if the entry is the one
+            // applied at that number. Another, validly signed, means the log went back in
+            // time and was written again: resync before applying or dropping anything.
+            let replay = match self.mac_at(envelope.seq) {
+                Some(applied) => applied == mac,
+                None => self.check_log(conn).await? != Some("rollback"),
+            };
+            if !replay {
+                return Ok(Some("rollback"));
+            }
             self.reject("replay");
             self.advance_id(id);
             return Ok(None);
@@ -739,6 +953,12 @@ impl RedisBus {
             node.apply(&envelope);
             self.counters.applied.fetch_add(1, Ordering::Relaxed);
         }
+        self.note_read(Seen {
+            seq: envelope.seq,
+            id: id.clone(),
+            mac,
+            app: matches!(envelope.event, Event::App { .. }).then(|| envelope.event.clone()),
+        });
         let cursor = {
             let mut p = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
             p.seq = envelope.seq;
@@ -749,6 +969,104 @@ impl RedisBus {
             cursor,
             envelope: Arc::new(envelope),
         });
+        Ok(None)
+    }
+
+    fn note_published(&self, seen: Seen) {
+        let mut unread = self.unread.lock().unwrap_or_else(PoisonError::into_inner);
+        if unread.len() == RECENT {
+            unread.pop_front();
+        }
+        unread.push_back(seen);
+    }
+
+    fn note_read(&self, seen: Seen) {
+        self.unread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|u| u.mac != seen.mac);
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(seen);
+    }
+
+    /// The MAC of the entry this replica read at `seq`, if it still remembers it.
+    fn mac_at(&self, seq: u64) -> Option<String> {
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|s| s.seq == seq)
+            .map(|s| s.mac.clone())
+    }
+
+    /// Whether the log still holds, unchanged, the last entry this replica read and every
+    /// entry it appended and has not read back. `None` if it does; `Some("trimmed")` if they
+    /// were trimmed away (the log moved on past this replica); `Some("rollback")` if the log
+    /// went back in time: Redis restarted from an older snapshot or AOF, failed over to a
+    /// replica that had not caught up, or another Redis answers at the address.
+    async fn check_log(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Option<&'static str>> {
+        let mut expect: Vec<(String, String)> = Vec::new();
+        if let Some(anchor) = self
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .back()
+        {
+            expect.push((anchor.id.clone(), anchor.mac.clone()));
+        }
+        expect.extend(
+            self.unread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|u| (u.id.clone(), u.mac.clone())),
+        );
+        if expect.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        pipe.get(&self.names.seq)
+            .cmd("XRANGE")
+            .arg(&self.names.log)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
+        for (id, _) in &expect {
+            pipe.cmd("XRANGE").arg(&self.names.log).arg(id).arg(id);
+        }
+        let mut replies: Vec<Value> = pipe.query_async(conn).await?;
+        let rest = replies.split_off(2.min(replies.len()));
+        let seq = replies
+            .first()
+            .and_then(text)
+            .and_then(|s| s.parse::<u64>().ok());
+        if seq.unwrap_or(0) < self.position().seq {
+            return Ok(Some("rollback"));
+        }
+        let first = replies
+            .get(1)
+            .and_then(|r| stream_entries(r).into_iter().next())
+            .map(|(id, _)| id);
+        for ((id, mac), reply) in expect.iter().zip(&rest) {
+            match stream_entries(reply).first() {
+                Some((_, fields)) if field_of(fields, "mac") == Some(mac.as_str()) => {}
+                // Another entry under that id: rewritten.
+                Some(_) => return Ok(Some("rollback")),
+                // Gone: trimmed if the log now starts after it, else lost.
+                None if first.as_deref().is_some_and(|f| stream_id_after(f, id)) => {
+                    return Ok(Some("trimmed"));
+                }
+                None => return Ok(Some("rollback")),
+            }
+        }
         Ok(None)
     }
 
@@ -767,9 +1085,13 @@ impl RedisBus {
         let mut tail = self.connect(None).await?;
         let pos = self.position();
         if pos.known {
+            // Back after an outage, a restart or a failover: the log may have started over or
+            // gone back in time meanwhile.
             let current = self.epoch(&mut conn).await?;
             if current != *pos.epoch {
                 self.full_sync(&mut conn, node, "epoch").await?;
+            } else if let Some(reason) = self.check_log(&mut conn).await? {
+                self.full_sync(&mut conn, node, reason).await?;
             }
         } else {
             self.full_sync(&mut conn, node, "start").await?;
@@ -815,10 +1137,12 @@ impl RedisBus {
                 })??;
             let entries = match &reply {
                 Value::Nil => {
-                    // Quiet: make sure the log did not start over under us.
+                    // Quiet: make sure the log did not start over or go back in time under us.
                     let current = self.epoch(&mut conn).await?;
                     if current != *self.position().epoch {
                         self.full_sync(&mut conn, node, "epoch").await?;
+                    } else if let Some(reason) = self.check_log(&mut conn).await? {
+                        self.full_sync(&mut conn, node, reason).await?;
                     }
                     continue;
                 }
@@ -859,6 +1183,14 @@ fn stream_id_after(a: &str, b: &str) -> bool {
         (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
     }
     parts(a) > parts(b)
+}
+
+/// The value of field `name` of a stream entry.
+fn field_of<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -1053,15 +1385,33 @@ impl fmt::Debug for Exchange {
 }
 
 impl Exchange {
-    fn newer(&self, id: &ProviderId, held: Option<SystemTime>) -> Option<PublishedKeySet> {
+    fn newer(
+        &self,
+        id: &ProviderId,
+        held: Option<SystemTime>,
+        flush: Option<&FlushId>,
+    ) -> Option<PublishedKeySet> {
         let now = SystemTime::now();
         self.bus
             .latest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
-            .filter(|s| held.is_none_or(|h| s.fetched_at > h) && s.fresh_until > now)
+            .filter(|s| {
+                s.flush.as_ref() == flush
+                    && held.is_none_or(|h| s.fetched_at > h)
+                    && s.fresh_until > now
+            })
             .cloned()
+    }
+
+    /// The fetch lease of `id` under `flush`: after a flush, the replicas race for a lease of
+    /// their own, never waiting for a fetch that began before it.
+    fn lease(&self, id: &ProviderId, flush: Option<&FlushId>) -> String {
+        match flush {
+            Some(flush) => format!("{}{id}#{flush}", self.bus.names.lease),
+            None => format!("{}{id}", self.bus.names.lease),
+        }
     }
 }
 
@@ -1070,18 +1420,19 @@ impl KeyExchange for Exchange {
         &'a self,
         id: &'a ProviderId,
         held: Option<SystemTime>,
+        flush: Option<&'a FlushId>,
     ) -> BoxFuture<'a, Option<PublishedKeySet>> {
         Box::pin(async move {
             if !self.bus.up.load(Ordering::Acquire) {
                 return None;
             }
-            if let Some(set) = self.newer(id, held) {
+            if let Some(set) = self.newer(id, held, flush) {
                 return Some(set);
             }
             let mut changed = self.bus.latest_changed.subscribe();
             let mut conn = self.bus.connection().await.ok()?;
             let lease_ms = u64::try_from(self.bus.settings.fetch_lease.as_millis()).unwrap_or(5000);
-            let lease = format!("{}{id}", self.bus.names.lease);
+            let lease = self.lease(id, flush);
             let won: Option<String> = redis::cmd("SET")
                 .arg(&lease)
                 .arg(&*self.bus.origin)
@@ -1106,7 +1457,7 @@ impl KeyExchange for Exchange {
             // A peer is fetching: wait for its set, but never longer than its lease.
             let wait = tokio::time::timeout(self.bus.settings.fetch_lease, async {
                 loop {
-                    if let Some(set) = self.newer(id, held) {
+                    if let Some(set) = self.newer(id, held, flush) {
                         return Some(set);
                     }
                     if changed.changed().await.is_err() {
@@ -1120,6 +1471,7 @@ impl KeyExchange for Exchange {
 
     fn fetched(&self, id: &ProviderId, set: &PublishedKeySet) {
         let bus = Arc::clone(&self.bus);
+        let lease = self.lease(id, set.flush.as_ref());
         let event = Event::KeySet {
             provider: id.clone(),
             set: set.clone(),
@@ -1133,7 +1485,7 @@ impl KeyExchange for Exchange {
             if let Ok(mut conn) = bus.connection().await {
                 let _: Result<i64, _> = bus
                     .release
-                    .key(format!("{}{id}", bus.names.lease))
+                    .key(lease)
                     .arg(&*bus.origin)
                     .invoke_async(&mut conn)
                     .await;
@@ -1204,6 +1556,8 @@ mod tests {
             &n.log,
             &n.revocations,
             &n.keysets,
+            &n.flushes,
+            &n.flush_ids,
             &n.lease,
             &n.reseeded,
         ] {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
-use keygate::{ProviderId, PublishedKeySet, Revocation};
+use keygate::{FlushId, ProviderId, PublishedKeySet, Revocation};
 use serde::{Deserialize, Serialize};
 
 use super::{Envelope, Event};
@@ -231,6 +231,9 @@ fn mac_input(e: &SignedEntry) -> Vec<u8> {
 struct ProviderPayload {
     tenant: String,
     provider: String,
+    /// The flush's id (flush events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flush: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -262,6 +265,9 @@ struct KeySetPayload {
     fetched_at_ms: u64,
     fresh_until_ms: u64,
     etag: Option<String>,
+    /// The flush the set was fetched under (absent: never flushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flush: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -283,9 +289,15 @@ fn from_millis(ms: u64) -> SystemTime {
 #[must_use]
 pub fn payload(event: &Event) -> (&'static str, String) {
     let json = match event {
-        Event::Flush(id) | Event::Refresh(id) => serde_json::to_string(&ProviderPayload {
+        Event::Flush { provider, flush } => serde_json::to_string(&ProviderPayload {
+            tenant: provider.tenant().to_owned(),
+            provider: provider.name().to_owned(),
+            flush: Some(flush.to_string()),
+        }),
+        Event::Refresh(id) => serde_json::to_string(&ProviderPayload {
             tenant: id.tenant().to_owned(),
             provider: id.name().to_owned(),
+            flush: None,
         }),
         Event::Revoke(r) => serde_json::to_string(&revoke_payload(r)),
         Event::KeySet { provider, set } => serde_json::to_string(&KeySetPayload {
@@ -295,6 +307,7 @@ pub fn payload(event: &Event) -> (&'static str, String) {
             fetched_at_ms: millis(set.fetched_at),
             fresh_until_ms: millis(set.fresh_until),
             etag: set.etag.as_deref().map(str::to_owned),
+            flush: set.flush.as_ref().map(ToString::to_string),
         }),
         Event::App { namespace, key } => serde_json::to_string(&AppPayload {
             namespace: namespace.clone(),
@@ -418,13 +431,24 @@ fn parse_event(kind: &str, payload: &str) -> Result<Event, EntryError> {
             Ok(())
         }
     }
+    fn flush_id(id: Option<&str>) -> Result<Option<FlushId>, EntryError> {
+        id.map(|id| FlushId::new(id).ok_or(EntryError::Malformed("flush")))
+            .transpose()
+    }
     fn provider(p: &ProviderPayload) -> Result<ProviderId, EntryError> {
         field(&p.tenant)?;
         field(&p.provider)?;
         Ok(ProviderId::new(&p.tenant, &p.provider))
     }
     Ok(match kind {
-        "flush" => Event::Flush(provider(&json(payload)?)?),
+        "flush" => {
+            let p: ProviderPayload = json(payload)?;
+            Event::Flush {
+                provider: provider(&p)?,
+                // An entry of a version that did not name its flushes is a flush all the same.
+                flush: flush_id(p.flush.as_deref())?.unwrap_or_else(FlushId::random),
+            }
+        }
         "refresh" => Event::Refresh(provider(&json(payload)?)?),
         "revoke" => Event::Revoke(match json::<RevokePayload>(payload)? {
             RevokePayload::Jti { jti, exp } => {
@@ -477,7 +501,8 @@ fn parse_event(kind: &str, payload: &str) -> Result<Event, EntryError> {
                     from_millis(p.fetched_at_ms),
                     from_millis(p.fresh_until_ms),
                     p.etag.map(Into::into),
-                ),
+                )
+                .after_flush(flush_id(p.flush.as_deref())?),
             }
         }
         "app" => {
@@ -562,7 +587,10 @@ mod tests {
     fn every_event() -> Vec<Event> {
         let id = ProviderId::new("acme", "main");
         vec![
-            Event::Flush(id.clone()),
+            Event::Flush {
+                provider: id.clone(),
+                flush: FlushId::new("f-0123").unwrap(),
+            },
             Event::Refresh(id.clone()),
             Event::Revoke(Revocation::Jti {
                 jti: "j-1".into(),
@@ -588,6 +616,16 @@ mod tests {
                     from_millis(1_800_000_300_000),
                     Some("\"v1\"".into()),
                 ),
+            },
+            Event::KeySet {
+                provider: ProviderId::new("acme", "other"),
+                set: PublishedKeySet::new(
+                    r#"{"keys":[]}"#,
+                    from_millis(1_800_000_000_123),
+                    from_millis(1_800_000_300_000),
+                    None,
+                )
+                .after_flush(FlushId::new("f-0123")),
             },
             Event::App {
                 namespace: "users".into(),
@@ -617,7 +655,10 @@ mod tests {
 
     #[test]
     fn an_older_key_still_verifies_and_an_unknown_one_does_not() {
-        let event = Event::Flush(ProviderId::new("t", "p"));
+        let event = Event::Flush {
+            provider: ProviderId::new("t", "p"),
+            flush: FlushId::random(),
+        };
         let old = MacKeys::new(vec![MacKey::new(
             "k1",
             b"the older secret of at least thirty-two bytes!",

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keygate::{ProviderId, Revocation};
+use keygate::{FlushId, ProviderId, Revocation};
 use keygate_server::bus::Event;
 use keygate_test_support::{StubIdp, TestKey, jwks};
 use reqwest::StatusCode;
@@ -217,7 +217,10 @@ async fn last_event_id_resumes_exactly_after_it() {
     server
         .shared
         .bus
-        .publish(Event::Flush(ProviderId::new("acme", "main")))
+        .publish(Event::Flush {
+            provider: ProviderId::new("acme", "main"),
+            flush: FlushId::random(),
+        })
         .await
         .unwrap();
     let (_, c) = publish(&server, "users", "c").await;
@@ -330,7 +333,10 @@ async fn keygate_s_own_invalidations_never_appear_in_the_stream() {
         .await;
     assert_eq!(status, 200, "{body}");
     for event in [
-        Event::Flush(id.clone()),
+        Event::Flush {
+            provider: id.clone(),
+            flush: FlushId::random(),
+        },
         Event::Refresh(id),
         Event::Revoke(Revocation::Jti {
             jti: "j".into(),

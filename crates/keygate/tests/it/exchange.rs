@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keygate::fetch::BoxFuture;
 use keygate::{
-    AdoptError, JwksError, KeyExchange, ProviderConfig, ProviderId, ProviderState, PublishedKeySet,
-    Verifier,
+    AdoptError, FlushId, JwksError, KeyExchange, ProviderConfig, ProviderId, ProviderState,
+    PublishedKeySet, Verifier,
 };
 use keygate_test_support::{TestKey, jwks};
 use serde_json::json;
@@ -47,6 +47,7 @@ impl KeyExchange for TestExchange {
         &'a self,
         _: &'a ProviderId,
         held: Option<SystemTime>,
+        _: Option<&'a FlushId>,
     ) -> BoxFuture<'a, Option<PublishedKeySet>> {
         self.asked.lock().unwrap().push(held);
         let offer = self.offer.lock().unwrap().take();

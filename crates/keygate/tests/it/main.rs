@@ -7,5 +7,6 @@ mod cache;
 mod exchange;
 mod faults;
 mod fetch;
+mod flush;
 mod memidp;
 mod verify;
