@@ -765,8 +765,12 @@ async fn flush(
             provider: id,
             flush: FlushId::random(),
         };
+        // Published before it is applied here: the refetch this replica then starts publishes
+        // its set under the new flush, which the log takes only once it holds the flush. If the
+        // log cannot take it, the flush still happens here (and the caller gets a 503).
+        let published = publish(&app, event.clone()).await;
         app.apply(&event);
-        let seq = publish(&app, event).await?;
+        let seq = published?;
         Ok(json_response(
             StatusCode::OK,
             &ActionBody {

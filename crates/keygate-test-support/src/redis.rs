@@ -124,7 +124,8 @@ impl RedisServer {
     }
 
     /// Starts a new server on the same port with no data, as if Redis restarted after losing
-    /// everything, and waits until it answers `PING`. Stops the old one first if needed.
+    /// everything (or, after [`save_snapshot`](Self::save_snapshot), with the snapshot's
+    /// data), and waits until it answers `PING`. Stops the old one first if needed.
     ///
     /// # Panics
     ///
@@ -149,6 +150,32 @@ impl RedisServer {
             self.port,
             read_log(&self.dir)
         );
+    }
+
+    /// Writes a snapshot of the data now (`SAVE`, an RDB file in the server's directory), for
+    /// [`restart_from_snapshot`](Self::restart_from_snapshot).
+    ///
+    /// # Panics
+    ///
+    /// If Redis does not answer `OK`.
+    pub fn save_snapshot(&self) {
+        assert_eq!(self.command(&["SAVE"]), "OK", "SAVE failed");
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port from the last
+    /// [`save_snapshot`](Self::save_snapshot): whatever was written after it is gone, as after
+    /// a crash with lagging RDB or AOF persistence, or a failover to a replica that had not
+    /// caught up. Same data set, same epoch, shorter log.
+    ///
+    /// # Panics
+    ///
+    /// If no snapshot was saved, or the server does not come back.
+    pub fn restart_from_snapshot(&mut self) {
+        assert!(
+            self.dir.join("dump.rdb").exists(),
+            "restart_from_snapshot needs save_snapshot first"
+        );
+        self.start_again();
     }
 
     /// Sends one command and returns its reply, rendered as [`command_at`] describes.

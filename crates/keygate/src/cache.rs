@@ -134,6 +134,8 @@ pub(crate) struct Snapshot {
     pub(crate) fetch_seq: Option<u64>,
     /// The flush in force when the fetch that produced these keys began (see [`FlushId`]).
     pub(crate) flush: Option<FlushId>,
+    /// `kid`s the keys before these had and these lack: withdrawn by the IdP.
+    pub(crate) withdrawn: Vec<String>,
 }
 
 impl Snapshot {
@@ -158,7 +160,8 @@ impl Snapshot {
                 self.expires_at()?,
                 self.etag.clone(),
             )
-            .after_flush(self.flush.clone()),
+            .after_flush(self.flush.clone())
+            .withdrawing(self.withdrawn.clone()),
         )
     }
 }
@@ -225,6 +228,7 @@ impl Provider {
                     etag: None,
                     fetch_seq: None,
                     flush: None,
+                    withdrawn: Vec::new(),
                 }))
             }
             KeySource::Url(_) | KeySource::Discovery(_) => None,

@@ -42,6 +42,11 @@ pub struct PublishedKeySet {
     /// replica adopts the set only under that same flush: a set fetched before a flush is
     /// never adopted after it.
     pub flush: Option<FlushId>,
+    /// `kid`s the set no longer has that the publisher's previous set (or the set a flush
+    /// dropped) had: the IdP withdrew them. Adopters refuse them without a refetch for their
+    /// negative-cache lifetime, like the publisher does, so a withdrawn key costs the cluster
+    /// no fetch per replica.
+    pub withdrawn: Vec<String>,
 }
 
 impl PublishedKeySet {
@@ -58,7 +63,15 @@ impl PublishedKeySet {
             fresh_until,
             etag,
             flush: None,
+            withdrawn: Vec::new(),
         }
+    }
+
+    /// The same set, naming the `kid`s it withdrew (see [`PublishedKeySet::withdrawn`]).
+    #[must_use]
+    pub fn withdrawing(mut self, kids: Vec<String>) -> Self {
+        self.withdrawn = kids;
+        self
     }
 
     /// The same set, marked as fetched after `flush` (see [`PublishedKeySet::flush`]).

@@ -73,6 +73,8 @@ pub(crate) type Outcome = Result<Arc<Snapshot>, KeysUnavailable>;
 /// A refresh in flight, or finished, that callers join.
 type Inflight = Shared<BoxFuture<'static, Outcome>>;
 
+/// Most withdrawn `kid`s a set carries (and an adopter remembers) per install.
+const MAX_WITHDRAWN: usize = 64;
 /// Longest `kid` remembered in the negative cache; real `kid`s are far shorter.
 const MAX_NEGATIVE_KID_LEN: usize = 256;
 /// Most `kid`s remembered per provider; past it, expired entries go, then all of them.
@@ -112,6 +114,9 @@ struct State {
     /// The last flush applied. A fetch remembers the one in force when it began, and its
     /// keys are installed only if that is still the one in force.
     flush: Option<FlushId>,
+    /// The `kid`s of the keys the last flush dropped, until a set is installed: what that set
+    /// lacks of them, the IdP withdrew.
+    flushed_kids: Vec<String>,
 }
 
 /// The forced-refetch budget: a token bucket measured against the provider's clock, and the
@@ -174,6 +179,7 @@ impl Refresher {
                 quiet_until: None,
                 discovered: None,
                 flush: None,
+                flushed_kids: Vec::new(),
             }),
             background_started: AtomicBool::new(false),
             reschedule: Arc::new(Notify::new()),
@@ -233,6 +239,8 @@ struct Candidate {
     fetch_seq: Option<u64>,
     /// See [`Snapshot::flush`].
     flush: Option<FlushId>,
+    /// What the publisher says its set withdrew (sets from peers only).
+    withdrawn: Vec<String>,
 }
 
 impl Candidate {
@@ -265,7 +273,9 @@ impl Provider {
                 return false;
             }
             s.flush = Some(id);
-            self.snapshot.store(None);
+            if let Some(dropped) = self.snapshot.swap(None) {
+                s.flushed_kids = dropped.keys.kids().map(str::to_owned).collect();
+            }
             s.last_failure = None;
             s.consecutive_failures = 0;
             s.next_attempt_at = now;
@@ -307,7 +317,10 @@ impl Provider {
         // refetch's job, whatever started it.
         lock(&self.refresher.bucket).deferred = None;
         let provider = Arc::clone(self);
-        let task = tokio::spawn(async move { provider.run_refresh(seq).await });
+        // What the starter held: a set installed between now and the task running (adopted
+        // from the log, say) is then found in the exchange and used, not fetched again.
+        let held = self.snapshot.load().as_ref().map(|s| s.fetched_at);
+        let task = tokio::spawn(async move { provider.run_refresh(seq, held).await });
         let fut: BoxFuture<'static, Outcome> = Box::pin(task.map(|joined| {
             joined.unwrap_or_else(|_| {
                 Err(KeysUnavailable::Fetch(Some(Arc::new(
@@ -587,9 +600,9 @@ impl Provider {
         None
     }
 
-    async fn run_refresh(self: Arc<Self>, seq: u64) -> Outcome {
+    async fn run_refresh(self: Arc<Self>, seq: u64, held: Option<SystemTime>) -> Outcome {
         let flush = self.refresher.flush_id();
-        if let Some(adopted) = self.from_exchange(flush.as_ref()).await {
+        if let Some(adopted) = self.from_exchange(held, flush.as_ref()).await {
             return Ok(adopted);
         }
         match self.fetch_and_parse(seq, flush.clone()).await {
@@ -624,9 +637,12 @@ impl Provider {
 
     /// Asks the key exchange for a set a peer fetched and installs it if it is newer than the
     /// held one and still fresh. `None`: fetch from the IdP.
-    async fn from_exchange(self: &Arc<Self>, flush: Option<&FlushId>) -> Option<Arc<Snapshot>> {
+    async fn from_exchange(
+        self: &Arc<Self>,
+        held: Option<SystemTime>,
+        flush: Option<&FlushId>,
+    ) -> Option<Arc<Snapshot>> {
         let exchange = self.exchange.as_ref()?;
-        let held = self.snapshot.load().as_ref().map(|s| s.fetched_at);
         // A peer's fetch is worth waiting for about as long as one of our own attempts.
         let wait = self.config.retry.attempt_timeout;
         let asked = exchange.before_fetch(&self.id, held, flush);
@@ -748,6 +764,20 @@ impl Provider {
             }
             _ => (candidate.keys, next_generation(), true),
         };
+        // What the keys before these had and these lack (or what the publisher says its set
+        // withdrew): the IdP's answer, after those `kid`s were known, no longer has them.
+        let before: Vec<String> = match &current {
+            Some(cur) => cur.keys.kids().map(str::to_owned).collect(),
+            None => std::mem::take(&mut state.flushed_kids),
+        };
+        let mut withdrawn: Vec<String> = before
+            .into_iter()
+            .chain(candidate.withdrawn)
+            .filter(|kid| !keys.has_kid(kid))
+            .collect();
+        withdrawn.sort_unstable();
+        withdrawn.dedup();
+        withdrawn.truncate(MAX_WITHDRAWN);
         let fetched_at = candidate.freshness.fetched_at();
         let expires = fetched_at + candidate.freshness.ttl();
         state.last_failure = None;
@@ -778,6 +808,7 @@ impl Provider {
             etag: candidate.etag,
             fetch_seq: candidate.fetch_seq,
             flush: candidate.flush,
+            withdrawn,
         });
         self.snapshot.store(Some(Arc::clone(&snap)));
         (snap, changed)
@@ -788,6 +819,14 @@ impl Provider {
             // Misses were judged against the old keys.
             lock(&self.refresher.negative).clear();
             tracing::info!(provider = %self.id, keys = ?snap.keys, "jwks updated");
+        }
+        // A withdrawn key is refused without a refetch for a while: right after a rotation
+        // without overlap (or a flush), tokens it signed are still about, and each would
+        // otherwise cost a fetch, on every replica.
+        let now = self.clock.now();
+        for kid in &snap.withdrawn {
+            self.refresher
+                .remember_missing(kid, now, self.config.cache.negative_ttl);
         }
         self.refresher.reschedule.notify_one();
         self.ensure_background();
@@ -816,6 +855,7 @@ impl Provider {
             etag: set.etag.clone(),
             fetch_seq: None,
             flush: set.flush.clone(),
+            withdrawn: set.withdrawn.clone(),
         })
     }
 
@@ -872,6 +912,7 @@ impl Provider {
                     etag: etag(&response.headers).or_else(|| snap.etag.clone()),
                     fetch_seq: Some(seq),
                     flush,
+                    withdrawn: Vec::new(),
                 });
             }
             // A 304 we cannot match to what we hold: fetch the whole set unconditionally.
@@ -902,6 +943,7 @@ impl Provider {
             etag: etag(&response.headers),
             fetch_seq: Some(seq),
             flush,
+            withdrawn: Vec::new(),
         })
     }
 

@@ -690,17 +690,18 @@ impl RedisBus {
         for (provider, flush, apply_here) in reflush {
             tracing::warn!(%provider, "the log lost a flush; flushing again");
             let event = Event::Flush { provider, flush };
+            // Appended first, so that the set this replica then fetches under it is shared.
+            if let Err(e) = self.append(&event).await {
+                tracing::warn!(error = %e, "could not restore a flush to the log");
+            }
             if apply_here {
                 node.apply(&Envelope {
                     seq: 0,
                     epoch: epoch.as_str().into(),
                     origin: Arc::clone(&self.origin),
                     at: SystemTime::now(),
-                    event: event.clone(),
+                    event,
                 });
-            }
-            if let Err(e) = self.append(&event).await {
-                tracing::warn!(error = %e, "could not restore a flush to the log");
             }
         }
         for event in lost_apps {
@@ -1423,11 +1424,13 @@ impl KeyExchange for Exchange {
         flush: Option<&'a FlushId>,
     ) -> BoxFuture<'a, Option<PublishedKeySet>> {
         Box::pin(async move {
-            if !self.bus.up.load(Ordering::Acquire) {
-                return None;
-            }
+            // What the log brought is good even before the bus is up (loading shared state
+            // at start applies flushes, whose refetch finds the shared set here).
             if let Some(set) = self.newer(id, held, flush) {
                 return Some(set);
+            }
+            if !self.bus.up.load(Ordering::Acquire) {
+                return None;
             }
             let mut changed = self.bus.latest_changed.subscribe();
             let mut conn = self.bus.connection().await.ok()?;

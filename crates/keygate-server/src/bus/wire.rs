@@ -268,6 +268,9 @@ struct KeySetPayload {
     /// The flush the set was fetched under (absent: never flushed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     flush: Option<String>,
+    /// `kid`s the IdP withdrew (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    withdrawn: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -284,6 +287,9 @@ fn millis(t: SystemTime) -> u64 {
 fn from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
+
+/// Most withdrawn `kid`s a key-set entry may name.
+const MAX_WITHDRAWN: usize = 64;
 
 /// The type name and JSON payload of `event`.
 #[must_use]
@@ -308,6 +314,7 @@ pub fn payload(event: &Event) -> (&'static str, String) {
             fresh_until_ms: millis(set.fresh_until),
             etag: set.etag.as_deref().map(str::to_owned),
             flush: set.flush.as_ref().map(ToString::to_string),
+            withdrawn: set.withdrawn.clone(),
         }),
         Event::App { namespace, key } => serde_json::to_string(&AppPayload {
             namespace: namespace.clone(),
@@ -494,6 +501,12 @@ fn parse_event(kind: &str, payload: &str) -> Result<Event, EntryError> {
             if p.etag.as_ref().is_some_and(|e| e.len() > MAX_FIELD_BYTES) {
                 return Err(EntryError::Malformed("etag"));
             }
+            if p.withdrawn.len() > MAX_WITHDRAWN {
+                return Err(EntryError::Malformed("withdrawn"));
+            }
+            for kid in &p.withdrawn {
+                field(kid)?;
+            }
             Event::KeySet {
                 provider: ProviderId::new(&p.tenant, &p.provider),
                 set: PublishedKeySet::new(
@@ -502,7 +515,8 @@ fn parse_event(kind: &str, payload: &str) -> Result<Event, EntryError> {
                     from_millis(p.fresh_until_ms),
                     p.etag.map(Into::into),
                 )
-                .after_flush(flush_id(p.flush.as_deref())?),
+                .after_flush(flush_id(p.flush.as_deref())?)
+                .withdrawing(p.withdrawn),
             }
         }
         "app" => {
@@ -625,7 +639,8 @@ mod tests {
                     from_millis(1_800_000_300_000),
                     None,
                 )
-                .after_flush(FlushId::new("f-0123")),
+                .after_flush(FlushId::new("f-0123"))
+                .withdrawing(vec!["old-1".into(), "old-2".into()]),
             },
             Event::App {
                 namespace: "users".into(),

@@ -75,7 +75,7 @@ pub(crate) async fn status_of(server: &TestServer, token: &str) -> StatusCode {
     server.verify("", Some(token), &[]).await.status()
 }
 
-async fn revoke(server: &TestServer, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn revoke(server: &TestServer, body: Value) -> (StatusCode, Value) {
     server
         .admin(
             "POST",
@@ -93,7 +93,7 @@ fn jti_of(token: &str) -> String {
     claims["jti"].as_str().unwrap().to_owned()
 }
 
-fn revoke_jti(token: &str) -> Value {
+pub(crate) fn revoke_jti(token: &str) -> Value {
     json!({ "jti": jti_of(token), "exp": now() + 3600 })
 }
 

@@ -12,5 +12,6 @@ mod nginx;
 mod ops_cli;
 mod serve_cli;
 mod server;
+mod trust;
 mod usage;
 mod verify;
