@@ -673,6 +673,16 @@ struct BusRow {
     state: String,
     last_seq: u64,
     lag_seconds: f64,
+    #[serde(default)]
+    primary: Option<String>,
+    #[serde(default)]
+    last_resync: Option<ResyncRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResyncRow {
+    at: i64,
+    reason: String,
 }
 
 fn status_text(r: &StatusReply) -> String {
@@ -714,8 +724,19 @@ fn status_text(r: &StatusReply) -> String {
         ]);
     }
     let mut text = table(&rows);
+    let mut extra = String::new();
+    if let Some(node) = &r.bus.primary {
+        extra.push_str(&format!(", primary {node}"));
+    }
+    if let Some(resync) = &r.bus.last_resync {
+        extra.push_str(&format!(
+            ", last resync {} ({})",
+            relative(resync.at, r.now),
+            resync.reason
+        ));
+    }
     text.push_str(&format!(
-        "bus: {} {} (seq {}, lag {:.1}s)\nrevocations: {}, cached tokens: {}",
+        "bus: {} {} (seq {}, lag {:.1}s{extra})\nrevocations: {}, cached tokens: {}",
         r.bus.backend,
         r.bus.state,
         r.bus.last_seq,
