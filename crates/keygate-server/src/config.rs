@@ -1648,6 +1648,216 @@ mod tests {
         assert!(Config::parse(&text, &env).is_ok());
     }
 
+    /// A file under the temp dir with `content`, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, content: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "keygate-config-{}-{:08x}-{name}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::write(&path, content).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const CLUSTER_KEY: &str =
+        "[[cluster.keys]]\nid = \"k1\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+
+    fn cluster(body: &str) -> String {
+        format!("{MINIMAL}\n[cluster]\nbackend = \"redis\"\n{body}\n{CLUSTER_KEY}")
+    }
+
+    fn test_ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn sentinels_tls_and_acknowledgements_validate_and_name_the_key_at_fault() {
+        // Sentinels instead of a URL; a URL without a port gets Sentinel's.
+        let ok = parse(&cluster(
+            "sentinels = [\"redis://:pw@10.0.0.1:26379\", \"redis://10.0.0.2\"]\nsentinel_master = \"kg\"\n\
+             redis_username = \"keygate\"\nredis_password = \"data-secret\"\n\
+             min_replicas_ack = 1\nreplica_ack_timeout = \"250ms\"\n",
+        ))
+        .unwrap();
+        let ClusterBackend::Redis(settings) = &ok.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        let sentinel = settings.sentinel.as_ref().unwrap();
+        assert_eq!(sentinel.master, "kg");
+        assert_eq!(
+            sentinel.urls,
+            ["redis://:pw@10.0.0.1:26379", "redis://10.0.0.2:26379"]
+        );
+        assert_eq!(settings.username.as_deref(), Some("keygate"));
+        assert_eq!(settings.password.as_deref(), Some("data-secret"));
+        assert_eq!(settings.min_replicas_ack, 1);
+        assert_eq!(settings.replica_ack_timeout, Duration::from_millis(250));
+        assert!(settings.tls.is_none());
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("data-secret") && !shown.contains(":pw@"), "{shown}");
+
+        // Defaults: no waiting, a 1 s ack timeout.
+        let plain = parse(&cluster("redis_url = \"redis://127.0.0.1:6379/0\"\n")).unwrap();
+        let ClusterBackend::Redis(plain) = &plain.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert_eq!(plain.min_replicas_ack, 0);
+        assert_eq!(plain.replica_ack_timeout, Duration::from_secs(1));
+        assert!(plain.sentinel.is_none());
+
+        // The data nodes' password may come from the environment, and it wins.
+        let env = |name: &str| (name == REDIS_PASSWORD_ENV).then(|| "from-env".to_owned());
+        let text = cluster("redis_url = \"redis://127.0.0.1/\"\nredis_password = \"file\"\n");
+        let c = Config::parse(&text, &env).unwrap();
+        let ClusterBackend::Redis(s) = &c.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert_eq!(s.password.as_deref(), Some("from-env"));
+
+        // TLS: rediss:// is accepted, with or without a CA file; the CA must parse.
+        let ca = TempFile::new("ca.pem", &test_ca_pem());
+        let junk = TempFile::new("junk.pem", "not a certificate\n");
+        let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let client_key = TempFile::new("client.key", &key_pem);
+        assert!(parse(&cluster("redis_url = \"rediss://redis.internal:6380/\"\n")).is_ok());
+        let with_ca = parse(&cluster(&format!(
+            "redis_url = \"rediss://127.0.0.1:6380/\"\ntls_ca_file = \"{}\"\n",
+            ca.0.display()
+        )))
+        .unwrap();
+        let ClusterBackend::Redis(s) = &with_ca.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        let tls = s.tls.as_ref().unwrap();
+        assert!(tls.root_cert.is_some() && tls.client_tls.is_none());
+        let mutual = parse(&cluster(&format!(
+            "redis_url = \"rediss://127.0.0.1:6380/\"\ntls_ca_file = \"{ca}\"\n\
+             tls_client_cert = \"{ca}\"\ntls_client_key = \"{key}\"\n",
+            ca = ca.0.display(),
+            key = client_key.0.display()
+        )))
+        .unwrap();
+        let ClusterBackend::Redis(s) = &mutual.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert!(s.tls.as_ref().unwrap().client_tls.is_some());
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        // Sentinels over TLS mean TLS to the data nodes too: the CA applies.
+        assert!(
+            parse(&cluster(&format!(
+                "sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"\ntls_ca_file = \"{}\"\n",
+                ca.0.display()
+            )))
+            .is_ok()
+        );
+
+        let ca_path = ca.0.display().to_string();
+        let junk_path = junk.0.display().to_string();
+        let key_path = client_key.0.display().to_string();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                cluster("redis_url = \"redis://a/\"\nsentinels = [\"redis://b\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels",
+            ),
+            (cluster("sentinel_master = \"m\"\n"), "cluster.redis_url"),
+            (cluster("sentinels = []\nsentinel_master = \"m\"\n"), "cluster.sentinels"),
+            (cluster("sentinels = [\"redis://b\"]\n"), "cluster.sentinel_master"),
+            (
+                cluster("redis_url = \"redis://a/\"\nsentinel_master = \"m\"\n"),
+                "cluster.sentinel_master",
+            ),
+            (
+                cluster("sentinels = [\"redis://b\"]\nsentinel_master = \"has space\"\n"),
+                "cluster.sentinel_master",
+            ),
+            (
+                cluster("sentinels = [\"redis://a\", \"http://b\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels[1]",
+            ),
+            (
+                cluster("sentinels = [\"redis://a\", \"not a url\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels[1]",
+            ),
+            (
+                cluster("sentinels = [\"redis://a\", \"rediss://b\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels[1]",
+            ),
+            (
+                cluster(&format!("redis_url = \"redis://a/\"\ntls_ca_file = \"{ca_path}\"\n")),
+                "cluster.tls_ca_file",
+            ),
+            (
+                cluster("redis_url = \"rediss://a/\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+                "cluster.tls_ca_file",
+            ),
+            (
+                cluster(&format!("redis_url = \"rediss://a/\"\ntls_ca_file = \"{junk_path}\"\n")),
+                "cluster.tls_ca_file",
+            ),
+            (
+                cluster(&format!("redis_url = \"rediss://a/\"\ntls_client_cert = \"{ca_path}\"\n")),
+                "cluster.tls_client_key",
+            ),
+            (
+                cluster(&format!("redis_url = \"rediss://a/\"\ntls_client_key = \"{key_path}\"\n")),
+                "cluster.tls_client_cert",
+            ),
+            (
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_client_cert = \"{ca_path}\"\ntls_client_key = \"{ca_path}\"\n"
+                )),
+                "cluster.tls_client_key",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nmin_replicas_ack = 65\n"),
+                "cluster.min_replicas_ack",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nreplica_ack_timeout = \"0s\"\n"),
+                "cluster.replica_ack_timeout",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nredis_password = \"\"\n"),
+                "cluster.redis_password",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nredis_username = \"\"\n"),
+                "cluster.redis_username",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nsentinels = [\"redis://a\"]\n"),
+                "cluster.sentinels",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nmin_replicas_ack = 1\n"),
+                "cluster.min_replicas_ack",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\ntls_ca_file = \"{ca_path}\"\n"),
+                "cluster.tls_ca_file",
+            ),
+        ];
+        for (text, field) in &cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, *field, "{e}\n{text}");
+            assert!(!e.problem.contains("PRIVATE KEY"), "{e}");
+        }
+    }
+
     #[test]
     fn embedded_default_has_the_dev_issuer_and_no_other_provider() {
         let c = Config::embedded_default();
