@@ -294,3 +294,55 @@ async fn too_few_replica_acknowledgements_fail_admin_calls_but_not_verification(
     assert_eq!(status_of(&a, &revoked).await, StatusCode::UNAUTHORIZED);
     assert_eq!(status_of(&a, &another).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_is_never_written_to_after_a_planned_failover() {
+    let primary = RedisNode::start();
+    let standby = RedisNode::replica_of(primary.port());
+    let sentinel = Sentinel::start("kg", primary.port());
+    sentinel.wait_for_replicas("kg", 1);
+    let idp = idp_with(&[key()]).await;
+    let p = prefix();
+    let section = sentinel_toml(&[sentinel.url()], "kg", &p, "");
+    let a = replica_from(&idp, &section).await;
+    let b = replica_from(&idp, &section).await;
+    let first = token_for(&idp, key(), |_| {});
+    assert_eq!(revoke(&a, revoke_jti(&first)).await.0, StatusCode::OK);
+
+    // Both nodes stay up: the old primary turns into a replica, answering READONLY to writes.
+    assert_eq!(sentinel.command(&["SENTINEL", "FAILOVER", "kg"]), "OK");
+    let new_port = tokio::task::block_in_place(|| {
+        sentinel.wait_for_failover("kg", primary.port(), Duration::from_secs(20))
+    });
+    assert_eq!(new_port, standby.port());
+    eventually("the old primary is a replica", || async {
+        primary.role() == "slave"
+    })
+    .await;
+    let new = format!("127.0.0.1:{new_port}");
+    let second = token_for(&idp, key(), |_| {});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = revoke(&a, revoke_jti(&second)).await;
+        if code == StatusCode::OK {
+            break;
+        }
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "revocations did not come back: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for r in [&a, &b] {
+        eventually("both revocations are enforced and the new primary is tailed", || async {
+            status_of(r, &first).await == StatusCode::UNAUTHORIZED
+                && status_of(r, &second).await == StatusCode::UNAUTHORIZED
+                && bus(r).primary.as_deref() == Some(&*new)
+        })
+        .await;
+    }
+    // Nothing was written to the demoted node on its own: it holds what it replicates.
+    let seq = |node: &RedisNode| node.command(&["GET", &format!("{{{p}}}:seq")]);
+    eventually("the old primary replicates the new one", || async {
+        seq(&primary) == seq(&standby)
+    })
+    .await;
+}
