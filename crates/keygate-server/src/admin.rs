@@ -723,9 +723,10 @@ async fn status(
             resyncs: bus.resyncs.iter().map(|(_, n)| n).sum(),
             accept_while_degraded: app.accept_while_degraded,
             primary: bus.primary.clone(),
-            last_resync: bus
-                .last_resync
-                .map(|(at, reason)| ResyncView { at: unix(at), reason }),
+            last_resync: bus.last_resync.map(|(at, reason)| ResyncView {
+                at: unix(at),
+                reason,
+            }),
         },
         revocations: app.revocations.len(),
         cached_tokens: app.verifier.cached_tokens(),

@@ -76,6 +76,8 @@ pub struct ClusterConfig {
 /// `cluster.backend`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// Built once at start and never moved in a loop: boxing would only complicate every match.
+#[allow(clippy::large_enum_variant)]
 pub enum ClusterBackend {
     /// One node: the in-process bus, and revocations in `state_file` when set.
     Local {
@@ -404,7 +406,10 @@ impl FileCluster {
             ("cluster.tls_client_cert", self.tls_client_cert.is_some()),
             ("cluster.tls_client_key", self.tls_client_key.is_some()),
             ("cluster.min_replicas_ack", self.min_replicas_ack.is_some()),
-            ("cluster.replica_ack_timeout", self.replica_ack_timeout.is_some()),
+            (
+                "cluster.replica_ack_timeout",
+                self.replica_ack_timeout.is_some(),
+            ),
         ];
         match self.backend.as_deref().unwrap_or("local") {
             "local" => {
@@ -641,9 +646,8 @@ impl FileConnection {
                         ));
                     }
                     tls = Some(this);
-                    let mut parsed = Url::parse(&url).map_err(|e| {
-                        ConfigError::new(key.as_str(), format!("not a URL: {e}"))
-                    })?;
+                    let mut parsed = Url::parse(&url)
+                        .map_err(|e| ConfigError::new(key.as_str(), format!("not a URL: {e}")))?;
                     if parsed.port().is_none() {
                         let _ = parsed.set_port(Some(SENTINEL_DEFAULT_PORT));
                     }
@@ -663,13 +667,9 @@ impl FileConnection {
 
 /// Checks a `redis://` or `rediss://` URL; returns whether it is `rediss://`.
 fn check_redis_url(key: &str, url: &str) -> Result<bool, ConfigError> {
-    let parsed =
-        Url::parse(url).map_err(|e| ConfigError::new(key, format!("not a URL: {}", e)))?;
+    let parsed = Url::parse(url).map_err(|e| ConfigError::new(key, format!("not a URL: {}", e)))?;
     if !matches!(parsed.scheme(), "redis" | "rediss") {
-        return Err(ConfigError::new(
-            key,
-            "must be a redis:// or rediss:// URL",
-        ));
+        return Err(ConfigError::new(key, "must be a redis:// or rediss:// URL"));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::new(key, "names no host"));
@@ -697,10 +697,7 @@ fn tls_files(
     .find(|(_, f)| f.is_some());
     if let Some((key, _)) = any {
         if !tls {
-            return Err(ConfigError::new(
-                key,
-                "only used with rediss:// (TLS) URLs",
-            ));
+            return Err(ConfigError::new(key, "only used with rediss:// (TLS) URLs"));
         }
     } else {
         return Ok(None);
@@ -1707,7 +1704,10 @@ mod tests {
         assert_eq!(settings.replica_ack_timeout, Duration::from_millis(250));
         assert!(settings.tls.is_none());
         let shown = format!("{settings:?}");
-        assert!(!shown.contains("data-secret") && !shown.contains(":pw@"), "{shown}");
+        assert!(
+            !shown.contains("data-secret") && !shown.contains(":pw@"),
+            "{shown}"
+        );
 
         // Defaults: no waiting, a 1 s ack timeout.
         let plain = parse(&cluster("redis_url = \"redis://127.0.0.1:6379/0\"\n")).unwrap();
@@ -1770,12 +1770,20 @@ mod tests {
         let key_path = client_key.0.display().to_string();
         let cases: Vec<(String, &str)> = vec![
             (
-                cluster("redis_url = \"redis://a/\"\nsentinels = [\"redis://b\"]\nsentinel_master = \"m\"\n"),
+                cluster(
+                    "redis_url = \"redis://a/\"\nsentinels = [\"redis://b\"]\nsentinel_master = \"m\"\n",
+                ),
                 "cluster.sentinels",
             ),
             (cluster("sentinel_master = \"m\"\n"), "cluster.redis_url"),
-            (cluster("sentinels = []\nsentinel_master = \"m\"\n"), "cluster.sentinels"),
-            (cluster("sentinels = [\"redis://b\"]\n"), "cluster.sentinel_master"),
+            (
+                cluster("sentinels = []\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels",
+            ),
+            (
+                cluster("sentinels = [\"redis://b\"]\n"),
+                "cluster.sentinel_master",
+            ),
             (
                 cluster("redis_url = \"redis://a/\"\nsentinel_master = \"m\"\n"),
                 "cluster.sentinel_master",
@@ -1797,7 +1805,9 @@ mod tests {
                 "cluster.sentinels[1]",
             ),
             (
-                cluster(&format!("redis_url = \"redis://a/\"\ntls_ca_file = \"{ca_path}\"\n")),
+                cluster(&format!(
+                    "redis_url = \"redis://a/\"\ntls_ca_file = \"{ca_path}\"\n"
+                )),
                 "cluster.tls_ca_file",
             ),
             (
@@ -1805,15 +1815,21 @@ mod tests {
                 "cluster.tls_ca_file",
             ),
             (
-                cluster(&format!("redis_url = \"rediss://a/\"\ntls_ca_file = \"{junk_path}\"\n")),
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_ca_file = \"{junk_path}\"\n"
+                )),
                 "cluster.tls_ca_file",
             ),
             (
-                cluster(&format!("redis_url = \"rediss://a/\"\ntls_client_cert = \"{ca_path}\"\n")),
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_client_cert = \"{ca_path}\"\n"
+                )),
                 "cluster.tls_client_key",
             ),
             (
-                cluster(&format!("redis_url = \"rediss://a/\"\ntls_client_key = \"{key_path}\"\n")),
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_client_key = \"{key_path}\"\n"
+                )),
                 "cluster.tls_client_cert",
             ),
             (

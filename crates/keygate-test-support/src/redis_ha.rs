@@ -98,11 +98,7 @@ impl RedisNode {
         )
     }
 
-    fn start_with(
-        extra: impl Fn((&Path, u16)) -> Vec<String>,
-        ready: Ready,
-        tls: bool,
-    ) -> Self {
+    fn start_with(extra: impl Fn((&Path, u16)) -> Vec<String>, ready: Ready, tls: bool) -> Self {
         let dir = fresh_dir();
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -293,7 +289,13 @@ impl Sentinel {
             );
             fs::write(dir.join("sentinel.conf"), conf)
                 .unwrap_or_else(|e| panic!("cannot write the sentinel config: {e}"));
-            match spawn_ready(sentinel_command(&dir), port, &dir, READY_TIMEOUT, Ready::Ping) {
+            match spawn_ready(
+                sentinel_command(&dir),
+                port,
+                &dir,
+                READY_TIMEOUT,
+                Ready::Ping,
+            ) {
                 Ok(child) => {
                     return Self {
                         port,
@@ -451,7 +453,11 @@ fn sentinel_command(dir: &Path) -> Command {
 fn ensure_sentinel_available() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if Command::new("redis-server").arg("--version").output().is_ok() {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
             return;
         }
         let run = |args: &[&str]| {
@@ -499,11 +505,7 @@ fn write_certificates(dir: &Path) {
         ExtendedKeyUsagePurpose::ServerAuth,
         "server",
     );
-    let (client_crt, client_key) = leaf(
-        Vec::new(),
-        ExtendedKeyUsagePurpose::ClientAuth,
-        "client",
-    );
+    let (client_crt, client_key) = leaf(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, "client");
     for (name, content) in [
         ("ca.crt", ca.pem()),
         ("server.crt", server_crt),

@@ -42,7 +42,9 @@ use redis::{Script, Value};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use self::connect::Connector;
-pub use self::connect::{SENTINEL_DEFAULT_PORT, SentinelSettings, client_for, install_crypto_provider};
+pub use self::connect::{
+    SENTINEL_DEFAULT_PORT, SentinelSettings, client_for, install_crypto_provider,
+};
 use super::wire::{self, EntryError, MacKeys, SignedEntry};
 use super::{
     Apply, Bus, BusError, BusState, BusStatus, Cursor, DELIVERY_CAPACITY, Delivery, Envelope,

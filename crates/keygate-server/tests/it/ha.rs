@@ -91,7 +91,10 @@ async fn replicas_share_revocations_over_mutual_tls() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_ne!(bus(&refused).state, keygate_server::bus::BusState::Ok);
     // It still verifies with what it has.
-    assert_eq!(status_of(&refused, &token_for(&idp, key(), |_| {})).await, StatusCode::OK);
+    assert_eq!(
+        status_of(&refused, &token_for(&idp, key(), |_| {})).await,
+        StatusCode::OK
+    );
 }
 
 /// What the background tasks of the failover test saw.
@@ -176,7 +179,10 @@ async fn replicas_follow_a_sentinel_failover_and_lose_no_acknowledged_revocation
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before_kill = seen.lock().unwrap().acked.len();
-    assert!(before_kill > 0, "no revocation went through before the kill");
+    assert!(
+        before_kill > 0,
+        "no revocation went through before the kill"
+    );
     primary.stop();
     let new_port = tokio::task::block_in_place(|| {
         sentinel.wait_for_failover("kg", primary.port(), Duration::from_secs(20))
@@ -214,14 +220,17 @@ async fn replicas_follow_a_sentinel_failover_and_lose_no_acknowledged_revocation
     assert!(seen.odd.is_empty(), "unexpected answers: {:?}", seen.odd);
     let new = format!("127.0.0.1:{new_port}");
     for r in replicas.iter() {
-        eventually("every acknowledged revocation is enforced everywhere", || async {
-            for (t, _) in &seen.acked {
-                if status_of(r, t).await != StatusCode::UNAUTHORIZED {
-                    return false;
+        eventually(
+            "every acknowledged revocation is enforced everywhere",
+            || async {
+                for (t, _) in &seen.acked {
+                    if status_of(r, t).await != StatusCode::UNAUTHORIZED {
+                        return false;
+                    }
                 }
-            }
-            true
-        })
+                true
+            },
+        )
         .await;
         eventually("the replica tails the new primary", || async {
             let s = bus(r);
@@ -270,7 +279,10 @@ async fn too_few_replica_acknowledgements_fail_admin_calls_but_not_verification(
     let revoked = token_for(&idp, key(), |_| {});
     let (code, body) = revoke(&a, revoke_jti(&revoked)).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(standby.command(&["EXISTS", &format!("{{{p}}}:log")]), "(integer) 1");
+    assert_eq!(
+        standby.command(&["EXISTS", &format!("{{{p}}}:log")]),
+        "(integer) 1"
+    );
 
     standby.stop();
     let another = token_for(&idp, key(), |_| {});
@@ -328,15 +340,21 @@ async fn a_demoted_primary_is_never_written_to_after_a_planned_failover() {
             break;
         }
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(Instant::now() < deadline, "revocations did not come back: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "revocations did not come back: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for r in [&a, &b] {
-        eventually("both revocations are enforced and the new primary is tailed", || async {
-            status_of(r, &first).await == StatusCode::UNAUTHORIZED
-                && status_of(r, &second).await == StatusCode::UNAUTHORIZED
-                && bus(r).primary.as_deref() == Some(&*new)
-        })
+        eventually(
+            "both revocations are enforced and the new primary is tailed",
+            || async {
+                status_of(r, &first).await == StatusCode::UNAUTHORIZED
+                    && status_of(r, &second).await == StatusCode::UNAUTHORIZED
+                    && bus(r).primary.as_deref() == Some(&*new)
+            },
+        )
         .await;
     }
     // Nothing was written to the demoted node on its own: it holds what it replicates.

@@ -137,7 +137,10 @@ impl Connector {
                     .iter()
                     .map(|u| {
                         // A Sentinel's own credentials are in its URL; TLS follows its scheme.
-                        let info = u.as_str().into_connection_info().map_err(|e| e.to_string())?;
+                        let info = u
+                            .as_str()
+                            .into_connection_info()
+                            .map_err(|e| e.to_string())?;
                         build(info, settings.tls.as_ref()).map_err(|e| e.to_string())
                     })
                     .collect::<Result<Vec<_>, String>>()?;
@@ -264,7 +267,11 @@ impl Connector {
     /// Fails unless `ROLE` on `conn` says `master`. A server that refuses `ROLE` itself
     /// (renamed or denied by an ACL, as some hosted Redis do) counts as the primary, since
     /// with a fixed URL there is nothing else to try.
-    async fn role_is_master(&self, conn: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
+    async fn role_is_master(
+        &self,
+        conn: &mut MultiplexedConnection,
+        node: &str,
+    ) -> RedisResult<()> {
         let role = redis::cmd("ROLE");
         let reply = tokio::time::timeout(self.timeout, role.query_async::<Value>(conn))
             .await
@@ -285,7 +292,9 @@ impl Connector {
         match first_text(&reply).as_deref() {
             Some("master") => Ok(()),
             Some(role) => Err(demoted(&format!("{node} is a {role} now, not the primary"))),
-            None => Err(demoted(&format!("{node} answered ROLE with something unexpected"))),
+            None => Err(demoted(&format!(
+                "{node} answered ROLE with something unexpected"
+            ))),
         }
     }
 
@@ -328,7 +337,8 @@ impl Connector {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinels"))))
+        Err(last
+            .unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinels"))))
     }
 
     fn first(&self) -> usize {
@@ -375,7 +385,10 @@ impl RedisBus {
     /// Fails when the node behind `conn` is no longer the primary (see
     /// [`Connector::still_primary`]); then the shared connection goes too, so that no
     /// publish writes to a demoted node. For the tail's periodic check.
-    pub(super) async fn still_primary(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    pub(super) async fn still_primary(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
         let node = self
             .primary
             .lock()
@@ -410,7 +423,8 @@ impl RedisBus {
         if wanted == 0 {
             return Ok(());
         }
-        let timeout_ms = u64::try_from(self.settings.replica_ack_timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout_ms =
+            u64::try_from(self.settings.replica_ack_timeout.as_millis()).unwrap_or(u64::MAX);
         let acked: Result<u64, RedisError> = redis::cmd("WAIT")
             .arg(wanted)
             .arg(timeout_ms)
@@ -472,9 +486,7 @@ fn build(info: ConnectionInfo, tls: Option<&TlsCertificates>) -> RedisResult<red
 
 fn node_info(addr: ConnectionAddr) -> RedisResult<ConnectionInfo> {
     // Any URL gives default settings; the address is replaced.
-    Ok("redis://127.0.0.1/"
-        .into_connection_info()?
-        .set_addr(addr))
+    Ok("redis://127.0.0.1/".into_connection_info()?.set_addr(addr))
 }
 
 fn with_credentials(
