@@ -1139,4 +1139,27 @@ mod tests {
             "400 bad_request: exp is in the past (field exp)"
         );
     }
+
+    #[test]
+    fn status_shows_the_primary_and_the_last_resync_when_the_server_sends_them() {
+        let reply: StatusReply = serde_json::from_value(serde_json::json!({
+            "now": 1_000,
+            "providers": [],
+            "bus": {
+                "backend": "redis", "state": "ok", "last_seq": 9, "lag_seconds": 0.0,
+                "primary": "10.0.0.5:6380",
+                "last_resync": {"at": 880, "reason": "epoch"}
+            },
+            "revocations": 1,
+            "cached_tokens": 0
+        }))
+        .unwrap();
+        let text = status_text(&reply);
+        assert!(
+            text.contains(
+                "bus: redis ok (seq 9, lag 0.0s, primary 10.0.0.5:6380, last resync 2m00s ago (epoch))"
+            ),
+            "{text}"
+        );
+    }
 }
