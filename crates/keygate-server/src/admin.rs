@@ -78,6 +78,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         LastErrorView,
         CountersView,
         BusView,
+        ResyncView,
         ActionBody,
         RefreshBody,
         RevocationRequest,
@@ -253,6 +254,19 @@ pub struct BusView {
     pub resyncs: u64,
     /// Whether `/verify` accepts tokens while the bus is degraded.
     pub accept_while_degraded: bool,
+    /// The Redis node this replica writes to, `host:port` (redis backend only).
+    pub primary: Option<String>,
+    /// When this replica last loaded the shared state from scratch, and why.
+    pub last_resync: Option<ResyncView>,
+}
+
+/// A load of the shared state from scratch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResyncView {
+    /// When (unix seconds).
+    pub at: i64,
+    /// Why: `start`, `epoch`, `gap` or `trimmed`.
+    pub reason: &'static str,
 }
 
 /// The answer to a flush.
@@ -708,6 +722,11 @@ async fn status(
             rejected: bus.rejected.iter().map(|(_, n)| n).sum(),
             resyncs: bus.resyncs.iter().map(|(_, n)| n).sum(),
             accept_while_degraded: app.accept_while_degraded,
+            primary: bus.primary.clone(),
+            last_resync: bus.last_resync.map(|(at, reason)| ResyncView {
+                at: unix(at),
+                reason,
+            }),
         },
         revocations: app.revocations.len(),
         cached_tokens: app.verifier.cached_tokens(),

@@ -178,6 +178,10 @@ pub enum BusError {
     /// The bus cannot take events right now; the event did not go out.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus took the event but could not confirm it is durable (too few Redis replicas
+    /// acknowledged it): it may or may not reach other replicas. Publishing it again is safe.
+    #[error("bus did not confirm the event: {0}")]
+    Unconfirmed(String),
 }
 
 /// Whether the bus is delivering.
@@ -224,6 +228,11 @@ pub struct BusStatus {
     pub rejected: Vec<(&'static str, u64)>,
     /// Full resyncs, by reason (`trimmed`, `epoch`, `gap`).
     pub resyncs: Vec<(&'static str, u64)>,
+    /// The Redis node this replica writes to, `host:port` (the last one it connected to).
+    pub primary: Option<String>,
+    /// When this replica last loaded the shared state from scratch, and why (`start` or a
+    /// resync reason).
+    pub last_resync: Option<(SystemTime, &'static str)>,
 }
 
 impl BusStatus {
@@ -240,6 +249,8 @@ impl BusStatus {
             applied: 0,
             rejected: Vec::new(),
             resyncs: Vec::new(),
+            primary: None,
+            last_resync: None,
         }
     }
 }

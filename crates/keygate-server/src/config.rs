@@ -22,7 +22,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::apikey::{ApiKey, FailureLimit, KeyHash, Scope};
-use crate::bus::redis::RedisSettings;
+use crate::bus::redis::{RedisSettings, SENTINEL_DEFAULT_PORT, SentinelSettings};
 use crate::bus::wire::{MacKey, MacKeys};
 
 /// The default address of the verification endpoint.
@@ -76,6 +76,8 @@ pub struct ClusterConfig {
 /// `cluster.backend`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// Built once at start and never moved in a loop: boxing would only complicate every match.
+#[allow(clippy::large_enum_variant)]
 pub enum ClusterBackend {
     /// One node: the in-process bus, and revocations in `state_file` when set.
     Local {
@@ -345,6 +347,15 @@ struct FileCluster {
     timeout: Option<FileDuration>,
     #[serde(default)]
     keys: Vec<FileClusterKey>,
+    sentinels: Option<Vec<String>>,
+    sentinel_master: Option<String>,
+    redis_username: Option<String>,
+    redis_password: Option<String>,
+    tls_ca_file: Option<PathBuf>,
+    tls_client_cert: Option<PathBuf>,
+    tls_client_key: Option<PathBuf>,
+    min_replicas_ack: Option<u32>,
+    replica_ack_timeout: Option<FileDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +398,18 @@ impl FileCluster {
             ("cluster.fetch_lease", self.fetch_lease.is_some()),
             ("cluster.timeout", self.timeout.is_some()),
             ("cluster.keys", !self.keys.is_empty()),
+            ("cluster.sentinels", self.sentinels.is_some()),
+            ("cluster.sentinel_master", self.sentinel_master.is_some()),
+            ("cluster.redis_username", self.redis_username.is_some()),
+            ("cluster.redis_password", self.redis_password.is_some()),
+            ("cluster.tls_ca_file", self.tls_ca_file.is_some()),
+            ("cluster.tls_client_cert", self.tls_client_cert.is_some()),
+            ("cluster.tls_client_key", self.tls_client_key.is_some()),
+            ("cluster.min_replicas_ack", self.min_replicas_ack.is_some()),
+            (
+                "cluster.replica_ack_timeout",
+                self.replica_ack_timeout.is_some(),
+            ),
         ];
         match self.backend.as_deref().unwrap_or("local") {
             "local" => {
@@ -410,24 +433,14 @@ impl FileCluster {
                         "only used with cluster.backend = \"local\": the redis backend keeps revocations in Redis",
                     ));
                 }
-                let url = self.redis_url.ok_or_else(|| {
-                    ConfigError::new(
-                        "cluster.redis_url",
-                        "required with cluster.backend = \"redis\"",
-                    )
-                })?;
-                let parsed = Url::parse(&url).map_err(|e| {
-                    ConfigError::new("cluster.redis_url", format!("not a URL: {e}"))
-                })?;
-                if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    return Err(ConfigError::new(
-                        "cluster.redis_url",
-                        "must be a redis:// or rediss:// URL",
-                    ));
-                }
-                if let Err(e) = redis_client_check(&url) {
-                    return Err(ConfigError::new("cluster.redis_url", e));
-                }
+                let connection = FileConnection::validate(
+                    self.redis_url,
+                    self.sentinels,
+                    self.sentinel_master,
+                    self.tls_ca_file.as_deref(),
+                    self.tls_client_cert.as_deref(),
+                    self.tls_client_key.as_deref(),
+                )?;
                 let prefix = self.prefix.unwrap_or_else(|| "keygate".to_owned());
                 check_name("cluster.prefix", &prefix)?;
                 if self.keys.is_empty() {
@@ -471,10 +484,40 @@ impl FileCluster {
                     keys.push(MacKey::new(&k.id, secret.as_bytes()));
                 }
                 let mut settings = RedisSettings::new(
-                    url,
+                    connection.url,
                     prefix,
                     MacKeys::new(keys).expect("at least one key was checked above"),
                 );
+                settings.sentinel = connection.sentinel;
+                settings.tls = connection.tls;
+                if let Some(user) = self.redis_username {
+                    if user.is_empty() {
+                        return Err(ConfigError::new(
+                            "cluster.redis_username",
+                            "must not be empty",
+                        ));
+                    }
+                    settings.username = Some(user);
+                }
+                settings.password = match env(REDIS_PASSWORD_ENV) {
+                    Some(p) => Some(p),
+                    None => self.redis_password,
+                };
+                if settings.password.as_deref() == Some("") {
+                    return Err(ConfigError::new(
+                        "cluster.redis_password",
+                        format!("must not be empty (it may come from {REDIS_PASSWORD_ENV})"),
+                    ));
+                }
+                if let Some(n) = self.min_replicas_ack {
+                    if n > 64 {
+                        return Err(ConfigError::new(
+                            "cluster.min_replicas_ack",
+                            "must be at most 64",
+                        ));
+                    }
+                    settings.min_replicas_ack = n;
+                }
                 if let Some(n) = self.max_log_len {
                     if n < 1000 {
                         return Err(ConfigError::new(
@@ -500,6 +543,11 @@ impl FileCluster {
                         &mut settings.fetch_lease,
                     ),
                     ("cluster.timeout", self.timeout, &mut settings.timeout),
+                    (
+                        "cluster.replica_ack_timeout",
+                        self.replica_ack_timeout,
+                        &mut settings.replica_ack_timeout,
+                    ),
                 ] {
                     if let Some(d) = value {
                         if d.0.is_zero() || d.0 > Duration::from_secs(60) {
@@ -519,6 +567,199 @@ impl FileCluster {
             )),
         }
     }
+}
+
+/// The environment variable the data nodes' Redis password is read from; it wins over
+/// `cluster.redis_password`.
+pub const REDIS_PASSWORD_ENV: &str = "KEYGATE_CLUSTER_REDIS_PASSWORD";
+
+/// How the bus reaches Redis, checked: a URL or Sentinels, and the TLS material.
+struct FileConnection {
+    url: String,
+    sentinel: Option<SentinelSettings>,
+    tls: Option<redis::TlsCertificates>,
+}
+
+impl FileConnection {
+    fn validate(
+        redis_url: Option<String>,
+        sentinels: Option<Vec<String>>,
+        sentinel_master: Option<String>,
+        ca_file: Option<&Path>,
+        client_cert: Option<&Path>,
+        client_key: Option<&Path>,
+    ) -> Result<FileConnection, ConfigError> {
+        let (url, sentinel, tls_scheme) = match (redis_url, sentinels) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "cluster.sentinels",
+                    "set either cluster.redis_url or cluster.sentinels, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "cluster.redis_url",
+                    "required with cluster.backend = \"redis\" (or cluster.sentinels with cluster.sentinel_master)",
+                ));
+            }
+            (Some(url), None) => {
+                if sentinel_master.is_some() {
+                    return Err(ConfigError::new(
+                        "cluster.sentinel_master",
+                        "only used with cluster.sentinels",
+                    ));
+                }
+                let tls = check_redis_url("cluster.redis_url", &url)?;
+                (url, None, tls)
+            }
+            (None, Some(urls)) => {
+                if urls.is_empty() {
+                    return Err(ConfigError::new(
+                        "cluster.sentinels",
+                        "list at least one Sentinel (redis://HOST:PORT)",
+                    ));
+                }
+                let master = sentinel_master.ok_or_else(|| {
+                    ConfigError::new(
+                        "cluster.sentinel_master",
+                        "required with cluster.sentinels: the name the Sentinels monitor the primary under",
+                    )
+                })?;
+                if master.is_empty()
+                    || master.len() > 128
+                    || !master.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(ConfigError::new(
+                        "cluster.sentinel_master",
+                        "must be 1 to 128 printable characters without spaces",
+                    ));
+                }
+                let mut checked = Vec::with_capacity(urls.len());
+                let mut tls = None;
+                for (i, url) in urls.into_iter().enumerate() {
+                    let key = format!("cluster.sentinels[{i}]");
+                    let this = check_redis_url(&key, &url)?;
+                    if tls.is_some_and(|t| t != this) {
+                        return Err(ConfigError::new(
+                            key,
+                            "mixes redis:// and rediss://: all Sentinels use TLS or none does",
+                        ));
+                    }
+                    tls = Some(this);
+                    let mut parsed = Url::parse(&url)
+                        .map_err(|e| ConfigError::new(key.as_str(), format!("not a URL: {e}")))?;
+                    if parsed.port().is_none() {
+                        let _ = parsed.set_port(Some(SENTINEL_DEFAULT_PORT));
+                    }
+                    checked.push(parsed.to_string());
+                }
+                (
+                    String::new(),
+                    Some(SentinelSettings::new(checked, master)),
+                    tls.unwrap_or(false),
+                )
+            }
+        };
+        let tls = tls_files(ca_file, client_cert, client_key, tls_scheme)?;
+        Ok(FileConnection { url, sentinel, tls })
+    }
+}
+
+/// Checks a `redis://` or `rediss://` URL; returns whether it is `rediss://`.
+fn check_redis_url(key: &str, url: &str) -> Result<bool, ConfigError> {
+    let parsed = Url::parse(url).map_err(|e| ConfigError::new(key, format!("not a URL: {}", e)))?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::new(key, "must be a redis:// or rediss:// URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key, "names no host"));
+    }
+    redis_client_check(url).map_err(|e| ConfigError::new(key, e))?;
+    Ok(parsed.scheme() == "rediss")
+}
+
+/// Reads and checks the TLS files: PEM, with at least one certificate (and a key).
+fn tls_files(
+    ca_file: Option<&Path>,
+    client_cert: Option<&Path>,
+    client_key: Option<&Path>,
+    tls: bool,
+) -> Result<Option<redis::TlsCertificates>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let any = [
+        ("cluster.tls_ca_file", ca_file),
+        ("cluster.tls_client_cert", client_cert),
+        ("cluster.tls_client_key", client_key),
+    ]
+    .into_iter()
+    .find(|(_, f)| f.is_some());
+    if let Some((key, _)) = any {
+        if !tls {
+            return Err(ConfigError::new(key, "only used with rediss:// (TLS) URLs"));
+        }
+    } else {
+        return Ok(None);
+    }
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))
+    };
+    let certs = |key: &str, pem: &[u8]| {
+        let n = CertificateDer::pem_slice_iter(pem)
+            .map(|c| c.map(drop))
+            .collect::<Result<Vec<()>, _>>()
+            .map_err(|e| ConfigError::new(key, format!("not a PEM certificate file: {e}")))?
+            .len();
+        if n == 0 {
+            return Err(ConfigError::new(key, "holds no PEM certificate"));
+        }
+        Ok(())
+    };
+    let root_cert = match ca_file {
+        Some(path) => {
+            let pem = read("cluster.tls_ca_file", path)?;
+            certs("cluster.tls_ca_file", &pem)?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let client_tls = match (client_cert, client_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "cluster.tls_client_key",
+                "required with cluster.tls_client_cert",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "cluster.tls_client_cert",
+                "required with cluster.tls_client_key",
+            ));
+        }
+        (Some(cert), Some(key)) => {
+            let client_cert = read("cluster.tls_client_cert", cert)?;
+            certs("cluster.tls_client_cert", &client_cert)?;
+            let client_key = read("cluster.tls_client_key", key)?;
+            // The error never shows the file's content: it is a private key.
+            PrivateKeyDer::from_pem_slice(&client_key).map_err(|_| {
+                ConfigError::new(
+                    "cluster.tls_client_key",
+                    format!("{} holds no PEM private key", key.display()),
+                )
+            })?;
+            Some(redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            })
+        }
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 fn redis_client_check(url: &str) -> Result<(), String> {
@@ -1402,6 +1643,235 @@ mod tests {
         };
         let text = redis("[[cluster.keys]]\nid = \"k1\"\n");
         assert!(Config::parse(&text, &env).is_ok());
+    }
+
+    /// A file under the temp dir with `content`, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, content: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "keygate-config-{}-{:08x}-{name}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::write(&path, content).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const CLUSTER_KEY: &str =
+        "[[cluster.keys]]\nid = \"k1\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+
+    fn cluster(body: &str) -> String {
+        format!("{MINIMAL}\n[cluster]\nbackend = \"redis\"\n{body}\n{CLUSTER_KEY}")
+    }
+
+    fn test_ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn sentinels_tls_and_acknowledgements_validate_and_name_the_key_at_fault() {
+        // Sentinels instead of a URL; a URL without a port gets Sentinel's.
+        let ok = parse(&cluster(
+            "sentinels = [\"redis://:pw@10.0.0.1:26379\", \"redis://10.0.0.2\"]\nsentinel_master = \"kg\"\n\
+             redis_username = \"keygate\"\nredis_password = \"data-secret\"\n\
+             min_replicas_ack = 1\nreplica_ack_timeout = \"250ms\"\n",
+        ))
+        .unwrap();
+        let ClusterBackend::Redis(settings) = &ok.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        let sentinel = settings.sentinel.as_ref().unwrap();
+        assert_eq!(sentinel.master, "kg");
+        assert_eq!(
+            sentinel.urls,
+            ["redis://:pw@10.0.0.1:26379", "redis://10.0.0.2:26379"]
+        );
+        assert_eq!(settings.username.as_deref(), Some("keygate"));
+        assert_eq!(settings.password.as_deref(), Some("data-secret"));
+        assert_eq!(settings.min_replicas_ack, 1);
+        assert_eq!(settings.replica_ack_timeout, Duration::from_millis(250));
+        assert!(settings.tls.is_none());
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("data-secret") && !shown.contains(":pw@"),
+            "{shown}"
+        );
+
+        // Defaults: no waiting, a 1 s ack timeout.
+        let plain = parse(&cluster("redis_url = \"redis://127.0.0.1:6379/0\"\n")).unwrap();
+        let ClusterBackend::Redis(plain) = &plain.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert_eq!(plain.min_replicas_ack, 0);
+        assert_eq!(plain.replica_ack_timeout, Duration::from_secs(1));
+        assert!(plain.sentinel.is_none());
+
+        // The data nodes' password may come from the environment, and it wins.
+        let env = |name: &str| (name == REDIS_PASSWORD_ENV).then(|| "from-env".to_owned());
+        let text = cluster("redis_url = \"redis://127.0.0.1/\"\nredis_password = \"file\"\n");
+        let c = Config::parse(&text, &env).unwrap();
+        let ClusterBackend::Redis(s) = &c.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert_eq!(s.password.as_deref(), Some("from-env"));
+
+        // TLS: rediss:// is accepted, with or without a CA file; the CA must parse.
+        let ca = TempFile::new("ca.pem", &test_ca_pem());
+        let junk = TempFile::new("junk.pem", "not a certificate\n");
+        let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let client_key = TempFile::new("client.key", &key_pem);
+        assert!(parse(&cluster("redis_url = \"rediss://redis.internal:6380/\"\n")).is_ok());
+        let with_ca = parse(&cluster(&format!(
+            "redis_url = \"rediss://127.0.0.1:6380/\"\ntls_ca_file = \"{}\"\n",
+            ca.0.display()
+        )))
+        .unwrap();
+        let ClusterBackend::Redis(s) = &with_ca.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        let tls = s.tls.as_ref().unwrap();
+        assert!(tls.root_cert.is_some() && tls.client_tls.is_none());
+        let mutual = parse(&cluster(&format!(
+            "redis_url = \"rediss://127.0.0.1:6380/\"\ntls_ca_file = \"{ca}\"\n\
+             tls_client_cert = \"{ca}\"\ntls_client_key = \"{key}\"\n",
+            ca = ca.0.display(),
+            key = client_key.0.display()
+        )))
+        .unwrap();
+        let ClusterBackend::Redis(s) = &mutual.cluster.backend else {
+            panic!("expected the redis backend");
+        };
+        assert!(s.tls.as_ref().unwrap().client_tls.is_some());
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        // Sentinels over TLS mean TLS to the data nodes too: the CA applies.
+        assert!(
+            parse(&cluster(&format!(
+                "sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"\ntls_ca_file = \"{}\"\n",
+                ca.0.display()
+            )))
+            .is_ok()
+        );
+
+        let ca_path = ca.0.display().to_string();
+        let junk_path = junk.0.display().to_string();
+        let key_path = client_key.0.display().to_string();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                cluster(
+                    "redis_url = \"redis://a/\"\nsentinels = [\"redis://b\"]\nsentinel_master = \"m\"\n",
+                ),
+                "cluster.sentinels",
+            ),
+            (cluster("sentinel_master = \"m\"\n"), "cluster.redis_url"),
+            (
+                cluster("sentinels = []\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels",
+            ),
+            (
+                cluster("sentinels = [\"redis://b\"]\n"),
+                "cluster.sentinel_master",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nsentinel_master = \"m\"\n"),
+                "cluster.sentinel_master",
+            ),
+            (
+                cluster("sentinels = [\"redis://b\"]\nsentinel_master = \"has space\"\n"),
+                "cluster.sentinel_master",
+            ),
+            (
+                cluster("sentinels = [\"redis://a\", \"http://b\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels[1]",
+            ),
+            (
+                cluster("sentinels = [\"redis://a\", \"not a url\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels[1]",
+            ),
+            (
+                cluster("sentinels = [\"redis://a\", \"rediss://b\"]\nsentinel_master = \"m\"\n"),
+                "cluster.sentinels[1]",
+            ),
+            (
+                cluster(&format!(
+                    "redis_url = \"redis://a/\"\ntls_ca_file = \"{ca_path}\"\n"
+                )),
+                "cluster.tls_ca_file",
+            ),
+            (
+                cluster("redis_url = \"rediss://a/\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+                "cluster.tls_ca_file",
+            ),
+            (
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_ca_file = \"{junk_path}\"\n"
+                )),
+                "cluster.tls_ca_file",
+            ),
+            (
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_client_cert = \"{ca_path}\"\n"
+                )),
+                "cluster.tls_client_key",
+            ),
+            (
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_client_key = \"{key_path}\"\n"
+                )),
+                "cluster.tls_client_cert",
+            ),
+            (
+                cluster(&format!(
+                    "redis_url = \"rediss://a/\"\ntls_client_cert = \"{ca_path}\"\ntls_client_key = \"{ca_path}\"\n"
+                )),
+                "cluster.tls_client_key",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nmin_replicas_ack = 65\n"),
+                "cluster.min_replicas_ack",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nreplica_ack_timeout = \"0s\"\n"),
+                "cluster.replica_ack_timeout",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nredis_password = \"\"\n"),
+                "cluster.redis_password",
+            ),
+            (
+                cluster("redis_url = \"redis://a/\"\nredis_username = \"\"\n"),
+                "cluster.redis_username",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nsentinels = [\"redis://a\"]\n"),
+                "cluster.sentinels",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nmin_replicas_ack = 1\n"),
+                "cluster.min_replicas_ack",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\ntls_ca_file = \"{ca_path}\"\n"),
+                "cluster.tls_ca_file",
+            ),
+        ];
+        for (text, field) in &cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, *field, "{e}\n{text}");
+            assert!(!e.problem.contains("PRIVATE KEY"), "{e}");
+        }
     }
 
     #[test]

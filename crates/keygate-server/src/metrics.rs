@@ -431,6 +431,26 @@ fn render_bus(out: &mut Out, bus: &BusStatus, accept_while_degraded: bool) {
     for (reason, n) in &bus.resyncs {
         out.sample("keygate_bus_resyncs_total", &[("reason", reason)], *n);
     }
+    if let Some(node) = &bus.primary {
+        out.family(
+            "keygate_bus_primary_info",
+            "The Redis node this replica writes to (always 1; the node is the label).",
+            "gauge",
+        );
+        out.sample("keygate_bus_primary_info", &[("node", node)], 1);
+    }
+    if let Some((at, reason)) = bus.last_resync {
+        out.family(
+            "keygate_bus_last_resync_timestamp_seconds",
+            "When this replica last loaded the shared state from scratch (unix seconds), and why.",
+            "gauge",
+        );
+        out.sample(
+            "keygate_bus_last_resync_timestamp_seconds",
+            &[("reason", reason)],
+            Float(seconds_between(SystemTime::UNIX_EPOCH, at)),
+        );
+    }
     out.family(
         "keygate_bus_accepting_while_degraded",
         "1 while the bus is degraded and tokens are still accepted (revocations may be behind).",
@@ -534,6 +554,8 @@ mod tests {
             applied: 2,
             rejected: vec![("mac", 1)],
             resyncs: vec![("epoch", 0)],
+            primary: Some("127.0.0.1:6380".to_owned()),
+            last_resync: Some((UNIX_EPOCH + Duration::from_secs(T0), "start")),
             ..BusStatus::new("local", BusState::Ok, "e".into())
         }
     }
@@ -831,6 +853,8 @@ mod tests {
             "keygate_bus_rejected_total",
             "keygate_bus_resyncs_total",
             "keygate_bus_accepting_while_degraded",
+            "keygate_bus_primary_info",
+            "keygate_bus_last_resync_timestamp_seconds",
             "keygate_revocations",
             "keygate_verified_tokens_cached",
             "keygate_admin_requests_total",
@@ -908,6 +932,18 @@ mod tests {
             Some("0.25")
         );
         assert_eq!(value(&text, "keygate_bus_last_seq").as_deref(), Some("7"));
+        assert_eq!(
+            value(&text, r#"keygate_bus_primary_info{node="127.0.0.1:6380"}"#).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"keygate_bus_last_resync_timestamp_seconds{reason="start"}"#
+            )
+            .as_deref(),
+            Some(T0.to_string().as_str())
+        );
         assert_eq!(
             value(&text, "keygate_bus_published_total").as_deref(),
             Some("5")

@@ -354,8 +354,13 @@ impl Server {
                 (Arc::new(bus), None)
             }
             ClusterBackend::Redis(settings) => {
+                let key = if settings.sentinel.is_some() {
+                    "cluster.sentinels"
+                } else {
+                    "cluster.redis_url"
+                };
                 let bus = RedisBus::new(settings.clone(), Arc::clone(&origin))
-                    .map_err(|e| ServeError::Bus(format!("cluster.redis_url: {e}")))?;
+                    .map_err(|e| ServeError::Bus(format!("{key}: {e}")))?;
                 let exchange = bus.key_exchange();
                 (bus, Some(exchange))
             }

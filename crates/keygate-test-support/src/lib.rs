@@ -8,6 +8,8 @@
 //!   requests.
 //! - [`RedisServer`]: a private `redis-server` on a free port that a test can stop, wipe and
 //!   restart; [`TcpProxy`]: a loopback proxy a test can cut, to partition one client.
+//! - [`RedisNode`] and [`Sentinel`]: highly available Redis (TLS, replicas, Sentinel) whose
+//!   processes a test can kill and start again.
 //!
 //! Everything here panics on failure: it is test code, and a panic with a clear message is
 //! the most useful failure a test can report.
@@ -18,6 +20,7 @@ pub mod clock;
 pub mod keys;
 pub mod proxy;
 pub mod redis;
+pub mod redis_ha;
 pub mod stub;
 pub mod token;
 
@@ -25,5 +28,6 @@ pub use clock::ManualClock;
 pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks, one_key_per_alg};
 pub use proxy::TcpProxy;
 pub use redis::RedisServer;
+pub use redis_ha::{RedisNode, Sentinel};
 pub use stub::{StubBody, StubIdp, StubResponse};
 pub use token::{TokenBuilder, b64url, hs256_token, typical_claims};

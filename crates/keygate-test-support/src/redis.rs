@@ -26,11 +26,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a started server has to answer `PING` before the start counts as failed.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`RedisServer::start_again`] keeps retrying while the old port is still held.
 const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many fresh ports [`RedisServer::start`] tries before giving up.
-const START_ATTEMPTS: usize = 5;
+pub(crate) const START_ATTEMPTS: usize = 5;
 /// Connect, write and read timeout for [`command_at`].
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between readiness probes.
@@ -298,15 +298,29 @@ fn invalid(message: String) -> io::Error {
 /// On failure the child is killed and reaped, and the error says why; the log is left for
 /// the caller to show.
 fn launch(port: u16, dir: &Path, timeout: Duration) -> Result<Child, String> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(dir))
-        .unwrap_or_else(|e| panic!("cannot open redis log in {}: {e}", dir.display()));
-    let log_err = log
-        .try_clone()
-        .unwrap_or_else(|e| panic!("cannot clone redis log handle: {e}"));
-    let spawned = Command::new("redis-server")
+    launch_with(port, dir, timeout, &[], Ready::Ping)
+}
+
+/// How [`launch_with`] tells that a server is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// It answers a plain-text `PING` on its port.
+    Ping,
+    /// Its log says it accepts connections (for a server that only speaks TLS).
+    Logged,
+}
+
+/// [`launch`] with `extra` arguments after the usual ones (later ones win, so `--port 0`
+/// turns the plain port off), waiting as `ready` says.
+pub(crate) fn launch_with(
+    port: u16,
+    dir: &Path,
+    timeout: Duration,
+    extra: &[String],
+    ready: Ready,
+) -> Result<Child, String> {
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
@@ -317,6 +331,29 @@ fn launch(port: u16, dir: &Path, timeout: Duration) -> Result<Child, String> {
         .args(["--enable-debug-command", "local"])
         .arg("--dir")
         .arg(dir)
+        .args(extra);
+    spawn_ready(command, port, dir, timeout, ready)
+}
+
+/// Spawns `command` (a `redis-server`) with its output in the log in `dir` and waits until
+/// it is ready.
+pub(crate) fn spawn_ready(
+    mut command: Command,
+    port: u16,
+    dir: &Path,
+    timeout: Duration,
+    ready: Ready,
+) -> Result<Child, String> {
+    let logged_before = fs::metadata(log_path(dir)).map_or(0, |m| m.len());
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir))
+        .unwrap_or_else(|e| panic!("cannot open redis log in {}: {e}", dir.display()));
+    let log_err = log
+        .try_clone()
+        .unwrap_or_else(|e| panic!("cannot clone redis log handle: {e}"));
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -343,7 +380,11 @@ fn launch(port: u16, dir: &Path, timeout: Duration) -> Result<Child, String> {
                 return Err(format!("cannot poll redis-server on port {port}: {e}"));
             }
         }
-        if answers_ping(addr) {
+        let is_ready = match ready {
+            Ready::Ping => answers_ping(addr),
+            Ready::Logged => logged_since(dir, logged_before, "Ready to accept connections"),
+        };
+        if is_ready {
             return Ok(child);
         }
         if Instant::now() >= deadline {
@@ -354,6 +395,15 @@ fn launch(port: u16, dir: &Path, timeout: Duration) -> Result<Child, String> {
         }
         thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Whether the log in `dir` has `needle` past its first `offset` bytes.
+fn logged_since(dir: &Path, offset: u64, needle: &str) -> bool {
+    let Ok(log) = fs::read(log_path(dir)) else {
+        return false;
+    };
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
+    String::from_utf8_lossy(&log[start..]).contains(needle)
 }
 
 /// Whether something on `addr` answers an inline `PING` with `+PONG`.
@@ -370,14 +420,14 @@ fn answers_ping(addr: SocketAddr) -> bool {
     probe().unwrap_or(false)
 }
 
-fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     // Fails only if the process already exited, which is what we want anyway.
     let _ = child.kill();
     let _ = child.wait();
 }
 
 /// A port the kernel just handed out on loopback and that nothing holds right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"));
     listener
@@ -388,7 +438,7 @@ fn free_port() -> u16 {
 
 /// Creates a directory under the system temp dir that no other server (in this or another
 /// test process) uses.
-fn fresh_dir() -> PathBuf {
+pub(crate) fn fresh_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -405,11 +455,11 @@ fn fresh_dir() -> PathBuf {
     }
 }
 
-fn log_path(dir: &Path) -> PathBuf {
+pub(crate) fn log_path(dir: &Path) -> PathBuf {
     dir.join("redis.log")
 }
 
-fn read_log(dir: &Path) -> String {
+pub(crate) fn read_log(dir: &Path) -> String {
     let mut log = String::new();
     match File::open(log_path(dir)) {
         Ok(mut file) => {

@@ -38,14 +38,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use keygate::{FlushId, KeyExchange, ProviderId, PublishedKeySet, Revocation};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::{broadcast, oneshot, watch};
 
+use self::connect::Connector;
+pub use self::connect::{
+    SENTINEL_DEFAULT_PORT, SentinelSettings, client_for, install_crypto_provider,
+};
 use super::wire::{self, EntryError, MacKeys, SignedEntry};
 use super::{
     Apply, Bus, BusError, BusState, BusStatus, Cursor, DELIVERY_CAPACITY, Delivery, Envelope,
     Event, HistoryGone, SharedState,
 };
+
+mod connect;
 
 /// How long a tail read blocks waiting for new entries.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -82,6 +88,21 @@ pub struct RedisSettings {
     pub fetch_lease: Duration,
     /// Connect and response timeout of every command but the blocking tail read.
     pub timeout: Duration,
+    /// Find the primary through these Sentinels instead of connecting to `url` (which is
+    /// then unused).
+    pub sentinel: Option<SentinelSettings>,
+    /// TLS material for `rediss://`: a CA to trust instead of the system roots, and a client
+    /// certificate for mutual TLS. `None` uses the system roots and no client certificate.
+    pub tls: Option<redis::TlsCertificates>,
+    /// Username for the data nodes, overriding the URL's.
+    pub username: Option<String>,
+    /// Password for the data nodes, overriding the URL's.
+    pub password: Option<String>,
+    /// Replicas that must acknowledge an appended entry (Redis `WAIT`) before a publish
+    /// succeeds; 0 does not wait.
+    pub min_replicas_ack: u32,
+    /// How long a publish waits for those acknowledgements.
+    pub replica_ack_timeout: Duration,
 }
 
 impl fmt::Debug for RedisSettings {
@@ -94,6 +115,12 @@ impl fmt::Debug for RedisSettings {
             .field("max_revocations", &self.max_revocations)
             .field("fetch_lease", &self.fetch_lease)
             .field("timeout", &self.timeout)
+            .field("sentinel", &self.sentinel)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "REDACTED"))
+            .field("min_replicas_ack", &self.min_replicas_ack)
+            .field("replica_ack_timeout", &self.replica_ack_timeout)
             .finish()
     }
 }
@@ -123,6 +150,21 @@ impl RedisSettings {
             max_revocations: 1_000_000,
             fetch_lease: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            sentinel: None,
+            tls: None,
+            username: None,
+            password: None,
+            min_replicas_ack: 0,
+            replica_ack_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Response timeout of the shared connection: long enough for a `WAIT` after a write.
+    fn command_timeout(&self) -> Duration {
+        if self.min_replicas_ack > 0 {
+            self.timeout + self.replica_ack_timeout
+        } else {
+            self.timeout
         }
     }
 }
@@ -255,8 +297,12 @@ pub struct RedisBus {
     settings: RedisSettings,
     names: Names,
     origin: Arc<str>,
-    client: redis::Client,
+    connector: Connector,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The node the last connection went to, `host:port`.
+    primary: Mutex<Option<String>>,
+    /// When and why this replica last loaded shared state from scratch.
+    last_resync: Mutex<Option<(SystemTime, &'static str)>>,
     pos: Mutex<Position>,
     /// The last [`RECENT`] entries read, oldest first; the newest is the anchor: the log must
     /// still hold it, as it was read, or it went back in time.
@@ -293,17 +339,19 @@ impl RedisBus {
     /// A bus on `settings`, publishing as `origin`. Connects lazily.
     ///
     /// # Errors
-    /// When the URL does not parse.
+    /// When a URL does not parse or the TLS material is not valid PEM.
     pub fn new(settings: RedisSettings, origin: Arc<str>) -> Result<Arc<RedisBus>, String> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
+        let connector = Connector::new(&settings)?;
         let names = Names::new(&settings.prefix);
         let (tx, _) = broadcast::channel(DELIVERY_CAPACITY);
         Ok(Arc::new(RedisBus {
             settings,
             names,
             origin,
-            client,
+            connector,
             conn: tokio::sync::Mutex::new(None),
+            primary: Mutex::new(None),
+            last_resync: Mutex::new(None),
             pos: Mutex::new(Position {
                 epoch: "".into(),
                 seq: 0,
@@ -358,16 +406,13 @@ impl RedisBus {
         }
     }
 
+    /// Connects to the primary (with Sentinels: the one they name now) and remembers which
+    /// node that is.
     async fn connect(
         &self,
         response_timeout: Option<Duration>,
     ) -> redis::RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.settings.timeout))
-            .set_response_timeout(response_timeout);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        Ok(self.connect_to(response_timeout).await?.0)
     }
 
     /// The shared connection for commands that do not block.
@@ -377,20 +422,17 @@ impl RedisBus {
             return Ok(c.clone());
         }
         let c = self
-            .connect(Some(self.settings.timeout))
+            .connect(Some(self.settings.command_timeout()))
             .await
             .map_err(|e| unavailable(&e))?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    /// Drops the shared connection after an I/O failure so the next command reconnects.
+    /// Drops the shared connection after an I/O failure, or a `READONLY` reply from a node
+    /// that is no longer the primary, so the next command finds the primary again.
     async fn broken(&self, e: &redis::RedisError) {
-        if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-        {
+        if connect::needs_reconnect(e) {
             *self.conn.lock().await = None;
         }
     }
@@ -486,6 +528,7 @@ impl RedisBus {
                         mac: entry.mac.clone(),
                         app: matches!(event, Event::App { .. }).then(|| event.clone()),
                     });
+                    self.await_replicas(&mut conn).await?;
                     return Ok(Cursor {
                         epoch: epoch.as_str().into(),
                         seq: next,
@@ -681,6 +724,7 @@ impl RedisBus {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.note_resync(reason);
         if reason != "start" {
             bump(&self.counters.resyncs, &RESYNC_REASONS, reason);
             let _ = self.tx.send(Delivery::Resync { cursor, reason });
@@ -1081,9 +1125,15 @@ impl RedisBus {
         node: &dyn Apply,
         ready: &mut Option<oneshot::Sender<()>>,
     ) -> redis::RedisResult<()> {
-        let mut conn = self.connect(Some(self.settings.timeout)).await?;
+        let (mut conn, node_a) = self.connect_to(Some(self.settings.timeout)).await?;
         // The blocking read gets its own connection with no response timeout of its own.
-        let mut tail = self.connect(None).await?;
+        let (mut tail, node_b) = self.connect_to(None).await?;
+        if node_a != node_b {
+            // A failover between the two connects: start over on one node.
+            return Err(connect::demoted(&format!(
+                "the primary moved from {node_a} to {node_b} while connecting"
+            )));
+        }
         let pos = self.position();
         if pos.known {
             // Back after an outage, a restart or a failover: the log may have started over or
@@ -1105,6 +1155,7 @@ impl RedisBus {
         let mut last_reseed_check = Instant::now();
         loop {
             if last_reseed_check.elapsed() >= BLOCK {
+                self.still_primary(&mut conn).await?;
                 self.reload_if_reseeded(&mut conn, node).await?;
                 last_reseed_check = Instant::now();
             }
@@ -1326,6 +1377,15 @@ impl Bus for RedisBus {
                 .collect()
         };
         BusStatus {
+            primary: self
+                .primary
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            last_resync: *self
+                .last_resync
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
             last_seq: pos.seq,
             lag_seconds: lag,
             published: c.published.load(Ordering::Relaxed),

@@ -673,6 +673,16 @@ struct BusRow {
     state: String,
     last_seq: u64,
     lag_seconds: f64,
+    #[serde(default)]
+    primary: Option<String>,
+    #[serde(default)]
+    last_resync: Option<ResyncRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResyncRow {
+    at: i64,
+    reason: String,
 }
 
 fn status_text(r: &StatusReply) -> String {
@@ -714,8 +724,19 @@ fn status_text(r: &StatusReply) -> String {
         ]);
     }
     let mut text = table(&rows);
+    let mut extra = String::new();
+    if let Some(node) = &r.bus.primary {
+        extra.push_str(&format!(", primary {node}"));
+    }
+    if let Some(resync) = &r.bus.last_resync {
+        extra.push_str(&format!(
+            ", last resync {} ({})",
+            relative(resync.at, r.now),
+            resync.reason
+        ));
+    }
     text.push_str(&format!(
-        "bus: {} {} (seq {}, lag {:.1}s)\nrevocations: {}, cached tokens: {}",
+        "bus: {} {} (seq {}, lag {:.1}s{extra})\nrevocations: {}, cached tokens: {}",
         r.bus.backend,
         r.bus.state,
         r.bus.last_seq,
@@ -1116,6 +1137,29 @@ mod tests {
         assert_eq!(
             ApiError::from_reply(&reply).to_string(),
             "400 bad_request: exp is in the past (field exp)"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_primary_and_the_last_resync_when_the_server_sends_them() {
+        let reply: StatusReply = serde_json::from_value(serde_json::json!({
+            "now": 1_000,
+            "providers": [],
+            "bus": {
+                "backend": "redis", "state": "ok", "last_seq": 9, "lag_seconds": 0.0,
+                "primary": "10.0.0.5:6380",
+                "last_resync": {"at": 880, "reason": "epoch"}
+            },
+            "revocations": 1,
+            "cached_tokens": 0
+        }))
+        .unwrap();
+        let text = status_text(&reply);
+        assert!(
+            text.contains(
+                "bus: redis ok (seq 9, lag 0.0s, primary 10.0.0.5:6380, last resync 2m00s ago (epoch))"
+            ),
+            "{text}"
         );
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::server::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, now, token_for};
 
-const SECRET: &str = "a cluster secret of at least thirty-two bytes";
+pub(crate) const SECRET: &str = "a cluster secret of at least thirty-two bytes";
 
 /// The `[cluster]` section of a replica on `url` (any prefix, so tests can share nothing).
 pub(crate) fn cluster_toml(url: &str, prefix: &str, extra: &str) -> String {
@@ -37,11 +37,12 @@ pub(crate) async fn replica_with(
     prefix: &str,
     extra: &str,
 ) -> TestServer {
-    let toml = format!(
-        "{}{}",
-        config_for(idp, ""),
-        cluster_toml(url, prefix, extra)
-    );
+    replica_from(idp, &cluster_toml(url, prefix, extra)).await
+}
+
+/// A replica with `cluster` as its `[cluster]` section, once it is synced and ready.
+pub(crate) async fn replica_from(idp: &StubIdp, cluster: &str) -> TestServer {
+    let toml = format!("{}{cluster}", config_for(idp, ""));
     let server = TestServer::start(&toml).await;
     // Started means the bus has loaded shared state and the keys are there.
     eventually("the replica is synced and ready", || async {
@@ -86,7 +87,7 @@ pub(crate) async fn revoke(server: &TestServer, body: Value) -> (StatusCode, Val
         .await
 }
 
-fn jti_of(token: &str) -> String {
+pub(crate) fn jti_of(token: &str) -> String {
     let payload = token.split('.').nth(1).unwrap();
     let bytes = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(payload).unwrap();
     let claims: Value = serde_json::from_slice(&bytes).unwrap();

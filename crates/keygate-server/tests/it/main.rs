@@ -6,6 +6,7 @@ mod cluster;
 mod dev_issuer;
 mod events;
 mod faults;
+mod ha;
 mod harness;
 mod jwks_url;
 mod nginx;

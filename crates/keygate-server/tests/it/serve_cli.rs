@@ -70,6 +70,44 @@ fn check_accepts_the_example_config() {
     assert!(out.stdout.starts_with("config ok"), "{}", out.stdout);
 }
 
+#[test]
+fn check_accepts_rediss_and_sentinels_and_refuses_a_bad_ca_naming_the_key() {
+    const PROVIDER: &str = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\n";
+    const KEY: &str =
+        "[[cluster.keys]]\nid = \"k1\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let check = |cluster: &str| {
+        let text = format!("{PROVIDER}[cluster]\nbackend = \"redis\"\n{cluster}\n{KEY}");
+        let path = temp_file("keygate.toml", &text);
+        keygate(
+            &["serve", "--check", "--config", path.to_str().unwrap()],
+            None,
+        )
+    };
+    for ok in [
+        "redis_url = \"rediss://:secret-pw@redis.internal:6380/0\"",
+        "sentinels = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2\"]\nsentinel_master = \"kg\"",
+        "sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"\nmin_replicas_ack = 1",
+    ] {
+        let out = check(ok);
+        assert_eq!(out.code, 0, "{ok}\n{out:?}");
+        assert!(!out.stdout.contains("secret-pw") && !out.stderr.contains("secret-pw"));
+    }
+    let ca = temp_file("ca.pem", "not a certificate");
+    let out = check(&format!(
+        "redis_url = \"rediss://redis.internal/\"\ntls_ca_file = \"{}\"",
+        ca.display()
+    ));
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(out.stderr.contains("cluster.tls_ca_file"), "{}", out.stderr);
+    let out = check("sentinels = [\"redis://a\", \"http://b\"]\nsentinel_master = \"kg\"");
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(
+        out.stderr.contains("cluster.sentinels[1]"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A `keygate serve` process whose output is read line by line; killed when dropped.
 struct Process {
     child: Child,
