@@ -425,7 +425,7 @@ fn render_bus(out: &mut Out, bus: &BusStatus, accept_while_degraded: bool) {
     }
     out.family(
         "keygate_bus_resyncs_total",
-        "Full resyncs: the log started over (epoch), was trimmed past this replica, or had a gap.",
+        "Full resyncs: the log started over (epoch), was trimmed past this replica, had a gap, or went back in time (rollback).",
         "counter",
     );
     for (reason, n) in &bus.resyncs {

@@ -1156,6 +1156,11 @@ impl RedisBus {
         loop {
             if last_reseed_check.elapsed() >= BLOCK {
                 self.still_primary(&mut conn).await?;
+                // Busy or quiet, the log may go back in time without this replica's
+                // connections dropping (a restore behind a proxy, say): look every round.
+                if let Some(reason) = self.check_log(&mut conn).await? {
+                    self.full_sync(&mut conn, node, reason).await?;
+                }
                 self.reload_if_reseeded(&mut conn, node).await?;
                 last_reseed_check = Instant::now();
             }
