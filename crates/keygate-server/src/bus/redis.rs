@@ -258,6 +258,9 @@ struct Position {
     reseeded: u64,
 }
 
+/// Field-value pairs, as a stream entry or `HGETALL` answers them.
+type Fields = Vec<(String, String)>;
+
 /// An entry this replica read from the log, or appended to it, as it was then.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -586,24 +589,20 @@ impl RedisBus {
         let before = self.position();
         let epoch = self.epoch(conn).await?;
         // The write-back counter is read before the revocations: see the module docs.
-        let (seq, reseeded, last, flushes): (
-            Option<u64>,
-            Option<u64>,
-            Value,
-            Vec<(String, String)>,
-        ) = redis::pipe()
-            .atomic()
-            .get(&self.names.seq)
-            .get(&self.names.reseeded)
-            .cmd("XREVRANGE")
-            .arg(&self.names.log)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .hgetall(&self.names.flushes)
-            .query_async(conn)
-            .await?;
+        let (seq, reseeded, last, flushes): (Option<u64>, Option<u64>, Value, Fields) =
+            redis::pipe()
+                .atomic()
+                .get(&self.names.seq)
+                .get(&self.names.reseeded)
+                .cmd("XREVRANGE")
+                .arg(&self.names.log)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .hgetall(&self.names.flushes)
+                .query_async(conn)
+                .await?;
         let last = stream_entries(&last).into_iter().next();
         let last_id = last
             .as_ref()

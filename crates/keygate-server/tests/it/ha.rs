@@ -291,14 +291,7 @@ async fn too_few_replica_acknowledgements_fail_admin_calls_but_not_verification(
     assert_eq!(body["error"], "bus_unavailable", "{body}");
     let message = body["message"].as_str().unwrap_or_default();
     assert!(message.contains("retry"), "{message}");
-    let (code, body) = a
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
-        .await;
+    let (code, body) = crate::trust::provider_action(&a, "flush").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "bus_unavailable", "{body}");
     // Verification goes on, and this replica applied what it was asked to.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use keygate_test_support::{RedisServer, StubIdp, TestKey, jwks};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cluster::{bus, count, eventually, prefix, replica, revoke, revoke_jti, status_of};
 use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, token_for};
@@ -31,16 +31,29 @@ async fn rotating_idp() -> StubIdp {
     idp
 }
 
-async fn flush(server: &TestServer) -> StatusCode {
+/// `POST /admin/v1/providers/acme/main/{action}` (`flush`, `refresh`) with the admin key.
+pub(crate) async fn provider_action(server: &TestServer, action: &str) -> (StatusCode, Value) {
     server
         .admin(
             "POST",
-            "/admin/v1/providers/acme/main/flush",
+            &format!("/admin/v1/providers/acme/main/{action}"),
             Some(ADMIN_SECRET),
             None,
         )
         .await
-        .0
+}
+
+async fn flush(server: &TestServer) -> StatusCode {
+    provider_action(server, "flush").await.0
+}
+
+/// Three replicas on one Redis, sharing `prefix`.
+async fn three_replicas(idp: &StubIdp, redis: &RedisServer, prefix: &str) -> [TestServer; 3] {
+    [
+        replica(idp, &redis.url(), prefix).await,
+        replica(idp, &redis.url(), prefix).await,
+        replica(idp, &redis.url(), prefix).await,
+    ]
 }
 
 async fn ready(server: &TestServer) -> StatusCode {
@@ -159,9 +172,7 @@ async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
     let redis = RedisServer::start();
     let idp = rotating_idp().await;
     let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let [a, b, c] = three_replicas(&idp, &redis, &p).await;
     let withdrawn = token_for(&idp, old_key(), |_| {});
     for r in [&a, &b, &c] {
         assert_eq!(status_of(r, &withdrawn).await, StatusCode::OK);
@@ -169,14 +180,7 @@ async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
     key_set_shared(&redis, &p).await;
     idp.set_jwks(jwks(&[current_key()]));
     idp.reset_counts();
-    let (code, body) = b
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
-        .await;
+    let (code, body) = provider_action(&b, "refresh").await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["kids"], json!(["trust-current"]));
     for r in [&a, &b, &c] {
@@ -194,11 +198,7 @@ async fn a_flush_with_no_traffic_keeps_every_replica_ready() {
     let redis = RedisServer::start();
     let idp = rotating_idp().await;
     let p = prefix();
-    let replicas = [
-        replica(&idp, &redis.url(), &p).await,
-        replica(&idp, &redis.url(), &p).await,
-        replica(&idp, &redis.url(), &p).await,
-    ];
+    let replicas = three_replicas(&idp, &redis, &p).await;
     // The single node's backend too.
     let single = TestServer::start(&config_for(&idp, "")).await;
     eventually("the single node is ready", || async {
@@ -240,11 +240,7 @@ async fn redis_restarted_from_an_older_snapshot_loses_no_revocation_or_flush() {
     let mut redis = RedisServer::start();
     let idp = rotating_idp().await;
     let p = prefix();
-    let replicas = [
-        replica(&idp, &redis.url(), &p).await,
-        replica(&idp, &redis.url(), &p).await,
-        replica(&idp, &redis.url(), &p).await,
-    ];
+    let replicas = three_replicas(&idp, &redis, &p).await;
     let tokens: Vec<String> = (0..12)
         .map(|_| token_for(&idp, current_key(), |_| {}))
         .collect();
