@@ -619,6 +619,12 @@ impl RedisBus {
             .query_async(conn)
             .await?;
 
+        // A log that looked rolled back but has another epoch lost everything: say so.
+        let reason = if reason == "rollback" && before.known && *before.epoch != *epoch {
+            "epoch"
+        } else {
+            reason
+        };
         let lost = before.known && (*before.epoch != *epoch || reason == "rollback");
         let lost_apps = if lost {
             self.lost_app_events(conn).await?
