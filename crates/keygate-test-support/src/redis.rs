@@ -27,8 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a started server has to answer `PING` before the start counts as failed.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long [`RedisServer::start_again`] keeps retrying while the old port is still held.
-const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many fresh ports [`RedisServer::start`] tries before giving up.
 pub(crate) const START_ATTEMPTS: usize = 5;
 /// Connect, write and read timeout for [`command_at`].
@@ -46,157 +44,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// redis.start_again(); // same port, data wiped
 /// assert_eq!(redis.command(&["GET", "k"]), "(nil)");
 /// ```
-#[derive(Debug)]
-pub struct RedisServer {
-    port: u16,
-    dir: PathBuf,
-    /// `None` between [`stop`](Self::stop) and [`start_again`](Self::start_again).
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts a fresh server on a free loopback port and waits until it answers `PING`.
-    ///
-    /// # Panics
-    ///
-    /// If `redis-server` is not installed, or no server answers within 10 seconds after a few
-    /// attempts on different ports (the panic message includes the server's log).
-    #[must_use]
-    pub fn start() -> Self {
-        let dir = fresh_dir();
-        let mut last_failure = String::new();
-        for _ in 0..START_ATTEMPTS {
-            // Another process may take the port between this probe and redis binding it;
-            // that start fails fast and the next attempt picks another port.
-            let port = free_port();
-            match launch(port, &dir, READY_TIMEOUT) {
-                Ok(child) => {
-                    return Self {
-                        port,
-                        dir,
-                        child: Some(child),
-                    };
-                }
-                Err(failure) => last_failure = failure,
-            }
-        }
-        let log = read_log(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        panic!(
-            "redis-server did not start after {START_ATTEMPTS} attempts: {last_failure}\n\
-             --- redis log ---\n{log}"
-        );
-    }
-
-    /// The URL clients connect with, `redis://127.0.0.1:PORT/`.
-    #[must_use]
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// The loopback port the server listens on; it stays the same across restarts.
-    #[must_use]
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The socket address the server listens on.
-    #[must_use]
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
-    }
-
-    /// Whether the server process is still alive (it may have been stopped, or have died).
-    pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    /// Kills the server (SIGKILL, so nothing is flushed) and waits for it to exit.
-    ///
-    /// Does nothing if it is already stopped.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
-    }
-
-    /// Starts a new server on the same port with no data, as if Redis restarted after losing
-    /// everything (or, after [`save_snapshot`](Self::save_snapshot), with the snapshot's
-    /// data), and waits until it answers `PING`. Stops the old one first if needed.
-    ///
-    /// # Panics
-    ///
-    /// If no server answers on the port within a few seconds (the message includes the log).
-    pub fn start_again(&mut self) {
-        self.stop();
-        // Redis sets SO_REUSEADDR, so TIME_WAIT left by the old server does not block the
-        // bind; retrying still covers a slow kernel release of the listening socket.
-        let deadline = Instant::now() + REBIND_TIMEOUT;
-        let failure = loop {
-            match launch(self.port, &self.dir, READY_TIMEOUT) {
-                Ok(child) => {
-                    self.child = Some(child);
-                    return;
-                }
-                Err(failure) if Instant::now() >= deadline => break failure,
-                Err(_) => thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        panic!(
-            "redis-server did not restart on port {}: {failure}\n--- redis log ---\n{}",
-            self.port,
-            read_log(&self.dir)
-        );
-    }
-
-    /// Writes a snapshot of the data now (`SAVE`, an RDB file in the server's directory), for
-    /// [`restart_from_snapshot`](Self::restart_from_snapshot).
-    ///
-    /// # Panics
-    ///
-    /// If Redis does not answer `OK`.
-    pub fn save_snapshot(&self) {
-        assert_eq!(self.command(&["SAVE"]), "OK", "SAVE failed");
-    }
-
-    /// Kills the server (SIGKILL) and starts it again on the same port from the last
-    /// [`save_snapshot`](Self::save_snapshot): whatever was written after it is gone, as after
-    /// a crash with lagging RDB or AOF persistence, or a failover to a replica that had not
-    /// caught up. Same data set, same epoch, shorter log.
-    ///
-    /// # Panics
-    ///
-    /// If no snapshot was saved, or the server does not come back.
-    pub fn restart_from_snapshot(&mut self) {
-        assert!(
-            self.dir.join("dump.rdb").exists(),
-            "restart_from_snapshot needs save_snapshot first"
-        );
-        self.start_again();
-    }
-
-    /// Sends one command and returns its reply, rendered as [`command_at`] describes.
-    ///
-    /// Error replies are returned (as `(error) ...`), not panicked on.
-    ///
-    /// # Panics
-    ///
-    /// If the server cannot be reached or the reply is not valid RESP.
-    pub fn command(&self, args: &[&str]) -> String {
-        command_at(self.addr(), args)
-            .unwrap_or_else(|e| panic!("redis command {args:?} on port {}: {e}", self.port))
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
+///
+/// The same type as [`RedisNode`](crate::RedisNode), which can also start TLS-only servers and
+/// replicas; this name is kept for the tests that need one plain, private server.
+pub type RedisServer = crate::redis_ha::RedisNode;
 
 /// Sends one command to the Redis at `addr` over a new connection and reads one reply.
 ///
@@ -291,14 +142,6 @@ fn parse_len(text: &str) -> io::Result<Option<usize>> {
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-/// Spawns `redis-server` on `port` and waits until it answers `PING`.
-///
-/// On failure the child is killed and reaped, and the error says why; the log is left for
-/// the caller to show.
-fn launch(port: u16, dir: &Path, timeout: Duration) -> Result<Child, String> {
-    launch_with(port, dir, timeout, &[], Ready::Ping)
 }
 
 /// How [`launch_with`] tells that a server is ready.

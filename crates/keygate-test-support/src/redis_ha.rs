@@ -34,7 +34,7 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct RedisNode {
     port: u16,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     child: Option<Child>,
     /// Arguments after the usual ones (`--replicaof`, TLS files).
     extra: Vec<String>,
@@ -197,6 +197,32 @@ impl RedisNode {
             self.port,
             read_log(&self.dir)
         );
+    }
+
+    /// Writes a snapshot of the data now (`SAVE`, an RDB file in the server's directory), for
+    /// [`restart_from_snapshot`](Self::restart_from_snapshot).
+    ///
+    /// # Panics
+    ///
+    /// If Redis does not answer `OK`.
+    pub fn save_snapshot(&self) {
+        assert_eq!(self.command(&["SAVE"]), "OK", "SAVE failed");
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port from the last
+    /// [`save_snapshot`](Self::save_snapshot): whatever was written after it is gone, as after
+    /// a crash with lagging RDB or AOF persistence, or a failover to a replica that had not
+    /// caught up. Same data set, same epoch, shorter log.
+    ///
+    /// # Panics
+    ///
+    /// If no snapshot was saved, or the server does not come back.
+    pub fn restart_from_snapshot(&mut self) {
+        assert!(
+            self.dir.join("dump.rdb").exists(),
+            "restart_from_snapshot needs save_snapshot first"
+        );
+        self.start_again();
     }
 
     /// Starts the (stopped) server again, empty, as a replica of `primary_port`, as an old
