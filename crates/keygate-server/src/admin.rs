@@ -53,6 +53,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Last on the way out: answers made by axum itself (413 from the body limit, 405,
+        // a path that does not parse) become the JSON error body like every other error.
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(shared)
 }
 
@@ -70,7 +73,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         revoke,
         list_revocations,
         crate::events::publish_event,
-        crate::events::stream_events
+        crate::events::stream_events,
+        openapi_json,
+        metrics_text,
+        healthz,
+        readyz
     ),
     components(schemas(
         StatusBody,
@@ -92,6 +99,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         crate::events::PublishedEvent,
         crate::events::InvalidateData,
         crate::events::ResyncData,
+        HealthBody,
+        ReadyBody,
+        NotReadyView,
         ErrorBody
     )),
     modifiers(&BearerKey),
@@ -142,6 +152,18 @@ impl utoipa::Modify for BearerKey {
                     .build(),
             )
             .build();
+        // Every route that reads a body refuses one over MAX_BODY_BYTES.
+        let too_large = ResponseBuilder::new()
+            .description(format!(
+                "The body is larger than {MAX_BODY_BYTES} bytes (error `payload_too_large`)"
+            ))
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
         for item in openapi.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
@@ -149,6 +171,12 @@ impl utoipa::Modify for BearerKey {
                         .responses
                         .responses
                         .insert("429".to_owned(), too_many.clone().into());
+                }
+                if operation.request_body.is_some() {
+                    operation
+                        .responses
+                        .responses
+                        .insert("413".to_owned(), too_large.clone().into());
                 }
             }
         }
@@ -398,11 +426,48 @@ pub struct RevocationList {
     pub revocations: Vec<RevocationView>,
 }
 
-/// Every error answer.
+/// `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`: the process answers.
+    pub status: &'static str,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// The providers without usable keys.
+    pub not_ready: Vec<NotReadyView>,
+    /// The bus's state: `ok`, `degraded`, ...
+    pub bus: &'static str,
+    /// The bus backend: `local` or `redis`.
+    pub bus_backend: &'static str,
+    /// Whether tokens are verified although the bus is not `ok`.
+    pub accepting_while_degraded: bool,
+}
+
+/// A provider that keeps the replica from being ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotReadyView {
+    /// The tenant.
+    pub tenant: String,
+    /// The provider name.
+    pub provider: String,
+    /// Its key state.
+    pub state: &'static str,
+    /// The reason code of its last failed fetch, if any.
+    pub last_error: Option<&'static str>,
+}
+
+/// Every error answer of the admin listener, whatever the path (404 and 405 included).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `unauthorized`, `forbidden`, `bad_request`, `not_found`,
-    /// `bus_unavailable`, `refresh_failed`, `conflict`, `too_many_requests`.
+    /// `method_not_allowed`, `payload_too_large`, `bus_unavailable`, `refresh_failed`,
+    /// `conflict`, `too_many_requests`, `request_rejected` (another refusal of the HTTP
+    /// layer; the status says which).
     pub error: &'static str,
     /// A human-readable description.
     pub message: String,
@@ -447,6 +512,13 @@ pub enum ApiError {
         /// How long the lockout lasts.
         retry_after: Duration,
     },
+    /// The body is over [`MAX_BODY_BYTES`]: 413.
+    PayloadTooLarge,
+    /// The path exists but not with this method: 405 (the `Allow` header is kept).
+    MethodNotAllowed,
+    /// Another refusal by the HTTP layer (a path segment that does not decode, say), with
+    /// its status.
+    Rejected(StatusCode),
 }
 
 impl ApiError {
@@ -467,6 +539,9 @@ impl ApiError {
             ApiError::RefreshFailed { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Rejected(status) => *status,
         }
     }
 }
@@ -510,6 +585,30 @@ impl IntoResponse for ApiError {
                 format!(
                     "too many wrong API keys from this address; retry in {} s",
                     retry_after.unwrap_or(1)
+                ),
+                None,
+                None,
+            ),
+            ApiError::PayloadTooLarge => (
+                "payload_too_large",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                None,
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                "method_not_allowed",
+                "this path does not take this method (see the Allow header)".to_owned(),
+                None,
+                None,
+            ),
+            ApiError::Rejected(status) => (
+                "request_rejected",
+                format!(
+                    "the request was refused: {}",
+                    status
+                        .canonical_reason()
+                        .unwrap_or("error")
+                        .to_ascii_lowercase()
                 ),
                 None,
                 None,
@@ -1170,6 +1269,41 @@ fn optional_number(map: &Map<String, Value>, field: &str) -> Result<Option<i64>,
     }
 }
 
+/// Turns an error answer that is not JSON (made by axum's extractors or router, not by a
+/// handler) into the [`ErrorBody`] of [`ApiError`], so that every error of this listener
+/// has one shape. The `Allow` header of a 405 is kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(http::header::ALLOW).cloned();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such admin endpoint".to_owned()),
+        other => ApiError::Rejected(other),
+    };
+    let mut json = error.into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(http::header::ALLOW, allow);
+    }
+    json
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The OpenAPI document of the admin API (no key needed)", content_type = "application/json"),
+    )
+)]
 async fn openapi_json() -> Response {
     (
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -1178,6 +1312,15 @@ async fn openapi_json() -> Response {
         .into_response()
 }
 
+/// Prometheus metrics, text exposition format (no key needed: keep the listener private).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Metrics in the Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
+    )
+)]
 async fn metrics_text(State(app): State<Arc<Shared>>) -> Response {
     let providers = app.verifier.status();
     let bus = app.bus.status();
@@ -1199,26 +1342,40 @@ async fn metrics_text(State(app): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+/// Liveness: 200 while the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "admin",
+    responses((status = 200, description = "The process answers", body = HealthBody))
+)]
 async fn healthz() -> Response {
-    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+    json_response(StatusCode::OK, &HealthBody { status: "ok" })
 }
 
-/// 200 when every provider has usable keys, 503 listing those that have not.
+/// Readiness: 200 when every provider has usable keys, 503 listing those that have not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every provider has usable keys", body = ReadyBody),
+        (status = 503, description = "Some provider has no usable keys, or the bus is degraded and accept_while_degraded is false", body = ReadyBody),
+    )
+)]
 async fn readyz(State(app): State<Arc<Shared>>) -> Response {
-    let not_ready: Vec<Value> = app
+    let not_ready: Vec<NotReadyView> = app
         .verifier
         .status()
         .iter()
         // A flushed provider whose refetch is under way (and has not failed) stays ready:
         // verifications wait for that one fetch. A flush is not an outage.
         .filter(|s| !s.state.has_usable_keys() && !s.refetching_after_flush)
-        .map(|s| {
-            serde_json::json!({
-                "tenant": s.id.tenant(),
-                "provider": s.id.name(),
-                "state": s.state.as_str(),
-                "last_error": s.last_error.as_ref().map(|e| e.reason),
-            })
+        .map(|s| NotReadyView {
+            tenant: s.id.tenant().to_owned(),
+            provider: s.id.name().to_owned(),
+            state: s.state.as_str(),
+            last_error: s.last_error.as_ref().map(|e| e.reason),
         })
         .collect();
     let bus = app.bus.status();
@@ -1232,13 +1389,14 @@ async fn readyz(State(app): State<Arc<Shared>>) -> Response {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         },
-        &serde_json::json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "not_ready": not_ready,
-            "bus": bus.state.as_str(),
-            "bus_backend": bus.backend,
-            "accepting_while_degraded": app.accept_while_degraded && bus.state != crate::bus::BusState::Ok,
-        }),
+        &ReadyBody {
+            status: if ready { "ready" } else { "not_ready" },
+            not_ready,
+            bus: bus.state.as_str(),
+            bus_backend: bus.backend,
+            accepting_while_degraded: app.accept_while_degraded
+                && bus.state != crate::bus::BusState::Ok,
+        },
     )
 }
 
@@ -1344,5 +1502,27 @@ mod tests {
                     .is_object()
         );
         assert!(doc["components"]["schemas"]["RevocationRequest"].is_object());
+    }
+
+    #[test]
+    fn openapi_document_lists_the_unauthenticated_paths_and_413() {
+        let doc: Value = serde_json::from_str(&openapi_document()).unwrap();
+        for p in ["/metrics", "/healthz", "/readyz", "/admin/v1/openapi.json"] {
+            assert!(
+                doc["paths"][p]["get"]["responses"]["200"].is_object(),
+                "{p}"
+            );
+        }
+        assert!(doc["paths"]["/readyz"]["get"]["responses"]["503"].is_object());
+        for p in ["/admin/v1/revocations", "/admin/v1/events"] {
+            let too_large = &doc["paths"][p]["post"]["responses"]["413"];
+            assert_eq!(
+                too_large["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody",
+                "{p}"
+            );
+        }
+        // Routes without a body do not claim one.
+        assert!(doc["paths"]["/admin/v1/status"]["get"]["responses"]["413"].is_null());
     }
 }

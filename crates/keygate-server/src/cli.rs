@@ -89,6 +89,52 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The message of an error that stopped a command: its context chain on one line
+/// ("reading --jwks x: No such file"), where a cause already spelled out at the end of the
+/// message before it is not repeated ("cannot listen on ...: Address already in use (os
+/// error 98)" once, not twice).
+#[must_use]
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.is_empty() {
+            message = text;
+        } else if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+/// `text` made safe for one cell or line of a human-readable table: `\n`, `\r` and `\t` as
+/// those escapes, every other control character and the bidirectional controls (U+200E,
+/// U+200F, U+202A to U+202E, U+2066 to U+2069) as `\u{...}`. Names, `jti`s and messages
+/// come from the server or from a token: without this a newline adds a fake row and a
+/// right-to-left override makes a row read backwards.
+#[must_use]
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    fn needs_escape(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Removes the insignificant whitespace from valid JSON text, keeping everything else
 /// (member order, number spelling, escapes) byte for byte. A claims set may be
 /// pretty-printed; the output must stay on one line. JSON strings cannot hold a raw line
@@ -114,4 +160,38 @@ pub(crate) fn compact_json(json: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let err = anyhow::Error::new(crate::serve::ServeError::Bind {
+            what: "server.listen",
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: io,
+        });
+        let io_text = std::io::Error::from(std::io::ErrorKind::AddrInUse).to_string();
+        let message = error_message(&err);
+        assert_eq!(message.matches(&io_text).count(), 1, "{message}");
+        let err = anyhow::anyhow!("no such file").context("reading --jwks x");
+        assert_eq!(error_message(&err), "reading --jwks x: no such file");
+    }
+
+    #[test]
+    fn escape_text_shows_controls_and_bidi_overrides() {
+        assert_eq!(escape_text("plain name"), "plain name");
+        assert_eq!(escape_text("a\nb\tc\r"), "a\\nb\\tc\\r");
+        assert_eq!(escape_text("x\u{1b}[31m"), "x\\u{1b}[31m");
+        assert_eq!(escape_text("\u{202E}gpj.exe"), "\\u{202e}gpj.exe");
+        for c in [
+            '\u{200E}', '\u{200F}', '\u{202A}', '\u{2066}', '\u{2069}', '\u{7f}',
+        ] {
+            assert!(!escape_text(&c.to_string()).contains(c), "{c:?}");
+        }
+        assert_eq!(escape_text("ünïcödé ok"), "ünïcödé ok");
+    }
 }

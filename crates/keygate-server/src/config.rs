@@ -43,6 +43,62 @@ pub const RESERVED_HEADERS: [&str; 5] = [
     "x-auth-reason",
 ];
 
+/// Headers that frame, route or cache an HTTP answer, or that belong to the server: a
+/// claim copied into one of them could change how the proxy reads keygate's answer (a
+/// `Cache-Control: public` in a token would let a cache replay a grant), so
+/// `claims_to_headers` may not name them.
+pub const CONTROL_HEADERS: [&str; 28] = [
+    "cache-control",
+    "pragma",
+    "expires",
+    "age",
+    "vary",
+    "etag",
+    "last-modified",
+    "transfer-encoding",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "host",
+    "location",
+    "set-cookie",
+    "www-authenticate",
+    "proxy-authenticate",
+    "date",
+    "retry-after",
+    "server",
+    "alt-svc",
+    "strict-transport-security",
+];
+
+/// Why a claim may not be copied into `header`, if it may not: a header keygate sets or
+/// reads itself ([`RESERVED_HEADERS`], the tenant header) or one of [`CONTROL_HEADERS`].
+/// Other `X-Auth-*` names (`X-Auth-Email`, `X-Auth-Scope`) stay available for claims: they
+/// are how claims have always been passed on, and the embedded default uses one.
+#[must_use]
+pub fn refused_claim_header(
+    header: &HeaderName,
+    tenant_header: &HeaderName,
+) -> Option<&'static str> {
+    let name = header.as_str();
+    if RESERVED_HEADERS.contains(&name) {
+        Some("keygate sets it itself")
+    } else if header == tenant_header {
+        Some("it is server.tenant_header, which keygate reads")
+    } else if CONTROL_HEADERS.contains(&name) {
+        Some("it frames, routes or caches the answer")
+    } else {
+        None
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -225,7 +281,19 @@ impl Config {
     /// A [`ConfigError`] naming the key at fault. A syntax error has an empty key and says
     /// where (line and column) in its problem.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        let document = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, "", &e))?;
+        // The path tracker names the key whose value serde refused (`server.admin_listen`,
+        // `providers[1].audiences`); toml alone would say only where it is in the text.
+        let file: FileConfig = serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = e.path().to_string();
+            // "." is the document itself; "?" marks a segment the tracker could not name.
+            let key = if path == "." || path.contains('?') {
+                String::new()
+            } else {
+                path
+            };
+            syntax_error(text, &key, e.inner())
+        })?;
         file.validate(env)
     }
 
@@ -375,6 +443,28 @@ pub fn cluster_secret_env_var(id: &str) -> String {
     format!("KEYGATE_CLUSTER_KEY_{}_SECRET", env_id(id))
 }
 
+/// Refuses a key id whose environment variable another id of the list already reads
+/// (`a-b` and `a_b` both read `..._A_B_...`): the variable would silently set both keys.
+/// `seen` maps each variable to the first id that reads it and where that id is.
+fn one_env_var_each(
+    seen: &mut BTreeMap<String, (String, String)>,
+    key: &str,
+    id: &str,
+    var_of: fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let var = var_of(id);
+    if let Some((other_key, other_id)) = seen.get(&var) {
+        return Err(ConfigError::new(
+            format!("{key}.id"),
+            format!(
+                "key ids {id:?} and {other_id:?} ({other_key}.id) both read {var}; rename one of them"
+            ),
+        ));
+    }
+    seen.insert(var, (key.to_owned(), id.to_owned()));
+    Ok(())
+}
+
 fn env_id(id: &str) -> String {
     id.chars()
         .map(|c| {
@@ -451,6 +541,7 @@ impl FileCluster {
                 }
                 let mut keys = Vec::with_capacity(self.keys.len());
                 let mut ids = HashSet::new();
+                let mut vars = BTreeMap::new();
                 for (i, k) in self.keys.into_iter().enumerate() {
                     let key = format!("cluster.keys[{i}]");
                     check_name(&format!("{key}.id"), &k.id)?;
@@ -460,6 +551,7 @@ impl FileCluster {
                             format!("key id {:?} is used twice", k.id),
                         ));
                     }
+                    one_env_var_each(&mut vars, &key, &k.id, cluster_secret_env_var)?;
                     let var = cluster_secret_env_var(&k.id);
                     let (secret_key, secret) = match env(&var) {
                         Some(s) => (var, s),
@@ -865,7 +957,7 @@ impl FileConfig {
         let mut providers = Vec::with_capacity(self.providers.len());
         for (i, p) in self.providers.into_iter().enumerate() {
             let key = format!("providers[{i}]");
-            let spec = p.validate(&key, &mut fetchers)?;
+            let spec = p.validate(&key, &mut fetchers, &server.tenant_header)?;
             let id = (
                 spec.config.tenant().to_owned(),
                 spec.config.name().to_owned(),
@@ -1041,8 +1133,13 @@ impl Fetchers {
     }
 }
 
-/// A tenant or provider name: it appears in URL paths and metric labels.
-fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
+/// A tenant, provider or key name: it appears in URL paths, metric labels and environment
+/// variable names. `key` names the setting (or flag) in the error.
+///
+/// # Errors
+/// A [`ConfigError`] naming `key` when `value` is empty, longer than 64 bytes, or holds a
+/// character other than A-Z, a-z, 0-9, `-`, `_` or `.`.
+pub fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value
@@ -1070,7 +1167,12 @@ fn is_loopback_host(url: &Url) -> bool {
 }
 
 impl FileProvider {
-    fn validate(self, key: &str, fetchers: &mut Fetchers) -> Result<ProviderSpec, ConfigError> {
+    fn validate(
+        self,
+        key: &str,
+        fetchers: &mut Fetchers,
+        tenant_header: &HeaderName,
+    ) -> Result<ProviderSpec, ConfigError> {
         let k = |field: &str| format!("{key}.{field}");
         check_name(&k("tenant"), &self.tenant)?;
         check_name(&k("name"), &self.name)?;
@@ -1208,10 +1310,10 @@ impl FileProvider {
             let name = HeaderName::try_from(header.as_str()).map_err(|_| {
                 ConfigError::new(&hkey, format!("{header:?} is not a valid header name"))
             })?;
-            if RESERVED_HEADERS.contains(&name.as_str()) {
+            if let Some(why) = refused_claim_header(&name, tenant_header) {
                 return Err(ConfigError::new(
                     &hkey,
-                    format!("{header} is set by keygate itself"),
+                    format!("{header} may not carry a claim: {why}"),
                 ));
             }
             if !headers_seen.insert(name.clone()) {
@@ -1260,6 +1362,7 @@ impl FileAdmin {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<AdminConfig, ConfigError> {
         let mut keys = Vec::with_capacity(self.keys.len());
         let mut ids = HashSet::new();
+        let mut vars = BTreeMap::new();
         for (i, k) in self.keys.into_iter().enumerate() {
             let key = format!("admin.keys[{i}]");
             check_name(&format!("{key}.id"), &k.id)?;
@@ -1269,6 +1372,7 @@ impl FileAdmin {
                     format!("key id {:?} is used twice", k.id),
                 ));
             }
+            one_env_var_each(&mut vars, &key, &k.id, hash_env_var)?;
             let var = hash_env_var(&k.id);
             let (hash_key, hash) = match env(&var) {
                 Some(h) => (var, h),
@@ -1372,8 +1476,9 @@ impl FileDevIssuer {
     }
 }
 
-/// Turns a TOML error into a [`ConfigError`] that says where it is.
-fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+/// Turns a TOML error into a [`ConfigError`] naming `key` (empty for the document as a
+/// whole) and saying where in the text it is.
+fn syntax_error(text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
     let location = e.span().map(|span| {
         let before = &text[..span.start.min(text.len())];
         let line = before.matches('\n').count() + 1;
@@ -1381,7 +1486,7 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
         format!("line {line}, column {col}: ")
     });
     ConfigError::new(
-        String::new(),
+        key,
         format!("{}{}", location.unwrap_or_default(), e.message().trim()),
     )
 }
@@ -1872,6 +1977,190 @@ mod tests {
             assert_eq!(e.key, *field, "{e}\n{text}");
             assert!(!e.problem.contains("PRIVATE KEY"), "{e}");
         }
+    }
+
+    #[test]
+    fn errors_found_while_parsing_name_the_key_path() {
+        let second = "[[providers]]\ntenant = \"t\"\nname = \"q\"\nissuer = \"https://j.example/\"\naudiences = \"api\"\n";
+        let cases: &[(String, &str)] = &[
+            // Top level.
+            ("providers = 5\n".to_owned(), "providers"),
+            // Nested.
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nadmin_listen = 8081\n".to_owned(),
+                "server.admin_listen",
+            ),
+            (format!("{MINIMAL}\nleeway = true\n"), "providers[0].leeway"),
+            // Inside an array of tables.
+            (format!("{MINIMAL}\n{second}"), "providers[1].audiences"),
+            (
+                format!("{MINIMAL}\n[[admin.keys]]\nid = 7\nscopes = [\"status:read\"]\n"),
+                "admin.keys[0].id",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\nsentinels = [\"redis://a\", 5]\n"),
+                "cluster.sentinels[1]",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.key, *key, "{text}: {err}");
+            assert!(err.problem.contains("line "), "{text}: {err}");
+        }
+        // An unknown key is named by its table and spelled out in the problem.
+        let err = parse("[server]\nlisn = \"127.0.0.1:1\"").unwrap_err();
+        assert_eq!(err.key, "server.lisn", "{err}");
+        assert!(err.problem.contains("lisn"), "{err}");
+    }
+
+    #[test]
+    fn claims_to_headers_refuses_headers_keygate_controls() {
+        let refused = [
+            "Cache-Control",
+            "Pragma",
+            "Expires",
+            "Age",
+            "Vary",
+            "ETag",
+            "Last-Modified",
+            "Transfer-Encoding",
+            "Content-Length",
+            "Content-Type",
+            "Content-Encoding",
+            "Content-Range",
+            "Connection",
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Upgrade",
+            "TE",
+            "Trailer",
+            "Host",
+            "Location",
+            "Set-Cookie",
+            "WWW-Authenticate",
+            "Proxy-Authenticate",
+            "Date",
+            "Retry-After",
+            "Server",
+            "Alt-Svc",
+            "Strict-Transport-Security",
+            "X-Auth-Subject",
+            "X-Auth-Reason",
+            "x-keygate-tenant",
+        ];
+        for header in refused {
+            let text = format!("{MINIMAL}\n[providers.claims_to_headers]\nclaim = \"{header}\"\n");
+            let err = parse(&text).expect_err(header);
+            assert_eq!(err.key, "providers[0].claims_to_headers.claim", "{err}");
+            assert!(err.problem.contains(header), "{err}");
+        }
+        // The tenant header is refused under whatever name it is configured.
+        let text = format!(
+            "[server]\ntenant_header = \"x-tenant\"\n{MINIMAL}\n[providers.claims_to_headers]\nt = \"X-Tenant\"\n"
+        );
+        assert_eq!(
+            parse(&text).unwrap_err().key,
+            "providers[0].claims_to_headers.t"
+        );
+        let ok = parse(&format!(
+            "{MINIMAL}\n[providers.claims_to_headers]\nemail = \"X-User-Email\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.providers[0].claims_to_headers[0].1, "x-user-email");
+    }
+
+    #[test]
+    fn key_ids_that_share_an_environment_variable_are_refused() {
+        let hash = crate::apikey::hash_secret_with_iterations(b"kg_x", 10_000).unwrap();
+        let text = format!(
+            "{MINIMAL}\n[[admin.keys]]\nid = \"a-b\"\nhash = \"{hash}\"\nscopes = [\"status:read\"]\n\
+             [[admin.keys]]\nid = \"a_b\"\nhash = \"{hash}\"\nscopes = [\"status:read\"]\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "admin.keys[1].id", "{err}");
+        assert!(
+            err.problem.contains("\"a-b\"")
+                && err.problem.contains("\"a_b\"")
+                && err.problem.contains("KEYGATE_ADMIN_KEY_A_B_HASH"),
+            "{err}"
+        );
+        let secret = "0123456789abcdef0123456789abcdef";
+        let text = format!(
+            "{MINIMAL}\n[cluster]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1/\"\n\
+             [[cluster.keys]]\nid = \"k.1\"\nsecret = \"{secret}\"\n\
+             [[cluster.keys]]\nid = \"k-1\"\nsecret = \"{secret}\"\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "cluster.keys[1].id", "{err}");
+        assert!(
+            err.problem.contains("\"k.1\"")
+                && err.problem.contains("KEYGATE_CLUSTER_KEY_K_1_SECRET"),
+            "{err}"
+        );
+    }
+
+    /// The keys serde accepts in a table, read from its refusal of an unknown key: the
+    /// `File*` types are the one list, so a key added there cannot be forgotten here.
+    fn keys_of(table: &str) -> Vec<String> {
+        let err = parse(&format!("{table}\nno_such_key_here = 1\n")).unwrap_err();
+        let (_, expected) = err
+            .problem
+            .split_once("expected one of ")
+            .or_else(|| err.problem.split_once("expected "))
+            .unwrap_or_else(|| panic!("{table}: {err}"));
+        let keys: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        assert!(!keys.is_empty(), "{table}: {err}");
+        keys
+    }
+
+    #[test]
+    fn the_example_documents_every_key() {
+        let example = include_str!("../../../examples/keygate.toml");
+        // `key =`, commented or not, or a table header naming it.
+        let documented = |key: &str| {
+            example.lines().any(|line| {
+                let line = line.trim_start().trim_start_matches('#').trim_start();
+                line.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+                    || (line.starts_with('[')
+                        && line
+                            .trim_matches(|c| c == '[' || c == ']')
+                            .split('.')
+                            .any(|part| part == key))
+            })
+        };
+        let tables = [
+            "",
+            "[server]",
+            "[[providers]]",
+            "[providers.claims_to_headers]",
+            "[admin]",
+            "[[admin.keys]]",
+            "[revocations]",
+            "[dev_issuer]",
+            "[cluster]",
+            "[[cluster.keys]]",
+        ];
+        let mut missing = Vec::new();
+        for table in tables {
+            if table == "[providers.claims_to_headers]" {
+                continue; // free-form: claim = header
+            }
+            for key in keys_of(table) {
+                if !documented(&key) {
+                    missing.push(format!("{table} {key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "examples/keygate.toml does not document: {missing:?}"
+        );
     }
 
     #[test]

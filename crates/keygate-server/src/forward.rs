@@ -181,6 +181,11 @@ fn granted(app: &Shared, token: &VerifiedToken) -> Response {
     {
         let claims = token.claims();
         for (claim, header) in mapping {
+            // Config loading refuses these names; a `Config` built in code is checked here
+            // too, so no claim can reframe or make cacheable the answer.
+            if crate::config::refused_claim_header(header, &app.tenant_header).is_some() {
+                continue;
+            }
             if let Some(v) = claims
                 .get(claim)
                 .and_then(claim_text)

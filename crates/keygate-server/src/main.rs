@@ -10,8 +10,8 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` prints the whole context chain on one line: "reading --jwks x: No such file".
-            eprintln!("keygate: error: {err:#}");
+            // The whole context chain on one line: "reading --jwks x: No such file".
+            eprintln!("keygate: error: {}", cli::error_message(&err));
             ExitCode::from(cli::EXIT_USAGE)
         }
     }

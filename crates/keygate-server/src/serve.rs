@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, ApiError, RevocationRequest};
+use crate::admin::{self, ApiError, KidRevocation, RevocationRequest, SubjectRevocation};
 use crate::apikey::KeyRing;
 use crate::bus::redis::RedisBus;
 use crate::bus::{Apply, Bus, Envelope, Event, LocalBus, SharedState};
@@ -155,6 +155,38 @@ impl Shared {
     /// # Errors
     /// [`ApiError::NotFound`] for an unknown tenant or provider.
     pub fn resolve_revocation(&self, request: &RevocationRequest) -> Result<Revocation, ApiError> {
+        // A revocation that ends before now covers no token that could still be valid: it
+        // would be enforced, listed, then silently dropped by the pruner. Refuse it, by the
+        // verifier's clock (the one the pruner and claim checks use).
+        let now = self
+            .verifier
+            .clock()
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let past = |field: &str, t: i64| {
+            if t < now {
+                Err(ApiError::bad(
+                    field,
+                    format!(
+                        "{t} is in the past (now is {now}): the revocation would cover no token \
+                         that is still valid"
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match request {
+            RevocationRequest::Jti(r) => past("exp", r.exp)?,
+            RevocationRequest::Subject(SubjectRevocation {
+                until: Some(until), ..
+            })
+            | RevocationRequest::Kid(KidRevocation {
+                until: Some(until), ..
+            }) => past("until", *until)?,
+            _ => {}
+        }
         Ok(match request {
             RevocationRequest::Jti(r) => Revocation::Jti {
                 jti: r.jti.clone(),

@@ -107,9 +107,8 @@ fn hash_key(args: &HashKeyArgs) -> anyhow::Result<String> {
 }
 
 fn new_key(args: &NewKeyArgs) -> anyhow::Result<String> {
-    if args.id.trim().is_empty() {
-        bail!("--id must not be empty");
-    }
+    // The config's own rule: an id it would refuse is no use in a snippet to paste there.
+    crate::config::check_name("--id", &args.id)?;
     let mut scopes: Vec<Scope> = Vec::new();
     for scope in args.scopes.as_deref().unwrap_or(&Scope::ALL) {
         if !scopes.contains(scope) {
@@ -210,6 +209,25 @@ fn limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_key_refuses_ids_the_config_would_refuse() {
+        let args = |id: &str| NewKeyArgs {
+            id: id.to_owned(),
+            scopes: None,
+            json: true,
+        };
+        for id in ["", "has space", "a/b", &"x".repeat(65), "..", "ops\n"] {
+            let err = new_key(&args(id)).expect_err(id);
+            let text = format!("{err:#}");
+            assert!(
+                text.starts_with("--id: ") && text.contains("must be 1 to 64 characters"),
+                "{id:?}: {text}"
+            );
+        }
+        let ok = new_key(&args("ops-1.blue_team")).unwrap();
+        assert!(ok.contains("\"id\":\"ops-1.blue_team\""), "{ok}");
+    }
 
     #[test]
     fn text_output_pastes_as_toml_with_the_same_values() {

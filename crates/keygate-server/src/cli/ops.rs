@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::cli::{EXIT_INVALID, EXIT_OK};
+use crate::cli::{EXIT_INVALID, EXIT_OK, escape_text as esc};
 
 /// The environment variable holding the admin API key.
 pub const ADMIN_KEY_ENV: &str = "KEYGATE_ADMIN_KEY";
@@ -208,7 +208,12 @@ pub fn flush(args: &ProviderArgs) -> anyhow::Result<ExitCode> {
         None,
     )?;
     api.finish(&reply, |r: FlushReply| {
-        format!("flushed {}/{} (seq {})", r.tenant, r.provider, r.seq)
+        format!(
+            "flushed {}/{} (seq {})",
+            esc(&r.tenant),
+            esc(&r.provider),
+            r.seq
+        )
     })
 }
 
@@ -228,11 +233,14 @@ pub fn refresh(args: &ProviderArgs) -> anyhow::Result<ExitCode> {
         let kids = if r.kids.is_empty() {
             "no kids".to_owned()
         } else {
-            format!("kids {}", r.kids.join(", "))
+            format!("kids {}", esc(&r.kids.join(", ")))
         };
         format!(
             "refreshed {}/{}: {}, {kids} (seq {})",
-            r.tenant, r.provider, r.state, r.seq
+            esc(&r.tenant),
+            esc(&r.provider),
+            esc(&r.state),
+            r.seq
         )
     })
 }
@@ -251,14 +259,16 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<ExitCode> {
     let reply = api.call(Method::POST, REVOCATIONS, Some(&body))?;
     api.finish(&reply, |r: RevokeReply| {
         let what = match r.revoked {
-            Revoked::Jti { jti, exp } => format!("jti {jti} until {}", Unix(exp)),
+            Revoked::Jti { jti, exp } => format!("jti {} until {}", esc(&jti), Unix(exp)),
             Revoked::Subject {
                 tenant,
                 sub,
                 before,
                 until,
             } => format!(
-                "subject {sub} of tenant {tenant}: tokens issued before {}{}",
+                "subject {} of tenant {}: tokens issued before {}{}",
+                esc(&sub),
+                esc(&tenant),
                 Unix(before),
                 kept_until(until)
             ),
@@ -267,7 +277,13 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<ExitCode> {
                 provider,
                 kid,
                 until,
-            } => format!("key {kid} of {tenant}/{provider}{}", kept_until(until)),
+            } => format!(
+                "key {} of {}/{}{}",
+                esc(&kid),
+                esc(&tenant),
+                esc(&provider),
+                kept_until(until)
+            ),
         };
         format!("revoked {what} (seq {})", r.seq)
     })
@@ -424,12 +440,14 @@ impl Api {
     ) -> anyhow::Result<ExitCode> {
         if !reply.status.is_success() {
             let error = ApiError::from_reply(reply);
+            let mut stderr = std::io::stderr().lock();
+            // Errors go to stderr only, with --json too: stdout holds answers, so a script
+            // reading it never mistakes an error body for one. Nothing more useful can be
+            // done when stderr itself is gone.
             if self.json {
                 let body = compact_json(&reply.body).unwrap_or_else(|| error.to_json());
-                print_stdout(&body)?;
+                let _ = writeln!(stderr, "{body}");
             }
-            let mut stderr = std::io::stderr().lock();
-            // Nothing more useful can be done when stderr itself is gone.
             let _ = writeln!(stderr, "keygate: {}", clean(&error.to_string()));
             return Ok(ExitCode::from(EXIT_INVALID));
         }
@@ -466,12 +484,21 @@ fn authorization_from_env() -> anyhow::Result<HeaderValue> {
     let Some(key) = key.to_str() else {
         bail!("{ADMIN_KEY_ENV} is not valid UTF-8");
     };
+    let key = strip_one_newline(key);
     let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {key}")) else {
         bail!("{ADMIN_KEY_ENV} holds characters that cannot go in an HTTP header");
     };
     // Keeps the value out of HTTP/2 header compression tables and any debug output.
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// `key` without one trailing `\n` or `\r\n`, as `keygate admin hash-key` reads its
+/// secret: `export KEYGATE_ADMIN_KEY="$(cat file)"` strips it, but a secret mounted from a
+/// file by an orchestrator often keeps it.
+fn strip_one_newline(key: &str) -> &str {
+    key.strip_suffix('\n')
+        .map_or(key, |rest| rest.strip_suffix('\r').unwrap_or(rest))
 }
 
 fn parse_base_url(arg: &str) -> anyhow::Result<Url> {
@@ -726,19 +753,19 @@ fn status_text(r: &StatusReply) -> String {
     let mut text = table(&rows);
     let mut extra = String::new();
     if let Some(node) = &r.bus.primary {
-        extra.push_str(&format!(", primary {node}"));
+        extra.push_str(&format!(", primary {}", esc(node)));
     }
     if let Some(resync) = &r.bus.last_resync {
         extra.push_str(&format!(
             ", last resync {} ({})",
             relative(resync.at, r.now),
-            resync.reason
+            esc(&resync.reason)
         ));
     }
     text.push_str(&format!(
         "bus: {} {} (seq {}, lag {:.1}s{extra})\nrevocations: {}, cached tokens: {}",
-        r.bus.backend,
-        r.bus.state,
+        esc(&r.bus.backend),
+        esc(&r.bus.state),
         r.bus.last_seq,
         r.bus.lag_seconds,
         r.revocations,
@@ -795,8 +822,14 @@ fn revocation_table(revocations: &[Revocation]) -> String {
     text
 }
 
-/// Left-aligned columns two spaces apart, one line per row, no trailing spaces.
+/// Left-aligned columns two spaces apart, one line per row, no trailing spaces. Every cell
+/// goes through [`esc`]: a cell can hold nothing that starts a new row or reorders one.
 fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| esc(cell).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -884,18 +917,11 @@ fn unix_now() -> anyhow::Result<u64> {
         .context("the system clock is before 1970")
 }
 
-/// `text` with control characters replaced, so a name or message from the server cannot
-/// move the cursor or recolour the operator's terminal.
+/// `text` with control and bidirectional characters escaped ([`esc`]), so a name or
+/// message from the server cannot move the cursor, recolour the operator's terminal or
+/// reorder what it shows.
 fn clean(text: &str) -> Cow<'_, str> {
-    if text.chars().any(char::is_control) {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(text)
-    }
+    esc(text)
 }
 
 /// Valid JSON `text` on one line: whitespace outside strings removed, everything else
@@ -1114,9 +1140,37 @@ mod tests {
     }
 
     #[test]
+    fn one_trailing_newline_is_stripped_from_the_admin_key_like_hash_key_does() {
+        assert_eq!(strip_one_newline("kg_x\n"), "kg_x");
+        assert_eq!(strip_one_newline("kg_x\r\n"), "kg_x");
+        assert_eq!(strip_one_newline("kg_x\n\n"), "kg_x\n");
+        assert_eq!(strip_one_newline("kg_x"), "kg_x");
+    }
+
+    #[test]
+    fn a_jti_with_a_newline_or_bidi_override_cannot_add_or_reorder_rows() {
+        let text = revocation_table(&[
+            Revocation::Jti {
+                jti: "real\njti  jti=forged".to_owned(),
+                exp: 0,
+            },
+            Revocation::Jti {
+                jti: "\u{202E}evil".to_owned(),
+                exp: 0,
+            },
+        ]);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains("jti=real\\njti"), "{text}");
+        assert!(
+            text.contains("\\u{202e}evil") && !text.contains('\u{202E}'),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn control_characters_are_replaced() {
         assert_eq!(clean("ok"), "ok");
-        assert_eq!(clean("a\u{1b}[31mb\nc"), "a?[31mb?c");
+        assert_eq!(clean("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\nc");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod ha;
 mod harness;
 mod jwks_url;
 mod nginx;
+mod operator;
 mod ops_cli;
 mod serve_cli;
 mod server;

@@ -388,14 +388,17 @@ fn a_failed_refresh_exits_1_with_the_servers_error_and_reason() {
          (reason keys_unavailable)\n"
     );
 
-    // With --json the body goes to stdout as well, and the message to stderr still.
+    // With --json the body goes to stderr, on one line before the message: stdout holds
+    // answers only.
     let out = admin.run(&["refresh", "acme", "broken", "--json"]);
     assert_eq!(out.code, 1, "{out:?}");
-    let body: Value = serde_json::from_str(out.line()).unwrap();
+    assert_eq!(out.stdout, "", "{out:?}");
+    let (body, message) = out.stderr.split_once('\n').unwrap();
+    let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["error"], "refresh_failed");
     assert_eq!(body["reason"], "keys_unavailable");
     assert!(
-        out.stderr.starts_with("keygate: 502 refresh_failed"),
+        message.starts_with("keygate: 502 refresh_failed"),
         "{out:?}"
     );
 }
@@ -626,16 +629,19 @@ fn a_wrong_key_is_refused_and_not_printed() {
         }
         let out = keygate(&args, &[("KEYGATE_ADMIN_KEY", wrong)]);
         assert_eq!(out.code, 1, "{out:?}");
+        assert_eq!(out.stdout, "");
+        let message = if json {
+            let (body, message) = out.stderr.split_once('\n').unwrap();
+            let body: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(body["error"], "unauthorized");
+            message
+        } else {
+            out.stderr.as_str()
+        };
         assert_eq!(
-            out.stderr,
+            message,
             "keygate: 401 unauthorized: missing or invalid admin key\n"
         );
-        if json {
-            let body: Value = serde_json::from_str(out.line()).unwrap();
-            assert_eq!(body["error"], "unauthorized");
-        } else {
-            assert_eq!(out.stdout, "");
-        }
     }
     assert_eq!(admin.requests().len(), 2);
 }

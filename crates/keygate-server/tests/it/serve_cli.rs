@@ -109,14 +109,14 @@ fn check_accepts_rediss_and_sentinels_and_refuses_a_bad_ca_naming_the_key() {
 }
 
 /// A `keygate serve` process whose output is read line by line; killed when dropped.
-struct Process {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) stdout: mpsc::Receiver<String>,
+    pub(crate) stderr: mpsc::Receiver<String>,
 }
 
 impl Process {
-    fn start(config: &str) -> Process {
+    pub(crate) fn start(config: &str) -> Process {
         let path = temp_file("keygate.toml", config);
         let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .args(["serve", "--config", path.to_str().unwrap()])
@@ -147,7 +147,11 @@ impl Process {
     }
 
     /// Reads `stream` until a line contains `needle`; returns it.
-    fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+    pub(crate) fn wait_for(
+        rx: &mpsc::Receiver<String>,
+        needle: &str,
+        seen: &mut Vec<String>,
+    ) -> String {
         loop {
             match rx.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) => {
@@ -161,7 +165,7 @@ impl Process {
         }
     }
 
-    fn field(line: &str, name: &str) -> String {
+    pub(crate) fn field(line: &str, name: &str) -> String {
         let start = line
             .find(&format!("{name}="))
             .unwrap_or_else(|| panic!("{name} in {line}"))
@@ -170,7 +174,7 @@ impl Process {
         line[start..].split_whitespace().next().unwrap().to_owned()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
