@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, TtlPolicy};
+use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, RetrySettings, TtlPolicy};
 use serde::Deserialize;
 use url::Url;
 
@@ -809,6 +809,8 @@ struct FileProvider {
     max_keys: Option<usize>,
     max_jwks_bytes: Option<usize>,
     fetch_timeout: Option<FileDuration>,
+    fetch_attempts: Option<u32>,
+    fetch_deadline: Option<FileDuration>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -1157,6 +1159,13 @@ impl FileProvider {
             .map_or(d.unknown_kid_refill, |v| v.0);
         cache.negative_ttl = self.negative_ttl.map_or(d.negative_ttl, |v| v.0);
         cache.max_keys = self.max_keys.unwrap_or(d.max_keys);
+        if cache.unknown_kid_burst == 0 {
+            return Err(ConfigError::new(
+                k("unknown_kid_burst"),
+                "must be at least 1: with 0, tokens of a new key are refused until the next \
+                 scheduled refresh; to call the IdP less often, lengthen unknown_kid_refill",
+            ));
+        }
         if cache.unknown_kid_refill.is_zero() {
             return Err(ConfigError::new(
                 k("unknown_kid_refill"),
@@ -1171,6 +1180,32 @@ impl FileProvider {
                 k("refresh_ahead"),
                 "must be shorter than min_ttl, or every refresh would be due at once",
             ));
+        }
+
+        // `fetch_timeout` bounds each attempt twice, in the HTTP client and in the retry loop;
+        // both get it, or the shorter one would win whatever the file says.
+        let mut retry = RetrySettings::default();
+        if let Some(t) = self.fetch_timeout {
+            retry.attempt_timeout = t.0;
+            retry.deadline = retry.deadline.max(t.0);
+        }
+        if let Some(n) = self.fetch_attempts {
+            if n == 0 {
+                return Err(ConfigError::new(k("fetch_attempts"), "must be at least 1"));
+            }
+            retry.attempts = n;
+        }
+        if let Some(d) = self.fetch_deadline {
+            if d.0 < retry.attempt_timeout {
+                return Err(ConfigError::new(
+                    k("fetch_deadline"),
+                    format!(
+                        "must be at least fetch_timeout ({:?}), or no attempt could take all of it",
+                        retry.attempt_timeout
+                    ),
+                ));
+            }
+            retry.deadline = d.0;
         }
 
         let custom_fetch = !self.allowed_hosts.is_empty()
@@ -1227,6 +1262,7 @@ impl FileProvider {
             .audiences(self.audiences)
             .algorithms(algorithms)
             .cache(cache)
+            .retry(retry)
             .fetcher(fetcher);
         if self.skip_audience_check {
             b = b.dangerous_skip_audience_check();
