@@ -768,6 +768,17 @@ impl Provider {
         self.refresher.reschedule.notify_one();
     }
 
+    /// Whether a refresh already failed and no usable keys are cached.
+    fn retrying_without_keys(&self) -> bool {
+        let now = self.clock.now();
+        lock(&self.refresher.state).consecutive_failures > 0
+            && !self
+                .snapshot
+                .load()
+                .as_ref()
+                .is_some_and(|s| s.is_usable(now))
+    }
+
     /// Whether the held set was fetched at or after `at`.
     fn holds_newer_than(&self, at: SystemTime) -> bool {
         self.snapshot
@@ -1049,6 +1060,14 @@ impl Provider {
     ) -> Result<FetchResponse, FetchError> {
         let retry = &self.config.retry;
         let deadline = tokio::time::Instant::now() + retry.deadline;
+        // After a failed refresh with nothing usable cached, refreshes come every 2 to 4 s
+        // (see `failure_backoff`): that cadence is the retry, so each makes one attempt and a
+        // down IdP sees one request per cycle, not `attempts` of them.
+        let attempts = if self.retrying_without_keys() {
+            1
+        } else {
+            retry.attempts
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1085,7 +1104,7 @@ impl Provider {
                 Err(e) => e,
             };
             tracing::debug!(provider = %self.id, attempt, reason = err.reason(), "fetch attempt failed");
-            if !err.is_retryable() || attempt >= retry.attempts {
+            if !err.is_retryable() || attempt >= attempts {
                 return Err(err);
             }
             let mut wait = retry.backoff(attempt);
