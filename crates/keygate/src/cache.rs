@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
@@ -197,10 +197,7 @@ impl Counters {
 
     /// Counts one request to the identity provider that ended with `outcome`.
     pub(crate) fn count_request(&self, outcome: &str) {
-        let mut requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         match requests.get_mut(outcome) {
             Some(n) => *n += 1,
             None => {

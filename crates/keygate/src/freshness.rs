@@ -405,7 +405,9 @@ fn overflowing_delta_seconds(value: &str) -> Option<HeaderValue> {
     let digits = value.trim().trim_matches('"');
     let huge = !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
-        && digits.parse::<u64>().map_or(true, |n| n > DELTA_SECONDS_CAP);
+        && digits
+            .parse::<u64>()
+            .map_or(true, |n| n > DELTA_SECONDS_CAP);
     huge.then(|| HeaderValue::from(DELTA_SECONDS_CAP))
 }
 
@@ -568,8 +570,14 @@ mod tests {
             // A `max-age` too large to represent is 2^31 s (RFC 9111 section 1.2.2), then
             // clamped; it is not garbage.
             (&[("cache-control", "max-age=18446744073709551616")], 86_400),
-            (&[("cache-control", "max-age=99999999999999999999999999")], 86_400),
-            (&[("cache-control", "Max-Age=\"18446744073709551616\"")], 86_400),
+            (
+                &[("cache-control", "max-age=99999999999999999999999999")],
+                86_400,
+            ),
+            (
+                &[("cache-control", "Max-Age=\"18446744073709551616\"")],
+                86_400,
+            ),
             (&[("cache-control", "max-age=2147483649")], 86_400),
             // A huge `Age` (even beyond u64) means stale, whatever the lifetime.
             (
@@ -579,8 +587,17 @@ mod tests {
                 ],
                 60,
             ),
-            (&[("cache-control", "max-age=600"), ("age", "99999999999999999999")], 60),
-            (&[("cache-control", "max-age=600"), ("age", "4294967296")], 60),
+            (
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("age", "99999999999999999999"),
+                ],
+                60,
+            ),
+            (
+                &[("cache-control", "max-age=600"), ("age", "4294967296")],
+                60,
+            ),
             (&[("age", "18446744073709551616")], 60),
             (
                 &[

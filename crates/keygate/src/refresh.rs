@@ -221,9 +221,7 @@ impl Refresher {
     }
 
     fn is_negative(&self, kid: &str, now: SystemTime) -> bool {
-        lock(&self.negative)
-            .get(kid)
-            .is_some_and(|n| now < n.until)
+        lock(&self.negative).get(kid).is_some_and(|n| now < n.until)
     }
 
     /// Remembers that the IdP's answer to a refetch begun after `kid` was asked for lacked it:
