@@ -1430,6 +1430,40 @@ mod tests {
         Config::parse(text, &|_| None)
     }
 
+    /// `fetch_timeout` governs each attempt, not only the HTTP client: an IdP that answers in
+    /// 6 s is fetched with `fetch_timeout = "10s"` (it used to be cut at the retry loop's own
+    /// 5 s per attempt, three times, and never loaded). Real time: the delay is the IdP's.
+    #[tokio::test]
+    async fn a_fetch_timeout_above_five_seconds_lets_a_six_second_idp_load() {
+        use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
+        let idp = StubIdp::start().await;
+        let key = TestKey::shared_p256("slow-idp");
+        idp.set_response(
+            "/jwks",
+            StubResponse::json(200, jwks(&[key])).delay(Duration::from_secs(6)),
+        );
+        let text = format!(
+            "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"{}\"\n\
+             jwks_uri = \"{}\"\naudiences = [\"x\"]\nallow_insecure_http = true\n\
+             fetch_timeout = \"10s\"\nfetch_attempts = 2",
+            idp.issuer(),
+            idp.jwks_url()
+        );
+        let mut config = parse(&text).unwrap();
+        let verifier = keygate::Verifier::builder()
+            .provider(config.providers.remove(0).config)
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        verifier.warm_up().await;
+        let status = verifier.status().remove(0);
+        assert!(status.state.has_usable_keys(), "{status:?}");
+        assert_eq!(status.kids, ["slow-idp"]);
+        assert_eq!(idp.requests("/jwks"), 1);
+        assert_eq!(status.counters.requests.get("200"), Some(&1));
+        assert!(started.elapsed() >= Duration::from_secs(6));
+    }
+
     const MINIMAL: &str = r#"
         [[providers]]
         tenant = "acme"
@@ -1480,6 +1514,18 @@ mod tests {
             (
                 "[[providers]]\ntenant = \"a b\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]",
                 "providers[0].tenant",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nunknown_kid_burst = 0",
+                "providers[0].unknown_kid_burst",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nfetch_attempts = 0",
+                "providers[0].fetch_attempts",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nfetch_timeout = \"10s\"\nfetch_deadline = \"8s\"",
+                "providers[0].fetch_deadline",
             ),
             (
                 "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"",
