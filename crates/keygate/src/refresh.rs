@@ -18,9 +18,13 @@
 //! - **Free riders.** Joining a refetch in flight, or using keys that changed since the request
 //!   looked, costs nothing. A joined refetch that began before the request asked and lacks its
 //!   `kid` proves nothing, so the request then tries one refetch of its own, within the budget.
-//! - **Negative cache.** A `kid` is remembered as missing (for `negative_ttl`) only when the
-//!   IdP's own answer (200 or 304) to a refetch that *began after* the request asked for it did
-//!   not contain it. A refetch already running, a set adopted from a peer or an empty bucket
+//! - **Negative cache.** A `kid` is remembered as missing only when the IdP's own answer (200
+//!   or 304) to a refetch that *began after* the request asked for it did not contain it: for
+//!   1 s the first time, then twice as long at each further miss, up to `negative_ttl`. An IdP
+//!   (or the CDN in front of it) often publishes a new key a moment after the first tokens it
+//!   signed; that moment, not the whole `negative_ttl`, is what it costs. The bucket still pays
+//!   for every refetch, so the bound above holds whatever the `kid`s. A `kid` withdrawn by a new
+//!   set is remembered for the whole `negative_ttl` at once. A refetch already running, a set adopted from a peer or an empty bucket
 //!   proves nothing and is not remembered, so a real new `kid` is never locked out by an
 //!   answer that predates it.
 //! - **Deferred refetch.** When the bucket is empty and an unknown `kid` is refused, one
@@ -33,15 +37,33 @@
 //!   goes to it before that time, forced refetches included: a `kid` missing meanwhile is
 //!   refused as if the bucket were empty (not remembered as missing), and the deferred refetch
 //!   waits for the end of the quiet period. Only an explicit [`Verifier::refresh`] (an
-//!   operator's call) or a flush overrides it.
+//!   operator's call), a flush, or usable keys about to run out (see below) override it. A
+//!   `Retry-After` is capped at one hour.
 //!
 //! # Failures
 //!
-//! A failed refresh keeps the cached keys and schedules the next attempt after a jittered,
+//! A failed refresh keeps the cached keys and schedules the next cycle after a jittered,
 //! growing backoff (and any `Retry-After`). The background refresher makes those attempts
 //! whether or not anything is cached, so a provider whose first fetch failed recovers on its
 //! own once the IdP is back, without waiting for traffic (a load balancer sends none to a
 //! replica that is not ready).
+//!
+//! - **With usable keys** (fresh or within the stale window): full jitter over 1 s doubling
+//!   per failure, up to 60 s, at least 0.5 s; each cycle makes up to `attempts` requests. But
+//!   never past the *last chance*: a cycle starts a whole retry `deadline` before the keys stop
+//!   being usable (or halfway there when less time is left), even if the backoff or the IdP's
+//!   `Retry-After` asked for longer, so usable keys never run out untried.
+//! - **With no usable keys** (never fetched, or past the stale window): every verification
+//!   fails and the replica is not ready, so recovery must be prompt: cycles 1 to 2 s after the
+//!   first failure, then every 2 to 4 s (half the 4 s ceiling plus jitter over the other half),
+//!   one request each; `Retry-After` is still honoured.
+//!
+//! # Scheduled refreshes
+//!
+//! A set is refreshed `refresh_ahead` plus up to `refresh_jitter` before it expires, but never
+//! sooner than halfway through its lifetime: when the two reach past half of it (a short
+//! `max-age` with a low `min_ttl`), both are scaled down in proportion, so the IdP sees at most
+//! one scheduled request per half lifetime, 304 revalidations included.
 //!
 //! [`Verifier::refresh`]: crate::Verifier::refresh
 
