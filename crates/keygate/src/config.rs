@@ -448,8 +448,10 @@ mod tests {
                 .field,
             "retry.attempts"
         );
-        let mut cache = CacheSettings::default();
-        cache.unknown_kid_burst = 0;
+        let cache = CacheSettings {
+            unknown_kid_burst: 0,
+            ..CacheSettings::default()
+        };
         let err = base().audiences(["a"]).cache(cache).build().unwrap_err();
         assert_eq!(err.field, "cache.unknown_kid_burst");
         assert!(err.to_string().contains("unknown_kid_refill"), "{err}");

@@ -160,7 +160,7 @@ impl Rig {
         let verifier = Verifier::builder()
             .provider(provider)
             .clock(clock.clone())
-            .fetcher(idp.clone())
+            .fetcher(idp)
             .build()
             .unwrap();
         Rig { clock, verifier }
