@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, TtlPolicy};
+use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, RetrySettings, TtlPolicy};
 use serde::Deserialize;
 use url::Url;
 
@@ -901,6 +901,8 @@ struct FileProvider {
     max_keys: Option<usize>,
     max_jwks_bytes: Option<usize>,
     fetch_timeout: Option<FileDuration>,
+    fetch_attempts: Option<u32>,
+    fetch_deadline: Option<FileDuration>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -1259,6 +1261,13 @@ impl FileProvider {
             .map_or(d.unknown_kid_refill, |v| v.0);
         cache.negative_ttl = self.negative_ttl.map_or(d.negative_ttl, |v| v.0);
         cache.max_keys = self.max_keys.unwrap_or(d.max_keys);
+        if cache.unknown_kid_burst == 0 {
+            return Err(ConfigError::new(
+                k("unknown_kid_burst"),
+                "must be at least 1: with 0, tokens of a new key are refused until the next \
+                 scheduled refresh; to call the IdP less often, lengthen unknown_kid_refill",
+            ));
+        }
         if cache.unknown_kid_refill.is_zero() {
             return Err(ConfigError::new(
                 k("unknown_kid_refill"),
@@ -1273,6 +1282,32 @@ impl FileProvider {
                 k("refresh_ahead"),
                 "must be shorter than min_ttl, or every refresh would be due at once",
             ));
+        }
+
+        // `fetch_timeout` bounds each attempt twice, in the HTTP client and in the retry loop;
+        // both get it, or the shorter one would win whatever the file says.
+        let mut retry = RetrySettings::default();
+        if let Some(t) = self.fetch_timeout {
+            retry.attempt_timeout = t.0;
+            retry.deadline = retry.deadline.max(t.0);
+        }
+        if let Some(n) = self.fetch_attempts {
+            if n == 0 {
+                return Err(ConfigError::new(k("fetch_attempts"), "must be at least 1"));
+            }
+            retry.attempts = n;
+        }
+        if let Some(d) = self.fetch_deadline {
+            if d.0 < retry.attempt_timeout {
+                return Err(ConfigError::new(
+                    k("fetch_deadline"),
+                    format!(
+                        "must be at least fetch_timeout ({:?}), or no attempt could take all of it",
+                        retry.attempt_timeout
+                    ),
+                ));
+            }
+            retry.deadline = d.0;
         }
 
         let custom_fetch = !self.allowed_hosts.is_empty()
@@ -1329,6 +1364,7 @@ impl FileProvider {
             .audiences(self.audiences)
             .algorithms(algorithms)
             .cache(cache)
+            .retry(retry)
             .fetcher(fetcher);
         if self.skip_audience_check {
             b = b.dangerous_skip_audience_check();
@@ -1499,6 +1535,40 @@ mod tests {
         Config::parse(text, &|_| None)
     }
 
+    /// `fetch_timeout` governs each attempt, not only the HTTP client: an IdP that answers in
+    /// 6 s is fetched with `fetch_timeout = "10s"` (it used to be cut at the retry loop's own
+    /// 5 s per attempt, three times, and never loaded). Real time: the delay is the IdP's.
+    #[tokio::test]
+    async fn a_fetch_timeout_above_five_seconds_lets_a_six_second_idp_load() {
+        use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
+        let idp = StubIdp::start().await;
+        let key = TestKey::shared_p256("slow-idp");
+        idp.set_response(
+            "/jwks",
+            StubResponse::json(200, jwks(&[key])).delay(Duration::from_secs(6)),
+        );
+        let text = format!(
+            "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"{}\"\n\
+             jwks_uri = \"{}\"\naudiences = [\"x\"]\nallow_insecure_http = true\n\
+             fetch_timeout = \"10s\"\nfetch_attempts = 2",
+            idp.issuer(),
+            idp.jwks_url()
+        );
+        let mut config = parse(&text).unwrap();
+        let verifier = keygate::Verifier::builder()
+            .provider(config.providers.remove(0).config)
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        verifier.warm_up().await;
+        let status = verifier.status().remove(0);
+        assert!(status.state.has_usable_keys(), "{status:?}");
+        assert_eq!(status.kids, ["slow-idp"]);
+        assert_eq!(idp.requests("/jwks"), 1);
+        assert_eq!(status.counters.requests.get("200"), Some(&1));
+        assert!(started.elapsed() >= Duration::from_secs(6));
+    }
+
     const MINIMAL: &str = r#"
         [[providers]]
         tenant = "acme"
@@ -1549,6 +1619,18 @@ mod tests {
             (
                 "[[providers]]\ntenant = \"a b\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]",
                 "providers[0].tenant",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nunknown_kid_burst = 0",
+                "providers[0].unknown_kid_burst",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nfetch_attempts = 0",
+                "providers[0].fetch_attempts",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nfetch_timeout = \"10s\"\nfetch_deadline = \"8s\"",
+                "providers[0].fetch_deadline",
             ),
             (
                 "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"",

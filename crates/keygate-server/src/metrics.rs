@@ -274,7 +274,11 @@ fn render_providers(out: &mut Out, providers: &[ProviderStatus], now: SystemTime
     // inside the loop over families.
 
     const FETCHES: &str = "keygate_jwks_fetches_total";
-    out.family(FETCHES, "JWKS refreshes by result (ok, error).", "counter");
+    out.family(
+        FETCHES,
+        "JWKS refresh cycles by result (ok, error); see keygate_jwks_requests_total for requests.",
+        "counter",
+    );
     for p in providers {
         let [tenant, provider] = labels(p);
         for (result, count) in [
@@ -282,6 +286,20 @@ fn render_providers(out: &mut Out, providers: &[ProviderStatus], now: SystemTime
             ("error", p.counters.refresh_errors),
         ] {
             out.sample(FETCHES, &[tenant, provider, ("result", result)], count);
+        }
+    }
+
+    // Every HTTP request to the IdP (retries and discovery included): the load it sees.
+    const REQUESTS: &str = "keygate_jwks_requests_total";
+    out.family(
+        REQUESTS,
+        "HTTP requests to the IdP by status (the code, or timeout, error), retries included.",
+        "counter",
+    );
+    for p in providers {
+        let [tenant, provider] = labels(p);
+        for (status, count) in &p.counters.requests {
+            out.sample(REQUESTS, &[tenant, provider, ("status", status)], count);
         }
     }
 
@@ -835,6 +853,7 @@ mod tests {
             "keygate_verifications_total",
             "keygate_verification_duration_seconds",
             "keygate_jwks_fetches_total",
+            "keygate_jwks_requests_total",
             "keygate_key_cache_hits_total",
             "keygate_key_cache_misses_total",
             "keygate_token_cache_hits_total",

@@ -1,9 +1,10 @@
 //! Per-provider state: the snapshot of parsed keys readers load without locks, the counters,
 //! and the status report built from them.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
@@ -183,11 +184,35 @@ pub(crate) struct Counters {
     pub(crate) adopted: AtomicU64,
     pub(crate) unknown_kid_rejections: AtomicU64,
     pub(crate) token_cache_hits: AtomicU64,
+    /// HTTP requests to the identity provider by outcome (see
+    /// [`CounterSnapshot::requests`]). Requests are off the hot path, so a small map under a
+    /// mutex does; its keys are status codes and two words, so it stays small.
+    pub(crate) requests: Mutex<BTreeMap<Box<str>, u64>>,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request to the identity provider that ended with `outcome`.
+    pub(crate) fn count_request(&self, outcome: &str) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        match requests.get_mut(outcome) {
+            Some(n) => *n += 1,
+            None => {
+                requests.insert(outcome.into(), 1);
+            }
+        }
+    }
+
+    fn requests(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(outcome, n)| (outcome.to_string(), *n))
+            .collect()
     }
 }
 
@@ -295,6 +320,7 @@ impl Provider {
                 adopted: load(&c.adopted),
                 unknown_kid_rejections: load(&c.unknown_kid_rejections),
                 token_cache_hits: load(&c.token_cache_hits),
+                requests: c.requests(),
             },
         }
     }
@@ -386,16 +412,17 @@ pub struct LastError {
 }
 
 /// Counter values at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CounterSnapshot {
     /// Verifications that found their key in the cache.
     pub hits: u64,
     /// Verifications whose key was not cached.
     pub misses: u64,
-    /// Successful fetches from the identity provider (200 or 304).
+    /// Successful refreshes from the identity provider (ending in a 200 or 304). A refresh
+    /// may take several requests (retries, discovery): see [`requests`](Self::requests).
     pub refreshes: u64,
-    /// Failed refreshes.
+    /// Failed refreshes (each after all its attempts).
     pub refresh_errors: u64,
     /// Key sets adopted from other replicas (through a
     /// [`KeyExchange`](crate::KeyExchange) or [`Verifier::adopt`](crate::Verifier::adopt))
@@ -405,4 +432,9 @@ pub struct CounterSnapshot {
     pub unknown_kid_rejections: u64,
     /// Verifications answered from the verified-token cache.
     pub token_cache_hits: u64,
+    /// Every HTTP request made to the identity provider (JWKS and discovery, retries
+    /// included), by outcome: the status code as text (`"200"`, `"304"`, `"503"`, ...),
+    /// `"timeout"` when no answer came in time, or `"error"` when none came at all
+    /// (connection refused, TLS, a body over the cap, a refused redirect).
+    pub requests: BTreeMap<String, u64>,
 }

@@ -40,19 +40,29 @@ pub struct CacheSettings {
     /// Bounds and default for a key set's lifetime derived from HTTP caching headers.
     pub ttl: TtlPolicy,
     /// Refresh this long before expiry, in the background (default 30 s).
+    ///
+    /// Never sooner than halfway through a set's lifetime: when `refresh_ahead +
+    /// refresh_jitter` reaches past half of it (a short `max-age` with a low `min_ttl`), both
+    /// are scaled down in proportion, so the IdP sees at most one refresh per half lifetime.
     pub refresh_ahead: Duration,
-    /// Up to this much random jitter is subtracted from the refresh-ahead time (default 10 s),
-    /// so replicas do not all refresh in the same second.
+    /// Up to this much random jitter is added to the refresh-ahead time (default 10 s), so
+    /// replicas do not all refresh in the same second. Scaled down with `refresh_ahead` for
+    /// short-lived sets (see there).
     pub refresh_jitter: Duration,
     /// After expiry, the last good set keeps serving this long while refreshes fail
     /// (default 1 h). Past it, verification fails with `keys_unavailable`.
     pub stale_window: Duration,
     /// Forced refetches for unknown `kid`s or bad signatures: the token bucket's size
-    /// (default 2).
+    /// (default 2). At least 1: a bucket of 0 would refuse every token of a new key until the
+    /// next scheduled refresh; to call the IdP less, lengthen `unknown_kid_refill`.
     pub unknown_kid_burst: u32,
     /// One forced-refetch token is added back this often (default 15 s).
     pub unknown_kid_refill: Duration,
-    /// A `kid` looked for and not found is refused without a fetch for this long (default 15 s).
+    /// A `kid` looked for and not found is refused without a fetch for at most this long
+    /// (default 15 s): 1 s after the first miss, then twice as long after each further miss
+    /// of the same `kid`, up to this, so a key the IdP publishes a moment after its first
+    /// tokens costs about that moment, not the whole of it. A `kid` the IdP withdrew (it was
+    /// in the previous set) is refused for all of it at once.
     pub negative_ttl: Duration,
     /// At most this many keys in one set (default 100); a larger set is refused whole.
     pub max_keys: usize,
@@ -83,9 +93,12 @@ pub struct RetrySettings {
     pub base_delay: Duration,
     /// No single backoff exceeds this (default 5 s).
     pub max_delay: Duration,
-    /// One attempt may take this long (default 5 s).
+    /// One attempt may take this long (default 5 s), and no longer than what is left of
+    /// `deadline`. It bounds the attempt whatever the fetcher's own timeout says, so set both
+    /// when an IdP is slow (the server's `fetch_timeout` sets both).
     pub attempt_timeout: Duration,
-    /// A whole refresh, all attempts included, ends by this deadline (default 15 s).
+    /// A whole refresh, all attempts included, ends by this deadline (default 15 s). At least
+    /// `attempt_timeout`, or no attempt could take all of its own.
     pub deadline: Duration,
 }
 
@@ -328,6 +341,13 @@ impl ProviderConfigBuilder {
         c.ttl
             .validate()
             .map_err(|problem| ConfigError::new("cache.ttl", problem))?;
+        if c.unknown_kid_burst == 0 {
+            return Err(ConfigError::new(
+                "cache.unknown_kid_burst",
+                "must be at least 1: with 0, tokens of a new key are refused until the next \
+                 scheduled refresh; to call the IdP less often, lengthen unknown_kid_refill",
+            ));
+        }
         if c.unknown_kid_refill.is_zero() {
             return Err(ConfigError::new(
                 "cache.unknown_kid_refill",
@@ -343,6 +363,12 @@ impl ProviderConfigBuilder {
         }
         if r.attempt_timeout.is_zero() || r.deadline.is_zero() {
             return Err(ConfigError::new("retry", "timeouts must be positive"));
+        }
+        if r.deadline < r.attempt_timeout {
+            return Err(ConfigError::new(
+                "retry.deadline",
+                "must be at least retry.attempt_timeout, or no attempt could take all of it",
+            ));
         }
         Ok(ProviderConfig {
             tenant: self.tenant.into(),
@@ -421,6 +447,31 @@ mod tests {
                 .unwrap_err()
                 .field,
             "retry.attempts"
+        );
+        let cache = CacheSettings {
+            unknown_kid_burst: 0,
+            ..CacheSettings::default()
+        };
+        let err = base().audiences(["a"]).cache(cache).build().unwrap_err();
+        assert_eq!(err.field, "cache.unknown_kid_burst");
+        assert!(err.to_string().contains("unknown_kid_refill"), "{err}");
+        let retry = RetrySettings {
+            attempt_timeout: Duration::from_secs(10),
+            ..RetrySettings::default()
+        };
+        assert!(base().audiences(["a"]).retry(retry).build().is_ok());
+        let retry = RetrySettings {
+            attempt_timeout: Duration::from_secs(20),
+            ..RetrySettings::default()
+        };
+        assert_eq!(
+            base()
+                .audiences(["a"])
+                .retry(retry)
+                .build()
+                .unwrap_err()
+                .field,
+            "retry.deadline"
         );
         let discovered = base().audiences(["a"]).build().unwrap();
         assert!(matches!(&discovered.source, KeySource::Discovery(u)

@@ -5,29 +5,38 @@
 //! read, so callers (and tests) decide what time it is.
 //!
 //! The header semantics (RFC 9111: `Cache-Control`, `Expires`, `Date`, `Age`, validators and
-//! the 304 header merge) come from [`http_cache_semantics`], evaluated as a *shared* cache, so
-//! `s-maxage` beats `max-age` and both beat `Expires`. On top of it keygate makes these choices,
-//! because it caches *keys*, never responses:
+//! the 304 header merge) come from [`http_cache_semantics`], evaluated as a *private* cache:
+//! keygate is a private cache of a public document. It stores the key set for its own use (and
+//! its replicas', which are the same party) and never serves the response on to anyone, so
+//! `max-age` beats `Expires`, and `s-maxage` and `proxy-revalidate`, which RFC 9111 (sections
+//! 5.2.2.8 and 5.2.2.10) addresses to shared caches only (a CDN in front of the IdP), are
+//! ignored. On top of it keygate makes these choices, because it caches *keys*, never
+//! responses:
 //!
 //! - **Never refetch on every request.** `no-store`, `no-cache`, `max-age=0`, an `Expires` in
 //!   the past or an unparsable lifetime all mean a lifetime of zero, which the policy raises to
-//!   [`TtlPolicy::min_ttl`]. So do `proxy-revalidate` and `Vary: *` (the crate's shared-cache
-//!   reading). `must-revalidate` changes nothing: it forbids serving stale, and whether a stale
-//!   key set may still be used is not decided here.
+//!   [`TtlPolicy::min_ttl`]. So does `Vary: *`. `must-revalidate` changes nothing: it forbids
+//!   serving stale, and whether a stale key set may still be used is not decided here.
 //! - **No heuristics.** A response without an explicit lifetime (no `max-age`, `s-maxage` or
 //!   `Expires`) that does not forbid caching either gets [`TtlPolicy::default_ttl`], counted from
 //!   when the response was generated (its `Age` is subtracted). `Last-Modified` is never used
 //!   to guess a lifetime and `immutable` extends nothing.
 //! - **User-scoping is irrelevant.** `private`, `Set-Cookie` and a request `Authorization` exist
-//!   so a shared cache does not replay one user's response to another. keygate never replays the
-//!   response, and a key set is public, so they are ignored (a load balancer's sticky cookie must
-//!   not turn a day-long `max-age` into `min_ttl`).
+//!   so a shared cache does not replay one user's response to another. A private cache may
+//!   store a `private` response (RFC 9111 section 5.2.2.7), keygate never replays the
+//!   response, and a key set is public, so they are ignored: `private, max-age=600` lives
+//!   600 s (and a load balancer's sticky cookie must not turn a day-long `max-age` into
+//!   `min_ttl`).
 //! - **`Pragma` is ignored.** RFC 9111 defines it for requests only.
 //! - **Directive names are case-insensitive** (`Max-Age=600` counts), as RFC 9111 requires.
-//! - **Garbage is handled as the RFC (and the crate) say:** an unparsable `max-age`/`s-maxage`
-//!   value, including one too large for a `u64`, is a lifetime of zero; an unparsable `Expires`
-//!   (such as `0`) is already expired; an unparsable `Age` or `Date` is absent; conflicting
-//!   duplicate directives keep the first value. Unknown directives are ignored.
+//! - **Overflow is 2^31 seconds** (RFC 9111 section 1.2.2): a `max-age` or `Age` of digits too
+//!   large to represent (beyond 2^31, even beyond `u64`) is read as 2147483648. So an enormous
+//!   `max-age` is a long lifetime, clamped to [`TtlPolicy::max_ttl`] like any other, and an
+//!   enormous `Age` means the response is already stale (lifetime raised to `min_ttl`).
+//! - **Garbage is handled as the RFC (and the crate) say:** an unparsable `max-age` value (not
+//!   digits) is a lifetime of zero; an unparsable `Expires` (such as `0`) is already expired;
+//!   an unparsable `Age` or `Date` is absent; conflicting duplicate directives keep the first
+//!   value. Unknown directives are ignored.
 //!
 //! For revalidation, [`Freshness::revalidation_headers`] gives `If-None-Match` (from `ETag`) and
 //! `If-Modified-Since` (from `Last-Modified`) for the next fetch, and
@@ -310,9 +319,9 @@ impl Freshness {
     }
 }
 
-/// A shared cache (`s-maxage` counts) with no heuristic lifetimes.
+/// A private cache (see the module docs) with no heuristic lifetimes.
 const OPTIONS: CacheOptions = CacheOptions {
-    shared: true,
+    shared: false,
     cache_heuristic: 0.0,
     immutable_min_time_to_live: Duration::ZERO,
     ignore_cargo_cult: false,
@@ -327,13 +336,23 @@ const NOT_UPDATED_BY_304: [HeaderName; 4] = [
 ];
 
 /// The response headers as keygate evaluates them (see the module docs): `Cache-Control`
-/// directives lower-cased and without `private`, no `Set-Cookie`, no `Pragma`.
+/// directives lower-cased and without `private`, no `Set-Cookie`, no `Pragma`, and
+/// delta-seconds too large to represent read as 2^31 (RFC 9111 section 1.2.2) in
+/// `max-age`, `s-maxage` and `Age`.
 ///
 /// This only rewrites the field for the crate, splitting on commas exactly as the crate does;
 /// interpreting the directives is left to it.
 fn normalize(mut headers: HeaderMap) -> HeaderMap {
     headers.remove(header::SET_COOKIE);
     headers.remove(header::PRAGMA);
+    let ages: Vec<HeaderValue> = headers.get_all(header::AGE).iter().cloned().collect();
+    if !ages.is_empty() {
+        headers.remove(header::AGE);
+        for age in ages {
+            let capped = age.to_str().ok().and_then(overflowing_delta_seconds);
+            headers.append(header::AGE, capped.unwrap_or(age));
+        }
+    }
     let values: Vec<HeaderValue> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()
@@ -352,7 +371,18 @@ fn normalize(mut headers: HeaderMap) -> HeaderMap {
                 let name = directive.split('=').next().unwrap_or_default().trim();
                 !name.is_empty() && !name.eq_ignore_ascii_case("private")
             })
-            .map(str::to_ascii_lowercase)
+            .map(|directive| {
+                let directive = directive.to_ascii_lowercase();
+                match directive.split_once('=') {
+                    Some((name, value))
+                        if matches!(name.trim(), "max-age" | "s-maxage")
+                            && overflowing_delta_seconds(value).is_some() =>
+                    {
+                        format!("{}={DELTA_SECONDS_CAP}", name.trim())
+                    }
+                    _ => directive,
+                }
+            })
             .collect();
         if let Ok(value) = HeaderValue::try_from(directives.join(", ")) {
             if !value.is_empty() {
@@ -361,6 +391,24 @@ fn normalize(mut headers: HeaderMap) -> HeaderMap {
         }
     }
     headers
+}
+
+/// The largest delta-seconds a cache must represent; a larger value is read as this one
+/// (RFC 9111 section 1.2.2).
+const DELTA_SECONDS_CAP: u64 = 1 << 31;
+
+/// `DELTA_SECONDS_CAP` as a header value when `value` is delta-seconds (digits only, possibly
+/// quoted, as the crate accepts) greater than it; `None` otherwise, the value left as it is.
+/// The crate would read a value beyond `u64` as garbage: a lifetime of zero for `max-age`,
+/// no `Age` at all, both the opposite of what the IdP said.
+fn overflowing_delta_seconds(value: &str) -> Option<HeaderValue> {
+    let digits = value.trim().trim_matches('"');
+    let huge = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits
+            .parse::<u64>()
+            .map_or(true, |n| n > DELTA_SECONDS_CAP);
+    huge.then(|| HeaderValue::from(DELTA_SECONDS_CAP))
 }
 
 /// A GET of `url` with `headers`, minus any conditional headers (they belong to one fetch).
@@ -457,8 +505,10 @@ mod tests {
             // Explicit lifetimes.
             (&[("cache-control", "max-age=600")], 600),
             (&[("cache-control", "public, max-age=600")], 600),
-            (&[("cache-control", "max-age=600, s-maxage=900")], 900),
-            (&[("cache-control", "max-age=600, s-maxage=300")], 300),
+            // keygate is a private cache: `s-maxage` is for shared ones.
+            (&[("cache-control", "max-age=600, s-maxage=900")], 600),
+            (&[("cache-control", "max-age=600, s-maxage=300")], 600),
+            (&[("cache-control", "s-maxage=900")], 120),
             (&[("cache-control", "Max-Age=600")], 600),
             (
                 &[
@@ -475,7 +525,7 @@ mod tests {
             (&[("expires", T0_PLUS_1H)], 3600),
             // Age is subtracted.
             (&[("cache-control", "max-age=600"), ("age", "100")], 500),
-            (&[("cache-control", "s-maxage=600"), ("age", "100")], 500),
+            (&[("cache-control", "s-maxage=600"), ("age", "30")], 90),
             (&[("cache-control", "max-age=600"), ("age", "600")], 60),
             // Forbidding caching: lifetime zero, raised to min_ttl.
             (&[("cache-control", "no-cache")], 60),
@@ -484,7 +534,8 @@ mod tests {
             (&[("cache-control", "no-store, max-age=600")], 60),
             (&[("cache-control", "max-age=0")], 60),
             (&[("date", T0_DATE), ("expires", T0_MINUS_1H)], 60),
-            (&[("cache-control", "max-age=600, proxy-revalidate")], 60),
+            // `proxy-revalidate` is for shared caches too.
+            (&[("cache-control", "max-age=600, proxy-revalidate")], 600),
             (&[("cache-control", "max-age=600"), ("vary", "*")], 60),
             // must-revalidate does not change the lifetime.
             (&[("cache-control", "max-age=600, must-revalidate")], 600),
@@ -515,7 +566,39 @@ mod tests {
             // Clamping at both ends.
             (&[("cache-control", "max-age=5")], 60),
             (&[("cache-control", "max-age=31536000")], 86_400),
-            (&[("cache-control", "s-maxage=31536000")], 86_400),
+            (&[("cache-control", "s-maxage=31536000")], 120),
+            // A `max-age` too large to represent is 2^31 s (RFC 9111 section 1.2.2), then
+            // clamped; it is not garbage.
+            (&[("cache-control", "max-age=18446744073709551616")], 86_400),
+            (
+                &[("cache-control", "max-age=99999999999999999999999999")],
+                86_400,
+            ),
+            (
+                &[("cache-control", "Max-Age=\"18446744073709551616\"")],
+                86_400,
+            ),
+            (&[("cache-control", "max-age=2147483649")], 86_400),
+            // A huge `Age` (even beyond u64) means stale, whatever the lifetime.
+            (
+                &[
+                    ("cache-control", "max-age=18446744073709551616"),
+                    ("age", "18446744073709551617"),
+                ],
+                60,
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("age", "99999999999999999999"),
+                ],
+                60,
+            ),
+            (
+                &[("cache-control", "max-age=600"), ("age", "4294967296")],
+                60,
+            ),
+            (&[("age", "18446744073709551616")], 60),
             (
                 &[
                     ("date", T0_DATE),
@@ -526,8 +609,8 @@ mod tests {
             // Garbage.
             (&[("cache-control", "max-age=abc")], 60),
             (&[("cache-control", "max-age=-5")], 60),
-            (&[("cache-control", "max-age=18446744073709551616")], 60),
-            (&[("cache-control", "s-maxage=soon, max-age=600")], 60),
+            (&[("cache-control", "max-age=1e99")], 60),
+            (&[("cache-control", "s-maxage=soon, max-age=600")], 600),
             (&[("cache-control", "max-age")], 60),
             (&[("cache-control", "max-age=600, max-age=60")], 600),
             (
@@ -879,7 +962,9 @@ mod tests {
             }
             let fresh = Freshness::from_response(&url(), &HeaderMap::new(), StatusCode::OK, &response, t0(), &policy);
             prop_assert!(in_bounds(&fresh, &policy));
-            let expected = Duration::from_secs(max_age.saturating_sub(age.unwrap_or(0)));
+            // Both are delta-seconds: anything above 2^31 counts as 2^31.
+            let cap = |secs: u64| secs.min(DELTA_SECONDS_CAP);
+            let expected = Duration::from_secs(cap(max_age).saturating_sub(cap(age.unwrap_or(0))));
             prop_assert_eq!(fresh.ttl(), policy.clamp(expected));
         }
 

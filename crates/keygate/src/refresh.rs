@@ -18,9 +18,13 @@
 //! - **Free riders.** Joining a refetch in flight, or using keys that changed since the request
 //!   looked, costs nothing. A joined refetch that began before the request asked and lacks its
 //!   `kid` proves nothing, so the request then tries one refetch of its own, within the budget.
-//! - **Negative cache.** A `kid` is remembered as missing (for `negative_ttl`) only when the
-//!   IdP's own answer (200 or 304) to a refetch that *began after* the request asked for it did
-//!   not contain it. A refetch already running, a set adopted from a peer or an empty bucket
+//! - **Negative cache.** A `kid` is remembered as missing only when the IdP's own answer (200
+//!   or 304) to a refetch that *began after* the request asked for it did not contain it: for
+//!   1 s the first time, then twice as long at each further miss, up to `negative_ttl`. An IdP
+//!   (or the CDN in front of it) often publishes a new key a moment after the first tokens it
+//!   signed; that moment, not the whole `negative_ttl`, is what it costs. The bucket still pays
+//!   for every refetch, so the bound above holds whatever the `kid`s. A `kid` withdrawn by a new
+//!   set is remembered for the whole `negative_ttl` at once. A refetch already running, a set adopted from a peer or an empty bucket
 //!   proves nothing and is not remembered, so a real new `kid` is never locked out by an
 //!   answer that predates it.
 //! - **Deferred refetch.** When the bucket is empty and an unknown `kid` is refused, one
@@ -33,15 +37,33 @@
 //!   goes to it before that time, forced refetches included: a `kid` missing meanwhile is
 //!   refused as if the bucket were empty (not remembered as missing), and the deferred refetch
 //!   waits for the end of the quiet period. Only an explicit [`Verifier::refresh`] (an
-//!   operator's call) or a flush overrides it.
+//!   operator's call), a flush, or usable keys about to run out (see below) override it. A
+//!   `Retry-After` is capped at one hour.
 //!
 //! # Failures
 //!
-//! A failed refresh keeps the cached keys and schedules the next attempt after a jittered,
+//! A failed refresh keeps the cached keys and schedules the next cycle after a jittered,
 //! growing backoff (and any `Retry-After`). The background refresher makes those attempts
 //! whether or not anything is cached, so a provider whose first fetch failed recovers on its
 //! own once the IdP is back, without waiting for traffic (a load balancer sends none to a
 //! replica that is not ready).
+//!
+//! - **With usable keys** (fresh or within the stale window): full jitter over 1 s doubling
+//!   per failure, up to 60 s, at least 0.5 s; each cycle makes up to `attempts` requests. But
+//!   never past the *last chance*: a cycle starts a whole retry `deadline` before the keys stop
+//!   being usable (or halfway there when less time is left), even if the backoff or the IdP's
+//!   `Retry-After` asked for longer, so usable keys never run out untried.
+//! - **With no usable keys** (never fetched, or past the stale window): every verification
+//!   fails and the replica is not ready, so recovery must be prompt: cycles 1 to 2 s after the
+//!   first failure, then every 2 to 4 s (half the 4 s ceiling plus jitter over the other half),
+//!   one request each; `Retry-After` is still honoured.
+//!
+//! # Scheduled refreshes
+//!
+//! A set is refreshed `refresh_ahead` plus up to `refresh_jitter` before it expires, but never
+//! sooner than halfway through its lifetime: when the two reach past half of it (a short
+//! `max-age` with a low `min_ttl`), both are scaled down in proportion, so the IdP sees at most
+//! one scheduled request per half lifetime, 304 revalidations included.
 //!
 //! [`Verifier::refresh`]: crate::Verifier::refresh
 
@@ -79,10 +101,17 @@ const MAX_WITHDRAWN: usize = 64;
 const MAX_NEGATIVE_KID_LEN: usize = 256;
 /// Most `kid`s remembered per provider; past it, expired entries go, then all of them.
 const MAX_NEGATIVE_ENTRIES: usize = 1024;
+/// How long a `kid` is first remembered as missing; each further miss doubles it, up to
+/// `negative_ttl`. Withdrawn `kid`s get the whole `negative_ttl` at once.
+const FIRST_NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// The background refresher never sleeps less than this between refreshes.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
-/// After failures, cycles of refreshes back off up to this long.
+/// After failures, cycles of refreshes back off up to this long while usable keys are
+/// cached (and never past the last chance to refresh them, see [`last_chance`]).
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(60);
+/// With no usable keys, cycles of refreshes back off up to this long: every verification
+/// fails meanwhile and readiness waits for the next cycle, so recovery must be prompt.
+const NO_KEYS_FAILURE_BACKOFF: Duration = Duration::from_secs(4);
 /// A token counts as there once this close to whole, so that float rounding cannot make the
 /// deferred refetch miss the very moment it was scheduled for.
 const TOKEN_EPSILON: f64 = 1e-9;
@@ -94,7 +123,7 @@ pub(crate) struct Refresher {
     /// started, so a refresh numbered above an earlier reading began after that reading.
     started: AtomicU64,
     bucket: Mutex<Bucket>,
-    negative: Mutex<HashMap<Box<str>, SystemTime>>,
+    negative: Mutex<HashMap<Box<str>, Negative>>,
     state: Mutex<State>,
     background_started: AtomicBool,
     reschedule: Arc<Notify>,
@@ -117,6 +146,14 @@ struct State {
     /// The `kid`s of the keys the last flush dropped, until a set is installed: what that set
     /// lacks of them, the IdP withdrew.
     flushed_kids: Vec<String>,
+}
+
+/// A `kid` remembered as missing: refused without a refetch until `until`. `period` is how
+/// long it was remembered for, which the next miss of the same `kid` doubles.
+#[derive(Debug, Clone, Copy)]
+struct Negative {
+    until: SystemTime,
+    period: Duration,
 }
 
 /// The forced-refetch budget: a token bucket measured against the provider's clock, and the
@@ -206,24 +243,47 @@ impl Refresher {
     }
 
     fn is_negative(&self, kid: &str, now: SystemTime) -> bool {
-        lock(&self.negative)
-            .get(kid)
-            .is_some_and(|&until| now < until)
+        lock(&self.negative).get(kid).is_some_and(|n| now < n.until)
     }
 
-    /// Remembers that the IdP's answer to a refetch begun after `kid` was asked for lacked it.
+    /// Remembers that the IdP's answer to a refetch begun after `kid` was asked for lacked it:
+    /// for [`FIRST_NEGATIVE_TTL`] the first time, then twice as long as the last time at each
+    /// miss that follows within `cap` of the last entry's end, up to `cap` (`negative_ttl`).
+    ///
+    /// A new key the IdP (or the CDN in front of it) publishes a moment after the first tokens
+    /// it signed is then refused for about as long as the lag, not for the whole
+    /// `negative_ttl`. A `kid` nobody will ever publish soon costs one refetch per period,
+    /// paid from the bucket like any other, so the IdP's load stays within the budget.
+    fn remember_missing_growing(&self, kid: &str, now: SystemTime, cap: Duration) {
+        let period = {
+            let neg = lock(&self.negative);
+            match neg.get(kid) {
+                Some(last) if now <= last.until + cap => last.period.saturating_mul(2),
+                _ => FIRST_NEGATIVE_TTL,
+            }
+        };
+        self.remember_missing(kid, now, period.min(cap));
+    }
+
+    /// Remembers `kid` as missing for `ttl`.
     fn remember_missing(&self, kid: &str, now: SystemTime, ttl: Duration) {
         if kid.len() > MAX_NEGATIVE_KID_LEN || ttl.is_zero() {
             return;
         }
         let mut neg = lock(&self.negative);
         if neg.len() >= MAX_NEGATIVE_ENTRIES {
-            neg.retain(|_, until| now < *until);
+            neg.retain(|_, n| now < n.until);
             if neg.len() >= MAX_NEGATIVE_ENTRIES {
                 neg.clear();
             }
         }
-        neg.insert(kid.into(), now + ttl);
+        neg.insert(
+            kid.into(),
+            Negative {
+                until: now + ttl,
+                period: ttl,
+            },
+        );
     }
 }
 
@@ -420,7 +480,7 @@ impl Provider {
             Some(kid) if snap.keys.has_kid(kid) => true,
             Some(kid) => {
                 if answered_after {
-                    self.refresher.remember_missing(
+                    self.refresher.remember_missing_growing(
                         kid,
                         self.clock.now(),
                         self.config.cache.negative_ttl,
@@ -691,18 +751,33 @@ impl Provider {
     fn record_failure(&self, err: &KeysUnavailable, retry_after: Option<Duration>) {
         Counters::bump(&self.counters.refresh_errors);
         let now = self.clock.now();
+        // Serving ends here, if anything is served.
+        let usable_until = self
+            .snapshot
+            .load()
+            .as_ref()
+            .filter(|s| s.is_usable(now))
+            .map(|s| s.usable_until);
         {
             let mut state = lock(&self.refresher.state);
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             state.last_failure = Some((now, err.clone()));
-            let ceiling = Duration::from_secs(1)
-                .saturating_mul(1 << state.consecutive_failures.min(10))
-                .min(MAX_FAILURE_BACKOFF);
-            let backoff = ceiling.mul_f64(fastrand::f64()).max(MIN_REFRESH_INTERVAL);
-            state.next_attempt_at = now + backoff.max(retry_after.unwrap_or_default());
-            if let Some(wait) = retry_after {
-                state.quiet_until = Some(now + wait);
+            let backoff = failure_backoff(
+                state.consecutive_failures,
+                usable_until.is_some(),
+                fastrand::f64(),
+            );
+            let mut next = now + backoff.max(retry_after.unwrap_or_default());
+            let mut quiet = retry_after.map(|wait| now + wait);
+            // Neither the backoff nor the IdP's `Retry-After` may let usable keys run out
+            // untried: one more attempt starts early enough to end before they do.
+            if let Some(Some(until)) = usable_until {
+                let last_chance = last_chance(now, until, self.config.retry.deadline);
+                next = next.min(last_chance);
+                quiet = quiet.map(|q| q.min(last_chance));
             }
+            state.next_attempt_at = next;
+            state.quiet_until = quiet;
         }
         tracing::warn!(
             provider = %self.id,
@@ -711,6 +786,17 @@ impl Provider {
             "jwks refresh failed; keeping cached keys"
         );
         self.refresher.reschedule.notify_one();
+    }
+
+    /// Whether a refresh already failed and no usable keys are cached.
+    fn retrying_without_keys(&self) -> bool {
+        let now = self.clock.now();
+        lock(&self.refresher.state).consecutive_failures > 0
+            && !self
+                .snapshot
+                .load()
+                .as_ref()
+                .is_some_and(|s| s.is_usable(now))
     }
 
     /// Whether the held set was fetched at or after `at`.
@@ -786,17 +872,13 @@ impl Provider {
             // The IdP answered again. (A peer's set says nothing about our own requests.)
             state.quiet_until = None;
         }
-        let ahead = cache.refresh_ahead + cache.refresh_jitter.mul_f64(fastrand::f64());
-        let target = expires.checked_sub(ahead).unwrap_or(now);
         let ttl = expires.duration_since(now).unwrap_or_default();
-        // Short-lived sets refresh no sooner than halfway; an adopted set that is already
-        // past its lifetime, after the minimum interval.
-        let floor = if ttl.is_zero() {
-            MIN_REFRESH_INTERVAL
-        } else {
-            MIN_REFRESH_INTERVAL.min(ttl / 2)
-        };
-        state.next_attempt_at = target.max(now + floor);
+        let ahead = refresh_ahead_of_expiry(cache, ttl, fastrand::f64());
+        // An adopted set already past its lifetime refreshes after the minimum interval.
+        state.next_attempt_at = expires
+            .checked_sub(ahead)
+            .unwrap_or(now)
+            .max(now + MIN_REFRESH_INTERVAL);
         let snap = Arc::new(Snapshot {
             keys,
             generation,
@@ -998,6 +1080,14 @@ impl Provider {
     ) -> Result<FetchResponse, FetchError> {
         let retry = &self.config.retry;
         let deadline = tokio::time::Instant::now() + retry.deadline;
+        // After a failed refresh with nothing usable cached, refreshes come every 2 to 4 s
+        // (see `failure_backoff`): that cadence is the retry, so each makes one attempt and a
+        // down IdP sees one request per cycle, not `attempts` of them.
+        let attempts = if self.retrying_without_keys() {
+            1
+        } else {
+            retry.attempts
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1015,6 +1105,12 @@ impl Provider {
                 Ok(r) => r,
                 Err(_) => Err(FetchError::Timeout),
             };
+            self.counters.count_request(match &result {
+                Ok(resp) => resp.status.as_str(),
+                Err(FetchError::Status { status, .. }) => status.as_str(),
+                Err(FetchError::Timeout) => "timeout",
+                Err(_) => "error",
+            });
             let err = match result {
                 Ok(resp)
                     if resp.status == StatusCode::OK || resp.status == StatusCode::NOT_MODIFIED =>
@@ -1028,7 +1124,7 @@ impl Provider {
                 Err(e) => e,
             };
             tracing::debug!(provider = %self.id, attempt, reason = err.reason(), "fetch attempt failed");
-            if !err.is_retryable() || attempt >= retry.attempts {
+            if !err.is_retryable() || attempt >= attempts {
                 return Err(err);
             }
             let mut wait = retry.backoff(attempt);
@@ -1044,6 +1140,57 @@ impl Provider {
             }
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// The wait before the next cycle of refreshes after `failures` failed ones in a row.
+///
+/// With usable keys cached: full jitter (`draw` in `[0, 1)`) over 1 s doubling per failure up
+/// to [`MAX_FAILURE_BACKOFF`], at least [`MIN_REFRESH_INTERVAL`]. Without: "equal jitter"
+/// over 1 s doubling up to [`NO_KEYS_FAILURE_BACKOFF`], i.e. between half of that ceiling and
+/// all of it (2 to 4 s once the ceiling is reached), so replicas spread out but a recovered
+/// IdP is seen within a few seconds.
+fn failure_backoff(failures: u32, has_usable_keys: bool, draw: f64) -> Duration {
+    let cap = if has_usable_keys {
+        MAX_FAILURE_BACKOFF
+    } else {
+        NO_KEYS_FAILURE_BACKOFF
+    };
+    let ceiling = Duration::from_secs(1)
+        .saturating_mul(1 << failures.min(10))
+        .min(cap);
+    let wait = if has_usable_keys {
+        ceiling.mul_f64(draw)
+    } else {
+        ceiling / 2 + (ceiling / 2).mul_f64(draw)
+    };
+    wait.max(MIN_REFRESH_INTERVAL)
+}
+
+/// The latest moment, after a failure at `now`, to start a refresh that should end before
+/// keys usable until `until` stop being served: a whole refresh `deadline` before it, or
+/// halfway there if less time is left, and never sooner than [`MIN_REFRESH_INTERVAL`].
+fn last_chance(now: SystemTime, until: SystemTime, deadline: Duration) -> SystemTime {
+    let left = until.duration_since(now).unwrap_or_default();
+    let start = until - deadline.min(left / 2);
+    start.max(now + MIN_REFRESH_INTERVAL)
+}
+
+/// How long before expiry a set with `ttl` left refreshes: `refresh_ahead` plus `jitter`
+/// (a draw in `[0, 1)`) times `refresh_jitter`, scaled down in proportion when the two reach
+/// past half of `ttl`, so a short-lived set is refreshed no sooner than halfway through its
+/// lifetime, still spread by the jitter, whatever the settings say.
+fn refresh_ahead_of_expiry(cache: &CacheSettings, ttl: Duration, jitter: f64) -> Duration {
+    let ahead = cache.refresh_ahead + cache.refresh_jitter.mul_f64(jitter);
+    let most = cache.refresh_ahead + cache.refresh_jitter;
+    let half = ttl / 2;
+    if most <= half {
+        ahead
+    } else {
+        // `most` is above `half`, so it is positive; `min` guards against float rounding.
+        ahead
+            .mul_f64(half.as_secs_f64() / most.as_secs_f64())
+            .min(half)
     }
 }
 

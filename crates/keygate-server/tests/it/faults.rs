@@ -252,6 +252,7 @@ fn revocation_set_text(redis: &RedisServer, prefix: &str) -> String {
 async fn an_idp_down_at_start_gives_503_and_not_ready_then_recovers_without_traffic() {
     let idp = idp_with(&[key()]).await;
     idp.set_response("/jwks", StubResponse::status(503));
+    let down = Instant::now();
     let server = TestServer::start(&config_for(&idp, "")).await;
     // The warm-up's refresh: three attempts.
     eventually("the warm-up gave up", || async {
@@ -277,6 +278,22 @@ async fn an_idp_down_at_start_gives_503_and_not_ready_then_recovers_without_traf
     let burst = idp.requests("/jwks") - before;
     assert!(burst <= 3, "{burst} IdP requests for a burst of 50");
 
+    // The IdP stays down for 30 s. With no usable keys the replica retries every 2 to 4 s
+    // (1 to 2 s after the first failure), one request per cycle.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    let outage = idp.requests("/jwks");
+    let outage_secs = down.elapsed().as_secs_f64();
+    // Warm-up (3), then cycles at least 1 s and then at least 2 s apart; two more for cycles
+    // started by the burst's verifications at the same moment as the background's.
+    assert!(
+        outage as f64 <= 3.0 + 2.0 + outage_secs / 2.0 + 2.0,
+        "{outage} IdP requests in {outage_secs:.1} s"
+    );
+    assert!(
+        outage >= 8,
+        "{outage} IdP requests in {outage_secs:.1} s: retries stopped?"
+    );
+
     // The IdP comes back. Nothing calls /verify (a load balancer sends no traffic to a replica
     // that is not ready): the replica must become ready on its own.
     idp.clear_responses("/jwks");
@@ -286,17 +303,36 @@ async fn an_idp_down_at_start_gives_503_and_not_ready_then_recovers_without_traf
     })
     .await;
     let recovered = back.elapsed();
+    // At most one cycle (4 s) plus the request itself.
+    assert!(
+        recovered < Duration::from_secs(6),
+        "ready {recovered:?} after the IdP came back"
+    );
     assert_eq!(
         server.verify("", Some(&token), &[]).await.status(),
         StatusCode::OK
     );
     let total = idp.requests("/jwks");
-    // Warm-up (3) plus a few jittered retry cycles (ceilings 2, 4, 8 s) of three attempts.
-    assert!(total <= 15, "{total} IdP requests");
+    // Every one of them is in the per-request metric, by status.
+    let (_, metrics) = server.admin("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    let sample = |status: &str| {
+        let series = format!(
+            "keygate_jwks_requests_total{{tenant=\"acme\",provider=\"main\",status=\"{status}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.parse::<usize>().unwrap())
+    };
+    assert_eq!(sample("503"), outage, "{metrics}");
+    assert_eq!(sample("503") + sample("200"), total, "{metrics}");
     println!(
         "FIGURE sidecar_idp_down_at_start: /verify 503 keys_unavailable, /readyz 503; a burst of \
-         50 verifications cost {burst} IdP requests; ready {recovered:?} after the IdP came \
-         back with no traffic; {total} IdP requests in all"
+         50 verifications cost {burst} IdP requests; {outage} IdP requests in a {outage_secs:.1} s \
+         outage (1 per {:.1} s); ready {recovered:?} after the IdP came back with no traffic; \
+         {total} IdP requests in all",
+        outage_secs / outage as f64
     );
     server.stop().await;
 }

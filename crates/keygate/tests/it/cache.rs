@@ -298,15 +298,25 @@ async fn a_kid_just_found_missing_is_refused_without_a_fetch() {
     let ghost = TestKey::shared_p256("ghost");
     assert_eq!(f.reason(&f.token(ghost)).await, "unknown_kid");
     assert_eq!(f.jwks_requests(), 2);
-    // Same kid again inside the negative window: no fetch, even though the bucket has a token.
-    f.clock.advance(Duration::from_secs(5));
+    // Same kid again inside the negative window (1 s after a first miss): no fetch, even
+    // though the bucket has a token.
+    f.clock.advance(Duration::from_millis(900));
     assert_eq!(f.reason(&f.token(ghost)).await, "unknown_kid");
     assert_eq!(f.jwks_requests(), 2);
-    // Once the window has passed, the kid may trigger one refetch again.
-    f.clock.advance(Duration::from_secs(11));
+    // Past it, one refetch (the bucket's second token); still missing, remembered twice as
+    // long: nothing for the next 2 s.
+    f.clock.advance(Duration::from_millis(100));
+    assert_eq!(f.reason(&f.token(ghost)).await, "unknown_kid");
+    assert_eq!(f.jwks_requests(), 3);
+    f.clock.advance(Duration::from_millis(1900));
+    assert_eq!(f.reason(&f.token(ghost)).await, "unknown_kid");
+    assert_eq!(f.jwks_requests(), 3);
+    // Once the window has passed and the bucket has a token again (15 s after the first),
+    // the kid triggers one refetch again.
+    f.clock.advance(Duration::from_millis(12_100));
     f.idp.set_jwks(jwks(&[k1, ghost]));
     assert_eq!(f.reason(&f.token(ghost)).await, "valid");
-    assert_eq!(f.jwks_requests(), 3);
+    assert_eq!(f.jwks_requests(), 4);
 }
 
 #[tokio::test]

@@ -8,5 +8,6 @@ mod exchange;
 mod faults;
 mod fetch;
 mod flush;
+mod issuers;
 mod memidp;
 mod verify;
