@@ -797,6 +797,8 @@ struct FileProvider {
     leeway: Option<FileDuration>,
     require_exp: Option<bool>,
     required_typ: Option<String>,
+    #[serde(default)]
+    refuse_embedded_keys: bool,
     min_ttl: Option<FileDuration>,
     max_ttl: Option<FileDuration>,
     default_ttl: Option<FileDuration>,
@@ -1115,18 +1117,19 @@ impl FileProvider {
         }
         let mut algorithms = Vec::with_capacity(self.algorithms.len());
         for (j, name) in self.algorithms.iter().enumerate() {
-            let alg = name.parse::<Algorithm>().map_err(|_| {
-                ConfigError::new(
-                    format!("{key}.algorithms[{j}]"),
-                    format!(
-                        "{name:?} is not a supported algorithm; use one of {}",
-                        Algorithm::ALL
-                            .iter()
-                            .map(|a| a.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
+            let alg = name.parse::<Algorithm>().map_err(|e| {
+                let all = Algorithm::ALL
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // HMAC names are refused with the reason (key confusion), not as a typo.
+                let problem = if e.is_hmac() {
+                    format!("{e}; use one of {all}")
+                } else {
+                    format!("{name:?} is not a supported algorithm; use one of {all}")
+                };
+                ConfigError::new(format!("{key}.algorithms[{j}]"), problem)
             })?;
             algorithms.push(alg);
         }
@@ -1246,6 +1249,7 @@ impl FileProvider {
         if let Some(t) = self.required_typ {
             b = b.required_typ(t);
         }
+        b = b.refuse_embedded_keys(self.refuse_embedded_keys);
         let config = b
             .build()
             .map_err(|e| ConfigError::new(k(e.field), e.problem))?;

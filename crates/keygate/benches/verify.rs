@@ -90,6 +90,10 @@ impl Case {
                 ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, key.public_key_bytes())
                     .unwrap()
             }
+            Algorithm::ES512 => {
+                ParsedPublicKey::new(&signature::ECDSA_P521_SHA512_FIXED, key.public_key_bytes())
+                    .unwrap()
+            }
             Algorithm::EdDSA => {
                 ParsedPublicKey::new(&signature::ED25519, key.public_key_bytes()).unwrap()
             }
@@ -153,6 +157,7 @@ fn cases() -> Vec<Case> {
         Case::new(Algorithm::EdDSA, TestKey::shared_ed25519("bench-ed25519")),
         Case::new(Algorithm::PS256, rsa),
         Case::new(Algorithm::ES384, TestKey::shared_p384("bench-p384")),
+        Case::new(Algorithm::ES512, TestKey::shared_p521("bench-p521")),
     ]
 }
 
