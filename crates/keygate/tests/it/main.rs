@@ -8,5 +8,6 @@ mod exchange;
 mod faults;
 mod fetch;
 mod flush;
+mod interop;
 mod memidp;
 mod verify;
