@@ -1419,6 +1419,26 @@ mod tests {
     }
 
     #[test]
+    fn embedded_keys_are_ignored_unless_refused_and_hmac_says_why() {
+        assert!(
+            !parse(MINIMAL).unwrap().providers[0]
+                .config
+                .refuses_embedded_keys()
+        );
+        let c = parse(&format!("{MINIMAL}\nrefuse_embedded_keys = true")).unwrap();
+        assert!(c.providers[0].config.refuses_embedded_keys());
+        let e = parse(&format!("{MINIMAL}\nalgorithms = [\"ES512\", \"HS512\"]")).unwrap_err();
+        assert_eq!(e.key, "providers[0].algorithms[1]");
+        assert!(e.problem.contains("key-confusion"), "{}", e.problem);
+        let e = parse(&format!("{MINIMAL}\nalgorithms = [\"XS1\"]")).unwrap_err();
+        assert!(
+            e.problem.contains("not a supported algorithm"),
+            "{}",
+            e.problem
+        );
+    }
+
+    #[test]
     fn durations_accept_units_and_seconds() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));

@@ -118,7 +118,11 @@ impl TypedValueParser for AlgorithmParser {
     }
 
     fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(Algorithm::ALL.into_iter().map(|a| PossibleValue::new(a.as_str()))))
+        Some(Box::new(
+            Algorithm::ALL
+                .into_iter()
+                .map(|a| PossibleValue::new(a.as_str())),
+        ))
     }
 }
 

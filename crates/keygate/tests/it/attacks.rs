@@ -493,7 +493,12 @@ fn embedded_keys() -> Vec<Attack> {
         rows.push(
             attack(
                 format!("{name} = {value}, signed by the attacker's key, no kid"),
-                with(TokenBuilder::new(attacker()).remove_header("kid").claims(claims())).sign(),
+                with(
+                    TokenBuilder::new(attacker())
+                        .remove_header("kid")
+                        .claims(claims()),
+                )
+                .sign(),
                 "bad_signature",
             )
             .fetches(2),

@@ -250,7 +250,11 @@ async fn ed25519_and_eddsa_admit_each_other_and_nothing_else() {
         row("EdDSA", Valid(Algorithm::EdDSA)).allow(ED25519),
         row("EdDSA", Valid(Algorithm::EdDSA)).allow(EDDSA),
         row("EdDSA under an Ed25519-pinned key", Valid(Algorithm::EdDSA)),
-        row("Ed25519 under an Ed25519-pinned key", Valid(Algorithm::Ed25519)).allow(EDDSA),
+        row(
+            "Ed25519 under an Ed25519-pinned key",
+            Valid(Algorithm::Ed25519),
+        )
+        .allow(EDDSA),
         row("Ed25519", Refused("alg_not_allowed")).allow(&[Algorithm::ES256]),
         row("Ed25519 tampered", Refused("bad_signature")),
         row("Ed25519 naming the P-256 key", Refused("key_alg_mismatch")),

@@ -1490,12 +1490,15 @@ fn algorithm_cases() -> Vec<(Spec, Expected)> {
             Ok(()),
         ),
         (
-            case("Ed25519 token under a JWK pinned to Ed25519, no kid", || {
-                signed(ed())
-                    .alg(Algorithm::Ed25519)
-                    .remove_header("kid")
-                    .sign()
-            })
+            case(
+                "Ed25519 token under a JWK pinned to Ed25519, no kid",
+                || {
+                    signed(ed())
+                        .alg(Algorithm::Ed25519)
+                        .remove_header("kid")
+                        .sign()
+                },
+            )
             .jwks(ed25519_pinned_jwks),
             Ok(()),
         ),
