@@ -10,7 +10,8 @@
 //! - `overhead/<ALG>`: keygate's time minus the floor's, the two timed alternately call by
 //!   call so that the VM's drift in speed (often larger than the overhead itself between two
 //!   benchmarks seconds apart) cancels out. Divide by `floor/<ALG>` for the overhead ratio.
-//!   Not for ES384, whose floor varies by more than the whole overhead.
+//!   Not for ES384, whose floor varies by more than the whole overhead. ES512's runs, but its
+//!   0.7 ms floor makes the figure mostly noise on a busy machine (see BENCHMARKS.md).
 //!
 //! Group `contention`, ES256: `cached_2_threads` and `keygate_2_threads` run the cached and
 //! the uncached verify on two threads at once over the same verifier (key snapshot lookup,
