@@ -889,6 +889,8 @@ struct FileProvider {
     leeway: Option<FileDuration>,
     require_exp: Option<bool>,
     required_typ: Option<String>,
+    #[serde(default)]
+    refuse_embedded_keys: bool,
     min_ttl: Option<FileDuration>,
     max_ttl: Option<FileDuration>,
     default_ttl: Option<FileDuration>,
@@ -1219,18 +1221,19 @@ impl FileProvider {
         }
         let mut algorithms = Vec::with_capacity(self.algorithms.len());
         for (j, name) in self.algorithms.iter().enumerate() {
-            let alg = name.parse::<Algorithm>().map_err(|_| {
-                ConfigError::new(
-                    format!("{key}.algorithms[{j}]"),
-                    format!(
-                        "{name:?} is not a supported algorithm; use one of {}",
-                        Algorithm::ALL
-                            .iter()
-                            .map(|a| a.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
+            let alg = name.parse::<Algorithm>().map_err(|e| {
+                let all = Algorithm::ALL
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // HMAC names are refused with the reason (key confusion), not as a typo.
+                let problem = if e.is_hmac() {
+                    format!("{e}; use one of {all}")
+                } else {
+                    format!("{name:?} is not a supported algorithm; use one of {all}")
+                };
+                ConfigError::new(format!("{key}.algorithms[{j}]"), problem)
             })?;
             algorithms.push(alg);
         }
@@ -1384,6 +1387,7 @@ impl FileProvider {
         if let Some(t) = self.required_typ {
             b = b.required_typ(t);
         }
+        b = b.refuse_embedded_keys(self.refuse_embedded_keys);
         let config = b
             .build()
             .map_err(|e| ConfigError::new(k(e.field), e.problem))?;
@@ -1587,6 +1591,26 @@ mod tests {
         assert!(c.admin.keys.is_empty());
         assert!(c.dev_issuer.is_none());
         assert_eq!(c.providers[0].config.cache(), &CacheSettings::default());
+    }
+
+    #[test]
+    fn embedded_keys_are_ignored_unless_refused_and_hmac_says_why() {
+        assert!(
+            !parse(MINIMAL).unwrap().providers[0]
+                .config
+                .refuses_embedded_keys()
+        );
+        let c = parse(&format!("{MINIMAL}\nrefuse_embedded_keys = true")).unwrap();
+        assert!(c.providers[0].config.refuses_embedded_keys());
+        let e = parse(&format!("{MINIMAL}\nalgorithms = [\"ES512\", \"HS512\"]")).unwrap_err();
+        assert_eq!(e.key, "providers[0].algorithms[1]");
+        assert!(e.problem.contains("key-confusion"), "{}", e.problem);
+        let e = parse(&format!("{MINIMAL}\nalgorithms = [\"XS1\"]")).unwrap_err();
+        assert!(
+            e.problem.contains("not a supported algorithm"),
+            "{}",
+            e.problem
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ enum Pair {
     Rsa(aws_lc_rs::rsa::KeyPair),
     P256(EcdsaKeyPair),
     P384(EcdsaKeyPair),
+    P521(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
 }
 
@@ -39,6 +40,7 @@ enum Kind {
     Rsa(usize),
     P256,
     P384,
+    P521,
     Ed25519,
 }
 
@@ -82,6 +84,14 @@ impl TestKey {
         Self::from_pair(kid, Pair::P384(pair))
     }
 
+    /// A fresh P-521 key (ES512).
+    #[must_use]
+    pub fn p521(kid: impl Into<String>) -> Self {
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P521_SHA512_FIXED_SIGNING)
+            .expect("generate P-521 key");
+        Self::from_pair(kid, Pair::P521(pair))
+    }
+
     /// A fresh Ed25519 key (EdDSA).
     #[must_use]
     pub fn ed25519(kid: impl Into<String>) -> Self {
@@ -116,6 +126,12 @@ impl TestKey {
         shared(Kind::P384, kid)
     }
 
+    /// A process-wide cached P-521 key with this kid.
+    #[must_use]
+    pub fn shared_p521(kid: &str) -> &'static Self {
+        shared(Kind::P521, kid)
+    }
+
     /// A process-wide cached Ed25519 key with this kid.
     #[must_use]
     pub fn shared_ed25519(kid: &str) -> &'static Self {
@@ -135,13 +151,14 @@ impl TestKey {
         &self.kid
     }
 
-    /// The algorithm a JWK for this key advertises: RS256, ES256, ES384 or EdDSA.
+    /// The algorithm a JWK for this key advertises: RS256, ES256, ES384, ES512 or EdDSA.
     #[must_use]
     pub fn default_alg(&self) -> Algorithm {
         match self.pair {
             Pair::Rsa(_) => Algorithm::RS256,
             Pair::P256(_) => Algorithm::ES256,
             Pair::P384(_) => Algorithm::ES384,
+            Pair::P521(_) => Algorithm::ES512,
             Pair::Ed25519(_) => Algorithm::EdDSA,
         }
     }
@@ -165,7 +182,8 @@ impl TestKey {
 
     /// The public JWK, with `kid` and `"use": "sig"` but no `alg` member.
     ///
-    /// RSA: `n` and `e` big-endian without leading zeros; EC: fixed-length `x` and `y`;
+    /// RSA: `n` and `e` big-endian without leading zeros; EC: fixed-length `x` and `y` (66
+    /// bytes each for P-521);
     /// OKP: the raw 32-byte `x`. All base64url without padding.
     #[must_use]
     pub fn jwk_without_alg(&self) -> Value {
@@ -174,11 +192,11 @@ impl TestKey {
                 let (n, e) = self.rsa_public_components().expect("RSA key");
                 json!({"kty": "RSA", "kid": self.kid, "use": "sig", "n": b64url(&n), "e": b64url(&e)})
             }
-            Pair::P256(pair) | Pair::P384(pair) => {
-                let crv = if matches!(self.pair, Pair::P256(_)) {
-                    "P-256"
-                } else {
-                    "P-384"
+            Pair::P256(pair) | Pair::P384(pair) | Pair::P521(pair) => {
+                let crv = match self.pair {
+                    Pair::P256(_) => "P-256",
+                    Pair::P384(_) => "P-384",
+                    _ => "P-521",
                 };
                 // Uncompressed point: 0x04 || x || y, each coordinate fixed-length.
                 let point = pair.public_key().as_ref();
@@ -217,15 +235,17 @@ impl TestKey {
     pub fn public_key_bytes(&self) -> Vec<u8> {
         match &self.pair {
             Pair::Rsa(pair) => pair.public_key().as_ref().to_vec(),
-            Pair::P256(pair) | Pair::P384(pair) => pair.public_key().as_ref().to_vec(),
+            Pair::P256(pair) | Pair::P384(pair) | Pair::P521(pair) => {
+                pair.public_key().as_ref().to_vec()
+            }
             Pair::Ed25519(pair) => pair.public_key().as_ref().to_vec(),
         }
     }
 
     /// Signs `message` (a JWS signing input) as `alg` would.
     ///
-    /// RS*: RSASSA-PKCS1-v1_5; PS*: RSASSA-PSS; ES256/ES384: fixed-length `r || s`;
-    /// EdDSA: Ed25519.
+    /// RS*: RSASSA-PKCS1-v1_5; PS*: RSASSA-PSS; ES256/ES384/ES512: fixed-length `r || s`;
+    /// EdDSA and Ed25519 (RFC 9864): Ed25519.
     ///
     /// # Panics
     /// If `alg` does not fit this key, e.g. ES256 with an RSA key.
@@ -248,12 +268,16 @@ impl TestKey {
                     .expect("RSA signing");
                 sig
             }
-            (Pair::P256(pair), Algorithm::ES256) | (Pair::P384(pair), Algorithm::ES384) => pair
+            (Pair::P256(pair), Algorithm::ES256)
+            | (Pair::P384(pair), Algorithm::ES384)
+            | (Pair::P521(pair), Algorithm::ES512) => pair
                 .sign(&rng, message)
                 .expect("ECDSA signing")
                 .as_ref()
                 .to_vec(),
-            (Pair::Ed25519(pair), Algorithm::EdDSA) => pair.sign(message).as_ref().to_vec(),
+            (Pair::Ed25519(pair), Algorithm::EdDSA | Algorithm::Ed25519) => {
+                pair.sign(message).as_ref().to_vec()
+            }
             _ => self.mismatch(alg),
         }
     }
@@ -272,7 +296,8 @@ impl TestKey {
             (Pair::Rsa(_), Algorithm::PS512) => &signature::RSA_PSS_2048_8192_SHA512,
             (Pair::P256(_), Algorithm::ES256) => &signature::ECDSA_P256_SHA256_FIXED,
             (Pair::P384(_), Algorithm::ES384) => &signature::ECDSA_P384_SHA384_FIXED,
-            (Pair::Ed25519(_), Algorithm::EdDSA) => &signature::ED25519,
+            (Pair::P521(_), Algorithm::ES512) => &signature::ECDSA_P521_SHA512_FIXED,
+            (Pair::Ed25519(_), Algorithm::EdDSA | Algorithm::Ed25519) => &signature::ED25519,
             _ => return false,
         };
         UnparsedPublicKey::new(verification, self.public_key_bytes())
@@ -294,6 +319,7 @@ impl TestKey {
             Pair::Rsa(_) => "RSA",
             Pair::P256(_) => "P-256",
             Pair::P384(_) => "P-384",
+            Pair::P521(_) => "P-521",
             Pair::Ed25519(_) => "Ed25519",
         }
     }
@@ -311,9 +337,9 @@ impl fmt::Debug for TestKey {
 }
 
 /// Every supported algorithm with a shared key able to sign it (kids `rsa`, `p256`, `p384`,
-/// `ed`).
+/// `p521`, `ed`; `EdDSA` and `Ed25519` share `ed`).
 #[must_use]
-pub fn one_key_per_alg() -> [(&'static TestKey, Algorithm); 9] {
+pub fn one_key_per_alg() -> [(&'static TestKey, Algorithm); 11] {
     let rsa = TestKey::shared_rsa("rsa");
     [
         (rsa, Algorithm::RS256),
@@ -324,7 +350,9 @@ pub fn one_key_per_alg() -> [(&'static TestKey, Algorithm); 9] {
         (rsa, Algorithm::PS512),
         (TestKey::shared_p256("p256"), Algorithm::ES256),
         (TestKey::shared_p384("p384"), Algorithm::ES384),
+        (TestKey::shared_p521("p521"), Algorithm::ES512),
         (TestKey::shared_ed25519("ed"), Algorithm::EdDSA),
+        (TestKey::shared_ed25519("ed"), Algorithm::Ed25519),
     ]
 }
 
@@ -352,6 +380,7 @@ fn shared(kind: Kind, kid: &str) -> &'static TestKey {
         Kind::Rsa(bits) => TestKey::rsa(bits, kid),
         Kind::P256 => TestKey::p256(kid),
         Kind::P384 => TestKey::p384(kid),
+        Kind::P521 => TestKey::p521(kid),
         Kind::Ed25519 => TestKey::ed25519(kid),
     })
 }
@@ -386,6 +415,12 @@ mod tests {
                 .len(),
             96
         );
+        assert_eq!(
+            TestKey::shared_p521("p521")
+                .sign(Algorithm::ES512, b"m")
+                .len(),
+            132
+        );
     }
 
     #[test]
@@ -418,6 +453,7 @@ mod tests {
         for (key, crv, len, alg) in [
             (TestKey::shared_p256("p256"), "P-256", 32, "ES256"),
             (TestKey::shared_p384("p384"), "P-384", 48, "ES384"),
+            (TestKey::shared_p521("p521"), "P-521", 66, "ES512"),
         ] {
             let jwk = key.jwk();
             assert_eq!(jwk["kty"], "EC");

@@ -10,7 +10,8 @@
 //! - `overhead/<ALG>`: keygate's time minus the floor's, the two timed alternately call by
 //!   call so that the VM's drift in speed (often larger than the overhead itself between two
 //!   benchmarks seconds apart) cancels out. Divide by `floor/<ALG>` for the overhead ratio.
-//!   Not for ES384, whose floor varies by more than the whole overhead.
+//!   Not for ES384, whose floor varies by more than the whole overhead. ES512's runs, but its
+//!   0.7 ms floor makes the figure mostly noise on a busy machine (see BENCHMARKS.md).
 //!
 //! Group `contention`, ES256: `cached_2_threads` and `keygate_2_threads` run the cached and
 //! the uncached verify on two threads at once over the same verifier (key snapshot lookup,
@@ -90,6 +91,10 @@ impl Case {
                 ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, key.public_key_bytes())
                     .unwrap()
             }
+            Algorithm::ES512 => {
+                ParsedPublicKey::new(&signature::ECDSA_P521_SHA512_FIXED, key.public_key_bytes())
+                    .unwrap()
+            }
             Algorithm::EdDSA => {
                 ParsedPublicKey::new(&signature::ED25519, key.public_key_bytes()).unwrap()
             }
@@ -153,6 +158,7 @@ fn cases() -> Vec<Case> {
         Case::new(Algorithm::EdDSA, TestKey::shared_ed25519("bench-ed25519")),
         Case::new(Algorithm::PS256, rsa),
         Case::new(Algorithm::ES384, TestKey::shared_p384("bench-p384")),
+        Case::new(Algorithm::ES512, TestKey::shared_p521("bench-p521")),
     ]
 }
 

@@ -139,6 +139,7 @@ pub struct ProviderConfig {
     pub(crate) leeway: Duration,
     pub(crate) require_exp: bool,
     pub(crate) required_typ: Option<String>,
+    pub(crate) refuse_embedded_keys: bool,
     pub(crate) cache: CacheSettings,
     pub(crate) retry: RetrySettings,
     pub(crate) fetcher: Option<Arc<dyn Fetch>>,
@@ -163,6 +164,7 @@ impl ProviderConfig {
             leeway: Duration::from_secs(30),
             require_exp: true,
             required_typ: None,
+            refuse_embedded_keys: false,
             cache: CacheSettings::default(),
             retry: RetrySettings::default(),
             fetcher: None,
@@ -185,6 +187,13 @@ impl ProviderConfig {
     #[must_use]
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// Whether tokens carrying `jwk`, `jku`, `x5u` or `x5c` are refused rather than having
+    /// those members ignored (see [`ProviderConfigBuilder::refuse_embedded_keys`]).
+    #[must_use]
+    pub fn refuses_embedded_keys(&self) -> bool {
+        self.refuse_embedded_keys
     }
 
     /// The cache settings.
@@ -218,6 +227,7 @@ pub struct ProviderConfigBuilder {
     leeway: Duration,
     require_exp: bool,
     required_typ: Option<String>,
+    refuse_embedded_keys: bool,
     cache: CacheSettings,
     retry: RetrySettings,
     fetcher: Option<Arc<dyn Fetch>>,
@@ -275,6 +285,19 @@ impl ProviderConfigBuilder {
     /// case-insensitively with or without the `application/` prefix.
     pub fn required_typ(mut self, typ: impl Into<String>) -> Self {
         self.required_typ = Some(typ.into());
+        self
+    }
+
+    /// Refuses (`untrusted_embedded_key`) every token whose header carries a key of its own
+    /// (`jwk`, `jku`, `x5u` or `x5c`), however it is signed (default false).
+    ///
+    /// By default such members are ignored, never trusted: the key is chosen from this
+    /// provider's key set exactly as for any other token, nothing is fetched from a `jku` or
+    /// `x5u`, and a token signed with the key it brings fails as `bad_signature` or
+    /// `unknown_kid` (RFC 8725 section 3.10). Refusing them is for issuers known never to
+    /// send them, where one arriving can only be a probe.
+    pub fn refuse_embedded_keys(mut self, refuse: bool) -> Self {
+        self.refuse_embedded_keys = refuse;
         self
     }
 
@@ -380,6 +403,7 @@ impl ProviderConfigBuilder {
             leeway: self.leeway,
             require_exp: self.require_exp,
             required_typ: self.required_typ,
+            refuse_embedded_keys: self.refuse_embedded_keys,
             cache: self.cache,
             retry: self.retry,
             fetcher: self.fetcher,

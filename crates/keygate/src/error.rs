@@ -130,9 +130,10 @@ pub enum HeaderError {
     /// A JWE, a nested JWT, or an unencoded payload (`b64`).
     #[error("unsupported token type")]
     Unsupported,
-    /// The header carries `jwk`, `jku`, `x5u` or `x5c`: keys are only ever taken from the
-    /// provider's key set (RFC 8725 section 3.10).
-    #[error("embedded or remote key references are not trusted")]
+    /// The header carries `jwk`, `jku`, `x5u` or `x5c` and the provider was configured with
+    /// `refuse_embedded_keys`. Without it such members are ignored: keys are only ever taken
+    /// from the provider's key set (RFC 8725 section 3.10).
+    #[error("tokens carrying embedded or remote key references are refused by this provider")]
     EmbeddedKey,
 }
 

@@ -34,8 +34,8 @@ pub enum SkipReason {
     /// Not a JWK keygate can read: not an object, a member of the wrong type, a missing
     /// member, or key material that is not base64url.
     Malformed,
-    /// A key type or curve keygate never verifies with: `oct` (RFC 8725 section 2.1), P-521,
-    /// X25519, unknown types.
+    /// A key type or curve keygate never verifies with: `oct` (RFC 8725 section 2.1), X25519,
+    /// secp256k1, unknown types.
     UnsupportedKeyType,
     /// The entry's `alg` is not one keygate verifies (HS256, RSA-OAEP, ...) or belongs to
     /// another key type.
@@ -46,6 +46,10 @@ pub enum SkipReason {
     /// Key material of the right shape that is not a valid key (a point off the curve, a
     /// coordinate of the wrong length, an empty exponent).
     InvalidKey,
+    /// An Ed448 key (`"crv": "Ed448"`) or an entry pinned to `"alg": "Ed448"`: keygate
+    /// verifies EdDSA over Ed25519 only (aws-lc-rs has no Ed448), so such keys are skipped
+    /// and tokens signed with them are refused.
+    Ed448Unsupported,
 }
 
 /// An entry of a key set that was skipped, and why.
@@ -203,7 +207,7 @@ impl fmt::Debug for KeySet {
 
 impl SkipReason {
     /// A stable code: `malformed`, `unsupported_key_type`, `unsupported_alg`,
-    /// `rsa_too_large`, `invalid_key`.
+    /// `rsa_too_large`, `invalid_key`, `ed448_unsupported`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -212,6 +216,7 @@ impl SkipReason {
             SkipReason::UnsupportedAlgorithm => "unsupported_alg",
             SkipReason::RsaTooLarge => "rsa_too_large",
             SkipReason::InvalidKey => "invalid_key",
+            SkipReason::Ed448Unsupported => "ed448_unsupported",
         }
     }
 }
@@ -238,11 +243,17 @@ impl SkippedKey {
 
 impl Key {
     fn from_wire(jwk: &wire::Jwk<'_>, allowed: &[Algorithm]) -> Result<Key, SkipReason> {
+        // Ed448 is named as such, whether by its curve or by RFC 9864's `alg`, so that an
+        // operator reading the skip reason learns why an EdDSA key of the IdP is unusable.
+        if jwk.alg.as_deref() == Some("Ed448")
+            || (jwk.kty == "OKP" && jwk.crv.as_deref() == Some("Ed448"))
+        {
+            return Err(SkipReason::Ed448Unsupported);
+        }
         let alg = match jwk.alg.as_deref() {
             None => None,
-            // RFC 9864 fully-specified name for Ed25519 signatures.
-            Some("Ed25519") => Some(Algorithm::EdDSA),
             // An `alg` we do not verify (HS256, RSA-OAEP, ...) makes the entry unusable.
+            // `Ed25519` (RFC 9864) is one of ours.
             Some(other) => {
                 Some(Algorithm::from_header(other).ok_or(SkipReason::UnsupportedAlgorithm)?)
             }
@@ -269,11 +280,13 @@ impl Key {
                 material.extend_from_slice(&e);
                 (KeyFamily::Rsa, material, bits < MIN_RSA_BITS, split)
             }
-            ("EC", Some(crv @ ("P-256" | "P-384"))) => {
-                let (family, len) = if crv == "P-256" {
-                    (KeyFamily::P256, 32)
-                } else {
-                    (KeyFamily::P384, 48)
+            ("EC", Some(crv @ ("P-256" | "P-384" | "P-521"))) => {
+                // Coordinates are fixed-length (RFC 7518 section 6.2.1.2): 66 bytes for P-521,
+                // whose 521 bits do not fill the last byte.
+                let (family, len) = match crv {
+                    "P-256" => (KeyFamily::P256, 32),
+                    "P-384" => (KeyFamily::P384, 48),
+                    _ => (KeyFamily::P521, 66),
                 };
                 let x = decode(jwk.x.as_deref())?;
                 let y = decode(jwk.y.as_deref())?;
@@ -302,11 +315,16 @@ impl Key {
         let mut parsed: [Option<ParsedPublicKey>; Algorithm::ALL.len()] = Default::default();
         if for_signing && !weak {
             for &candidate in allowed {
-                if candidate.family() != family || alg.is_some_and(|a| a != candidate) {
+                // `Ed25519` and `EdDSA` share one parsed key, under `EdDSA`'s index.
+                let scheme = candidate.scheme();
+                if candidate.family() != family
+                    || alg.is_some_and(|a| !a.same_scheme(candidate))
+                    || parsed[scheme.index()].is_some()
+                {
                     continue;
                 }
-                parsed[candidate.index()] =
-                    Some(build(candidate, &material, split).ok_or(SkipReason::InvalidKey)?);
+                parsed[scheme.index()] =
+                    Some(build(scheme, &material, split).ok_or(SkipReason::InvalidKey)?);
             }
         }
         Ok(Key {
@@ -322,13 +340,16 @@ impl Key {
 
     /// Whether this key may verify a token signed with `alg`.
     fn check(&self, alg: Algorithm) -> Result<(), KeyError> {
-        if self.family != alg.family() || !self.for_signing || self.alg.is_some_and(|a| a != alg) {
+        if self.family != alg.family()
+            || !self.for_signing
+            || self.alg.is_some_and(|a| !a.same_scheme(alg))
+        {
             return Err(KeyError::AlgMismatch);
         }
         if self.weak {
             return Err(KeyError::Weak);
         }
-        if self.parsed[alg.index()].is_none() {
+        if self.parsed[alg.scheme().index()].is_none() {
             // Fits, but the provider does not allow this algorithm; callers check the
             // allow-list first, so this is a mismatch between key and configuration.
             return Err(KeyError::AlgMismatch);
@@ -338,7 +359,7 @@ impl Key {
 
     /// Verifies `signature` over `message`. Callers obtained this key from [`KeySet::lookup`].
     pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
-        self.parsed[alg.index()]
+        self.parsed[alg.scheme().index()]
             .as_ref()
             .is_some_and(|k| k.verify_sig(message, signature).is_ok())
     }
@@ -368,7 +389,12 @@ fn build(alg: Algorithm, material: &[u8], split: usize) -> Option<ParsedPublicKe
         Algorithm::ES384 => {
             return ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, material).ok();
         }
-        Algorithm::EdDSA => return ParsedPublicKey::new(&signature::ED25519, material).ok(),
+        Algorithm::ES512 => {
+            return ParsedPublicKey::new(&signature::ECDSA_P521_SHA512_FIXED, material).ok();
+        }
+        Algorithm::EdDSA | Algorithm::Ed25519 => {
+            return ParsedPublicKey::new(&signature::ED25519, material).ok();
+        }
     };
     let (n, e) = material.split_at(split);
     RsaPublicKeyComponents { n, e }
@@ -424,11 +450,14 @@ mod tests {
             {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
             {"kty": "EC", "crv": "P-521", "kid": "p521", "x": "AA", "y": "AA"},
             {"kty": "OKP", "crv": "X25519", "kid": "x", "x": "AA"},
+            {"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": "AA"},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "ed448-alg", "alg": "Ed448", "x": "AA"},
+            {"kty": "EC", "crv": "secp256k1", "kid": "k1", "x": "AA", "y": "AA"},
             {"kid": 7},
             "not an object"
         ]}"#;
         let set = KeySet::parse(doc, &Algorithm::ALL, 10).unwrap();
-        assert_eq!(set.skipped(), 6);
+        assert_eq!(set.skipped(), 9);
         assert_eq!(set.usable(), 0);
         let reasons: Vec<(Option<&str>, &str)> = set
             .skipped_keys()
@@ -440,12 +469,81 @@ mod tests {
             [
                 (Some("hmac"), "unsupported_key_type"),
                 (Some("broken"), "malformed"),
-                (Some("p521"), "unsupported_key_type"),
+                (Some("p521"), "invalid_key"),
                 (Some("x"), "unsupported_key_type"),
+                (Some("ed448"), "ed448_unsupported"),
+                (Some("ed448-alg"), "ed448_unsupported"),
+                (Some("k1"), "unsupported_key_type"),
                 (None, "malformed"),
                 (None, "malformed"),
             ]
         );
+    }
+
+    #[test]
+    fn p521_keys_have_66_byte_coordinates() {
+        use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref();
+        assert_eq!(point.len(), 1 + 2 * 66);
+        let (x, y) = point[1..].split_at(66);
+        let b64 = |v: &[u8]| base64_simd::URL_SAFE_NO_PAD.encode_to_string(v);
+        let doc = serde_json::json!({"keys": [
+            {"kty": "EC", "crv": "P-521", "kid": "ok", "alg": "ES512", "x": b64(x), "y": b64(y)},
+            {"kty": "EC", "crv": "P-521", "kid": "short", "x": b64(&x[1..]), "y": b64(&y[1..])},
+            {"kty": "EC", "crv": "P-521", "kid": "es256", "alg": "ES256", "x": b64(x), "y": b64(y)},
+        ]});
+        let set = KeySet::parse(doc.to_string().as_bytes(), &Algorithm::ALL, 10).unwrap();
+        assert_eq!(set.usable(), 1);
+        let reasons: Vec<_> = set.skipped_keys().iter().map(|s| s.reason()).collect();
+        assert_eq!(
+            reasons,
+            [SkipReason::InvalidKey, SkipReason::UnsupportedAlgorithm]
+        );
+        assert!(matches!(
+            set.lookup(Some("ok"), Algorithm::ES512),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.lookup(Some("ok"), Algorithm::ES384),
+            Lookup::Refused(KeyError::AlgMismatch)
+        ));
+        // Not allowed by the provider: kept, but never a key for ES512.
+        let set = KeySet::parse(doc.to_string().as_bytes(), &[Algorithm::ES256], 10).unwrap();
+        assert!(matches!(
+            set.lookup(Some("ok"), Algorithm::ES512),
+            Lookup::Refused(KeyError::AlgMismatch)
+        ));
+    }
+
+    #[test]
+    fn ed25519_and_eddsa_pins_admit_each_other() {
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+        let x = base64_simd::URL_SAFE_NO_PAD
+            .encode_to_string(aws_lc_rs::signature::KeyPair::public_key(&pair).as_ref());
+        let doc = serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "kid": "new", "alg": "Ed25519", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "old", "alg": "EdDSA", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "none", "x": x},
+        ]});
+        for allowed in [
+            &[Algorithm::Ed25519][..],
+            &[Algorithm::EdDSA],
+            &[Algorithm::EdDSA, Algorithm::Ed25519],
+        ] {
+            let set = KeySet::parse(doc.to_string().as_bytes(), allowed, 10).unwrap();
+            assert_eq!(set.usable(), 3);
+            for kid in ["new", "old", "none"] {
+                for alg in [Algorithm::Ed25519, Algorithm::EdDSA] {
+                    let Lookup::Found(key) = set.lookup(Some(kid), alg) else {
+                        panic!("{kid} {alg} under {allowed:?}");
+                    };
+                    let message = b"header.payload";
+                    assert!(key.verify(alg, message, pair.sign(message).as_ref()));
+                    assert!(!key.verify(alg, b"header.payloaD", pair.sign(message).as_ref()));
+                }
+            }
+        }
     }
 
     #[test]

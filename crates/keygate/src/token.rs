@@ -79,6 +79,10 @@ pub(crate) struct Header<'a> {
     pub(crate) alg: Algorithm,
     pub(crate) kid: Option<Cow<'a, str>>,
     pub(crate) typ: Option<Cow<'a, str>>,
+    /// Whether the header offers a key of its own (`jwk`, `jku`, `x5u`, `x5c`). Such members
+    /// are never read: the key always comes from the provider's trusted set (RFC 8725
+    /// section 3.10). A provider with `refuse_embedded_keys` refuses these tokens outright.
+    pub(crate) embedded_key: bool,
 }
 
 impl<'a> Header<'a> {
@@ -118,9 +122,6 @@ impl<'a> Header<'a> {
         if raw.b64_false {
             return Err(VerifyError::Header(HeaderError::Unsupported));
         }
-        if raw.embedded_key {
-            return Err(VerifyError::Header(HeaderError::EmbeddedKey));
-        }
         let alg =
             Algorithm::from_header(&alg).ok_or(VerifyError::Header(HeaderError::AlgNotAllowed))?;
         let kid = match raw.kid {
@@ -133,7 +134,12 @@ impl<'a> Header<'a> {
             Some(Field::Str(typ)) => Some(typ),
             Some(Field::Other) => return Err(VerifyError::Malformed(Malformed::Header)),
         };
-        Ok(Header { alg, kid, typ })
+        Ok(Header {
+            alg,
+            kid,
+            typ,
+            embedded_key: raw.embedded_key,
+        })
     }
 }
 
@@ -513,6 +519,7 @@ impl<'a> ObjectFields<'a> for RawHeader<'a> {
                 let raw: &RawValue = map.next_value()?;
                 self.b64_false = raw.get() != "true";
             }
+            // Noted, never read: nothing here finds, fetches or builds a key.
             "jwk" | "jku" | "x5u" | "x5c" => {
                 map.next_value::<IgnoredAny>()?;
                 self.embedded_key = true;
@@ -628,19 +635,8 @@ mod tests {
             (r#"{"alg":"RS256","b64":false}"#, "unsupported_token"),
             (r#"{"alg":"RS256","crit":["exp"],"exp":1}"#, "crit_header"),
             (r#"{"alg":"RS256","crit":[]}"#, "crit_header"),
-            (
-                r#"{"alg":"RS256","jku":"https://evil"}"#,
-                "untrusted_embedded_key",
-            ),
-            (
-                r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#,
-                "untrusted_embedded_key",
-            ),
-            (r#"{"alg":"RS256","x5c":["AA"]}"#, "untrusted_embedded_key"),
-            (
-                r#"{"alg":"RS256","x5u":"https://evil"}"#,
-                "untrusted_embedded_key",
-            ),
+            (r#"{"alg":"Ed448"}"#, "alg_not_allowed"),
+            (r#"{"alg":"ES521"}"#, "alg_not_allowed"),
             (r#"{"alg":"RS256","alg":"RS256"}"#, "malformed"),
             (r#"{"alg":7}"#, "malformed"),
             (r#"{"kid":"a"}"#, "malformed"),
@@ -654,6 +650,40 @@ mod tests {
         let ok = header(r#"{"alg":"ES256","kid":"k\u0031","typ":"JWT","x5t":"AA"}"#).unwrap();
         assert_eq!(ok.alg, Algorithm::ES256);
         assert_eq!(ok.kid.as_deref(), Some("k1"));
+        assert!(!ok.embedded_key, "a thumbprint carries no key");
+        assert_eq!(header(r#"{"alg":"ES512"}"#).unwrap().alg, Algorithm::ES512);
+        assert_eq!(
+            header(r#"{"alg":"Ed25519"}"#).unwrap().alg,
+            Algorithm::Ed25519
+        );
+    }
+
+    #[test]
+    fn key_carrying_members_are_noted_not_refused() {
+        for json in [
+            r#"{"alg":"RS256","jku":"https://evil"}"#,
+            r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#,
+            r#"{"alg":"RS256","jwk":null}"#,
+            r#"{"alg":"RS256","x5c":["AA"]}"#,
+            r#"{"alg":"RS256","x5u":"https://evil"}"#,
+            r#"{"alg":"RS256","j\u0077k":{}}"#,
+        ] {
+            let parsed = header(json).unwrap();
+            assert!(parsed.embedded_key, "{json}");
+            assert_eq!(parsed.alg, Algorithm::RS256);
+        }
+        // Still one member each: a second `jwk` is a duplicate like any other.
+        assert_eq!(
+            header(r#"{"alg":"RS256","jwk":{},"jwk":{}}"#)
+                .unwrap_err()
+                .reason(),
+            "malformed"
+        );
+        // The other vetting still comes first.
+        assert_eq!(
+            header(r#"{"alg":"none","jwk":{}}"#).unwrap_err().reason(),
+            "alg_none"
+        );
     }
 
     #[test]

@@ -341,7 +341,12 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<(VerifiedToken, u64), VerifyError> {
         let config = &provider.config;
-        if !config.algorithms.contains(&header.alg) {
+        if header.embedded_key && config.refuse_embedded_keys {
+            return Err(VerifyError::Header(HeaderError::EmbeddedKey));
+        }
+        // RFC 9864: an `Ed25519` entry also admits `EdDSA` tokens and the other way round;
+        // the key lookup then insists on an Ed25519 key.
+        if !header.alg.allowed_by(&config.algorithms) {
             return Err(VerifyError::Header(HeaderError::AlgNotAllowed));
         }
         if let Some(required) = &config.required_typ {

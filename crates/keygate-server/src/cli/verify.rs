@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::builder::{PossibleValue, TypedValueParser};
 use keygate::fetch::FetchError;
 use keygate::jwk::{DEFAULT_MAX_KEYS, KeySet};
 use keygate::{
@@ -74,12 +74,8 @@ pub struct VerifyArgs {
     pub aud: String,
 
     /// An algorithm to accept; repeat for several. Default: every supported algorithm.
-    #[arg(
-        long = "alg",
-        value_name = "ALG",
-        value_parser = PossibleValuesParser::new(Algorithm::ALL.map(Algorithm::as_str))
-            .try_map(|name| name.parse::<Algorithm>()),
-    )]
+    /// `Ed25519` and `EdDSA` admit each other (RFC 9864). HMAC algorithms are refused.
+    #[arg(long = "alg", value_name = "ALG", value_parser = AlgorithmParser)]
     pub algorithms: Vec<Algorithm>,
 
     /// Judge `exp`, `nbf` and `iat` as if it were this time (seconds since the Unix epoch).
@@ -91,6 +87,43 @@ pub struct VerifyArgs {
     /// this is a precise diagnostic, so a token one second past `exp` is reported expired.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub leeway: u64,
+}
+
+/// Parses `--alg`: the supported names, case-sensitively (RFC 7515 section 4.1.1), listed in
+/// `--help`; a refused name is a usage error whose message says why, which clap's generic
+/// "invalid value" for a name outside a fixed list would not (an HMAC algorithm is refused
+/// as a key-confusion hazard, not as a typo).
+#[derive(Clone, Copy)]
+struct AlgorithmParser;
+
+impl TypedValueParser for AlgorithmParser {
+    type Value = Algorithm;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Algorithm, clap::Error> {
+        let name = value.to_string_lossy();
+        name.parse::<Algorithm>().map_err(|e| {
+            let flag = arg.map_or_else(|| "--alg".to_owned(), ToString::to_string);
+            let all = Algorithm::ALL.map(Algorithm::as_str).join(", ");
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("{flag}: {e}\n  [possible values: {all}]\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            Algorithm::ALL
+                .into_iter()
+                .map(|a| PossibleValue::new(a.as_str())),
+        ))
+    }
 }
 
 /// The command's answer about the token.

@@ -274,3 +274,34 @@ async fn dev_issuer_ready_message_has_a_working_curl_command() {
     assert_eq!(resp.status(), 401);
     process.signal("INT");
 }
+
+#[test]
+fn an_hmac_algorithm_in_a_provider_exits_64_saying_why() {
+    let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\nalgorithms = [\"ES512\", \"HS256\"]\n";
+    let path = temp_file("keygate.toml", text);
+    let out = keygate(
+        &["serve", "--check", "--config", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 64, "{out:?}");
+    for needle in [
+        "providers[0].algorithms[1]",
+        "HMAC",
+        "public-key signatures only",
+        "key-confusion",
+    ] {
+        assert!(
+            out.stderr.contains(needle),
+            "no {needle:?} in {}",
+            out.stderr
+        );
+    }
+    // ES512, Ed25519 and refuse_embedded_keys are accepted.
+    let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\nalgorithms = [\"ES512\", \"Ed25519\"]\nrefuse_embedded_keys = true\n";
+    let path = temp_file("keygate.toml", text);
+    let out = keygate(
+        &["serve", "--check", "--config", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+}

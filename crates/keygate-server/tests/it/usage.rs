@@ -144,3 +144,72 @@ fn unknown_subcommand_exits_2() {
     let out = run(&["frobnicate"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+#[test]
+fn an_hmac_alg_is_a_usage_error_that_says_why() {
+    let jwks = jwks_file();
+    let (token, _) = token();
+    for alg in ["HS256", "HS384", "HS512"] {
+        let out = run(&[
+            "verify",
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--token",
+            &token,
+            "--iss",
+            ISS,
+            "--aud",
+            AUD,
+            "--alg",
+            "ES256",
+            "--alg",
+            alg,
+        ]);
+        assert_usage_error(&out, alg);
+        for why in ["HMAC", "public-key signatures only", "key-confusion"] {
+            assert!(out.stderr.contains(why), "{alg}: no {why:?} in {out:?}");
+        }
+        assert!(!out.stderr.contains(&token), "{out:?}");
+    }
+    // Other refused names still list what is accepted, the new ones included.
+    let out = run(&[
+        "verify",
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--token",
+        &token,
+        "--iss",
+        ISS,
+        "--aud",
+        AUD,
+        "--alg",
+        "Ed448",
+    ]);
+    assert_usage_error(&out, "Ed25519 only");
+    assert!(out.stderr.contains("ES512"), "{out:?}");
+}
+
+#[test]
+fn es512_and_ed25519_are_accepted_alg_names() {
+    let jwks = jwks_file();
+    let (token, _) = token();
+    for alg in ["ES512", "Ed25519", "EdDSA"] {
+        let out = run(&[
+            "verify",
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--token",
+            &token,
+            "--iss",
+            ISS,
+            "--aud",
+            AUD,
+            "--alg",
+            alg,
+        ]);
+        // The harness token is not signed with these, so it is refused, but as a verdict
+        // (exit 1, a JSON line), not as a usage error.
+        assert_eq!(out.code, 1, "{alg}: {out:?}");
+        assert!(out.stdout.contains("\"valid\":false"), "{alg}: {out:?}");
+    }
+}

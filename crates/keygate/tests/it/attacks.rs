@@ -41,6 +41,8 @@ struct Attack {
     max_fetches: usize,
     /// The verifier's `max_token_bytes` (the library default when `None`).
     max_token_bytes: Option<usize>,
+    /// The provider is built with `refuse_embedded_keys(true)`.
+    refuse_embedded_keys: bool,
 }
 
 fn attack(name: impl Into<String>, token: String, expected: &'static str) -> Attack {
@@ -50,6 +52,7 @@ fn attack(name: impl Into<String>, token: String, expected: &'static str) -> Att
         expected,
         max_fetches: 0,
         max_token_bytes: None,
+        refuse_embedded_keys: false,
     }
 }
 
@@ -61,6 +64,11 @@ impl Attack {
 
     fn limit(mut self, bytes: usize) -> Self {
         self.max_token_bytes = Some(bytes);
+        self
+    }
+
+    fn refusing_embedded_keys(mut self) -> Self {
+        self.refuse_embedded_keys = true;
         self
     }
 }
@@ -82,13 +90,14 @@ fn idp_document() -> Value {
 }
 
 /// A fresh verifier of the provider over a fresh counting IdP, at `T0`.
-fn rig(max_token_bytes: Option<usize>) -> (Verifier, Arc<MemoryIdp>) {
+fn rig(max_token_bytes: Option<usize>, refuse_embedded_keys: bool) -> (Verifier, Arc<MemoryIdp>) {
     let idp = MemoryIdp::new(&[]);
     idp.serve_document(idp_document());
     let provider = ProviderConfig::builder("acme", "idp", ISSUER)
         .jwks_uri(JWKS_URI)
         .audiences([AUD])
         .cache(CacheSettings::default())
+        .refuse_embedded_keys(refuse_embedded_keys)
         .build()
         .expect("provider");
     let mut builder = Verifier::builder()
@@ -105,7 +114,7 @@ fn rig(max_token_bytes: Option<usize>) -> (Verifier, Arc<MemoryIdp>) {
 /// that the refusal was quick. The verification runs on its own task so that a panic is this
 /// row's outcome (`"panic"`), not the end of the table.
 async fn check(row: &Attack) -> Result<Outcome, String> {
-    let (verifier, idp) = rig(row.max_token_bytes);
+    let (verifier, idp) = rig(row.max_token_bytes, row.refuse_embedded_keys);
     let token = row.token.clone();
     let started = Instant::now();
     let joined = tokio::spawn(async move { verifier.verify(&token).await.map(drop) }).await;
@@ -132,6 +141,12 @@ async fn check(row: &Attack) -> Result<Outcome, String> {
             "{} IdP requests, at most {} allowed",
             outcome.fetches, row.max_fetches
         ));
+    }
+    // Whatever a token names (`jku`, `x5u`, a URL as `kid`), only the provider's own JWKS
+    // URL is ever fetched.
+    let elsewhere: Vec<String> = idp.urls().into_iter().filter(|u| u != JWKS_URI).collect();
+    if !elsewhere.is_empty() {
+        problems.push(format!("fetched {elsewhere:?}"));
     }
     // Generous: the point is that no row hangs or goes quadratic, on a machine that may be
     // busy with other builds. The figures printed by `run` are the real ones.
@@ -427,42 +442,102 @@ fn unsecured_and_odd_algs() -> Vec<Attack> {
 }
 
 /// Keys offered by the token itself (RFC 8725 section 3.10), with the attacker's own key or
-/// the provider's, with and without a `kid`.
+/// the provider's, with and without a `kid`. These members are never trusted: the key comes
+/// from the provider's set as for any token, so the attacker's tokens fail on their
+/// signature or `kid` (after at most the first fetch and one forced refetch, both of the
+/// provider's own JWKS URL, never a `jku` or `x5u`), and the provider's own tokens verify.
 fn embedded_keys() -> Vec<Attack> {
-    let members: [(&str, Value); 6] = [
+    let members: [(&str, Value); 7] = [
         ("jwk", attacker().jwk()),
         ("jwk", Value::Null),
         ("jku", json!("https://evil.example/jwks.json")),
         ("x5u", json!("https://evil.example/cert.pem")),
         ("x5c", json!([STANDARD.encode(spki_der())])),
         ("x5c", json!([])),
+        // All four at once, pointing at the attacker.
+        (
+            "jwk",
+            json!({"kty": "EC", "crv": "P-256", "x": attacker().jwk()["x"], "y": attacker().jwk()["y"]}),
+        ),
     ];
     let mut rows = Vec::new();
-    for (name, value) in members {
-        rows.push(attack(
-            format!("{name} = {value}, signed by the attacker's key"),
-            TokenBuilder::new(attacker())
-                .header(name, value.clone())
-                .claims(claims())
+    for (i, (name, value)) in members.into_iter().enumerate() {
+        let with = |b: TokenBuilder<'static>| {
+            let b = b.header(name, value.clone());
+            if i == 6 {
+                b.header("jku", json!("https://evil.example/jwks.json"))
+                    .header("x5u", json!("https://evil.example/cert.pem"))
+                    .header("x5c", json!([STANDARD.encode(spki_der())]))
+            } else {
+                b
+            }
+        };
+        rows.push(
+            attack(
+                format!("{name} = {value}, signed by the attacker's key under its own kid"),
+                with(TokenBuilder::new(attacker()).claims(claims())).sign(),
+                "unknown_kid",
+            )
+            .fetches(2),
+        );
+        rows.push(
+            attack(
+                format!("{name} = {value}, signed by the attacker's key under the provider's kid"),
+                with(TokenBuilder::new(attacker()).claims(claims()))
+                    .header("kid", json!(p256().kid()))
+                    .sign(),
+                "bad_signature",
+            )
+            .fetches(2),
+        );
+        rows.push(
+            attack(
+                format!("{name} = {value}, signed by the attacker's key, no kid"),
+                with(
+                    TokenBuilder::new(attacker())
+                        .remove_header("kid")
+                        .claims(claims()),
+                )
                 .sign(),
-            "untrusted_embedded_key",
-        ));
-        rows.push(attack(
-            format!("{name} = {value}, signed by the provider's key under its kid"),
-            genuine().header(name, value.clone()).sign(),
-            "untrusted_embedded_key",
-        ));
-        rows.push(attack(
-            format!("{name} = {value}, no kid"),
-            TokenBuilder::new(attacker())
-                .remove_header("kid")
-                .header(name, value)
-                .claims(claims())
-                .sign(),
-            "untrusted_embedded_key",
-        ));
+                "bad_signature",
+            )
+            .fetches(2),
+        );
+        rows.push(
+            attack(
+                format!("{name} = {value}, signed by the provider's key under its kid"),
+                with(genuine()).sign(),
+                "valid",
+            )
+            .fetches(1),
+        );
     }
+    // A thumbprint names a certificate but carries no key: accepted either way.
+    rows.push(
+        attack(
+            "x5t on a token the provider signed",
+            genuine().header("x5t", json!("AAAA")).sign(),
+            "valid",
+        )
+        .fetches(1),
+    );
     rows
+}
+
+/// The same tokens under a provider with `refuse_embedded_keys`: every one carrying a key
+/// is refused before any fetch, however it is signed; `x5t` alone is still no key.
+fn embedded_keys_refused() -> Vec<Attack> {
+    embedded_keys()
+        .into_iter()
+        .map(|mut row| {
+            if row.name.starts_with("x5t") {
+                return row.refusing_embedded_keys();
+            }
+            row.expected = "untrusted_embedded_key";
+            row.max_fetches = 0;
+            row.refusing_embedded_keys()
+        })
+        .collect()
 }
 
 /// Hostile `kid` values. A string `kid` is only ever compared, never used as a path, query
@@ -783,9 +858,23 @@ async fn unsecured_and_malformed_algs_are_refused() {
 
 #[tokio::test]
 async fn keys_embedded_in_the_token_are_never_trusted() {
+    // `check` also asserts that nothing but the provider's JWKS URL was fetched.
     let outcomes = run(embedded_keys()).await;
-    assert!(
-        outcomes.iter().all(|o| o.fetches == 0),
+    assert_eq!(outcomes.len(), 29);
+}
+
+#[tokio::test]
+async fn refuse_embedded_keys_refuses_every_token_carrying_one() {
+    let table = embedded_keys_refused();
+    let refused = table
+        .iter()
+        .filter(|r| r.expected == "untrusted_embedded_key")
+        .count();
+    assert_eq!(refused, 28);
+    let outcomes = run(table).await;
+    assert_eq!(
+        outcomes.iter().filter(|o| o.fetches == 0).count(),
+        28,
         "refused before any key set is fetched"
     );
 }
@@ -835,7 +924,7 @@ async fn the_untampered_token_verifies() {
 /// refetch burst, however many tokens arrive.
 #[tokio::test]
 async fn a_hostile_kid_flood_costs_the_idp_the_burst_only() {
-    let (verifier, idp) = rig(None);
+    let (verifier, idp) = rig(None, false);
     let burst = CacheSettings::default().unknown_kid_burst as usize;
     let started = Instant::now();
     for i in 0..500 {
@@ -1148,7 +1237,7 @@ async fn a_16384_bit_rsa_key_is_skipped_with_a_reason() {
 /// cost about 22 ms (debug build; 260 times an ordinary forged token) before it was fixed.
 #[tokio::test]
 async fn many_distinct_names_cost_little_before_the_signature_check() {
-    let (verifier, _idp) = rig(None);
+    let (verifier, _idp) = rig(None, false);
     let limit = keygate::DEFAULT_MAX_TOKEN_BYTES;
     let header = r#"{"alg":"ES256","kid":"atk-ec"}"#;
     let forged_sig = b64url(&[7u8; 64]);

@@ -8,6 +8,7 @@ mod exchange;
 mod faults;
 mod fetch;
 mod flush;
+mod interop;
 mod issuers;
 mod memidp;
 mod verify;

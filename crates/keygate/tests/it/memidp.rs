@@ -29,6 +29,8 @@ pub(crate) struct MemoryIdp {
     jwks: Mutex<Value>,
     etag: Mutex<Option<String>>,
     requests: AtomicUsize,
+    /// Every URL asked for, in order: whatever a token says, only the JWKS URL may appear.
+    urls: Mutex<Vec<String>>,
     gate: watch::Sender<bool>,
 }
 
@@ -38,6 +40,7 @@ impl MemoryIdp {
             jwks: Mutex::new(jwks(keys)),
             etag: Mutex::new(None),
             requests: AtomicUsize::new(0),
+            urls: Mutex::new(Vec::new()),
             gate: watch::channel(true).0,
         })
     }
@@ -66,6 +69,11 @@ impl MemoryIdp {
         self.requests.load(Ordering::SeqCst)
     }
 
+    /// The URLs requested so far, in order.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        lock(&self.urls).clone()
+    }
+
     /// Holds answers back until [`release`](Self::release).
     pub(crate) fn hold(&self) {
         self.gate.send_replace(false);
@@ -82,6 +90,7 @@ impl Fetch for MemoryIdp {
         request: FetchRequest,
     ) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
         self.requests.fetch_add(1, Ordering::SeqCst);
+        lock(&self.urls).push(request.url.to_string());
         let etag = lock(&self.etag).clone();
         let mut headers = HeaderMap::new();
         if let Some(etag) = &etag {

@@ -45,6 +45,7 @@ struct Spec {
     leeway: Duration,
     require_exp: bool,
     required_typ: Option<&'static str>,
+    refuse_embedded_keys: bool,
     max_token_bytes: Option<usize>,
     /// `verify_for_tenant(tenant, ..)` instead of `verify(..)`.
     tenant: Option<&'static str>,
@@ -62,6 +63,7 @@ fn case(name: &'static str, token: fn() -> String) -> Spec {
         leeway: Duration::from_secs(30),
         require_exp: true,
         required_typ: None,
+        refuse_embedded_keys: false,
         max_token_bytes: None,
         tenant: None,
         revoke: |_| {},
@@ -94,6 +96,11 @@ impl Spec {
         self
     }
 
+    fn refuse_embedded_keys(mut self) -> Self {
+        self.refuse_embedded_keys = true;
+        self
+    }
+
     fn max_token_bytes(mut self, limit: usize) -> Self {
         self.max_token_bytes = Some(limit);
         self
@@ -117,7 +124,8 @@ impl Spec {
             .audiences([AUD])
             .algorithms(self.algorithms.iter().copied())
             .leeway(self.leeway)
-            .require_exp(self.require_exp);
+            .require_exp(self.require_exp)
+            .refuse_embedded_keys(self.refuse_embedded_keys);
         if let Some(typ) = self.required_typ {
             acme = acme.required_typ(typ);
         }
@@ -222,6 +230,11 @@ fn p384_sign_only() -> &'static TestKey {
     TestKey::shared_p384("v-ec384-ops")
 }
 
+/// A P-521 key; its JWK pins `alg: ES512`.
+fn p521() -> &'static TestKey {
+    TestKey::shared_p521("v-ec521")
+}
+
 fn ed() -> &'static TestKey {
     TestKey::shared_ed25519("v-ed")
 }
@@ -257,9 +270,17 @@ fn idp_jwks() -> Value {
         enc,
         p384().jwk(),
         sign_only,
+        p521().jwk(),
         ed().jwk(),
         weak,
     ]})
+}
+
+/// The acme Ed25519 key alone, its JWK pinned with RFC 9864's `alg: Ed25519`.
+fn ed25519_pinned_jwks() -> Value {
+    let mut jwk = ed().jwk();
+    jwk["alg"] = json!("Ed25519");
+    json!({"keys": [jwk]})
 }
 
 fn empty_jwks() -> Value {
@@ -826,10 +847,16 @@ fn header_cases() -> Vec<(Spec, Expected)> {
             Err("alg_not_allowed"),
         ),
         (
-            case("unsupported alg ES512", || {
-                signed(rsa()).header_alg_str("ES512").sign()
+            case("unsupported alg ES256K", || {
+                signed(rsa()).header_alg_str("ES256K").sign()
             }),
             Err("alg_not_allowed"),
+        ),
+        (
+            case("ES512 header over an RSA key's kid", || {
+                signed(rsa()).header_alg_str("ES512").sign()
+            }),
+            Err("key_alg_mismatch"),
         ),
         (
             case("RS256 when the provider allows only ES256", valid)
@@ -920,12 +947,13 @@ fn header_cases() -> Vec<(Spec, Expected)> {
             }),
             Err("unsupported_token"),
         ),
+        // Key-carrying members are ignored: the key comes from the acme set as for any token.
         (
             case(
                 "embedded jwk of the attacker, signed by the attacker, with kid",
                 || signed(attacker()).header("jwk", attacker().jwk()).sign(),
             ),
-            Err("untrusted_embedded_key"),
+            Err("unknown_kid"),
         ),
         (
             case(
@@ -937,7 +965,7 @@ fn header_cases() -> Vec<(Spec, Expected)> {
                         .sign()
                 },
             ),
-            Err("untrusted_embedded_key"),
+            Err("missing_kid"),
         ),
         (
             case("embedded jwk of the attacker under the IdP's kid", || {
@@ -946,13 +974,13 @@ fn header_cases() -> Vec<(Spec, Expected)> {
                     .header("jwk", attacker().jwk())
                     .sign()
             }),
-            Err("untrusted_embedded_key"),
+            Err("bad_signature"),
         ),
         (
             case("embedded jwk of the IdP's own key", || {
                 signed(rsa()).header("jwk", rsa().jwk()).sign()
             }),
-            Err("untrusted_embedded_key"),
+            Ok(()),
         ),
         (
             case("embedded jwk spelled with an escape", || {
@@ -963,7 +991,7 @@ fn header_cases() -> Vec<(Spec, Expected)> {
                     ))
                     .sign()
             }),
-            Err("untrusted_embedded_key"),
+            Err("unknown_kid"),
         ),
         (
             case("jku on a token the IdP signed", || {
@@ -971,7 +999,7 @@ fn header_cases() -> Vec<(Spec, Expected)> {
                     .header("jku", json!("https://evil.example/jwks"))
                     .sign()
             }),
-            Err("untrusted_embedded_key"),
+            Ok(()),
         ),
         (
             case("x5u on a token the IdP signed", || {
@@ -979,7 +1007,7 @@ fn header_cases() -> Vec<(Spec, Expected)> {
                     .header("x5u", json!("https://evil.example/cert.pem"))
                     .sign()
             }),
-            Err("untrusted_embedded_key"),
+            Ok(()),
         ),
         (
             case("x5c on a token the IdP signed", || {
@@ -987,7 +1015,81 @@ fn header_cases() -> Vec<(Spec, Expected)> {
                     .header("x5c", json!([STANDARD.encode(spki_der(attacker()))]))
                     .sign()
             }),
+            Ok(()),
+        ),
+        // With `refuse_embedded_keys`, any of them refuses the token, however it is signed.
+        (
+            case("refused: embedded jwk of the IdP's own key", || {
+                signed(rsa()).header("jwk", rsa().jwk()).sign()
+            })
+            .refuse_embedded_keys(),
             Err("untrusted_embedded_key"),
+        ),
+        (
+            case("refused: embedded jwk of the attacker, no kid", || {
+                signed(attacker())
+                    .remove_header("kid")
+                    .header("jwk", attacker().jwk_without_alg())
+                    .sign()
+            })
+            .refuse_embedded_keys(),
+            Err("untrusted_embedded_key"),
+        ),
+        (
+            case("refused: embedded jwk spelled with an escape", || {
+                signed(attacker())
+                    .raw_header(&format!(
+                        r#"{{"alg":"RS256","kid":"v-attacker","j\u0077k":{}}}"#,
+                        attacker().jwk()
+                    ))
+                    .sign()
+            })
+            .refuse_embedded_keys(),
+            Err("untrusted_embedded_key"),
+        ),
+        (
+            case("refused: jku on a token the IdP signed", || {
+                signed(rsa())
+                    .header("jku", json!("https://evil.example/jwks"))
+                    .sign()
+            })
+            .refuse_embedded_keys(),
+            Err("untrusted_embedded_key"),
+        ),
+        (
+            case("refused: x5u on a token the IdP signed", || {
+                signed(rsa())
+                    .header("x5u", json!("https://evil.example/cert.pem"))
+                    .sign()
+            })
+            .refuse_embedded_keys(),
+            Err("untrusted_embedded_key"),
+        ),
+        (
+            case("refused: x5c on a token the IdP signed", || {
+                signed(rsa())
+                    .header("x5c", json!([STANDARD.encode(spki_der(attacker()))]))
+                    .sign()
+            })
+            .refuse_embedded_keys(),
+            Err("untrusted_embedded_key"),
+        ),
+        (
+            case("not refused: x5t carries no key", || {
+                signed(rsa()).header("x5t", json!("AAAA")).sign()
+            })
+            .refuse_embedded_keys(),
+            Ok(()),
+        ),
+        (
+            case("refused: alg none still says alg_none", || {
+                signed(rsa())
+                    .header_alg_str("none")
+                    .header("jwk", rsa().jwk())
+                    .sign()
+            })
+            .refuse_embedded_keys(),
+            Err("alg_none"),
         ),
         (
             case("required typ at+jwt: typ at+jwt", || {
@@ -1306,7 +1408,140 @@ fn algorithm_cases() -> Vec<(Spec, Expected)> {
         ),
         (case("ES256", || signed(p256()).sign()), Ok(())),
         (case("ES384", || signed(p384()).sign()), Ok(())),
+        (case("ES512", || signed(p521()).sign()), Ok(())),
         (case("EdDSA", || signed(ed()).sign()), Ok(())),
+        (
+            case("Ed25519 (RFC 9864) under a JWK pinned to EdDSA", || {
+                signed(ed()).alg(Algorithm::Ed25519).sign()
+            }),
+            Ok(()),
+        ),
+        (
+            case("ES512 allowed alone", || signed(p521()).sign()).algorithms(&[Algorithm::ES512]),
+            Ok(()),
+        ),
+        (
+            case("ES512 not on an ES256/ES384 allow-list", || {
+                signed(p521()).sign()
+            })
+            .algorithms(&[Algorithm::ES256, Algorithm::ES384]),
+            Err("alg_not_allowed"),
+        ),
+        (
+            case("ES512, no kid: the one P-521 key fits", || {
+                signed(p521()).remove_header("kid").sign()
+            }),
+            Ok(()),
+        ),
+        (
+            case("ES512 token naming a P-256 key", || {
+                signed(p521()).header("kid", json!("v-ec256")).sign()
+            }),
+            Err("key_alg_mismatch"),
+        ),
+        (
+            case("ES256 token naming the P-521 key", || {
+                signed(p256()).header("kid", json!("v-ec521")).sign()
+            }),
+            Err("key_alg_mismatch"),
+        ),
+        (
+            case("tampered ES512 token", || {
+                with_signature(&signed(p521()).sign(), |mut s| {
+                    s[70] ^= 1;
+                    s
+                })
+            }),
+            Err("bad_signature"),
+        ),
+        (
+            case("ES512 signature one byte short", || {
+                with_signature(&signed(p521()).sign(), |mut s| {
+                    s.pop();
+                    s
+                })
+            }),
+            Err("bad_signature"),
+        ),
+        (
+            case("Ed25519 token, allow-list EdDSA", || {
+                signed(ed()).alg(Algorithm::Ed25519).sign()
+            })
+            .algorithms(&[Algorithm::EdDSA]),
+            Ok(()),
+        ),
+        (
+            case("EdDSA token, allow-list Ed25519", || signed(ed()).sign())
+                .algorithms(&[Algorithm::Ed25519]),
+            Ok(()),
+        ),
+        (
+            case("Ed25519 token, allow-list Ed25519", || {
+                signed(ed()).alg(Algorithm::Ed25519).sign()
+            })
+            .algorithms(&[Algorithm::Ed25519]),
+            Ok(()),
+        ),
+        (
+            case("EdDSA token under a JWK pinned to Ed25519", || {
+                signed(ed()).sign()
+            })
+            .jwks(ed25519_pinned_jwks),
+            Ok(()),
+        ),
+        (
+            case(
+                "Ed25519 token under a JWK pinned to Ed25519, no kid",
+                || {
+                    signed(ed())
+                        .alg(Algorithm::Ed25519)
+                        .remove_header("kid")
+                        .sign()
+                },
+            )
+            .jwks(ed25519_pinned_jwks),
+            Ok(()),
+        ),
+        (
+            case("Ed25519 token naming a P-256 key", || {
+                signed(ed())
+                    .alg(Algorithm::Ed25519)
+                    .header("kid", json!("v-ec256"))
+                    .sign()
+            }),
+            Err("key_alg_mismatch"),
+        ),
+        (
+            case("Ed25519 token naming an RSA key", || {
+                signed(ed())
+                    .alg(Algorithm::Ed25519)
+                    .header("kid", json!("v-rsa-any"))
+                    .sign()
+            }),
+            Err("key_alg_mismatch"),
+        ),
+        (
+            case("Ed25519 token, allow-list ES256 only", || {
+                signed(ed()).alg(Algorithm::Ed25519).sign()
+            })
+            .algorithms(&[Algorithm::ES256]),
+            Err("alg_not_allowed"),
+        ),
+        (
+            case("tampered Ed25519 token", || {
+                with_signature(&signed(ed()).alg(Algorithm::Ed25519).sign(), |mut s| {
+                    s[0] ^= 1;
+                    s
+                })
+            }),
+            Err("bad_signature"),
+        ),
+        (
+            case("Ed448 token", || {
+                signed(ed()).header_alg_str("Ed448").sign()
+            }),
+            Err("alg_not_allowed"),
+        ),
     ]
 }
 
