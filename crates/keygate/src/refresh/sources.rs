@@ -540,6 +540,7 @@ impl Provider {
                 let s = state.get(i);
                 let failure = s.and_then(|s| s.last_failure.as_ref());
                 let state = match doc {
+                    None if failure.is_some() => ProviderState::Unavailable,
                     None => ProviderState::Empty,
                     Some(d) if now > d.usable_until(stale) => ProviderState::Unavailable,
                     Some(_) if failure.is_some() => ProviderState::Failing,

@@ -9,4 +9,5 @@ mod faults;
 mod fetch;
 mod flush;
 mod memidp;
+mod uris;
 mod verify;
