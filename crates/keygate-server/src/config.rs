@@ -788,6 +788,8 @@ struct FileProvider {
     name: String,
     issuer: String,
     jwks_uri: Option<String>,
+    /// Several JWKS URLs whose keys the provider trusts together (instead of `jwks_uri`).
+    jwks_uris: Option<Vec<String>>,
     #[serde(default)]
     audiences: Vec<String>,
     #[serde(default)]
@@ -1070,18 +1072,16 @@ fn is_loopback_host(url: &Url) -> bool {
 }
 
 impl FileProvider {
-    fn validate(self, key: &str, fetchers: &mut Fetchers) -> Result<ProviderSpec, ConfigError> {
-        let k = |field: &str| format!("{key}.{field}");
-        check_name(&k("tenant"), &self.tenant)?;
-        check_name(&k("name"), &self.name)?;
-        // Where keys will be fetched from: the JWKS URL, or the issuer for discovery.
-        let (fetch_key, fetch_url) = match &self.jwks_uri {
-            Some(u) => ("jwks_uri", u.as_str()),
-            None => ("issuer", self.issuer.as_str()),
-        };
-        let url = Url::parse(fetch_url).map_err(|e| {
-            ConfigError::new(k(fetch_key), format!("{fetch_url:?} is not a URL: {e}"))
-        })?;
+    /// Checks one URL keys are fetched from (`at` is its key path): https, or plain http
+    /// to loopback with `allow_insecure_http`.
+    fn check_fetch_url(
+        &self,
+        at: &str,
+        fetch_url: &str,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        let url = Url::parse(fetch_url)
+            .map_err(|e| ConfigError::new(at, format!("{fetch_url:?} is not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" if self.allow_insecure_http && is_loopback_host(&url) => {}
@@ -1096,16 +1096,55 @@ impl FileProvider {
             }
             "http" => {
                 return Err(ConfigError::new(
-                    k(fetch_key),
+                    at,
                     "plain http is refused; use https (or allow_insecure_http = true for a loopback test issuer)",
                 ));
             }
             other => {
                 return Err(ConfigError::new(
-                    k(fetch_key),
+                    at,
                     format!("scheme {other:?} is not supported; use https"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate(self, key: &str, fetchers: &mut Fetchers) -> Result<ProviderSpec, ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        check_name(&k("tenant"), &self.tenant)?;
+        check_name(&k("name"), &self.name)?;
+        // Where keys will be fetched from: the JWKS URL(s), or the issuer for discovery.
+        let fetch_from: Vec<(String, &str)> = match (&self.jwks_uri, &self.jwks_uris) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    k("jwks_uris"),
+                    "set either jwks_uri or jwks_uris, not both",
+                ));
+            }
+            (None, Some(uris)) if uris.is_empty() || uris.len() > keygate::MAX_JWKS_URIS => {
+                return Err(ConfigError::new(
+                    k("jwks_uris"),
+                    format!("list 1 to {} URLs", keygate::MAX_JWKS_URIS),
+                ));
+            }
+            (None, Some(uris)) => {
+                let mut seen = HashSet::new();
+                let mut each = Vec::with_capacity(uris.len());
+                for (j, u) in uris.iter().enumerate() {
+                    let at = k(&format!("jwks_uris[{j}]"));
+                    if !seen.insert(u.as_str()) {
+                        return Err(ConfigError::new(at, format!("{u:?} is listed twice")));
+                    }
+                    each.push((at, u.as_str()));
+                }
+                each
+            }
+            (Some(u), None) => vec![(k("jwks_uri"), u.as_str())],
+            (None, None) => vec![(k("issuer"), self.issuer.as_str())],
+        };
+        for (at, fetch_url) in &fetch_from {
+            self.check_fetch_url(at, fetch_url, &k)?;
         }
         if self.audiences.is_empty() && !self.skip_audience_check {
             return Err(ConfigError::new(
@@ -1233,6 +1272,9 @@ impl FileProvider {
         }
         if let Some(uri) = &self.jwks_uri {
             b = b.jwks_uri(uri);
+        }
+        if let Some(uris) = &self.jwks_uris {
+            b = b.jwks_uris(uris.iter().cloned());
         }
         if let Some(l) = self.leeway {
             if l.0 > Duration::from_secs(300) {
