@@ -1457,6 +1457,26 @@ mod tests {
     }
 
     #[test]
+    fn several_jwks_uris_make_one_provider() {
+        let c = parse(&format!(
+            "{MINIMAL}\njwks_uris = [\"https://a.example/jwks\", \"https://b.example/keys\"]"
+        ))
+        .unwrap();
+        let urls: Vec<&str> = c.providers[0]
+            .config
+            .jwks_uris()
+            .iter()
+            .map(url::Url::as_str)
+            .collect();
+        assert_eq!(urls, ["https://a.example/jwks", "https://b.example/keys"]);
+        let nine: Vec<String> = (0..9)
+            .map(|i| format!("\"https://a.example/{i}\""))
+            .collect();
+        let err = parse(&format!("{MINIMAL}\njwks_uris = [{}]", nine.join(", "))).unwrap_err();
+        assert_eq!(err.key, "providers[0].jwks_uris");
+    }
+
+    #[test]
     fn durations_accept_units_and_seconds() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
@@ -1502,6 +1522,26 @@ mod tests {
             (
                 "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nalgorithms = [\"HS256\"]",
                 "providers[0].algorithms[0]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = [\"https://a/jwks\", \"http://b.example/jwks\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris[1]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = [\"https://a/jwks\", \"nope\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris[1]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = [\"https://a/jwks\", \"https://b/jwks\", \"https://a/jwks\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris[2]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uri = \"https://a/jwks\"\njwks_uris = [\"https://b/jwks\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = []\naudiences = [\"x\"]",
+                "providers[0].jwks_uris",
             ),
             (
                 "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nmin_ttl = \"1h\"\nmax_ttl = \"5m\"",

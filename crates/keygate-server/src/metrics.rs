@@ -1032,6 +1032,51 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn each_url_of_a_provider_with_several_has_its_series() {
+        let split = ProviderConfig::builder("acme", "split", "https://split.test")
+            .audiences(["api"])
+            .jwks_uris(["https://a.split.test/jwks", "https://b.split.test/jwks"])
+            .build()
+            .unwrap();
+        let verifier = Verifier::builder()
+            .provider(split)
+            .clock(Arc::new(ManualClock::at_unix(T0)))
+            .build()
+            .unwrap();
+        let status = verifier.status();
+        let bus = bus();
+        let text = Metrics::new().render(&scrape_at(&status, &bus));
+        check_lines(&text);
+        for url in ["https://a.split.test/jwks", "https://b.split.test/jwks"] {
+            let l = format!(r#"tenant="acme",provider="split",url="{url}""#);
+            let get = |series: String| value(&text, &series);
+            assert_eq!(
+                get(format!(r#"keygate_jwks_source_state{{{l},state="empty"}}"#)).as_deref(),
+                Some("1")
+            );
+            assert_eq!(
+                get(format!(r#"keygate_jwks_source_state{{{l},state="fresh"}}"#)).as_deref(),
+                Some("0")
+            );
+            assert_eq!(
+                get(format!("keygate_jwks_source_keys{{{l}}}")).as_deref(),
+                Some("0")
+            );
+            assert_eq!(
+                get(format!(
+                    r#"keygate_jwks_source_fetches_total{{{l},result="error"}}"#
+                ))
+                .as_deref(),
+                Some("0")
+            );
+        }
+        // Providers with one URL add no per-URL families.
+        let one = providers().await;
+        let text = Metrics::new().render(&scrape_at(&one, &bus));
+        assert!(!text.contains("keygate_jwks_source_"));
+    }
+
     #[test]
     fn degraded_bus_is_down_and_expiry_may_be_negative() {
         let bus = BusStatus {
