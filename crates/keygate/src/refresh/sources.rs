@@ -26,7 +26,8 @@
 //! URLs are fetched concurrently. A URL's failure keeps its last good document, which is
 //! served until its own `usable_until` (expiry plus the stale window) and dropped from the
 //! union at the first install after that (the failing URL's backoff, at most a minute, brings
-//! one). The provider fails as a whole only when no document at all is usable.
+//! one). A refresh in which every URL asked failed is a failed refresh (the provider's
+//! backoff, `last_error`); the provider is unavailable only when no document is usable.
 //!
 //! Documents are merged under the install lock, each URL taking the newer of the held
 //! document and the incoming one, so a peer's set that carries a newer document for one URL
@@ -277,7 +278,7 @@ impl Provider {
     /// `flush`: fetches the URLs `why` selects, concurrently, and returns their documents.
     /// Fails only when no URL answered and no usable document is held.
     pub(super) async fn fetch_documents(
-        &self,
+        self: &Arc<Self>,
         seq: u64,
         flush: Option<FlushId>,
         why: Why,
@@ -317,16 +318,22 @@ impl Provider {
                 }
             }
         }
-        let stale = self.config.cache.stale_window;
-        let held_usable = current
-            .as_deref()
-            .is_some_and(|s| s.documents.iter().any(|d| now <= d.usable_until(stale)));
-        if updates.is_empty() && !held_usable {
-            return Err(first_error.unwrap_or((KeysUnavailable::Fetch(None), None)));
-        }
+        let held = current.map(|s| s.documents.clone()).unwrap_or_default();
         if updates.is_empty() {
-            // Nothing new: the held documents, re-merged (one past its window drops out).
-            updates = current.map(|s| s.documents.clone()).unwrap_or_default();
+            let stale = self.config.cache.stale_window;
+            if let Some((err, _)) = first_error {
+                // No URL answered: a failed refresh, as for one URL. The held documents stay,
+                // but one past its own window leaves the union now, not at the next success.
+                if held.iter().any(|d| now > d.usable_until(stale))
+                    && let Some(held) = Candidate::from_documents(held, flush, Vec::new())
+                {
+                    let _ = self.install(held);
+                }
+                // Each URL's `Retry-After` is its own: none becomes the provider's.
+                return Err((err, None));
+            }
+            // Nothing was due: the held documents, re-merged (one past its window drops out).
+            updates = held;
         }
         Candidate::from_documents(updates, flush, Vec::new())
             .ok_or((KeysUnavailable::Fetch(None), None))
@@ -574,5 +581,123 @@ impl Snapshot {
     /// The document held for `url`, for a provider with several URLs.
     pub(crate) fn document(&self, url: &Url) -> Option<&Arc<Document>> {
         self.documents.iter().find(|d| d.url == *url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use http::header::{CACHE_CONTROL, HeaderValue};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::{CacheSettings, ProviderConfig};
+    use crate::fetch::{BoxFuture, Fetch, FetchRequest, FetchResponse};
+
+    const A: &str = "https://a.test/jwks";
+    const B: &str = "https://b.test/jwks";
+
+    /// Serves one document per URL with its own `max-age`, and counts requests per URL.
+    #[derive(Debug, Default)]
+    struct PerUrl {
+        served: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+        a: AtomicUsize,
+        b: AtomicUsize,
+    }
+
+    impl PerUrl {
+        fn serve(&self, url: &str, kid: &str, max_age: u64) {
+            let pair = Ed25519KeyPair::generate().unwrap();
+            let x = base64_simd::URL_SAFE_NO_PAD.encode_to_string(pair.public_key().as_ref());
+            let doc =
+                serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid}]});
+            lock(&self.served).insert(url.to_owned(), (serde_json::to_vec(&doc).unwrap(), max_age));
+        }
+
+        fn counts(&self) -> (usize, usize) {
+            (self.a.load(Ordering::SeqCst), self.b.load(Ordering::SeqCst))
+        }
+    }
+
+    impl Fetch for PerUrl {
+        fn fetch(
+            &self,
+            request: FetchRequest,
+        ) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
+            let url = request.url.as_str();
+            if url == A { &self.a } else { &self.b }.fetch_add(1, Ordering::SeqCst);
+            let (body, max_age) = lock(&self.served).get(url).cloned().unwrap();
+            let mut headers = HeaderMap::new();
+            let value = HeaderValue::from_str(&format!("max-age={max_age}")).unwrap();
+            headers.insert(CACHE_CONTROL, value);
+            Box::pin(async move {
+                Ok(FetchResponse {
+                    status: StatusCode::OK,
+                    headers,
+                    body: body.into(),
+                })
+            })
+        }
+    }
+
+    #[derive(Debug)]
+    struct TestClock(Mutex<SystemTime>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> SystemTime {
+            *lock(&self.0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scheduled_refresh_asks_only_the_urls_that_are_due() {
+        let fetch = Arc::new(PerUrl::default());
+        fetch.serve(A, "a", 300);
+        fetch.serve(B, "b", 3600);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = Arc::new(TestClock(Mutex::new(t0)));
+        let cache = CacheSettings {
+            refresh_jitter: Duration::ZERO,
+            ..CacheSettings::default()
+        };
+        let config = ProviderConfig::builder("t", "p", "https://issuer.test")
+            .audiences(["x"])
+            .jwks_uris([A, B])
+            .cache(cache)
+            .build()
+            .unwrap();
+        let provider = Provider::new(config, fetch.clone(), clock.clone(), None).unwrap();
+        let snap = provider.refresh().await.unwrap();
+        assert_eq!(fetch.counts(), (1, 1));
+        assert_eq!(snap.documents.len(), 2);
+        let advance = |secs: u64| {
+            let clock = Arc::clone(&clock);
+            async move {
+                for _ in 0..secs {
+                    *lock(&clock.0) += Duration::from_secs(1);
+                    tokio::time::advance(Duration::from_secs(1)).await;
+                    for _ in 0..20 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        };
+        // A is due 30 s before its 300 s expire; B, with an hour, is not asked along.
+        advance(269).await;
+        assert_eq!(fetch.counts(), (1, 1));
+        advance(2).await;
+        assert_eq!(fetch.counts(), (2, 1));
+        advance(270).await;
+        assert_eq!(fetch.counts(), (3, 1));
+        // Both documents are still in the union, B's untouched.
+        let snap = provider.snapshot.load_full().unwrap();
+        assert!(snap.keys.has_kid("a") && snap.keys.has_kid("b"));
+        assert_eq!(
+            snap.document(&Url::parse(B).unwrap()).unwrap().fetch_seq,
+            Some(1)
+        );
     }
 }
