@@ -258,15 +258,19 @@ impl Provider {
             .enumerate()
             .filter(|&(i, url)| {
                 let blocked = state.get(i).is_some_and(|s| s.blocked(now));
+                let failing = state.get(i).is_some_and(|s| s.last_failure.is_some());
                 match why {
                     Why::All => true,
                     Why::Forced => !blocked,
+                    // A failing URL is due again once its backoff is over, even while its
+                    // last good document is fresh.
                     Why::Due => {
                         let held = current.as_deref().and_then(|s| s.document(url));
                         !blocked
-                            && held.is_none_or(|d| {
-                                d.expires_at().checked_sub(ahead).is_none_or(|t| t <= now)
-                            })
+                            && (failing
+                                || held.is_none_or(|d| {
+                                    d.expires_at().checked_sub(ahead).is_none_or(|t| t <= now)
+                                }))
                     }
                 }
             })
