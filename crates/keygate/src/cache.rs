@@ -384,8 +384,10 @@ pub struct ProviderStatus {
     /// Event counters.
     pub counters: CounterSnapshot,
     /// For a provider with several JWKS URLs (`jwks_uris`), each URL's state, in
-    /// configuration order (then `jwks_uri` is `None`, `kids` is the union and `state` is
-    /// `failing` while any URL fails). Empty for a provider with one URL.
+    /// configuration order. The provider's own fields then sum them up: `jwks_uri` is `None`,
+    /// `kids` is the union, `state` is `failing` while any URL fails, `fetched_at` is the
+    /// newest document's, `expires_at` the first document's expiry and `usable_until` the
+    /// last document's. Empty for a provider with one URL.
     pub sources: Vec<SourceStatus>,
 }
 
