@@ -294,6 +294,32 @@ async fn adopting_a_peers_document_for_one_url_keeps_the_others() {
     assert_eq!(status.sources[0].kids, ["k1", "k3"]);
     assert_eq!(status.sources[1].kids, ["k2"]);
 
+    // A peer's set with both documents: its A is newer than ours (k3 withdrawn), its B older
+    // (and different). We take its A and keep our own B.
+    let newer = later + Duration::from_secs(20);
+    let set = PublishedKeySet::from_documents(vec![
+        PublishedDocument::new(
+            f.a.jwks_url(),
+            jwks(&[k1]).to_string(),
+            newer,
+            newer + Duration::from_secs(300),
+            None,
+        ),
+        PublishedDocument::new(
+            f.b.jwks_url(),
+            jwks(&[k3]).to_string(),
+            published.documents[1].fetched_at - Duration::from_secs(60),
+            newer + Duration::from_secs(300),
+            None,
+        ),
+    ]);
+    f.clock.advance(Duration::from_secs(20));
+    assert_eq!(f.verifier.adopt(&TwoUrls::id(), set), Ok(true));
+    let status = f.status();
+    assert_eq!(status.sources[0].kids, ["k1"]);
+    assert_eq!(status.sources[1].kids, ["k2"], "our newer B stays");
+    assert_eq!(f.reason(k2).await, "valid");
+
     // A document for a URL this provider does not list is no set at all.
     let stray = PublishedKeySet::from_documents(vec![PublishedDocument::new(
         "https://elsewhere.example/jwks",
@@ -303,6 +329,35 @@ async fn adopting_a_peers_document_for_one_url_keeps_the_others() {
         None,
     )]);
     assert!(f.verifier.adopt(&TwoUrls::id(), stray).is_err());
+}
+
+#[tokio::test]
+async fn a_flush_drops_every_documents_keys_and_refetches_every_url() {
+    let (k1, k2) = (TestKey::shared_p256("k1"), TestKey::shared_ed25519("k2"));
+    let f = two_urls(&[k1], &[k2], no_jitter()).await;
+    f.b.set_default_headers([("Cache-Control", "max-age=3600"), ("ETag", "\"b1\"")]);
+    assert_eq!(f.reason(k1).await, "valid");
+    let k3 = TestKey::shared_p384("k3");
+    f.b.set_jwks(jwks(&[k3]));
+    f.verifier.flush(&TwoUrls::id()).unwrap();
+    // The refetch starts at once and asks both URLs unconditionally: nothing is held.
+    for _ in 0..100 {
+        if f.status().sources.iter().all(|s| s.fetched_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.requests(), (2, 2));
+    assert!(
+        f.b.last_request_headers("/jwks")
+            .unwrap()
+            .get("if-none-match")
+            .is_none()
+    );
+    assert_eq!(f.reason(k3).await, "valid");
+    // k2, withdrawn by B's new document, is refused without a fetch.
+    assert_eq!(f.reason(k2).await, "unknown_kid");
+    assert_eq!(f.requests(), (2, 2));
 }
 
 #[test]
