@@ -1,8 +1,12 @@
 //! A provider with several JWKS URLs (`jwks_uris`) through the sidecar: forward-auth with a
-//! `kid` both documents use, one URL failing, and each URL in status and metrics.
+//! `kid` both documents use, one URL failing, each URL in status and metrics, and replicas
+//! sharing every URL's document through Redis.
 
-use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
+use keygate_server::bus::BusState;
+use keygate_test_support::{RedisServer, StubIdp, StubResponse, TestKey, jwks};
+use reqwest::StatusCode;
 
+use crate::cluster::{cluster_toml, eventually, prefix, status_of};
 use crate::server::{ADMIN_SECRET, AUD, TestServer, admin_keys_toml, idp_with, token_for};
 
 fn config_for_two(a: &StubIdp, b: &StubIdp) -> String {
@@ -102,4 +106,76 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     assert_eq!(p["sources"][1]["state"], "fresh");
     assert!(p["sources"][1]["last_error"].is_null());
     server.stop().await;
+}
+
+/// A replica of a cluster on `redis_url` whose one provider has the JWKS URLs of `a` and `b`.
+async fn split_replica(a: &StubIdp, b: &StubIdp, redis_url: &str, prefix: &str) -> TestServer {
+    let toml = format!(
+        "{}{}",
+        config_for_two(a, b),
+        cluster_toml(redis_url, prefix, "")
+    );
+    let server = TestServer::start(&toml).await;
+    eventually("the replica is synced and ready", || async {
+        server.shared.bus.status().state == BusState::Ok
+            && server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
+    })
+    .await;
+    server
+}
+
+#[tokio::test]
+async fn replicas_share_every_urls_document_through_redis() {
+    let redis = RedisServer::start();
+    let (k1, k2) = (
+        TestKey::shared_p256("split-k1"),
+        TestKey::shared_ed25519("split-k2"),
+    );
+    let (a, b) = (idp_with(&[k1]).await, idp_with(&[k2]).await);
+    let p = prefix();
+    let first = split_replica(&a, &b, &redis.url(), &p).await;
+    let second = split_replica(&a, &b, &redis.url(), &p).await;
+    assert_eq!(
+        (a.requests("/jwks"), b.requests("/jwks")),
+        (1, 1),
+        "the second replica took the first one's documents"
+    );
+
+    // A rotation on A reaching both replicas at once: one round of fetches for the cluster,
+    // and the replica that adopts it keeps B's keys.
+    let k3 = TestKey::shared_p384("split-k3");
+    a.set_jwks(jwks(&[k1, k3]));
+    let token = token_for(&a, k3, |_| {});
+    let (r1, r2) = tokio::join!(status_of(&first, &token), status_of(&second, &token));
+    assert_eq!((r1, r2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!((a.requests("/jwks"), b.requests("/jwks")), (2, 2));
+    for server in [&first, &second] {
+        for key in [k1, k2, k3] {
+            assert_eq!(
+                status_of(server, &token_for(&a, key, |_| {})).await,
+                StatusCode::OK
+            );
+        }
+    }
+
+    // Both URLs down: a replica starting now verifies with the documents kept in Redis.
+    a.set_response("/jwks", StubResponse::status(503));
+    b.set_response("/jwks", StubResponse::status(503));
+    a.reset_counts();
+    b.reset_counts();
+    let late = split_replica(&a, &b, &redis.url(), &p).await;
+    for key in [k1, k2, k3] {
+        assert_eq!(
+            status_of(&late, &token_for(&a, key, |_| {})).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!((a.requests("/jwks"), b.requests("/jwks")), (0, 0));
+    let (_, body) = late
+        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
+        .await;
+    assert_eq!(
+        body["providers"][0]["sources"][1]["kids"],
+        serde_json::json!(["split-k2"])
+    );
 }
