@@ -83,6 +83,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         StatusBody,
         ProviderView,
         LastErrorView,
+        SourceView,
         CountersView,
         BusView,
         ResyncView,
@@ -229,6 +230,36 @@ pub struct ProviderView {
     pub last_error: Option<LastErrorView>,
     /// Event counters.
     pub counters: CountersView,
+    /// A provider with several JWKS URLs (`jwks_uris`): each URL's state, in configuration
+    /// order (then `jwks_uri` is null, `kids` the union, and `state` is `failing` while any
+    /// URL fails). Absent for a provider with one URL.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceView>,
+}
+
+/// One JWKS URL of a provider with several.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceView {
+    /// The URL.
+    pub url: String,
+    /// `fresh`, `stale`, `failing`, `unavailable` or `empty`.
+    pub state: &'static str,
+    /// `kid`s of its document.
+    pub kids: Vec<String>,
+    /// Entries of its document that were skipped as broken or unsupported.
+    pub skipped_keys: usize,
+    /// When its document was fetched (unix seconds).
+    pub fetched_at: Option<i64>,
+    /// When it stops being fresh (unix seconds).
+    pub expires_at: Option<i64>,
+    /// When its keys stop being served (unix seconds).
+    pub usable_until: Option<i64>,
+    /// Its last failure, cleared by a success.
+    pub last_error: Option<LastErrorView>,
+    /// Successful fetches of this URL.
+    pub refreshes: u64,
+    /// Failed fetches of this URL.
+    pub refresh_errors: u64,
 }
 
 /// A refresh failure.
@@ -783,6 +814,26 @@ fn provider_view(s: &ProviderStatus) -> ProviderView {
             unknown_kid_rejections: s.counters.unknown_kid_rejections,
             token_cache_hits: s.counters.token_cache_hits,
         },
+        sources: s
+            .sources
+            .iter()
+            .map(|u| SourceView {
+                url: u.url.clone(),
+                state: u.state.as_str(),
+                kids: u.kids.clone(),
+                skipped_keys: u.skipped_keys,
+                fetched_at: u.fetched_at.map(unix),
+                expires_at: u.expires_at.map(unix),
+                usable_until: u.usable_until.map(unix),
+                last_error: u.last_error.as_ref().map(|e| LastErrorView {
+                    at: unix(e.at),
+                    reason: e.reason,
+                    message: e.message.clone(),
+                }),
+                refreshes: u.refreshes,
+                refresh_errors: u.refresh_errors,
+            })
+            .collect(),
     }
 }
 

@@ -880,6 +880,8 @@ struct FileProvider {
     name: String,
     issuer: String,
     jwks_uri: Option<String>,
+    /// Several JWKS URLs whose keys the provider trusts together (instead of `jwks_uri`).
+    jwks_uris: Option<Vec<String>>,
     #[serde(default)]
     audiences: Vec<String>,
     #[serde(default)]
@@ -1171,23 +1173,16 @@ fn is_loopback_host(url: &Url) -> bool {
 }
 
 impl FileProvider {
-    fn validate(
-        self,
-        key: &str,
-        fetchers: &mut Fetchers,
-        tenant_header: &HeaderName,
-    ) -> Result<ProviderSpec, ConfigError> {
-        let k = |field: &str| format!("{key}.{field}");
-        check_name(&k("tenant"), &self.tenant)?;
-        check_name(&k("name"), &self.name)?;
-        // Where keys will be fetched from: the JWKS URL, or the issuer for discovery.
-        let (fetch_key, fetch_url) = match &self.jwks_uri {
-            Some(u) => ("jwks_uri", u.as_str()),
-            None => ("issuer", self.issuer.as_str()),
-        };
-        let url = Url::parse(fetch_url).map_err(|e| {
-            ConfigError::new(k(fetch_key), format!("{fetch_url:?} is not a URL: {e}"))
-        })?;
+    /// Checks one URL keys are fetched from (`at` is its key path): https, or plain http
+    /// to loopback with `allow_insecure_http`.
+    fn check_fetch_url(
+        &self,
+        at: &str,
+        fetch_url: &str,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        let url = Url::parse(fetch_url)
+            .map_err(|e| ConfigError::new(at, format!("{fetch_url:?} is not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" if self.allow_insecure_http && is_loopback_host(&url) => {}
@@ -1202,16 +1197,60 @@ impl FileProvider {
             }
             "http" => {
                 return Err(ConfigError::new(
-                    k(fetch_key),
+                    at,
                     "plain http is refused; use https (or allow_insecure_http = true for a loopback test issuer)",
                 ));
             }
             other => {
                 return Err(ConfigError::new(
-                    k(fetch_key),
+                    at,
                     format!("scheme {other:?} is not supported; use https"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate(
+        self,
+        key: &str,
+        fetchers: &mut Fetchers,
+        tenant_header: &HeaderName,
+    ) -> Result<ProviderSpec, ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        check_name(&k("tenant"), &self.tenant)?;
+        check_name(&k("name"), &self.name)?;
+        // Where keys will be fetched from: the JWKS URL(s), or the issuer for discovery.
+        let fetch_from: Vec<(String, &str)> = match (&self.jwks_uri, &self.jwks_uris) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    k("jwks_uris"),
+                    "set either jwks_uri or jwks_uris, not both",
+                ));
+            }
+            (None, Some(uris)) if uris.is_empty() || uris.len() > keygate::MAX_JWKS_URIS => {
+                return Err(ConfigError::new(
+                    k("jwks_uris"),
+                    format!("list 1 to {} URLs", keygate::MAX_JWKS_URIS),
+                ));
+            }
+            (None, Some(uris)) => {
+                let mut seen = HashSet::new();
+                let mut each = Vec::with_capacity(uris.len());
+                for (j, u) in uris.iter().enumerate() {
+                    let at = k(&format!("jwks_uris[{j}]"));
+                    if !seen.insert(u.as_str()) {
+                        return Err(ConfigError::new(at, format!("{u:?} is listed twice")));
+                    }
+                    each.push((at, u.as_str()));
+                }
+                each
+            }
+            (Some(u), None) => vec![(k("jwks_uri"), u.as_str())],
+            (None, None) => vec![(k("issuer"), self.issuer.as_str())],
+        };
+        for (at, fetch_url) in &fetch_from {
+            self.check_fetch_url(at, fetch_url, &k)?;
         }
         if self.audiences.is_empty() && !self.skip_audience_check {
             return Err(ConfigError::new(
@@ -1374,6 +1413,9 @@ impl FileProvider {
         }
         if let Some(uri) = &self.jwks_uri {
             b = b.jwks_uri(uri);
+        }
+        if let Some(uris) = &self.jwks_uris {
+            b = b.jwks_uris(uris.iter().cloned());
         }
         if let Some(l) = self.leeway {
             if l.0 > Duration::from_secs(300) {
@@ -1614,6 +1656,26 @@ mod tests {
     }
 
     #[test]
+    fn several_jwks_uris_make_one_provider() {
+        let c = parse(&format!(
+            "{MINIMAL}\njwks_uris = [\"https://a.example/jwks\", \"https://b.example/keys\"]"
+        ))
+        .unwrap();
+        let urls: Vec<&str> = c.providers[0]
+            .config
+            .jwks_uris()
+            .iter()
+            .map(url::Url::as_str)
+            .collect();
+        assert_eq!(urls, ["https://a.example/jwks", "https://b.example/keys"]);
+        let nine: Vec<String> = (0..9)
+            .map(|i| format!("\"https://a.example/{i}\""))
+            .collect();
+        let err = parse(&format!("{MINIMAL}\njwks_uris = [{}]", nine.join(", "))).unwrap_err();
+        assert_eq!(err.key, "providers[0].jwks_uris");
+    }
+
+    #[test]
     fn durations_accept_units_and_seconds() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
@@ -1671,6 +1733,26 @@ mod tests {
             (
                 "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nalgorithms = [\"HS256\"]",
                 "providers[0].algorithms[0]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = [\"https://a/jwks\", \"http://b.example/jwks\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris[1]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = [\"https://a/jwks\", \"nope\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris[1]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = [\"https://a/jwks\", \"https://b/jwks\", \"https://a/jwks\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris[2]",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uri = \"https://a/jwks\"\njwks_uris = [\"https://b/jwks\"]\naudiences = [\"x\"]",
+                "providers[0].jwks_uris",
+            ),
+            (
+                "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\njwks_uris = []\naudiences = [\"x\"]",
+                "providers[0].jwks_uris",
             ),
             (
                 "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i\"\naudiences = [\"x\"]\nmin_ttl = \"1h\"\nmax_ttl = \"5m\"",

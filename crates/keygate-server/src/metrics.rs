@@ -396,6 +396,67 @@ fn render_providers(out: &mut Out, providers: &[ProviderStatus], now: SystemTime
     for p in providers {
         out.sample(USABLE, &labels(p), u8::from(p.state.has_usable_keys()));
     }
+
+    render_sources(out, providers, now);
+}
+
+/// Per-URL series of providers with several JWKS URLs (`jwks_uris`), labelled `url`; the
+/// families appear only when some provider has several URLs.
+fn render_sources(out: &mut Out, providers: &[ProviderStatus], now: SystemTime) {
+    if providers.iter().all(|p| p.sources.is_empty()) {
+        return;
+    }
+    let each = || {
+        providers.iter().flat_map(|p| {
+            let [tenant, provider] = labels(p);
+            p.sources
+                .iter()
+                .map(move |u| ([tenant, provider, ("url", u.url.as_str())], u))
+        })
+    };
+
+    const FETCHES: &str = "keygate_jwks_source_fetches_total";
+    out.family(
+        FETCHES,
+        "Fetches of one JWKS URL of a provider with several, by result (ok, error).",
+        "counter",
+    );
+    for ([t, p, url], u) in each() {
+        for (result, count) in [("ok", u.refreshes), ("error", u.refresh_errors)] {
+            out.sample(FETCHES, &[t, p, url, ("result", result)], count);
+        }
+    }
+
+    const KEYS: &str = "keygate_jwks_source_keys";
+    out.family(KEYS, "Keys in one JWKS URL's cached document.", "gauge");
+    for (l, u) in each() {
+        out.sample(KEYS, &l, u.kids.len());
+    }
+
+    const EXPIRES: &str = "keygate_jwks_source_expires_in_seconds";
+    out.family(
+        EXPIRES,
+        "Seconds until one JWKS URL's document stops being fresh; negative once stale.",
+        "gauge",
+    );
+    for (l, u) in each() {
+        if let Some(expires_at) = u.expires_at {
+            out.sample(EXPIRES, &l, Float(seconds_between(now, expires_at)));
+        }
+    }
+
+    const STATE: &str = "keygate_jwks_source_state";
+    out.family(
+        STATE,
+        "1 for one JWKS URL's current state, 0 for the others.",
+        "gauge",
+    );
+    for ([t, p, url], u) in each() {
+        for state in STATES {
+            let value = u8::from(state == u.state);
+            out.sample(STATE, &[t, p, url, ("state", state.as_str())], value);
+        }
+    }
 }
 
 fn render_bus(out: &mut Out, bus: &BusStatus, accept_while_degraded: bool) {
@@ -988,6 +1049,51 @@ mod tests {
             .as_deref(),
             Some("1")
         );
+    }
+
+    #[tokio::test]
+    async fn each_url_of_a_provider_with_several_has_its_series() {
+        let split = ProviderConfig::builder("acme", "split", "https://split.test")
+            .audiences(["api"])
+            .jwks_uris(["https://a.split.test/jwks", "https://b.split.test/jwks"])
+            .build()
+            .unwrap();
+        let verifier = Verifier::builder()
+            .provider(split)
+            .clock(Arc::new(ManualClock::at_unix(T0)))
+            .build()
+            .unwrap();
+        let status = verifier.status();
+        let bus = bus();
+        let text = Metrics::new().render(&scrape_at(&status, &bus));
+        check_lines(&text);
+        for url in ["https://a.split.test/jwks", "https://b.split.test/jwks"] {
+            let l = format!(r#"tenant="acme",provider="split",url="{url}""#);
+            let get = |series: String| value(&text, &series);
+            assert_eq!(
+                get(format!(r#"keygate_jwks_source_state{{{l},state="empty"}}"#)).as_deref(),
+                Some("1")
+            );
+            assert_eq!(
+                get(format!(r#"keygate_jwks_source_state{{{l},state="fresh"}}"#)).as_deref(),
+                Some("0")
+            );
+            assert_eq!(
+                get(format!("keygate_jwks_source_keys{{{l}}}")).as_deref(),
+                Some("0")
+            );
+            assert_eq!(
+                get(format!(
+                    r#"keygate_jwks_source_fetches_total{{{l},result="error"}}"#
+                ))
+                .as_deref(),
+                Some("0")
+            );
+        }
+        // Providers with one URL add no per-URL families.
+        let one = providers().await;
+        let text = Metrics::new().render(&scrape_at(&one, &bus));
+        assert!(!text.contains("keygate_jwks_source_"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::fetch::Fetch;
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
 use crate::refresh::Refresher;
+use crate::refresh::sources::{Document, Sources};
 
 /// Identifies a provider: a tenant and the provider's name within it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +138,9 @@ pub(crate) struct Snapshot {
     pub(crate) flush: Option<FlushId>,
     /// `kid`s the keys before these had and these lack: withdrawn by the IdP.
     pub(crate) withdrawn: Vec<String>,
+    /// For a provider with several JWKS URLs, the document of each URL that has a usable one,
+    /// in configuration order; `keys` is their union. Empty otherwise.
+    pub(crate) documents: Vec<Arc<Document>>,
 }
 
 impl Snapshot {
@@ -154,6 +158,9 @@ impl Snapshot {
 
     /// The set as another replica would adopt it; `None` for static sets.
     pub(crate) fn published(&self) -> Option<PublishedKeySet> {
+        if !self.documents.is_empty() {
+            return self.published_documents();
+        }
         Some(
             PublishedKeySet::new(
                 Arc::clone(self.jwks.as_ref()?),
@@ -226,6 +233,8 @@ pub(crate) struct Provider {
     pub(crate) fetcher: Arc<dyn Fetch>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) exchange: Option<Arc<dyn KeyExchange>>,
+    /// Per-URL refresh state of a provider with several JWKS URLs.
+    pub(crate) sources: Sources,
 }
 
 impl Provider {
@@ -254,13 +263,15 @@ impl Provider {
                     fetch_seq: None,
                     flush: None,
                     withdrawn: Vec::new(),
+                    documents: Vec::new(),
                 }))
             }
-            KeySource::Url(_) | KeySource::Discovery(_) => None,
+            KeySource::Url(_) | KeySource::Urls(_) | KeySource::Discovery(_) => None,
         };
         let fetcher = config.fetcher.clone().unwrap_or(fetcher);
         Ok(Arc::new(Provider {
             id,
+            sources: Sources::new(config.jwks_uris().len()),
             refresher: Refresher::new(&config.cache, clock.now()),
             config,
             snapshot: ArcSwapOption::new(snapshot),
@@ -282,7 +293,7 @@ impl Provider {
         let state = match &snap {
             None => ProviderState::Empty,
             Some(s) if !s.is_usable(now) => ProviderState::Unavailable,
-            Some(_) if failure.is_some() => ProviderState::Failing,
+            Some(_) if failure.is_some() || self.sources.any_failing() => ProviderState::Failing,
             Some(s) if s.is_fresh(now) => ProviderState::Fresh,
             Some(_) => ProviderState::Stale,
         };
@@ -306,6 +317,7 @@ impl Provider {
             expires_at: snap.as_ref().and_then(|s| s.expires_at()),
             usable_until: snap.as_ref().and_then(|s| s.usable_until),
             refetching_after_flush: snap.is_none() && flush.is_some() && failure.is_none(),
+            sources: self.source_statuses(snap.as_deref()),
             flush,
             last_error: failure.map(|(at, e)| LastError {
                 at,
@@ -397,6 +409,39 @@ pub struct ProviderStatus {
     pub refetching_after_flush: bool,
     /// Event counters.
     pub counters: CounterSnapshot,
+    /// For a provider with several JWKS URLs (`jwks_uris`), each URL's state, in
+    /// configuration order. The provider's own fields then sum them up: `jwks_uri` is `None`,
+    /// `kids` is the union, `state` is `failing` while any URL fails, `fetched_at` is the
+    /// newest document's, `expires_at` the first document's expiry and `usable_until` the
+    /// last document's. Empty for a provider with one URL.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// The state of one JWKS URL of a provider with several.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SourceStatus {
+    /// The URL.
+    pub url: String,
+    /// The state of its document: `empty` before its first success, `failing` while its last
+    /// attempt failed (its cached keys still served), `unavailable` past its stale window.
+    pub state: ProviderState,
+    /// The `kid`s of its document.
+    pub kids: Vec<String>,
+    /// Entries of its document that were skipped as broken or unsupported.
+    pub skipped_keys: usize,
+    /// When its document was fetched.
+    pub fetched_at: Option<SystemTime>,
+    /// When its document stops being fresh.
+    pub expires_at: Option<SystemTime>,
+    /// When its keys stop being served.
+    pub usable_until: Option<SystemTime>,
+    /// Its last failure, cleared by a success.
+    pub last_error: Option<LastError>,
+    /// Successful fetches (200 or 304) of this URL.
+    pub refreshes: u64,
+    /// Failed fetches of this URL.
+    pub refresh_errors: u64,
 }
 
 /// A refresh failure.

@@ -17,6 +17,9 @@ use crate::jwk::DEFAULT_MAX_KEYS;
 pub(crate) enum KeySource {
     /// A JWKS URL, fetched and cached.
     Url(Url),
+    /// Several JWKS URLs (2 to [`MAX_JWKS_URIS`], distinct), each fetched, cached and
+    /// refreshed on its own; the provider's keys are the union (see `refresh/sources.rs`).
+    Urls(Arc<[Url]>),
     /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
     Discovery(Url),
     /// A fixed JWKS document (offline verification); never refreshed.
@@ -27,11 +30,18 @@ impl fmt::Debug for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeySource::Url(u) => f.debug_tuple("Url").field(&u.as_str()).finish(),
+            KeySource::Urls(us) => f
+                .debug_tuple("Urls")
+                .field(&us.iter().map(Url::as_str).collect::<Vec<_>>())
+                .finish(),
             KeySource::Discovery(u) => f.debug_tuple("Discovery").field(&u.as_str()).finish(),
             KeySource::Static(d) => f.debug_tuple("Static").field(&d.len()).finish(),
         }
     }
 }
+
+/// The most JWKS URLs one provider may list ([`ProviderConfigBuilder::jwks_uris`]).
+pub const MAX_JWKS_URIS: usize = 8;
 
 /// How the key cache of one provider behaves. Defaults follow the field's best practice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +167,7 @@ impl ProviderConfig {
             name: name.into(),
             issuer: issuer.into(),
             jwks_uri: None,
+            jwks_uris: Vec::new(),
             static_jwks: None,
             audiences: Vec::new(),
             skip_audience: false,
@@ -210,6 +221,17 @@ impl ProviderConfig {
             _ => None,
         }
     }
+
+    /// Every configured JWKS URL: one for a provider with a `jwks_uri`, several for one
+    /// configured with [`ProviderConfigBuilder::jwks_uris`], none when discovered or static.
+    #[must_use]
+    pub fn jwks_uris(&self) -> &[Url] {
+        match &self.source {
+            KeySource::Url(u) => std::slice::from_ref(u),
+            KeySource::Urls(us) => us,
+            _ => &[],
+        }
+    }
 }
 
 /// Builds a [`ProviderConfig`].
@@ -220,6 +242,7 @@ pub struct ProviderConfigBuilder {
     name: String,
     issuer: String,
     jwks_uri: Option<String>,
+    jwks_uris: Vec<String>,
     static_jwks: Option<Arc<[u8]>>,
     audiences: Vec<String>,
     skip_audience: bool,
@@ -238,6 +261,23 @@ impl ProviderConfigBuilder {
     /// discovered from `{issuer}/.well-known/openid-configuration`.
     pub fn jwks_uri(mut self, url: impl Into<String>) -> Self {
         self.jwks_uri = Some(url.into());
+        self
+    }
+
+    /// Fetches keys from several JWKS URLs (at most [`MAX_JWKS_URIS`], distinct), e.g. during
+    /// an IdP migration or for an issuer that splits its signing keys across documents.
+    ///
+    /// Each URL is fetched, cached, revalidated and refreshed on its own, and a failing URL
+    /// never takes down the keys of the others. The provider's keys are the union; when two
+    /// documents use the same `kid` for different keys, a token naming it verifies if any of
+    /// those keys verifies it. A single URL here is the same as [`Self::jwks_uri`]; setting
+    /// both is an error.
+    pub fn jwks_uris<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.jwks_uris = urls.into_iter().map(Into::into).collect();
         self
     }
 
@@ -340,12 +380,44 @@ impl ProviderConfigBuilder {
                 "at least one audience is required",
             ));
         }
-        let source = match (self.static_jwks, self.jwks_uri) {
-            (Some(doc), _) => KeySource::Static(doc),
-            (None, Some(uri)) => KeySource::Url(
+        if self.jwks_uri.is_some() && !self.jwks_uris.is_empty() {
+            return Err(ConfigError::new(
+                "jwks_uris",
+                "set either jwks_uri or jwks_uris, not both",
+            ));
+        }
+        let mut jwks_uri = self.jwks_uri;
+        if self.jwks_uris.len() > MAX_JWKS_URIS {
+            return Err(ConfigError::new(
+                "jwks_uris",
+                format!("at most {MAX_JWKS_URIS} URLs"),
+            ));
+        }
+        let mut several = None;
+        if self.jwks_uris.len() == 1 {
+            jwks_uri = self.jwks_uris.into_iter().next();
+        } else if !self.jwks_uris.is_empty() {
+            let mut urls: Vec<Url> = Vec::with_capacity(self.jwks_uris.len());
+            for (i, uri) in self.jwks_uris.iter().enumerate() {
+                let url = Url::parse(uri)
+                    .map_err(|e| ConfigError::new("jwks_uris", format!("entry {i}: {e}")))?;
+                if urls.contains(&url) {
+                    return Err(ConfigError::new(
+                        "jwks_uris",
+                        format!("entry {i}: listed twice"),
+                    ));
+                }
+                urls.push(url);
+            }
+            several = Some(KeySource::Urls(urls.into()));
+        }
+        let source = match (self.static_jwks, jwks_uri, several) {
+            (Some(doc), _, _) => KeySource::Static(doc),
+            (None, _, Some(several)) => several,
+            (None, Some(uri), None) => KeySource::Url(
                 Url::parse(&uri).map_err(|e| ConfigError::new("jwks_uri", e.to_string()))?,
             ),
-            (None, None) => {
+            (None, None, None) => {
                 let base = self.issuer.trim_end_matches('/');
                 let url = format!("{base}/.well-known/openid-configuration");
                 KeySource::Discovery(Url::parse(&url).map_err(|e| {

@@ -47,6 +47,49 @@ pub struct PublishedKeySet {
     /// negative-cache lifetime, like the publisher does, so a withdrawn key costs the cluster
     /// no fetch per replica.
     pub withdrawn: Vec<String>,
+    /// For a provider with several JWKS URLs, each URL's document as the publisher holds it
+    /// (then `jwks` is empty, `fetched_at` is the newest document's and `fresh_until` the
+    /// latest). Empty for a provider with one URL, whose set is `jwks` alone.
+    ///
+    /// An adopter takes each document only if it is newer than the one it holds for that URL
+    /// and keeps the others: adopting a peer's fetch of one URL never drops its keys of
+    /// another.
+    pub documents: Vec<PublishedDocument>,
+}
+
+/// One JWKS URL's document inside a [`PublishedKeySet`] of a provider with several URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishedDocument {
+    /// The configured JWKS URL it was fetched from.
+    pub url: String,
+    /// The JWKS document exactly as served.
+    pub jwks: Arc<str>,
+    /// When the publisher got it (a 200, or a 304 that confirmed it).
+    pub fetched_at: SystemTime,
+    /// Until when the publisher considers it fresh.
+    pub fresh_until: SystemTime,
+    /// The response's `ETag`.
+    pub etag: Option<Arc<str>>,
+}
+
+impl PublishedDocument {
+    /// The document `jwks` fetched from `url` at `fetched_at`, fresh until `fresh_until`.
+    pub fn new(
+        url: impl Into<String>,
+        jwks: impl Into<Arc<str>>,
+        fetched_at: SystemTime,
+        fresh_until: SystemTime,
+        etag: Option<Arc<str>>,
+    ) -> Self {
+        PublishedDocument {
+            url: url.into(),
+            jwks: jwks.into(),
+            fetched_at,
+            fresh_until,
+            etag,
+        }
+    }
 }
 
 impl PublishedKeySet {
@@ -64,6 +107,24 @@ impl PublishedKeySet {
             etag,
             flush: None,
             withdrawn: Vec::new(),
+            documents: Vec::new(),
+        }
+    }
+
+    /// The set of a provider with several JWKS URLs: one document per URL (see
+    /// [`PublishedKeySet::documents`]). `fetched_at` and `fresh_until` are derived from them.
+    #[must_use]
+    pub fn from_documents(documents: Vec<PublishedDocument>) -> Self {
+        let fetched_at = documents.iter().map(|d| d.fetched_at).max();
+        let fresh_until = documents.iter().map(|d| d.fresh_until).max();
+        PublishedKeySet {
+            jwks: Arc::from(""),
+            fetched_at: fetched_at.unwrap_or(SystemTime::UNIX_EPOCH),
+            fresh_until: fresh_until.unwrap_or(SystemTime::UNIX_EPOCH),
+            etag: None,
+            flush: None,
+            withdrawn: Vec::new(),
+            documents,
         }
     }
 

@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_KEYS: usize = 100;
 pub struct KeySet {
     keys: Vec<Key>,
     skipped: Vec<SkippedKey>,
+    /// How many documents the keys came from: 1 for a parsed document, more for the union of
+    /// a provider's several JWKS URLs ([`KeySet::union`]), whose keys are grouped by document.
+    documents: u16,
 }
 
 /// Why an entry of a key set was skipped rather than kept as a key.
@@ -60,8 +63,11 @@ pub struct SkippedKey {
 }
 
 /// One entry of a key set.
+#[derive(Clone)]
 pub(crate) struct Key {
     kid: Option<Arc<str>>,
+    /// The index of the document the key came from, in a union of several (0 otherwise).
+    document: u16,
     family: KeyFamily,
     /// The JWK's own `alg`, when it names one.
     alg: Option<Algorithm>,
@@ -121,7 +127,34 @@ impl KeySet {
         for entry in &skipped {
             tracing::debug!(kid = ?entry.kid, reason = entry.reason.as_str(), "skipped a JWK entry");
         }
-        Ok(KeySet { keys, skipped })
+        Ok(KeySet {
+            keys,
+            skipped,
+            documents: 1,
+        })
+    }
+
+    /// The union of several documents' key sets, in order, each key remembering its document.
+    ///
+    /// Two documents may use the same `kid` for different keys (an issuer splitting its keys
+    /// across documents, or migrating between two); [`KeySet::candidates`] then yields one
+    /// key per document, so that no document's key shadows another's.
+    pub(crate) fn union<'a>(sets: impl IntoIterator<Item = &'a KeySet>) -> KeySet {
+        let mut union = KeySet {
+            keys: Vec::new(),
+            skipped: Vec::new(),
+            documents: 0,
+        };
+        for set in sets {
+            let document = union.documents;
+            union.keys.extend(set.keys.iter().map(|k| Key {
+                document,
+                ..k.clone()
+            }));
+            union.skipped.extend(set.skipped.iter().cloned());
+            union.documents = union.documents.saturating_add(1);
+        }
+        union
     }
 
     /// The number of entries that can verify signatures.
@@ -161,6 +194,7 @@ impl KeySet {
         self.keys.len() == other.keys.len()
             && self.keys.iter().zip(&other.keys).all(|(a, b)| {
                 a.kid == b.kid
+                    && a.document == b.document
                     && a.material == b.material
                     && a.alg == b.alg
                     && a.for_signing == b.for_signing
@@ -185,7 +219,8 @@ impl KeySet {
                 refused.map_or(Lookup::Missing, Lookup::Refused)
             }
             None => {
-                // Without a `kid`, a key is chosen only when exactly one fits the algorithm.
+                // Without a `kid`, a key is chosen only when exactly one fits the algorithm
+                // (across every document of a union).
                 let mut fitting = self.keys.iter().filter(|k| k.check(alg).is_ok());
                 match (fitting.next(), fitting.next()) {
                     (Some(key), None) => Lookup::Found(key),
@@ -193,6 +228,32 @@ impl KeySet {
                 }
             }
         }
+    }
+
+    /// Whether the keys came from more than one document ([`KeySet::union`]).
+    pub(crate) fn is_union(&self) -> bool {
+        self.documents > 1
+    }
+
+    /// The keys a token with `kid` and `alg` may verify under, one per document: in each
+    /// document, the key [`KeySet::lookup`] would choose in that document alone (so inside
+    /// one document, duplicate `kid`s behave as they always did). The first is the key
+    /// `lookup` returns. Allocates nothing.
+    pub(crate) fn candidates<'a>(
+        &'a self,
+        kid: &'a str,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
+        // Keys are grouped by document, so "first fitting key of its document" is "first
+        // fitting key since the document changed".
+        let mut last = None;
+        self.keys.iter().filter(move |k| {
+            if last == Some(k.document) || k.kid.as_deref() != Some(kid) || k.check(alg).is_err() {
+                return false;
+            }
+            last = Some(k.document);
+            true
+        })
     }
 }
 
@@ -329,6 +390,7 @@ impl Key {
         }
         Ok(Key {
             kid: jwk.kid.as_deref().map(Arc::from),
+            document: 0,
             family,
             alg,
             for_signing,

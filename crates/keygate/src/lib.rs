@@ -42,14 +42,18 @@ mod token_cache;
 mod verify;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
-pub use cache::{CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus};
+pub use cache::{
+    CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus, SourceStatus,
+};
 pub use clock::{Clock, SystemClock};
-pub use config::{CacheSettings, ProviderConfig, ProviderConfigBuilder, RetrySettings};
+pub use config::{
+    CacheSettings, MAX_JWKS_URIS, ProviderConfig, ProviderConfigBuilder, RetrySettings,
+};
 pub use error::{
     ClaimsError, ConfigError, HeaderError, JwksError, KeyError, KeysUnavailable, Malformed,
     RevokedBy, VerifyError,
 };
-pub use exchange::{AdoptError, KeyExchange, PublishedKeySet};
+pub use exchange::{AdoptError, KeyExchange, PublishedDocument, PublishedKeySet};
 pub use fetch::{Fetch, FetchError, HttpFetcher};
 pub use freshness::TtlPolicy;
 pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};

@@ -89,6 +89,9 @@ use crate::fetch::{
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
 
+pub(crate) mod sources;
+use sources::{Document, Why};
+
 /// The result of one refresh, shared by everyone who waited for it.
 pub(crate) type Outcome = Result<Arc<Snapshot>, KeysUnavailable>;
 
@@ -301,13 +304,12 @@ struct Candidate {
     flush: Option<FlushId>,
     /// What the publisher says its set withdrew (sets from peers only).
     withdrawn: Vec<String>,
+    /// For a provider with several JWKS URLs, the documents this candidate brings (see
+    /// `sources.rs`); `keys` and `freshness` are derived from them.
+    documents: Vec<Arc<Document>>,
 }
 
 impl Candidate {
-    fn fetched_at(&self) -> SystemTime {
-        self.freshness.fetched_at()
-    }
-
     fn expires_at(&self) -> SystemTime {
         self.freshness.fetched_at() + self.freshness.ttl()
     }
@@ -341,6 +343,7 @@ impl Provider {
             s.next_attempt_at = now;
             s.quiet_until = None;
         }
+        self.sources.reset();
         lock(&self.refresher.negative).clear();
         lock(&self.refresher.bucket).deferred = None;
         {
@@ -349,7 +352,7 @@ impl Provider {
             if tokio::runtime::Handle::try_current().is_ok() {
                 // Awaited, not dropped: a shared future nobody polls never reports itself
                 // finished, and later refreshes would keep joining it.
-                let refetch = self.start(&mut inflight);
+                let refetch = self.start(&mut inflight, Why::All);
                 tokio::spawn(async move {
                     let _ = refetch.await;
                 });
@@ -362,16 +365,26 @@ impl Provider {
 
     /// Refetches now, joining a refresh already in flight.
     pub(crate) fn refresh(self: &Arc<Self>) -> Inflight {
+        self.refresh_for(Why::Due)
+    }
+
+    /// Refetches now, joining a refresh already in flight; for a provider with several JWKS
+    /// URLs, asks every one of them (an operator's explicit refresh).
+    pub(crate) fn refresh_all(self: &Arc<Self>) -> Inflight {
+        self.refresh_for(Why::All)
+    }
+
+    fn refresh_for(self: &Arc<Self>, why: Why) -> Inflight {
         let mut inflight = lock(&self.refresher.inflight);
         if let Some(running) = running(&inflight) {
             return running;
         }
-        self.start(&mut inflight)
+        self.start(&mut inflight, why)
     }
 
     /// Starts a refresh on its own task, so it completes (and updates the cache) even if every
     /// caller gives up waiting. The caller holds the in-flight lock and found none running.
-    fn start(self: &Arc<Self>, inflight: &mut Option<Inflight>) -> Inflight {
+    fn start(self: &Arc<Self>, inflight: &mut Option<Inflight>, why: Why) -> Inflight {
         let seq = self.refresher.started.fetch_add(1, Ordering::AcqRel) + 1;
         // This refresh begins after every unknown `kid` refused so far: it does the deferred
         // refetch's job, whatever started it.
@@ -380,7 +393,7 @@ impl Provider {
         // What the starter held: a set installed between now and the task running (adopted
         // from the log, say) is then found in the exchange and used, not fetched again.
         let held = self.snapshot.load().as_ref().map(|s| s.fetched_at);
-        let task = tokio::spawn(async move { provider.run_refresh(seq, held).await });
+        let task = tokio::spawn(async move { provider.run_refresh(seq, held, why).await });
         let fut: BoxFuture<'static, Outcome> = Box::pin(task.map(|joined| {
             joined.unwrap_or_else(|_| {
                 Err(KeysUnavailable::Fetch(Some(Arc::new(
@@ -442,7 +455,7 @@ impl Provider {
                         let mut bucket = lock(&self.refresher.bucket);
                         if quiet.is_none() && bucket.try_take(now) {
                             drop(bucket);
-                            self.start(&mut inflight)
+                            self.start(&mut inflight, Why::Forced)
                         } else {
                             if missing_kid.is_some() {
                                 self.defer(&mut bucket, now, quiet);
@@ -539,11 +552,11 @@ impl Provider {
     /// The set does not parse into a usable key set under this provider's limits.
     pub(crate) fn adopt(self: &Arc<Self>, set: &PublishedKeySet) -> Result<bool, JwksError> {
         // Checked first so that replaying old entries of a log costs no parse.
-        if self.holds_newer_than(set.fetched_at) || set.flush != self.refresher.flush_id() {
+        if self.holds_published(set) || set.flush != self.refresher.flush_id() {
             return Ok(false);
         }
         let candidate = self.candidate_from(set)?;
-        let usable_until = candidate.expires_at() + self.config.cache.stale_window;
+        let usable_until = candidate.usable_until(self.config.cache.stale_window);
         if self.clock.now() > usable_until {
             return Ok(false);
         }
@@ -651,7 +664,7 @@ impl Provider {
         if bucket.try_take(now) {
             drop(bucket);
             tracing::debug!(provider = %self.id, "running the deferred refetch");
-            return Some(self.start(&mut inflight));
+            return Some(self.start(&mut inflight, Why::Forced));
         }
         // The token is not there yet after all (the clock stepped back): look again later.
         bucket.deferred = bucket
@@ -660,12 +673,20 @@ impl Provider {
         None
     }
 
-    async fn run_refresh(self: Arc<Self>, seq: u64, held: Option<SystemTime>) -> Outcome {
+    async fn run_refresh(self: Arc<Self>, seq: u64, held: Option<SystemTime>, why: Why) -> Outcome {
         let flush = self.refresher.flush_id();
         if let Some(adopted) = self.from_exchange(held, flush.as_ref()).await {
-            return Ok(adopted);
+            // With several URLs, a peer's set may bring some documents and not the one due.
+            if !self.still_due(why) {
+                return Ok(adopted);
+            }
         }
-        match self.fetch_and_parse(seq, flush.clone()).await {
+        let fetched = if self.is_multi() {
+            self.fetch_documents(seq, flush.clone(), why).await
+        } else {
+            self.fetch_and_parse(seq, flush.clone()).await
+        };
+        match fetched {
             Ok(candidate) => {
                 Counters::bump(&self.counters.refreshes);
                 let Some(snap) = self.install(candidate) else {
@@ -825,7 +846,7 @@ impl Provider {
     /// adoptions cannot reorder and no flush slips in between.
     fn install_if_newer(self: &Arc<Self>, candidate: Candidate) -> Option<Arc<Snapshot>> {
         let mut state = lock(&self.refresher.state);
-        if state.flush != candidate.flush || self.holds_newer_than(candidate.fetched_at()) {
+        if state.flush != candidate.flush || self.holds_candidate(&candidate) {
             return None;
         }
         let (snap, changed) = self.install_locked(&mut state, candidate);
@@ -841,6 +862,9 @@ impl Provider {
         let now = self.clock.now();
         let cache = &self.config.cache;
         let current = self.snapshot.load_full();
+        let candidate = self.merge_documents(candidate, current.as_deref(), now);
+        let fetched_at = candidate.fetched_at();
+        let usable_until = candidate.usable_until(cache.stale_window);
         let (keys, generation, changed) = match &current {
             Some(cur)
                 if Arc::ptr_eq(&cur.keys, &candidate.keys)
@@ -864,8 +888,7 @@ impl Provider {
         withdrawn.sort_unstable();
         withdrawn.dedup();
         withdrawn.truncate(MAX_WITHDRAWN);
-        let fetched_at = candidate.freshness.fetched_at();
-        let expires = fetched_at + candidate.freshness.ttl();
+        let expires = candidate.freshness.fetched_at() + candidate.freshness.ttl();
         state.last_failure = None;
         state.consecutive_failures = 0;
         if candidate.fetch_seq.is_some() {
@@ -879,18 +902,25 @@ impl Provider {
             .checked_sub(ahead)
             .unwrap_or(now)
             .max(now + MIN_REFRESH_INTERVAL);
+        if let Some(retry) = self.next_url_retry() {
+            // A failing URL of several is asked again at its own time.
+            state.next_attempt_at = state
+                .next_attempt_at
+                .min(retry.max(now + MIN_REFRESH_INTERVAL));
+        }
         let snap = Arc::new(Snapshot {
             keys,
             generation,
             fetched_at,
             freshness: Some(candidate.freshness),
-            usable_until: Some(expires + cache.stale_window),
+            usable_until: Some(usable_until),
             url: candidate.url,
             jwks: candidate.jwks,
             etag: candidate.etag,
             fetch_seq: candidate.fetch_seq,
             flush: candidate.flush,
             withdrawn,
+            documents: candidate.documents,
         });
         self.snapshot.store(Some(Arc::clone(&snap)));
         (snap, changed)
@@ -917,6 +947,9 @@ impl Provider {
     /// Parses a set from another replica exactly like a fetched body, under this provider's
     /// limits and TTL policy.
     fn candidate_from(&self, set: &PublishedKeySet) -> Result<Candidate, JwksError> {
+        if self.is_multi() {
+            return self.candidate_from_documents(set);
+        }
         if set.jwks.len() > DEFAULT_MAX_BODY_BYTES {
             return Err(JwksError::TooLarge(DEFAULT_MAX_BODY_BYTES));
         }
@@ -938,6 +971,7 @@ impl Provider {
             fetch_seq: None,
             flush: set.flush.clone(),
             withdrawn: set.withdrawn.clone(),
+            documents: Vec::new(),
         })
     }
 
@@ -995,6 +1029,7 @@ impl Provider {
                     fetch_seq: Some(seq),
                     flush,
                     withdrawn: Vec::new(),
+                    documents: Vec::new(),
                 });
             }
             // A 304 we cannot match to what we hold: fetch the whole set unconditionally.
@@ -1026,6 +1061,7 @@ impl Provider {
             fetch_seq: Some(seq),
             flush,
             withdrawn: Vec::new(),
+            documents: Vec::new(),
         })
     }
 
@@ -1034,7 +1070,7 @@ impl Provider {
         match &self.config.source {
             KeySource::Url(url) => Some(url.clone()),
             KeySource::Discovery(_) => lock(&self.refresher.state).discovered.clone(),
-            KeySource::Static(_) => None,
+            KeySource::Static(_) | KeySource::Urls(_) => None,
         }
     }
 
@@ -1042,6 +1078,8 @@ impl Provider {
     async fn jwks_url(&self) -> Result<Url, FetchError> {
         let discovery = match &self.config.source {
             KeySource::Url(url) => return Ok(url.clone()),
+            // Fetched per URL by `sources.rs`, never through here.
+            KeySource::Urls(urls) => return Ok(urls[0].clone()),
             KeySource::Discovery(url) => url,
             KeySource::Static(_) => {
                 return Err(FetchError::Config("static key sets are not fetched".into()));

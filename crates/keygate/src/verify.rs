@@ -159,7 +159,7 @@ impl Verifier {
             return Err(RefreshError::Static(id.clone()));
         }
         provider
-            .refresh()
+            .refresh_all()
             .await
             .map(drop)
             .map_err(RefreshError::Failed)
@@ -407,6 +407,8 @@ impl Verifier {
                     return Err(VerifyError::BadSignature);
                 };
                 let changed = match fresh.keys.lookup(kid, header.alg) {
+                    // Several documents: any of their keys for this `kid` may have changed.
+                    _ if fresh.keys.is_union() => fresh.generation != snapshot.generation,
                     Lookup::Found(key) => key.material() != &*material,
                     _ => true,
                 };
@@ -530,10 +532,22 @@ fn check_signature(
     match snapshot.keys.lookup(kid, alg) {
         Lookup::Found(key) => {
             if key.verify(alg, message, signature) {
-                Ok((key.kid().cloned(), snapshot.generation))
-            } else {
-                Err(SigFailure::BadSignature(key.material().into()))
+                return Ok((key.kid().cloned(), snapshot.generation));
             }
+            // A provider with several JWKS URLs: two documents may use this `kid` for
+            // different keys, and the token verifies if any of them verifies it (the first
+            // candidate is the key just tried).
+            if let Some(kid) = kid
+                && snapshot.keys.is_union()
+                && let Some(other) = snapshot
+                    .keys
+                    .candidates(kid, alg)
+                    .skip(1)
+                    .find(|k| k.verify(alg, message, signature))
+            {
+                return Ok((other.kid().cloned(), snapshot.generation));
+            }
+            Err(SigFailure::BadSignature(key.material().into()))
         }
         Lookup::Refused(e) => Err(SigFailure::Refused(e)),
         Lookup::Missing => Err(SigFailure::Missing),

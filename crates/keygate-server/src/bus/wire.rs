@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
-use keygate::{FlushId, ProviderId, PublishedKeySet, Revocation};
+use keygate::{FlushId, ProviderId, PublishedDocument, PublishedKeySet, Revocation};
 use serde::{Deserialize, Serialize};
 
 use super::{Envelope, Event};
@@ -271,6 +271,19 @@ struct KeySetPayload {
     /// `kid`s the IdP withdrew (absent: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     withdrawn: Vec<String>,
+    /// A provider with several JWKS URLs: each URL's document (then `jwks` is empty).
+    /// Absent for a provider with one URL, whose entries are as they always were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    documents: Vec<DocumentPayload>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DocumentPayload {
+    url: String,
+    jwks: String,
+    fetched_at_ms: u64,
+    fresh_until_ms: u64,
+    etag: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -315,6 +328,17 @@ pub fn payload(event: &Event) -> (&'static str, String) {
             etag: set.etag.as_deref().map(str::to_owned),
             flush: set.flush.as_ref().map(ToString::to_string),
             withdrawn: set.withdrawn.clone(),
+            documents: set
+                .documents
+                .iter()
+                .map(|d| DocumentPayload {
+                    url: d.url.clone(),
+                    jwks: d.jwks.to_string(),
+                    fetched_at_ms: millis(d.fetched_at),
+                    fresh_until_ms: millis(d.fresh_until),
+                    etag: d.etag.as_deref().map(str::to_owned),
+                })
+                .collect(),
         }),
         Event::App { namespace, key } => serde_json::to_string(&AppPayload {
             namespace: namespace.clone(),
@@ -507,16 +531,43 @@ fn parse_event(kind: &str, payload: &str) -> Result<Event, EntryError> {
             for kid in &p.withdrawn {
                 field(kid)?;
             }
-            Event::KeySet {
-                provider: ProviderId::new(&p.tenant, &p.provider),
-                set: PublishedKeySet::new(
+            if p.documents.len() > keygate::MAX_JWKS_URIS {
+                return Err(EntryError::Malformed("documents"));
+            }
+            for d in &p.documents {
+                field(&d.url)?;
+                if d.etag.as_ref().is_some_and(|e| e.len() > MAX_FIELD_BYTES) {
+                    return Err(EntryError::Malformed("etag"));
+                }
+            }
+            let set = if p.documents.is_empty() {
+                PublishedKeySet::new(
                     p.jwks,
                     from_millis(p.fetched_at_ms),
                     from_millis(p.fresh_until_ms),
                     p.etag.map(Into::into),
                 )
-                .after_flush(flush_id(p.flush.as_deref())?)
-                .withdrawing(p.withdrawn),
+            } else {
+                PublishedKeySet::from_documents(
+                    p.documents
+                        .into_iter()
+                        .map(|d| {
+                            PublishedDocument::new(
+                                d.url,
+                                d.jwks,
+                                from_millis(d.fetched_at_ms),
+                                from_millis(d.fresh_until_ms),
+                                d.etag.map(Into::into),
+                            )
+                        })
+                        .collect(),
+                )
+            };
+            Event::KeySet {
+                provider: ProviderId::new(&p.tenant, &p.provider),
+                set: set
+                    .after_flush(flush_id(p.flush.as_deref())?)
+                    .withdrawing(p.withdrawn),
             }
         }
         "app" => {
@@ -641,6 +692,26 @@ mod tests {
                 )
                 .after_flush(FlushId::new("f-0123"))
                 .withdrawing(vec!["old-1".into(), "old-2".into()]),
+            },
+            Event::KeySet {
+                provider: ProviderId::new("acme", "split"),
+                set: PublishedKeySet::from_documents(vec![
+                    PublishedDocument::new(
+                        "https://a.example/jwks",
+                        r#"{"keys":[]}"#,
+                        from_millis(1_800_000_000_123),
+                        from_millis(1_800_000_300_000),
+                        Some("\"a1\"".into()),
+                    ),
+                    PublishedDocument::new(
+                        "https://b.example/jwks",
+                        r#"{"keys":[{}]}"#,
+                        from_millis(1_800_000_000_456),
+                        from_millis(1_800_003_600_000),
+                        None,
+                    ),
+                ])
+                .after_flush(FlushId::new("f-1")),
             },
             Event::App {
                 namespace: "users".into(),

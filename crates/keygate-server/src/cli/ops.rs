@@ -687,6 +687,20 @@ struct ProviderRow {
     fetched_at: Option<i64>,
     expires_at: Option<i64>,
     last_error: Option<LastErrorRow>,
+    /// One row per JWKS URL of a provider with several.
+    #[serde(default)]
+    sources: Vec<SourceRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SourceRow {
+    url: String,
+    state: String,
+    #[serde(default)]
+    kids: Vec<String>,
+    fetched_at: Option<i64>,
+    expires_at: Option<i64>,
+    last_error: Option<LastErrorRow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -749,6 +763,21 @@ fn status_text(r: &StatusReply) -> String {
             expires,
             error,
         ]);
+        // A provider with several JWKS URLs: one indented row per URL under it.
+        for u in &p.sources {
+            let at = |t: Option<i64>| t.map_or_else(|| "-".into(), |t| relative(t, r.now));
+            rows.push(vec![
+                String::new(),
+                format!("  {}", u.url),
+                u.state.clone(),
+                u.kids.len().to_string(),
+                at(u.fetched_at),
+                at(u.expires_at),
+                u.last_error
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |e| e.reason.clone()),
+            ]);
+        }
     }
     let mut text = table(&rows);
     let mut extra = String::new();

@@ -15,5 +15,6 @@ mod ops_cli;
 mod serve_cli;
 mod server;
 mod trust;
+mod uris;
 mod usage;
 mod verify;

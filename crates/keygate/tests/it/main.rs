@@ -11,4 +11,5 @@ mod flush;
 mod interop;
 mod issuers;
 mod memidp;
+mod uris;
 mod verify;
