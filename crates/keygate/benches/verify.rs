@@ -19,6 +19,10 @@
 //! scaling shows the single-thread figure. `cold/ES256` flushes the provider and verifies, so
 //! every iteration fetches the JWKS from a stub IdP on loopback over HTTP.
 //!
+//! Group `hostile`, ES256: a forged token packed with distinct claim names up to the size cap
+//! next to an ordinary forged token, both refused (`bad_signature`) before any key is
+//! trusted: what parsing the worst payload costs.
+//!
 //! Group `executor`: what driving an already-ready future costs, to show the driver used
 //! here (one poll with a no-op waker) charges keygate next to nothing.
 //!
@@ -210,6 +214,55 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
+/// A forged token (an ES256 signature of sevens) whose payload is the claims of `token`
+/// padded with as many distinct short claim names as fit in `limit` bytes: the worst a
+/// token can make keygate parse before its signature is checked.
+fn wide_forgery(token: &str, limit: usize) -> (String, usize) {
+    let mut parts = token.split('.');
+    let header = parts.next().unwrap();
+    let mut payload =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    payload.pop();
+    let forged_sig = URL_SAFE_NO_PAD.encode([7u8; 64]);
+    let mut names = 0;
+    loop {
+        let next = format!(r#","{names:x}":0"#);
+        let len =
+            header.len() + (payload.len() + next.len() + 1).div_ceil(3) * 4 + forged_sig.len() + 2;
+        if len > limit {
+            break;
+        }
+        payload.push_str(&next);
+        names += 1;
+    }
+    payload.push('}');
+    let forged = format!("{header}.{}.{forged_sig}", URL_SAFE_NO_PAD.encode(payload));
+    (forged, names)
+}
+
+/// Group `hostile`, ES256: a forged token packed with distinct claim names up to the size
+/// cap (`wide_forgery/ES256`) next to an ordinary forged token (`forgery/ES256`). Both are
+/// refused with `bad_signature`; the first must not cost more than its size explains (the
+/// duplicate-name check over ~1,500 names was once quadratic: 22 ms).
+fn hostile(c: &mut Criterion) {
+    let case = Case::new(Algorithm::ES256, TestKey::shared_p256("bench-p256"));
+    let (wide, names) = wide_forgery(&case.token, keygate::DEFAULT_MAX_TOKEN_BYTES);
+    assert!(names > 1_000, "{names} names");
+    let (ordinary, _) = wide_forgery(&case.token, 0);
+    for token in [&wide, &ordinary] {
+        let err = ready(case.uncached.verify(token)).unwrap_err();
+        assert_eq!(err.reason(), "bad_signature");
+    }
+    let mut group = c.benchmark_group("hostile");
+    group.bench_function("wide_forgery/ES256", |b| {
+        b.iter(|| ready(case.uncached.verify(black_box(&wide))).unwrap_err());
+    });
+    group.bench_function("forgery/ES256", |b| {
+        b.iter(|| ready(case.uncached.verify(black_box(&ordinary))).unwrap_err());
+    });
+    group.finish();
+}
+
 /// Runs `f` `iters` times on each of two threads at once; returns the slower thread's time,
 /// i.e. the time per call per thread when divided by `iters`.
 fn on_two_threads(iters: u64, f: impl Fn() + Sync) -> Duration {
@@ -328,6 +381,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = verify, contention, cold, executor
+    targets = verify, contention, cold, hostile, executor
 }
 criterion_main!(benches);
