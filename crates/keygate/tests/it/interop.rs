@@ -278,3 +278,73 @@ fn pyjwt_key_sets_parse_with_ed448_skipped_and_named() {
     assert_eq!(skipped, [(Some("ed448"), SkipReason::Ed448Unsupported)]);
     assert_eq!(SkipReason::Ed448Unsupported.as_str(), "ed448_unsupported");
 }
+
+/// Two JWKS URLs of one issuer (`jwks_uris`), PyJWT keys sharing a `kid` across them: a token
+/// signed by either verifies, one signed by neither does not; with one URL down, the other
+/// URL's keys keep verifying.
+#[tokio::test]
+async fn pyjwt_keys_sharing_a_kid_across_two_jwks_urls_verify_and_survive_one_url_down() {
+    use keygate::RetrySettings;
+    use keygate::fetch::HttpFetcher;
+    use keygate_test_support::{StubIdp, StubResponse};
+    use std::time::Duration;
+
+    let cases = minted();
+    let token = |name: &str| cases[name]["token"].as_str().expect("token").to_owned();
+    let (a, b) = (StubIdp::start().await, StubIdp::start().await);
+    a.set_jwks(cases["shared kid, first document"]["jwks"].clone());
+    b.set_jwks(cases["shared kid, second document"]["second_jwks"].clone());
+    let mut retry = RetrySettings::default();
+    retry.attempts = 1;
+    retry.attempt_timeout = Duration::from_millis(300);
+    retry.deadline = Duration::from_millis(500);
+    let provider = ProviderConfig::builder("interop", "two", ISSUER)
+        .audiences([AUD])
+        .jwks_uris([a.jwks_url(), b.jwks_url()])
+        .retry(retry)
+        .build()
+        .expect("provider");
+    let verifier = Verifier::builder()
+        .provider(provider)
+        .clock(Arc::new(ManualClock::at_unix(T0)))
+        .fetcher(Arc::new(
+            HttpFetcher::builder()
+                .danger_allow_http_loopback(true)
+                .build()
+                .expect("fetcher"),
+        ))
+        .build()
+        .expect("verifier");
+    let reason = |name: &'static str| {
+        let verifier = verifier.clone();
+        let token = token(name);
+        async move {
+            match verifier.verify(&token).await {
+                Ok(_) => "valid",
+                Err(e) => e.reason(),
+            }
+        }
+    };
+    assert_eq!(reason("shared kid, first document").await, "valid");
+    assert_eq!(reason("shared kid, second document").await, "valid");
+    assert_eq!(
+        reason("shared kid, second document's other key").await,
+        "valid"
+    );
+    assert_eq!(
+        reason("shared kid, neither document").await,
+        "bad_signature"
+    );
+    // The first URL goes down; an explicit refresh finds it failing: the second document's
+    // keys (and the first's, still cached) keep verifying.
+    a.set_response("/jwks", StubResponse::status(503));
+    let _ = verifier
+        .refresh(&keygate::ProviderId::new("interop", "two"))
+        .await;
+    assert_eq!(reason("shared kid, second document").await, "valid");
+    assert_eq!(
+        reason("shared kid, second document's other key").await,
+        "valid"
+    );
+    assert_eq!(reason("shared kid, first document").await, "valid");
+}

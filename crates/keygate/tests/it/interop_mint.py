@@ -155,10 +155,32 @@ def main() -> None:
     cases["EdDSA under an Ed25519-pinned key"] = cases["EdDSA"]
     cases["Ed25519 under an Ed25519-pinned key"] = cases["Ed25519"]
 
+    # Two documents of one issuer (jwks_uris) whose keys share a `kid`: a migration.
+    first = ec.generate_private_key(ec.SECP256R1())
+    second = ec.generate_private_key(ec.SECP256R1())
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    shared_first = {"keys": [jwk(first.public_key(), ECAlgorithm, "shared", "ES256")]}
+    shared_second = {
+        "keys": [
+            jwk(second.public_key(), ECAlgorithm, "shared", "ES256"),
+            jwk(ed.public_key(), OKPAlgorithm, "ed", "EdDSA"),
+        ]
+    }
+    for name, key in (
+        ("shared kid, first document", first),
+        ("shared kid, second document", second),
+        ("shared kid, neither document", stranger),
+    ):
+        cases[name] = pyjwt(key, "ES256", "shared")
+        jwks_of[name] = shared_first
+    cases["shared kid, second document's other key"] = pyjwt(ed, "EdDSA", "ed")
+    jwks_of["shared kid, second document's other key"] = shared_first
+
     document = {
         name: {"token": token, "jwks": jwks_of.get(name, main_jwks)}
         for name, token in cases.items()
     }
+    document["shared kid, second document"]["second_jwks"] = shared_second
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
         json.dump(document, f)
