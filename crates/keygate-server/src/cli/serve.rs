@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use crate::apikey::{self, ApiKey, Scope};
 use crate::config::{ClusterBackend, Config};
 use crate::dev_issuer::{DevIssuer, MintRequest};
-use crate::serve::Server;
+use crate::serve::{Listeners, Server};
 
 /// Exit code for a configuration that does not validate (`EX_USAGE` of sysexits.h).
 pub const EXIT_CONFIG: u8 = 64;
@@ -96,6 +96,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let embedded = args.config.is_none();
+        // The ports first: a second instance that cannot start must not replace the key file
+        // (or anything else) of the one that is running.
+        let listeners = Listeners::bind(&config).await?;
         let dev_key_file = if embedded && config.admin.keys.is_empty() {
             Some(dev_admin_key(&mut config)?)
         } else {
@@ -117,7 +120,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 state_file: Some(state_file),
             };
         }
-        let server = Server::bind(config).await?;
+        let server = Server::with_listeners(config, listeners)?;
         let verify = server.verify_addr()?;
         let admin = server.admin_addr()?;
         if let Some(issuer) = server.dev_issuer() {

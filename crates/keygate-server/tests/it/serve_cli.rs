@@ -305,3 +305,36 @@ fn an_hmac_algorithm_in_a_provider_exits_64_saying_why() {
     );
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// A second `keygate serve` on the embedded default that cannot take its ports exits 2 and
+/// leaves the running instance's admin key file alone (it used to write a new key first,
+/// locking the operator out of the instance that was running).
+#[test]
+fn an_embedded_default_that_cannot_bind_leaves_the_running_ones_key_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Hold the verify port as the running instance would; if something else holds it, the
+    // second start fails the same way.
+    let _running = std::net::TcpListener::bind("127.0.0.1:8080");
+    let tmp = std::env::temp_dir().join(format!("kg-second-start-{}", std::process::id()));
+    let dir = tmp.join("keygate-dev-second");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = dir.join("admin.key");
+    std::fs::write(&key, "kg_the_running_instances_key").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("serve")
+        .env("TMPDIR", &tmp)
+        .env("USER", "second")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("server.listen"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        "kg_the_running_instances_key"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
