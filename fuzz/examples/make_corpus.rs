@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use keygate::{ProviderId, PublishedKeySet, Revocation};
+use keygate::{FlushId, ProviderId, PublishedKeySet, Revocation};
 use keygate_fuzz::{AUDIENCE, BETA_AUDIENCE, ISSUER, Keys, NOW_UNIX, OTHER_ISSUER, Signer, mint};
 use keygate_server::bus::Event;
 use keygate_server::bus::wire;
@@ -355,7 +355,13 @@ fn bus_entry(dir: &Path) {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_UNIX * 1000 + 123);
     let acme = ProviderId::new("acme", "auth0");
     let events = [
-        ("flush", Event::Flush(acme.clone())),
+        (
+            "flush",
+            Event::Flush {
+                provider: acme.clone(),
+                flush: FlushId::new("flush-1").expect("a valid flush id"),
+            },
+        ),
         ("refresh", Event::Refresh(acme.clone())),
         (
             "revoke-jti",

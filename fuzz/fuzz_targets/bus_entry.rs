@@ -21,7 +21,7 @@
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use keygate::ProviderId;
+use keygate::{FlushId, ProviderId};
 use keygate_fuzz::bus::{ring, sign};
 use keygate_server::bus::Event;
 use keygate_server::bus::wire::{self, EntryError, MacKeys, SignedEntry};
@@ -32,7 +32,10 @@ fn keys() -> &'static MacKeys {
     KEYS.get_or_init(|| {
         let keys = ring();
         // The harness signs as `wire::encode` does, or mode 2 would test nothing.
-        let event = Event::Flush(ProviderId::new("acme", "main"));
+        let event = Event::Flush {
+            provider: ProviderId::new("acme", "main"),
+            flush: FlushId::new("flush-1").expect("a valid flush id"),
+        };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_123);
         let encoded = wire::encode(&keys, &event, 7, "epoch-1", "node-a", at);
         let mut resigned = encoded.clone();
