@@ -6,8 +6,7 @@
 //! with an [`Authenticated`] in its extensions, or answers with the RFC 6750 status and
 //! `WWW-Authenticate` challenge itself. [`RequireScopesLayer`] (most easily made by
 //! [`JwtAuthLayer::scopes_layer`]) adds per-route scope checks.
-//! With the `axum` feature, [`Claims<T>`](Claims), [`RawClaims`] and [`Authenticated`] are
-//! extractors.
+//! With the `axum` feature, `Claims<T>`, `RawClaims` and [`Authenticated`] are extractors.
 //!
 //! # Quick start
 //!

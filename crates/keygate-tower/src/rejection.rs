@@ -46,7 +46,7 @@ pub enum RejectionKind {
     /// No [`JwtAuth`](crate::JwtAuth) layer authenticated this request: a scope check or an
     /// extractor ran without one in front of it. 401 with a bare `Bearer` challenge.
     NotAuthenticated,
-    /// The [`Claims<T>`](crate::Claims) extractor could not deserialize the verified claims
+    /// The `Claims<T>` extractor (feature `axum`) could not deserialize the verified claims
     /// into `T`. 401 `invalid_token`: the token is not one this route can use.
     ClaimsMismatch,
 }

@@ -10,23 +10,33 @@
 //! - `{p}:revocations` is a sorted set of signed revocation entries scored by the time they
 //!   can go; replicas load it at start and at every resync and prune what expired.
 //! - `{p}:keysets` is a hash of the last good key set of each provider (signed), for warm
-//!   starts; `{p}:lease:<tenant>/<provider>` who is fetching that provider's keys right now.
+//!   starts; `{p}:lease:<tenant>/<provider>[#<flush>]` who is fetching that provider's keys
+//!   (after that flush) right now.
+//! - `{p}:flushes` holds each provider's last flush (signed, for replicas) and
+//!   `{p}:flush_ids` its bare id (for the script): a flush deletes the provider's shared key
+//!   set, and a key set not fetched under the last flush is refused (`stale`), so nothing
+//!   fetched before a flush is ever restored from Redis.
 //! - `{p}:reseeded` counts the times a replica wrote back revocations Redis had lost (see
 //!   below); replicas watch it and then load the shared revocations again.
 //!
 //! Each replica tails the log from the last entry it applied. It drops (and counts) entries
-//! whose MAC does not verify and entries whose sequence number it has already applied
-//! (replays). An entry from another epoch, or a sequence gap (the log was trimmed past it),
-//! makes it resync: drop cached keys and verified tokens, reload revocations and key sets,
+//! whose MAC does not verify, and replays: entries whose sequence number it has already
+//! applied *and* whose MAC is the one it applied at that number. The same number with another
+//! valid entry means the log went back in time (Redis restarted from an older snapshot, a
+//! failover to a replica that had not caught up); so does the last entry the replica read, or
+//! one it appended, missing from the stream, which it checks on every reconnect and every
+//! `BLOCK`. That, an entry from another epoch, or a sequence gap (the log was trimmed past
+//! it) makes it resync: drop verified tokens, reload revocations, flushes and key sets,
 //! continue from the log's end. While Redis is unreachable the replica keeps verifying with
 //! what it holds, reports itself degraded and reconnects with backoff; coming back, it resumes
 //! from its position, so it catches up on everything it missed or resyncs if it cannot.
 //!
-//! When Redis lost its data, every replica that notices the new epoch writes the revocations
-//! it holds back into the shared set. A replica that resynced into the new epoch before
+//! When Redis lost its data, or went back in time, every replica that notices writes back what
+//! it holds: its revocations into the shared set, a flush for each provider whose last flush
+//! the log lost, and the application events the log no longer has. A replica that resynced into the new epoch before
 //! another wrote its own back would never see those (they are not on the log), so a write-back
 //! that added anything bumps `{p}:reseeded`, and every replica checks that counter every
-//! [`BLOCK`] and loads the shared revocations again when it moved. It reads the counter before
+//! `BLOCK` (2 s) and loads the shared revocations again when it moved. It reads the counter before
 //! the set, so a write-back is never both missed in the set and already counted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
