@@ -994,71 +994,33 @@ impl Provider {
         seq: u64,
         flush: Option<FlushId>,
     ) -> Result<Candidate, (KeysUnavailable, Option<Duration>)> {
-        let fetch_err = |e: FetchError| {
-            let ra = match &e {
-                FetchError::Status { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            (KeysUnavailable::Fetch(Some(Arc::new(e))), ra)
-        };
-        let url = self.jwks_url().await.map_err(fetch_err)?;
-        let current = self.snapshot.load_full();
-        let revalidate = current
-            .as_ref()
-            .filter(|s| s.url.as_ref() == Some(&url))
-            .and_then(|s| s.freshness.as_ref().map(|f| (s, f)));
-        let headers = revalidate
-            .map(|(_, f)| f.revalidation_headers())
-            .unwrap_or_default();
-        let mut response = self
-            .fetch_with_retries(&url, headers.clone())
+        let url = self
+            .jwks_url()
             .await
-            .map_err(fetch_err)?;
-        let ttl = &self.config.cache.ttl;
-        if response.status == StatusCode::NOT_MODIFIED {
-            let now = self.clock.now();
-            let renewed = revalidate
-                .and_then(|(snap, f)| Some((snap, f.not_modified(&response.headers, now, ttl)?)));
-            if let Some((snap, freshness)) = renewed {
-                return Ok(Candidate {
-                    keys: Arc::clone(&snap.keys),
-                    freshness,
-                    url: Some(url),
-                    jwks: snap.jwks.clone(),
-                    etag: etag(&response.headers).or_else(|| snap.etag.clone()),
-                    fetch_seq: Some(seq),
-                    flush,
-                    withdrawn: Vec::new(),
-                    documents: Vec::new(),
-                });
-            }
-            // A 304 we cannot match to what we hold: fetch the whole set unconditionally.
-            response = self
-                .fetch_with_retries(&url, HeaderMap::new())
-                .await
-                .map_err(fetch_err)?;
-            if response.status != StatusCode::OK {
-                return Err(fetch_err(FetchError::Status {
-                    status: response.status,
-                    retry_after: None,
-                }));
-            }
-        }
-        let now = self.clock.now();
-        let malformed = |e| (KeysUnavailable::MalformedJwks(e), None);
-        let keys = self.parse(&response.body).map_err(malformed)?;
-        // JSON text is UTF-8 (RFC 8259 section 8.1); kept as text to hand to other replicas.
-        let jwks =
-            std::str::from_utf8(&response.body).map_err(|_| malformed(JwksError::NotAJwkSet))?;
-        let freshness =
-            Freshness::from_response(&url, &headers, response.status, &response.headers, now, ttl);
+            .map_err(|e| (KeysUnavailable::Fetch(Some(Arc::new(e))), None))?;
+        // What we hold from that URL, to revalidate (`If-None-Match`, 304).
+        let held = self
+            .snapshot
+            .load_full()
+            .filter(|s| s.url.as_ref() == Some(&url))
+            .and_then(|s| {
+                Some(Arc::new(sources::Document {
+                    url: url.clone(),
+                    keys: Arc::clone(&s.keys),
+                    jwks: Arc::clone(s.jwks.as_ref()?),
+                    etag: s.etag.clone(),
+                    freshness: s.freshness.clone()?,
+                    fetch_seq: s.fetch_seq,
+                }))
+            });
+        let document = self.fetch_document(&url, held.as_ref(), seq).await?;
         Ok(Candidate {
-            keys: Arc::new(keys),
-            freshness,
-            url: Some(url),
-            jwks: Some(jwks.into()),
-            etag: etag(&response.headers),
-            fetch_seq: Some(seq),
+            keys: document.keys,
+            freshness: document.freshness,
+            url: Some(document.url),
+            jwks: Some(document.jwks),
+            etag: document.etag,
+            fetch_seq: document.fetch_seq,
             flush,
             withdrawn: Vec::new(),
             documents: Vec::new(),

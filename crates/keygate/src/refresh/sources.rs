@@ -343,8 +343,9 @@ impl Provider {
             .ok_or((KeysUnavailable::Fetch(None), None))
     }
 
-    /// Fetches one URL's document, revalidating `held` when there is one.
-    async fn fetch_document(
+    /// Fetches one URL's document, revalidating `held` when there is one (a 304 renews it; a
+    /// 304 that matches nothing held is followed by an unconditional fetch).
+    pub(super) async fn fetch_document(
         &self,
         url: &Url,
         held: Option<&Arc<Document>>,
