@@ -323,3 +323,41 @@ async fn redis_restarted_from_an_older_snapshot_loses_no_revocation_or_flush() {
     let fresh = token_for(&idp, current_key(), |_| {});
     assert_eq!(status_of(&late, &fresh).await, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_while_the_idp_is_down_serves_no_key_from_before_it_and_recovers_on_its_own() {
+    let redis = RedisServer::start();
+    let idp = rotating_idp().await;
+    let p = prefix();
+    let replicas = three_replicas(&idp, &redis, &p).await;
+    let current = token_for(&idp, current_key(), |_| {});
+    for r in &replicas {
+        assert_eq!(status_of(r, &current).await, StatusCode::OK);
+    }
+    // The IdP goes down, then the operator flushes: the old keys must not come back, from
+    // anywhere, so tokens are refused as keys_unavailable (503) rather than verified.
+    idp.set_response("/jwks", keygate_test_support::StubResponse::status(503));
+    assert_eq!(flush(&replicas[0]).await, StatusCode::OK);
+    for r in &replicas {
+        eventually("no replica verifies with the flushed keys", || async {
+            let resp = r.verify("", Some(&current), &[]).await;
+            resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                && resp.headers()["x-auth-reason"] == "keys_unavailable"
+        })
+        .await;
+        eventually("an unready replica says so", || async {
+            ready(r).await == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+    }
+    // The IdP comes back: every replica recovers without traffic or an operator.
+    idp.clear_responses("/jwks");
+    idp.set_jwks(jwks(&[current_key()]));
+    for r in &replicas {
+        eventually("the replica is ready again", || async {
+            ready(r).await == StatusCode::OK
+        })
+        .await;
+        assert_eq!(status_of(r, &current).await, StatusCode::OK);
+    }
+}
