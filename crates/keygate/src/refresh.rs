@@ -350,12 +350,7 @@ impl Provider {
             let mut inflight = lock(&self.refresher.inflight);
             *inflight = None;
             if tokio::runtime::Handle::try_current().is_ok() {
-                // Awaited, not dropped: a shared future nobody polls never reports itself
-                // finished, and later refreshes would keep joining it.
-                let refetch = self.start(&mut inflight, Why::All);
-                tokio::spawn(async move {
-                    let _ = refetch.await;
-                });
+                drop(self.start(&mut inflight, Why::All));
             }
         }
         self.refresher.reschedule.notify_one();
@@ -402,6 +397,10 @@ impl Provider {
             })
         }));
         let shared = fut.shared();
+        // `running` asks the shared future whether it finished, which it only knows once
+        // polled to the end: drive it here, so a refresh whose callers all gave up (or that
+        // nobody awaited, like a flush's refetch) is never joined again after it finished.
+        tokio::spawn(shared.clone().map(drop));
         *inflight = Some(shared.clone());
         shared
     }

@@ -212,3 +212,22 @@ async fn a_flushed_provider_is_served_by_a_peer_set_fetched_after_the_flush() {
     assert_eq!(status.kids, vec!["k2".to_owned()]);
     assert_eq!(status.counters.adopted, 1);
 }
+
+#[tokio::test]
+async fn a_refresh_whose_caller_gave_up_is_not_joined_again_once_finished() {
+    let rig = Rig::new(&[k1()], exact_cache(), None);
+    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    rig.idp.hold();
+    // The only caller stops waiting; the fetch goes on without it.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(20), rig.verifier.refresh(&Rig::id())).await;
+    assert!(gave_up.is_err());
+    assert_eq!(rig.idp.requests(), 2);
+    rig.idp.serve(&[k2()]);
+    rig.idp.release();
+    settle().await;
+    // A later refresh asks the IdP again rather than joining the finished one.
+    rig.verifier.refresh(&Rig::id()).await.unwrap();
+    assert_eq!(rig.idp.requests(), 3);
+    assert_eq!(rig.status().kids, vec!["k2".to_owned()]);
+}
