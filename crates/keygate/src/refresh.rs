@@ -921,23 +921,23 @@ impl Provider {
             withdrawn,
             documents: candidate.documents,
         });
+        // Before the keys are visible: a verification that sees them must also see the misses
+        // judged against the old keys gone and the `kid`s these withdrew remembered, or it
+        // could spend a refetch on a withdrawn `kid` in between.
+        if changed {
+            lock(&self.refresher.negative).clear();
+        }
+        for kid in &snap.withdrawn {
+            self.refresher
+                .remember_missing(kid, now, self.config.cache.negative_ttl);
+        }
         self.snapshot.store(Some(Arc::clone(&snap)));
         (snap, changed)
     }
 
     fn installed(self: &Arc<Self>, snap: &Snapshot, changed: bool) {
         if changed {
-            // Misses were judged against the old keys.
-            lock(&self.refresher.negative).clear();
             tracing::info!(provider = %self.id, keys = ?snap.keys, "jwks updated");
-        }
-        // A withdrawn key is refused without a refetch for a while: right after a rotation
-        // without overlap (or a flush), tokens it signed are still about, and each would
-        // otherwise cost a fetch, on every replica.
-        let now = self.clock.now();
-        for kid in &snap.withdrawn {
-            self.refresher
-                .remember_missing(kid, now, self.config.cache.negative_ttl);
         }
         self.refresher.reschedule.notify_one();
         self.ensure_background();
