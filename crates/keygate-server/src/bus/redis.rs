@@ -1167,9 +1167,9 @@ impl RedisBus {
             let _ = r.send(());
         }
         let mut last_prune = Instant::now() - PRUNE_EVERY;
-        let mut last_reseed_check = Instant::now();
+        let mut last_round = Instant::now();
         loop {
-            if last_reseed_check.elapsed() >= BLOCK {
+            if last_round.elapsed() >= BLOCK {
                 self.still_primary(&mut conn).await?;
                 // Busy or quiet, the log may go back in time without this replica's
                 // connections dropping (a restore behind a proxy, say): look every round.
@@ -1177,7 +1177,7 @@ impl RedisBus {
                     self.full_sync(&mut conn, node, reason).await?;
                 }
                 self.reload_if_reseeded(&mut conn, node).await?;
-                last_reseed_check = Instant::now();
+                last_round = Instant::now();
             }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 let _: () = redis::cmd("ZREMRANGEBYSCORE")
@@ -1209,12 +1209,11 @@ impl RedisBus {
                 })??;
             let entries = match &reply {
                 Value::Nil => {
-                    // Quiet: make sure the log did not start over or go back in time under us.
+                    // Quiet: make sure the log did not start over under us. (Whether it went
+                    // back in time is checked every round, at the top of the loop.)
                     let current = self.epoch(&mut conn).await?;
                     if current != *self.position().epoch {
                         self.full_sync(&mut conn, node, "epoch").await?;
-                    } else if let Some(reason) = self.check_log(&mut conn).await? {
-                        self.full_sync(&mut conn, node, reason).await?;
                     }
                     continue;
                 }
@@ -1486,6 +1485,41 @@ impl Exchange {
             .cloned()
     }
 
+    /// The provider's set as Redis keeps it (the last one published), if it is newer than
+    /// `held`, fetched under `flush` and still fresh; noted as the newest seen.
+    async fn shared_set(
+        &self,
+        conn: &mut MultiplexedConnection,
+        id: &ProviderId,
+        held: Option<SystemTime>,
+        flush: Option<&FlushId>,
+    ) -> Option<PublishedKeySet> {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(&self.bus.names.keysets)
+            .arg(id.to_string())
+            .query_async(conn)
+            .await
+            .ok()?;
+        let entry = SignedEntry::from_json(&stored?).ok()?;
+        match wire::decode(&self.bus.settings.keys, &entry) {
+            Ok(Envelope {
+                event: Event::KeySet { provider, set },
+                ..
+            }) if provider == *id => {
+                self.bus.note_key_set(&provider, &set);
+                self.newer(id, held, flush)
+            }
+            Ok(_) => {
+                self.bus.reject("state");
+                None
+            }
+            Err(e) => {
+                self.bus.reject(e.reason());
+                None
+            }
+        }
+    }
+
     /// The fetch lease of `id` under `flush`: after a flush, the replicas race for a lease of
     /// their own, never waiting for a fetch that began before it.
     fn lease(&self, id: &ProviderId, flush: Option<&FlushId>) -> String {
@@ -1526,7 +1560,19 @@ impl KeyExchange for Exchange {
                 .await
                 .ok()?;
             if won.is_some() {
-                return None;
+                // A peer may have published its set and released the lease between our look
+                // at the log and now, before our tail read it: the set is in Redis already.
+                let shared = self.shared_set(&mut conn, id, held, flush).await;
+                if shared.is_some() {
+                    let _: Result<i64, _> = self
+                        .bus
+                        .release
+                        .key(&lease)
+                        .arg(&*self.bus.origin)
+                        .invoke_async(&mut conn)
+                        .await;
+                }
+                return shared;
             }
             // A lease this replica still holds from an earlier fetch is its own to use.
             let holder: Option<String> = redis::cmd("GET")
