@@ -181,22 +181,9 @@ impl RedisNode {
     /// If it does not come up within a few seconds.
     pub fn start_again(&mut self) {
         self.stop();
-        let deadline = Instant::now() + REBIND_TIMEOUT;
-        let failure = loop {
-            match launch_with(self.port, &self.dir, READY_TIMEOUT, &self.extra, self.ready) {
-                Ok(child) => {
-                    self.child = Some(child);
-                    return;
-                }
-                Err(failure) if Instant::now() >= deadline => break failure,
-                Err(_) => thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        panic!(
-            "redis-server did not restart on port {}: {failure}\n--- redis log ---\n{}",
-            self.port,
-            read_log(&self.dir)
-        );
+        self.child = Some(relaunch("redis-server", self.port, &self.dir, || {
+            launch_with(self.port, &self.dir, READY_TIMEOUT, &self.extra, self.ready)
+        }));
     }
 
     /// Writes a snapshot of the data now (`SAVE`, an RDB file in the server's directory), for
@@ -427,28 +414,39 @@ impl Sentinel {
     /// If it does not come up within a few seconds.
     pub fn start_again(&mut self) {
         self.stop();
-        let deadline = Instant::now() + REBIND_TIMEOUT;
-        let failure = loop {
-            match spawn_ready(
+        self.child = Some(relaunch("sentinel", self.port, &self.dir, || {
+            spawn_ready(
                 sentinel_command(&self.dir),
                 self.port,
                 &self.dir,
                 READY_TIMEOUT,
                 Ready::Ping,
-            ) {
-                Ok(child) => {
-                    self.child = Some(child);
-                    return;
-                }
-                Err(failure) if Instant::now() >= deadline => break failure,
-                Err(_) => thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        panic!(
-            "sentinel did not restart on port {}: {failure}\n--- log ---\n{}",
-            self.port,
-            read_log(&self.dir)
-        );
+            )
+        }));
+    }
+}
+
+/// Runs `launch` until it starts a process on `port` again (the old one's socket may take a
+/// moment to be released), for at most [`REBIND_TIMEOUT`].
+///
+/// # Panics
+/// When it has not, with `dir`'s log.
+fn relaunch(
+    what: &str,
+    port: u16,
+    dir: &Path,
+    mut launch: impl FnMut() -> Result<Child, String>,
+) -> Child {
+    let deadline = Instant::now() + REBIND_TIMEOUT;
+    loop {
+        match launch() {
+            Ok(child) => return child,
+            Err(failure) if Instant::now() >= deadline => panic!(
+                "{what} did not restart on port {port}: {failure}\n--- log ---\n{}",
+                read_log(dir)
+            ),
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
