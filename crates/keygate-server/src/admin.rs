@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use keygate::{FlushId, ProviderId, ProviderStatus, RefreshError, Revocation};
 use serde::Serialize;
@@ -713,13 +713,8 @@ pub(crate) async fn authorize(
     if let Some(retry_after) = app.keys.lockout(peer.ip()) {
         return Err(rate_limited(retry_after));
     }
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
+    // The library's one bearer parser: what `/verify` and the middleware accept, and no more.
+    let presented = keygate::bearer::bearer_token(headers).ok();
     let Some(presented) = presented else {
         tracing::warn!(target: "keygate::audit", %peer, action, outcome = "denied", why = "no API key");
         app.metrics.observe_admin(action, 401);

@@ -28,8 +28,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use keygate::bearer::BearerError;
 use keygate::{VerifiedToken, VerifyError};
 use serde_json::Value;
 
@@ -129,34 +130,16 @@ async fn check(
     verified.map_err(Refusal::Token)
 }
 
-/// The bearer token of the request (RFC 6750 section 2.1).
+/// The bearer token of the request (RFC 6750 section 2.1), read by the library's one parser.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err(Refusal::MissingToken);
-    };
-    if values.next().is_some() {
-        // Two credentials: which one a proxy or the upstream would use is anyone's guess.
-        return Err(Refusal::InvalidRequest);
-    }
-    let value = value.to_str().map_err(|_| Refusal::InvalidRequest)?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    keygate::bearer::bearer_token(headers).map_err(|e| match e {
         // Another scheme (Basic, ...) carries no bearer credentials: section 3.1 says to
         // answer as for a request without any.
-        return Err(Refusal::MissingToken);
-    }
-    let token = rest.trim_matches(' ');
-    // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    let well_formed = !token.is_empty()
-        && token.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
-        });
-    if well_formed {
-        Ok(token)
-    } else {
-        Err(Refusal::InvalidRequest)
-    }
+        BearerError::Missing => Refusal::MissingToken,
+        // Two credentials (which one a proxy or the upstream would use is anyone's guess),
+        // an empty one, or one that is not a b64token.
+        _ => Refusal::InvalidRequest,
+    })
 }
 
 fn granted(app: &Shared, token: &VerifiedToken) -> Response {
@@ -337,6 +320,7 @@ fn header_value(text: &str) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::AUTHORIZATION;
 
     fn auth(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

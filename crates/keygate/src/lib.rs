@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod alg;
+pub mod bearer;
 mod cache;
 mod clock;
 mod config;
