@@ -20,7 +20,7 @@
 
 pub mod admin;
 pub mod apikey;
-pub mod bus;
+pub use keygate_cluster as bus;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::sync::{Mutex, Once, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -408,7 +408,7 @@ impl RedisBus {
         *self
             .last_resync
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((SystemTime::now(), reason));
+            .unwrap_or_else(PoisonError::into_inner) = Some((self.clock.now(), reason));
     }
 
     /// After an append: waits until `min_replicas_ack` replicas acknowledged it (`WAIT` on
