@@ -409,7 +409,7 @@ fn bus_entry(dir: &Path) {
         ),
     ];
     for (seq, (name, event)) in (1..).zip(&events) {
-        let entry = wire::encode(&keys, event, seq, "3f9a1c2b", "keygate-0", at);
+        let entry = wire::encode(&keys, event, seq, "3f9a1c2b", "keygate-0", at).unwrap();
         // Mode 0: as shared state stores it (valid MAC).
         write(
             dir,
@@ -428,7 +428,7 @@ fn bus_entry(dir: &Path) {
         );
     }
     // Mode 1: stream fields, one with a valid MAC, one without.
-    let entry = wire::encode(&keys, &events[2].1, 9, "3f9a1c2b", "keygate-1", at);
+    let entry = wire::encode(&keys, &events[2].1, 9, "3f9a1c2b", "keygate-1", at).unwrap();
     let fields: Vec<String> = entry
         .fields()
         .iter()

@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor.clone()));
     }
     if let Ok(revocation) = parse_revocation_json(text) {
-        let line = revocation_json(&revocation);
+        let line = revocation_json(&revocation).expect("a parsed revocation writes back");
         assert_eq!(
             parse_revocation_json(&line),
             Ok(revocation),

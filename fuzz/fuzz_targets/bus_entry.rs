@@ -37,7 +37,7 @@ fn keys() -> &'static MacKeys {
             flush: FlushId::new("flush-1").expect("a valid flush id"),
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_123);
-        let encoded = wire::encode(&keys, &event, 7, "epoch-1", "node-a", at);
+        let encoded = wire::encode(&keys, &event, 7, "epoch-1", "node-a", at).expect("a known event");
         let mut resigned = encoded.clone();
         sign(&mut resigned, 0);
         assert_eq!(
@@ -122,7 +122,8 @@ fn check(keys: &MacKeys, entry: &SignedEntry) -> Option<EntryError> {
                 &envelope.epoch,
                 &envelope.origin,
                 envelope.at,
-            );
+            )
+            .expect("a decoded event encodes");
             let decoded = wire::decode(keys, &again).expect("an entry encode made decodes");
             assert_eq!(
                 decoded, envelope,

@@ -158,6 +158,10 @@ pub enum BusError {
     /// acknowledged it): it may or may not reach other replicas. Publishing it again is safe.
     #[error("bus did not confirm the event: {0}")]
     Unconfirmed(String),
+    /// The event cannot be written in the wire format (a revocation of a kind the library
+    /// grew after this build); it did not go out.
+    #[error("bus cannot carry the event: {0}")]
+    Unsupported(#[from] wire::UnknownRevocation),
 }
 
 /// Whether the bus is delivering.

@@ -2,7 +2,6 @@
 //! makes a verifier a [`Member`] of it and keeps it following the log until the returned
 //! [`Joined`] handle is dropped or shut down.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ pub enum BusSettings {
         state_file: Option<PathBuf>,
     },
     /// The fleet's log on Redis, signed with the fleet's MAC keys.
-    Redis(RedisSettings),
+    Redis(Box<RedisSettings>),
 }
 
 /// Why the log could not be opened.
@@ -80,7 +79,7 @@ impl Fleet {
             }
             BusSettings::Redis(settings) => {
                 let bus =
-                    RedisBus::with_clock(settings, origin, clock).map_err(JoinError::Redis)?;
+                    RedisBus::with_clock(*settings, origin, clock).map_err(JoinError::Redis)?;
                 Fleet {
                     exchange: Some(bus.key_exchange()),
                     bus,
@@ -144,17 +143,10 @@ pub async fn join(
 
 /// A verifier following the log. Dropping it stops following (so does [`Joined::shutdown`]);
 /// the verifier keeps what it has.
+#[derive(Debug)]
 pub struct Joined {
     member: Arc<Member>,
     tasks: JoinSet<()>,
-}
-
-impl fmt::Debug for Joined {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Joined")
-            .field("member", &self.member)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Joined {

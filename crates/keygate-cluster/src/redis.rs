@@ -355,10 +355,6 @@ impl Bus for RedisBus {
         true
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Delivery> {
-        self.tx.subscribe()
-    }
-
     fn history<'a>(
         &'a self,
         after: &'a Cursor,
@@ -411,6 +407,10 @@ impl Bus for RedisBus {
         cursor_of(&self.position())
     }
 
+    fn subscribe(&self) -> broadcast::Receiver<Delivery> {
+        self.tx.subscribe()
+    }
+
     fn status(&self) -> BusStatus {
         self.current_status()
     }
@@ -420,28 +420,7 @@ impl Bus for RedisBus {
         node: Arc<dyn Apply>,
         ready: oneshot::Sender<()>,
     ) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let mut ready = Some(ready);
-            let mut backoff = BACKOFF_MIN;
-            loop {
-                let started = Instant::now();
-                if let Err(e) = self.session(&*node, &mut ready).await {
-                    self.set_up(false);
-                    *self.conn.lock().await = None;
-                    tracing::warn!(error = %e, "redis bus: connection lost; retrying");
-                }
-                // Never wait for Redis to start serving: a replica verifies without it.
-                if let Some(r) = ready.take() {
-                    let _ = r.send(());
-                }
-                if started.elapsed() > BACKOFF_MAX * 2 {
-                    backoff = BACKOFF_MIN;
-                }
-                let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
-                tokio::time::sleep(jittered).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        })
+        Box::pin(self.follow(node, ready))
     }
 }
 

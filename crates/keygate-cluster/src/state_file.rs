@@ -78,17 +78,20 @@ impl StateFile {
     /// Appends `r` and syncs it to disk.
     ///
     /// # Errors
-    /// When the write or the sync fails; the revocation is then not on disk.
+    /// When the revocation is of a kind the file cannot hold, or the write or the sync fails;
+    /// the revocation is then not on disk.
     pub fn append(&self, r: &Revocation) -> Result<(), StateFileError> {
-        let mut line = wire::revocation_json(r);
+        let err = |source| StateFileError {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = wire::revocation_json(r)
+            .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         line.push('\n');
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(|source| StateFileError {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(err)
     }
 
     /// Rewrites the file without the entries expired at `now`.
@@ -147,7 +150,10 @@ fn rewrite(path: &Path, now: SystemTime) -> io::Result<Vec<Revocation>> {
                     continue;
                 }
                 match wire::parse_revocation_json(text) {
-                    Ok(r) if wire::revocation_expiry(&r).is_none_or(|e| e > now_secs) => {
+                    Ok(r)
+                        if wire::revocation_expiry(&r)
+                            .is_ok_and(|expiry| expiry.is_none_or(|e| e > now_secs)) =>
+                    {
                         kept.push(r);
                     }
                     Ok(_) => {}
@@ -168,8 +174,9 @@ fn rewrite(path: &Path, now: SystemTime) -> io::Result<Vec<Revocation>> {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut out = io::BufWriter::new(options.open(&tmp)?);
-        for r in &kept {
-            out.write_all(wire::revocation_json(r).as_bytes())?;
+        // Everything kept was read from the wire format, so writes back in it.
+        for line in kept.iter().filter_map(|r| wire::revocation_json(r).ok()) {
+            out.write_all(line.as_bytes())?;
             out.write_all(b"\n")?;
         }
         out.into_inner()
@@ -249,7 +256,8 @@ mod tests {
         let good = wire::revocation_json(&Revocation::Jti {
             jti: "ok".into(),
             exp: 9_999,
-        });
+        })
+        .unwrap();
         let long = "x".repeat(MAX_LINE_BYTES * 2);
         fs::write(
             &path,

@@ -73,11 +73,11 @@ impl RedisBus {
                 &epoch,
                 &self.origin,
                 self.clock.now(),
-            );
+            )?;
             let (op, field, member, flush) = match event {
                 Event::Revoke(r) => (
                     "revoke",
-                    score(wire::revocation_expiry(r)),
+                    score(wire::revocation_expiry(r)?),
                     entry.to_json(),
                     String::new(),
                 ),

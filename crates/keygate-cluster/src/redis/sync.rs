@@ -219,20 +219,25 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         let mut n = 0usize;
         for r in revocations {
-            let expiry = wire::revocation_expiry(&r);
+            // A kind the wire format does not have cannot be written back.
+            let Ok(expiry) = wire::revocation_expiry(&r) else {
+                continue;
+            };
             if expiry.is_some_and(|e| e <= now) {
                 continue;
             }
             // Every replica signs the same bytes for the same revocation, so the set keeps
             // one member however many replicas reseed it.
-            let entry = wire::encode(
+            let Ok(entry) = wire::encode(
                 &self.settings.keys,
                 &Event::Revoke(r),
                 0,
                 "reseed",
                 "reseed",
                 UNIX_EPOCH,
-            );
+            ) else {
+                continue;
+            };
             pipe.zadd(&self.names.revocations, entry.to_json(), score(expiry));
             n += 1;
         }

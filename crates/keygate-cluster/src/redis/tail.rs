@@ -10,11 +10,40 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::rollback::stream_id_after;
-use super::{BLOCK, PRUNE_EVERY, READ_COUNT, RECENT, RedisBus, Seen, connect, cursor_of, mac_of};
+use super::{
+    BACKOFF_MAX, BACKOFF_MIN, BLOCK, PRUNE_EVERY, READ_COUNT, RECENT, RedisBus, Seen, connect,
+    cursor_of, mac_of,
+};
 use crate::wire::EntryError;
 use crate::{Apply, Delivery, Event};
 
 impl RedisBus {
+    /// Follows the log until dropped: one session after another, reconnecting with
+    /// jittered exponential backoff; `ready` goes off after the first sync, or after the
+    /// first failed session (a replica verifies without Redis).
+    pub(super) async fn follow(self: Arc<Self>, node: Arc<dyn Apply>, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let started = Instant::now();
+            if let Err(e) = self.session(&*node, &mut ready).await {
+                self.set_up(false);
+                *self.conn.lock().await = None;
+                tracing::warn!(error = %e, "redis bus: connection lost; retrying");
+            }
+            // Never wait for Redis to start serving: a replica verifies without it.
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+            if started.elapsed() > BACKOFF_MAX * 2 {
+                backoff = BACKOFF_MIN;
+            }
+            let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+            tokio::time::sleep(jittered).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
     /// One connected session of the tail: sync if needed, then read until an error.
     pub(super) async fn session(
         &self,
