@@ -8,6 +8,7 @@ mod events;
 mod faults;
 mod ha;
 mod harness;
+mod in_process;
 mod jwks_url;
 mod nginx;
 mod operator;
