@@ -34,60 +34,55 @@ async fn me(auth: Authenticated) -> String {
     format!("hello, {}\n", auth.subject().unwrap_or("nobody"))
 }
 
-fn setting(name: &str, default: &str) -> String {
+/// `$name`, or `default` when unset.
+fn var_or(name: &str, default: &str) -> String {
     env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
-    let issuer = setting("KEYGATE_ISSUER", "http://127.0.0.1:8082");
-    let jwks_uri = setting(
-        "KEYGATE_JWKS_URI",
-        &format!("{}/jwks.json", issuer.trim_end_matches('/')),
-    );
-    let audience = setting("KEYGATE_AUDIENCE", "keygate-dev");
-    let listen = setting("KEYGATE_LISTEN", "127.0.0.1:3000");
+/// The fleet's log, as the sidecars' `[cluster]` section names it.
+fn fleet_settings() -> Result<BusSettings, Box<dyn Error>> {
     let secret = env::var("KEYGATE_CLUSTER_SECRET")
         .map_err(|_| "set KEYGATE_CLUSTER_SECRET to the fleet's MAC secret")?;
-    let keys = MacKeys::new(vec![MacKey::new(
-        &setting("KEYGATE_CLUSTER_KEY_ID", "k1"),
-        secret.as_bytes(),
-    )])
-    .ok_or("no MAC key")?;
+    let key = MacKey::new(&var_or("KEYGATE_CLUSTER_KEY_ID", "k1"), secret.as_bytes());
     let settings = RedisSettings::new(
-        setting("KEYGATE_REDIS_URL", "redis://127.0.0.1:6379"),
-        setting("KEYGATE_CLUSTER_PREFIX", "keygate"),
-        keys,
+        var_or("KEYGATE_REDIS_URL", "redis://127.0.0.1:6379"),
+        var_or("KEYGATE_CLUSTER_PREFIX", "keygate"),
+        MacKeys::new(vec![key]).ok_or("no MAC key")?,
     );
+    Ok(BusSettings::Redis(Box::new(settings)))
+}
 
-    // Open the log first: its key exchange goes into the verifier, so that one replica's
-    // fetch of a provider's keys serves the whole fleet.
-    let fleet = Fleet::open(
-        "joined-service",
-        BusSettings::Redis(Box::new(settings)),
-        Arc::new(SystemClock),
-    )?;
-    let revocations = Revocations::new();
+/// A verifier that consults `revocations` and shares key fetches through `fleet`.
+fn verifier(fleet: &Fleet, revocations: &Revocations) -> Result<Verifier, Box<dyn Error>> {
+    let issuer = var_or("KEYGATE_ISSUER", "http://127.0.0.1:8082");
+    let default_jwks = format!("{}/jwks.json", issuer.trim_end_matches('/'));
+    let provider = ProviderConfig::builder("dev", "keygate", &issuer)
+        .jwks_uri(var_or("KEYGATE_JWKS_URI", &default_jwks))
+        .audiences([var_or("KEYGATE_AUDIENCE", "keygate-dev").as_str()])
+        .build()?;
+    // The development issuer speaks plain HTTP on loopback.
+    let fetcher = HttpFetcher::builder()
+        .danger_allow_http_loopback(true)
+        .build()?;
     let mut builder = Verifier::builder()
-        .provider(
-            ProviderConfig::builder("dev", "keygate", &issuer)
-                .jwks_uri(&jwks_uri)
-                .audiences([audience.as_str()])
-                .build()?,
-        )
-        // The development issuer speaks plain HTTP on loopback.
-        .fetcher(Arc::new(
-            HttpFetcher::builder()
-                .danger_allow_http_loopback(true)
-                .build()?,
-        ))
         // The log's revocations are the ones the verifier consults.
         .revocations(Arc::new(revocations.clone()))
+        .provider(provider)
+        .fetcher(Arc::new(fetcher))
         .token_cache(10_000);
     if let Some(exchange) = fleet.key_exchange() {
         builder = builder.key_exchange(exchange);
     }
-    let verifier = builder.build()?;
+    Ok(builder.build()?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    // Open the log first: its key exchange goes into the verifier, so that one replica's
+    // fetch of a provider's keys serves the whole fleet.
+    let fleet = Fleet::open("joined-service", fleet_settings()?, Arc::new(SystemClock))?;
+    let revocations = Revocations::new();
+    let verifier = verifier(&fleet, &revocations)?;
     // Loads the fleet's revocations, flushes and key sets, then follows the log.
     let joined = fleet.join(verifier.clone(), revocations).await;
     println!("bus: {}", joined.member().bus().status().state.as_str());
@@ -95,7 +90,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let app = Router::new()
         .route("/me", get(me))
         .layer(JwtAuthLayer::new(verifier));
-    let listener = TcpListener::bind(&listen).await?;
+    let listener = TcpListener::bind(var_or("KEYGATE_LISTEN", "127.0.0.1:3000")).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
