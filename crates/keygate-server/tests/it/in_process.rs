@@ -37,8 +37,8 @@ async fn joined_service(idp: &StubIdp, redis_url: &str, prefix: &str) -> (String
     let revocations = Revocations::new();
     let mut builder = Verifier::builder()
         .provider(
-            ProviderConfig::builder("acme", "main", &idp.issuer())
-                .jwks_uri(&idp.jwks_url())
+            ProviderConfig::builder("acme", "main", idp.issuer())
+                .jwks_uri(idp.jwks_url())
                 .audiences([AUD])
                 .build()
                 .unwrap(),
