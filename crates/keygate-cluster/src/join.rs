@@ -129,6 +129,25 @@ impl Fleet {
 /// the fleet's key exchange in the verifier, key sets other replicas fetch are still adopted
 /// from the log, but this one's own fetches are not shared.
 ///
+/// ```no_run
+/// # async fn run(verifier: keygate::Verifier, revocations: keygate::Revocations)
+/// # -> Result<(), keygate_cluster::JoinError> {
+/// use keygate_cluster::redis::RedisSettings;
+/// use keygate_cluster::wire::{MacKey, MacKeys};
+/// use keygate_cluster::{BusSettings, join};
+///
+/// let keys = MacKeys::new(vec![MacKey::new("k1", b"the fleet's secret, 32 bytes or more")])
+///     .expect("one key");
+/// let settings = RedisSettings::new("redis://127.0.0.1:6379".into(), "keygate".into(), keys);
+/// // `revocations` are the ones given to the verifier's builder.
+/// let joined = join(verifier, revocations, "my-service", BusSettings::Redis(Box::new(settings)))
+///     .await?;
+/// // ... serve; revocations and flushes from any replica now reach `verifier` ...
+/// joined.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Errors
 /// When the log cannot be opened.
 pub async fn join(
