@@ -77,7 +77,7 @@
 //! | an extractor or scope check ran without the layer | 401 | `Bearer` |
 //!
 //! `<reason>` is a stable reason code ([`Rejection::reason`]: one of
-//! [`keygate::VerifyError::REASONS`] or [`Rejection::REASONS`]). A [`realm`](JwtAuthLayer::realm)
+//! [`keygate::Reason::ALL`] or [`Rejection::REASONS`]). A [`realm`](JwtAuthLayer::realm)
 //! is added to every challenge when configured. The token is never echoed nor logged; the
 //! layer marks the `Authorization` header [sensitive](http::HeaderValue::set_sensitive) so
 //! that tracing layers inside it that honour the flag leave it out too (a layer outside it

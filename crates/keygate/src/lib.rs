@@ -26,18 +26,19 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod alg;
 pub mod bearer;
 mod cache;
-mod clock;
+pub mod clock;
 mod config;
 mod error;
 pub mod exchange;
 pub mod fetch;
 mod freshness;
 pub mod jwk;
+mod reason;
 mod refresh;
 mod revoke;
 mod token;
@@ -59,6 +60,7 @@ pub use error::{
 pub use exchange::{AdoptError, KeyExchange, PublishedDocument, PublishedKeySet};
 pub use fetch::{Fetch, FetchError, HttpFetcher};
 pub use freshness::TtlPolicy;
+pub use reason::{Reason, ReasonClass};
 pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};
 pub use verify::{
     DEFAULT_MAX_TOKEN_BYTES, RefreshError, UnknownProvider, VerifiedToken, Verifier,

@@ -328,7 +328,7 @@ impl Verifier {
             }
         }
         let err = first_err.unwrap_or(VerifyError::Claims(ClaimsError::BadIssuer));
-        tracing::debug!(reason = err.reason(), "token refused");
+        tracing::debug!(reason = err.reason().as_str(), "token refused");
         Err(err)
     }
 

@@ -19,13 +19,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keygate::fetch::{Fetch, FetchError, FetchRequest, HttpFetcher};
 use keygate::jwk::KeySet;
-use keygate::{Algorithm, CacheSettings, ProviderConfig, Verifier, VerifyError};
+use keygate::{Algorithm, CacheSettings, ProviderConfig, Verifier};
 use keygate_test_support::{
     ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, b64url, typical_claims,
 };
 use serde_json::{Map, Value, json};
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, MemoryIdp, T0};
+use crate::support::reason_codes;
 
 // ---------------------------------------------------------------------------------------------
 // The table and its one check.
@@ -121,7 +122,7 @@ async fn check(row: &Attack) -> Result<Outcome, String> {
     let elapsed = started.elapsed();
     let reason = match joined {
         Ok(Ok(())) => "valid",
-        Ok(Err(e)) => e.reason(),
+        Ok(Err(e)) => e.reason().as_str(),
         Err(join) if join.is_panic() => "panic",
         Err(join) => return Err(format!("{}: task failed: {join}", row.name)),
     };
@@ -130,7 +131,7 @@ async fn check(row: &Attack) -> Result<Outcome, String> {
         elapsed,
     };
     let mut problems = Vec::new();
-    if reason != "valid" && reason != "panic" && !VerifyError::REASONS.contains(&reason) {
+    if reason != "valid" && reason != "panic" && !reason_codes().contains(&reason) {
         problems.push(format!("undocumented reason {reason:?}"));
     }
     if reason != row.expected {

@@ -85,7 +85,7 @@ impl Fixture {
     async fn reason(&self, token: &str) -> &'static str {
         match self.verifier.verify(token).await {
             Ok(_) => "valid",
-            Err(e) => e.reason(),
+            Err(e) => e.reason().as_str(),
         }
     }
 

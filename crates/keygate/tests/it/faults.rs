@@ -198,7 +198,7 @@ impl Rig {
     async fn reason(&self, token: &str) -> &'static str {
         match self.verifier.verify(token).await {
             Ok(_) => "valid",
-            Err(e) => e.reason(),
+            Err(e) => e.reason().as_str(),
         }
     }
 

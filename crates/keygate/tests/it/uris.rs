@@ -72,7 +72,7 @@ impl TwoUrls {
     async fn reason(&self, key: &TestKey) -> &'static str {
         match self.verifier.verify(&self.token(key)).await {
             Ok(_) => "valid",
-            Err(e) => e.reason(),
+            Err(e) => e.reason().as_str(),
         }
     }
 
