@@ -434,8 +434,8 @@ impl ProviderConfigBuilder {
         algorithms.dedup();
         let c = &self.cache;
         c.ttl
-            .validate()
-            .map_err(|problem| ConfigError::new("cache.ttl", problem))?;
+            .check()
+            .map_err(|(field, problem)| ConfigError::new(field.in_cache(), problem))?;
         if c.unknown_kid_burst == 0 {
             return Err(ConfigError::new(
                 "cache.unknown_kid_burst",
@@ -456,8 +456,14 @@ impl ProviderConfigBuilder {
         if r.attempts == 0 {
             return Err(ConfigError::new("retry.attempts", "must be at least 1"));
         }
-        if r.attempt_timeout.is_zero() || r.deadline.is_zero() {
-            return Err(ConfigError::new("retry", "timeouts must be positive"));
+        if r.attempt_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "retry.attempt_timeout",
+                "must be positive",
+            ));
+        }
+        if r.deadline.is_zero() {
+            return Err(ConfigError::new("retry.deadline", "must be positive"));
         }
         if r.deadline < r.attempt_timeout {
             return Err(ConfigError::new(

@@ -50,6 +50,8 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
 use url::Url;
 
+use crate::error::ConfigError;
+
 /// Clamp and default for key-set lifetimes.
 ///
 /// Whatever the identity provider's caching headers say, a key set lives at least `min_ttl` and
@@ -80,14 +82,32 @@ impl TtlPolicy {
     /// # Errors
     /// A stable reason naming the first violated bound.
     pub fn validate(&self) -> Result<(), &'static str> {
+        self.check().map_err(|(_, problem)| problem)
+    }
+
+    /// Like [`validate`](Self::validate), naming the member at fault (`min_ttl`, `max_ttl` or
+    /// `default_ttl`) in [`ConfigError::field`].
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the first violated bound.
+    pub fn validate_fields(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|(field, problem)| ConfigError::new(field.name(), problem))
+    }
+
+    /// The first violated bound: the member at fault and what is wrong with it.
+    pub(crate) fn check(&self) -> Result<(), (TtlField, &'static str)> {
         if self.min_ttl.is_zero() {
-            return Err("min_ttl must be positive");
+            return Err((TtlField::Min, "min_ttl must be positive"));
         }
         if self.min_ttl > self.max_ttl {
-            return Err("min_ttl must not exceed max_ttl");
+            return Err((TtlField::Min, "min_ttl must not exceed max_ttl"));
         }
         if self.default_ttl < self.min_ttl || self.default_ttl > self.max_ttl {
-            return Err("default_ttl must lie between min_ttl and max_ttl");
+            return Err((
+                TtlField::Default,
+                "default_ttl must lie between min_ttl and max_ttl",
+            ));
         }
         Ok(())
     }
@@ -96,6 +116,31 @@ impl TtlPolicy {
     /// fails [`validate`](Self::validate) `max_ttl` wins.
     fn clamp(&self, ttl: Duration) -> Duration {
         ttl.max(self.min_ttl).min(self.max_ttl)
+    }
+}
+
+/// A member of [`TtlPolicy`], as a config error names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TtlField {
+    Min,
+    Default,
+}
+
+impl TtlField {
+    /// The member's name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TtlField::Min => "min_ttl",
+            TtlField::Default => "default_ttl",
+        }
+    }
+
+    /// The member's name under a provider's settings.
+    pub(crate) fn in_cache(self) -> &'static str {
+        match self {
+            TtlField::Min => "cache.ttl.min_ttl",
+            TtlField::Default => "cache.ttl.default_ttl",
+        }
     }
 }
 

@@ -30,7 +30,6 @@
 
 mod alg;
 pub mod bearer;
-mod cache;
 pub mod clock;
 mod config;
 mod error;
@@ -38,6 +37,7 @@ pub mod exchange;
 pub mod fetch;
 mod freshness;
 pub mod jwk;
+mod provider;
 mod reason;
 mod refresh;
 mod revoke;
@@ -46,9 +46,6 @@ mod token_cache;
 mod verify;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
-pub use cache::{
-    CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus, SourceStatus,
-};
 pub use clock::{Clock, SystemClock};
 pub use config::{
     CacheSettings, MAX_JWKS_URIS, ProviderConfig, ProviderConfigBuilder, RetrySettings,
@@ -60,6 +57,9 @@ pub use error::{
 pub use exchange::{AdoptError, KeyExchange, PublishedDocument, PublishedKeySet};
 pub use fetch::{Fetch, FetchError, HttpFetcher};
 pub use freshness::TtlPolicy;
+pub use provider::{
+    CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus, SourceStatus,
+};
 pub use reason::{Reason, ReasonClass};
 pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};
 pub use verify::{

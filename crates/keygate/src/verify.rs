@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 
 use crate::alg::Algorithm;
-use crate::cache::{Counters, FlushId, Provider, ProviderId, ProviderStatus, Snapshot};
 use crate::clock::{Clock, SystemClock, unix_seconds};
 use crate::config::ProviderConfig;
 use crate::error::{
@@ -18,6 +17,7 @@ use crate::error::{
 use crate::exchange::{AdoptError, KeyExchange, PublishedKeySet};
 use crate::fetch::{Fetch, HttpFetcher};
 use crate::jwk::Lookup;
+use crate::provider::{Counters, FlushId, Provider, ProviderId, ProviderStatus, Snapshot};
 use crate::revoke::{RevocationCheck, Revocations, TokenFacts};
 use crate::token::{
     Audience, Header, NumericDate, RegisteredClaims, Segments, decode_into, json_text,
@@ -393,7 +393,7 @@ impl Verifier {
                     }
                     Some(Err(SigFailure::Missing)) | None => {
                         // The refresher alone decides whether the refetch proved the kid
-                        // absent and remembers it (see refresh.rs): a set that predates the
+                        // absent and remembers it (see refresh/budget.rs): a set that predates the
                         // request, a peer's set or an empty bucket proves nothing.
                         Counters::bump(&provider.counters.unknown_kid_rejections);
                         return Err(VerifyError::Key(KeyError::UnknownKid));
