@@ -243,6 +243,10 @@ impl RedisNode {
             .to_owned()
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-server process, which tokio's clock knows nothing of"
+    )]
     fn wait_for_link(&self) {
         let deadline = Instant::now() + LINK_TIMEOUT;
         loop {
@@ -357,6 +361,10 @@ impl Sentinel {
     ///
     /// # Panics
     /// After 20 seconds.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-server process, which tokio's clock knows nothing of"
+    )]
     pub fn wait_for_replicas(&self, master: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -379,6 +387,10 @@ impl Sentinel {
     ///
     /// # Panics
     /// After `within`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-server process, which tokio's clock knows nothing of"
+    )]
     pub fn wait_for_failover(&self, master: &str, old: u16, within: Duration) -> u16 {
         let deadline = Instant::now() + within;
         loop {
@@ -431,6 +443,10 @@ impl Sentinel {
 ///
 /// # Panics
 /// When it has not, with `dir`'s log.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "times a real redis-server process, which tokio's clock knows nothing of"
+)]
 fn relaunch(
     what: &str,
     port: u16,

@@ -12,7 +12,7 @@
 //! binary's counting allocator), and roughly, as the growth of the process's peak RSS.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
@@ -24,6 +24,7 @@ use keygate_test_support::{
     ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, b64url, typical_claims,
 };
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, MemoryIdp, T0};
 use crate::support::reason_codes;

@@ -1,7 +1,7 @@
 //! `HttpFetcher` against the stub IdP: scheme and host rules, redirects, body and time limits,
 //! and TLS trust and pinning.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, IF_NONE_MATCH, USER_AGENT};
@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use keygate::fetch::{Fetch, FetchError, FetchRequest, FetchResponse, HttpFetcher};
 use keygate_test_support::{StubBody, StubIdp, StubResponse};
 use serde_json::json;
+use tokio::time::Instant;
 
 fn loopback() -> keygate::fetch::HttpFetcherBuilder {
     HttpFetcher::builder().danger_allow_http_loopback(true)
