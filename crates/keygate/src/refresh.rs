@@ -94,7 +94,10 @@ use url::Url;
 use crate::config::CacheSettings;
 use crate::error::KeysUnavailable;
 use crate::fetch::BoxFuture;
+use crate::freshness::Freshness;
+use crate::jwk::KeySet;
 use crate::provider::{FlushId, Snapshot};
+use sources::Document;
 
 mod background;
 mod backoff;
@@ -106,7 +109,6 @@ mod negative;
 pub(crate) mod sources;
 
 use budget::Bucket;
-use install::Candidate;
 use negative::Negative;
 
 /// The result of one refresh, shared by everyone who waited for it.
@@ -117,6 +119,31 @@ type Inflight = Shared<BoxFuture<'static, Outcome>>;
 
 /// The background refresher never sleeps less than this between refreshes.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A key set ready to install, from the IdP or from a peer. Its generation is decided when it
+/// is installed, against the keys held then.
+struct Candidate {
+    keys: Arc<KeySet>,
+    freshness: Freshness,
+    url: Option<Url>,
+    jwks: Option<Arc<str>>,
+    etag: Option<Arc<str>>,
+    /// See [`Snapshot::fetch_seq`].
+    fetch_seq: Option<u64>,
+    /// See [`Snapshot::flush`].
+    flush: Option<FlushId>,
+    /// What the publisher says its set withdrew (sets from peers only).
+    withdrawn: Vec<String>,
+    /// For a provider with several JWKS URLs, the documents this candidate brings (see
+    /// `sources.rs`); `keys` and `freshness` are derived from them.
+    documents: Vec<Arc<Document>>,
+}
+
+impl Candidate {
+    fn expires_at(&self) -> SystemTime {
+        self.freshness.fetched_at() + self.freshness.ttl()
+    }
+}
 
 /// Refresh bookkeeping of one provider.
 pub(crate) struct Refresher {

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use url::Url;
-
 use super::background::refresh_ahead_of_expiry;
-use super::sources::{self, Document};
-use super::{MIN_REFRESH_INTERVAL, State, lock};
+use super::sources;
+use super::{Candidate, MIN_REFRESH_INTERVAL, State, lock};
 use crate::error::{JwksError, KeysUnavailable};
 use crate::exchange::PublishedKeySet;
 use crate::fetch::DEFAULT_MAX_BODY_BYTES;
@@ -18,31 +16,6 @@ use crate::provider::{Counters, FlushId, Provider, Snapshot, next_generation};
 
 /// Most withdrawn `kid`s a set carries (and an adopter remembers) per install.
 pub(super) const MAX_WITHDRAWN: usize = 64;
-
-/// A key set ready to install, from the IdP or from a peer. Its generation is decided when it
-/// is installed, against the keys held then.
-pub(super) struct Candidate {
-    pub(super) keys: Arc<KeySet>,
-    pub(super) freshness: Freshness,
-    pub(super) url: Option<Url>,
-    pub(super) jwks: Option<Arc<str>>,
-    pub(super) etag: Option<Arc<str>>,
-    /// See [`Snapshot::fetch_seq`].
-    pub(super) fetch_seq: Option<u64>,
-    /// See [`Snapshot::flush`].
-    pub(super) flush: Option<FlushId>,
-    /// What the publisher says its set withdrew (sets from peers only).
-    pub(super) withdrawn: Vec<String>,
-    /// For a provider with several JWKS URLs, the documents this candidate brings (see
-    /// `sources.rs`); `keys` and `freshness` are derived from them.
-    pub(super) documents: Vec<Arc<Document>>,
-}
-
-impl Candidate {
-    pub(super) fn expires_at(&self) -> SystemTime {
-        self.freshness.fetched_at() + self.freshness.ttl()
-    }
-}
 
 impl Provider {
     /// Installs a set another replica pushed, if its `fetched_at` is newer than the held set's
@@ -132,14 +105,7 @@ impl Provider {
     /// Installs a set fetched from the IdP, since it is the IdP's latest word, unless a flush
     /// came after its fetch began (`None`).
     pub(super) fn install(self: &Arc<Self>, candidate: Candidate) -> Option<Arc<Snapshot>> {
-        let mut state = lock(&self.refresher.state);
-        if state.flush != candidate.flush {
-            return None;
-        }
-        let (snap, changed) = self.install_locked(&mut state, candidate);
-        drop(state);
-        self.installed(&snap, changed);
-        Some(snap)
+        self.install_checked(candidate, false)
     }
 
     /// Installs a set from another replica if it is newer than the held one and was fetched
@@ -149,8 +115,18 @@ impl Provider {
         self: &Arc<Self>,
         candidate: Candidate,
     ) -> Option<Arc<Snapshot>> {
+        self.install_checked(candidate, true)
+    }
+
+    /// Installs `candidate` unless a flush came after its fetch began or, with `only_newer`,
+    /// the held set is as new; both checked under the lock that serialises installs.
+    fn install_checked(
+        self: &Arc<Self>,
+        candidate: Candidate,
+        only_newer: bool,
+    ) -> Option<Arc<Snapshot>> {
         let mut state = lock(&self.refresher.state);
-        if state.flush != candidate.flush || self.holds_candidate(&candidate) {
+        if state.flush != candidate.flush || (only_newer && self.holds_candidate(&candidate)) {
             return None;
         }
         let (snap, changed) = self.install_locked(&mut state, candidate);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
 use keygate::{Fetch, FetchError, ProviderId, ProviderState, ProviderStatus, Verifier};
-use keygate_test_support::{ManualClock, TestKey, TokenBuilder, jwks, typical_claims};
+use keygate_test_support::{ManualClock, TestKey, jwks};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -182,24 +182,16 @@ impl Rig {
 
     /// A fresh token (new `jti`, so never a token-cache hit) signed by `key`.
     fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token(key, ISSUER, AUD, self.clock.now_unix())
     }
 
     /// A token naming `kid`, signed by a key nobody publishes.
     fn token_naming(&self, kid: &str) -> String {
-        TokenBuilder::new(TestKey::shared_p256("faults-attacker"))
-            .header("kid", json!(kid))
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token_naming("faults-attacker", kid, ISSUER, AUD, self.clock.now_unix())
     }
 
     async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason().as_str(),
-        }
+        crate::support::outcome(&self.verifier, token).await
     }
 
     /// Verifies a fresh token of `key` and returns the reason.

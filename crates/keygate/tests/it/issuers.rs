@@ -16,8 +16,8 @@ use keygate::{
     CacheSettings, Fetch, FetchError, ProviderConfig, ProviderState, RetrySettings, TtlPolicy,
     Verifier,
 };
-use keygate_test_support::{ManualClock, TestKey, TokenBuilder, jwks, typical_claims};
-use serde_json::{Value, json};
+use keygate_test_support::{ManualClock, TestKey, jwks};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, T0, settle};
@@ -167,23 +167,15 @@ impl Rig {
     }
 
     fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token(key, ISSUER, AUD, self.clock.now_unix())
     }
 
     fn token_naming(&self, kid: &str) -> String {
-        TokenBuilder::new(TestKey::shared_p256("issuers-attacker"))
-            .header("kid", json!(kid))
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token_naming("issuers-attacker", kid, ISSUER, AUD, self.clock.now_unix())
     }
 
     async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason().as_str(),
-        }
+        crate::support::outcome(&self.verifier, token).await
     }
 
     async fn check(&self, key: &TestKey) -> &'static str {

@@ -12,8 +12,8 @@ use keygate::{
     CacheSettings, Fetch, FetchError, KeyExchange, ProviderConfig, ProviderId, ProviderStatus,
     Verifier,
 };
-use keygate_test_support::{ManualClock, TestKey, TokenBuilder, jwks, typical_claims};
-use serde_json::{Value, json};
+use keygate_test_support::{ManualClock, TestKey, jwks};
+use serde_json::Value;
 use tokio::sync::watch;
 
 pub(crate) const T0: u64 = 1_800_000_000;
@@ -154,24 +154,16 @@ impl Rig {
     }
 
     pub(crate) fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token(key, ISSUER, AUD, self.clock.now_unix())
     }
 
     /// A token naming `kid`, signed by a key nobody publishes.
     pub(crate) fn token_naming(&self, kid: &str) -> String {
-        TokenBuilder::new(TestKey::shared_p256("attacker"))
-            .header("kid", json!(kid))
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token_naming("attacker", kid, ISSUER, AUD, self.clock.now_unix())
     }
 
     pub(crate) async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason().as_str(),
-        }
+        crate::support::outcome(&self.verifier, token).await
     }
 
     pub(crate) fn status(&self) -> ProviderStatus {

@@ -9,9 +9,7 @@ use keygate::{
     CacheSettings, HttpFetcher, ProviderConfig, ProviderId, ProviderState, PublishedDocument,
     PublishedKeySet, RetrySettings, Verifier,
 };
-use keygate_test_support::{
-    ManualClock, StubIdp, StubResponse, TestKey, TokenBuilder, jwks, typical_claims,
-};
+use keygate_test_support::{ManualClock, StubIdp, StubResponse, TestKey, jwks};
 
 const T0: u64 = 1_800_000_000;
 const AUD: &str = "api";
@@ -64,16 +62,11 @@ async fn two_urls(a_keys: &[&TestKey], b_keys: &[&TestKey], cache: CacheSettings
 
 impl TwoUrls {
     fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(&self.a.issuer(), AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token(key, &self.a.issuer(), AUD, self.clock.now_unix())
     }
 
     async fn reason(&self, key: &TestKey) -> &'static str {
-        match self.verifier.verify(&self.token(key)).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason().as_str(),
-        }
+        crate::support::outcome(&self.verifier, &self.token(key)).await
     }
 
     fn requests(&self) -> (usize, usize) {
