@@ -11,6 +11,7 @@ use crate::error::ConfigError;
 use crate::fetch::Fetch;
 use crate::freshness::TtlPolicy;
 use crate::jwk::DEFAULT_MAX_KEYS;
+use crate::provider::ProviderId;
 
 /// Where a provider's keys come from.
 #[derive(Clone)]
@@ -140,8 +141,7 @@ impl RetrySettings {
 /// One trusted issuer: where its keys are, and what its tokens must say.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
-    pub(crate) tenant: Arc<str>,
-    pub(crate) name: Arc<str>,
+    pub(crate) id: ProviderId,
     pub(crate) issuer: Arc<str>,
     pub(crate) source: KeySource,
     pub(crate) audiences: Vec<String>,
@@ -185,13 +185,13 @@ impl ProviderConfig {
     /// The tenant this provider belongs to.
     #[must_use]
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        self.id.tenant()
     }
 
     /// The provider's name within its tenant.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.id.name()
     }
 
     /// The exact `iss` value this provider trusts.
@@ -472,8 +472,7 @@ impl ProviderConfigBuilder {
             ));
         }
         Ok(ProviderConfig {
-            tenant: self.tenant.into(),
-            name: self.name.into(),
+            id: ProviderId::new(&self.tenant, &self.name),
             issuer: self.issuer.into(),
             source,
             audiences: self.audiences,

@@ -98,13 +98,10 @@ impl VerifierBuilder {
         let mut by_issuer: HashMap<Box<str>, Vec<usize>, _> =
             HashMap::with_hasher(foldhash::fast::RandomState::default());
         for config in self.providers {
-            if providers
-                .iter()
-                .any(|p| *p.id.tenant() == *config.tenant && *p.id.name() == *config.name)
-            {
+            if providers.iter().any(|p| p.id == config.id) {
                 return Err(ConfigError::new(
                     "providers",
-                    format!("duplicate provider {}/{}", config.tenant, config.name),
+                    format!("duplicate provider {}", config.id),
                 ));
             }
             let issuer: Box<str> = config.issuer.as_ref().into();

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, MemoryIdp, T0};
-use crate::support::reason_codes;
+use crate::support::{pem, reason_codes};
 
 // ---------------------------------------------------------------------------------------------
 // The table and its one check.
@@ -285,19 +285,6 @@ fn spki_der() -> Vec<u8> {
     let mut body = algorithm;
     body.extend(der(0x03, &bits));
     der(0x30, &body)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// `[[[...1...]]]` nested `depth` deep.

@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
-use keygate::{Fetch, FetchError, ProviderId, ProviderState, ProviderStatus, Verifier};
+use keygate::{Fetch, FetchError, ProviderId, ProviderState, Verifier};
 use keygate_test_support::{ManualClock, TestKey, jwks};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::memidp::{AUD, ISSUER, T0, exact_cache, provider, settle};
+use crate::memidp::{T0, exact_cache, provider};
+use crate::support::Harness;
 
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")
@@ -158,8 +159,15 @@ impl Fetch for FaultyIdp {
 /// ahead, served stale for an hour; three attempts per refresh within 15 s.
 struct Rig {
     idp: Arc<FaultyIdp>,
-    clock: Arc<ManualClock>,
-    verifier: Verifier,
+    harness: Harness,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 impl Rig {
@@ -175,40 +183,8 @@ impl Rig {
             .unwrap();
         Rig {
             idp,
-            clock,
-            verifier,
+            harness: Harness::new(clock, verifier, "faults-attacker"),
         }
-    }
-
-    /// A fresh token (new `jti`, so never a token-cache hit) signed by `key`.
-    fn token(&self, key: &TestKey) -> String {
-        crate::support::token(key, ISSUER, AUD, self.clock.now_unix())
-    }
-
-    /// A token naming `kid`, signed by a key nobody publishes.
-    fn token_naming(&self, kid: &str) -> String {
-        crate::support::token_naming("faults-attacker", kid, ISSUER, AUD, self.clock.now_unix())
-    }
-
-    async fn reason(&self, token: &str) -> &'static str {
-        crate::support::outcome(&self.verifier, token).await
-    }
-
-    /// Verifies a fresh token of `key` and returns the reason.
-    async fn check(&self, key: &TestKey) -> &'static str {
-        let token = self.token(key);
-        self.reason(&token).await
-    }
-
-    fn status(&self) -> ProviderStatus {
-        self.verifier.status().remove(0)
-    }
-
-    /// Moves the manual clock and paused tokio time together, then lets woken tasks run.
-    async fn advance(&self, secs: u64) {
-        self.clock.advance(Duration::from_secs(secs));
-        tokio::time::advance(Duration::from_secs(secs)).await;
-        settle().await;
     }
 
     /// Advances a second at a time until a fresh `key` token verifies; returns the seconds

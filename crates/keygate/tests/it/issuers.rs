@@ -14,13 +14,13 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
 use keygate::{
     CacheSettings, Fetch, FetchError, ProviderConfig, ProviderState, RetrySettings, TtlPolicy,
-    Verifier,
 };
 use keygate_test_support::{ManualClock, TestKey, jwks};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, T0, settle};
+use crate::support::Harness;
 
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("issuers-k1")
@@ -144,8 +144,15 @@ fn fxhash(text: &str) -> u64 {
 }
 
 struct Rig {
-    clock: Arc<ManualClock>,
-    verifier: Verifier,
+    harness: Harness,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 impl Rig {
@@ -157,30 +164,10 @@ impl Rig {
             .cache(cache)
             .build()
             .unwrap();
-        let verifier = Verifier::builder()
-            .provider(provider)
-            .clock(clock.clone())
-            .fetcher(idp)
-            .build()
-            .unwrap();
-        Rig { clock, verifier }
-    }
-
-    fn token(&self, key: &TestKey) -> String {
-        crate::support::token(key, ISSUER, AUD, self.clock.now_unix())
-    }
-
-    fn token_naming(&self, kid: &str) -> String {
-        crate::support::token_naming("issuers-attacker", kid, ISSUER, AUD, self.clock.now_unix())
-    }
-
-    async fn reason(&self, token: &str) -> &'static str {
-        crate::support::outcome(&self.verifier, token).await
-    }
-
-    async fn check(&self, key: &TestKey) -> &'static str {
-        let token = self.token(key);
-        self.reason(&token).await
+        let verifier = crate::support::verifier_of(provider, clock.clone(), idp);
+        Rig {
+            harness: Harness::new(clock, verifier, "issuers-attacker"),
+        }
     }
 
     /// Moves the manual clock and paused tokio time together by `ms`, then lets woken tasks
@@ -401,13 +388,10 @@ async fn every_request_is_counted_by_outcome_retries_included() {
         .retry(retry)
         .build()
         .unwrap();
-    let verifier = Verifier::builder()
-        .provider(provider)
-        .clock(clock.clone())
-        .fetcher(idp.clone())
-        .build()
-        .unwrap();
-    let rig = Rig { clock, verifier };
+    let verifier = crate::support::verifier_of(provider, clock.clone(), idp.clone());
+    let rig = Rig {
+        harness: Harness::new(clock, verifier, "issuers-attacker"),
+    };
     // One refresh, four attempts: a 503, a refused connection, a hang cut at 2 s, a 200.
     idp.push(Answer::Status(503, None));
     idp.push(Answer::Refused);

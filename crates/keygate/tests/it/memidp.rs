@@ -9,12 +9,13 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
 use keygate::{
-    CacheSettings, Fetch, FetchError, KeyExchange, ProviderConfig, ProviderId, ProviderStatus,
-    Verifier,
+    CacheSettings, Fetch, FetchError, KeyExchange, ProviderConfig, ProviderId, Verifier,
 };
 use keygate_test_support::{ManualClock, TestKey, jwks};
 use serde_json::Value;
 use tokio::sync::watch;
+
+use crate::support::Harness;
 
 pub(crate) const T0: u64 = 1_800_000_000;
 pub(crate) const ISSUER: &str = "https://idp.test";
@@ -122,8 +123,15 @@ impl Fetch for MemoryIdp {
 /// A verifier of one provider (`acme/idp`) over a [`MemoryIdp`], judged by a manual clock.
 pub(crate) struct Rig {
     pub(crate) idp: Arc<MemoryIdp>,
-    pub(crate) clock: Arc<ManualClock>,
-    pub(crate) verifier: Verifier,
+    harness: Harness,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 impl Rig {
@@ -144,37 +152,12 @@ impl Rig {
         }
         Rig {
             idp,
-            clock,
-            verifier: builder.build().unwrap(),
+            harness: Harness::new(clock, builder.build().unwrap(), "attacker"),
         }
     }
 
     pub(crate) fn id() -> ProviderId {
         ProviderId::new("acme", "idp")
-    }
-
-    pub(crate) fn token(&self, key: &TestKey) -> String {
-        crate::support::token(key, ISSUER, AUD, self.clock.now_unix())
-    }
-
-    /// A token naming `kid`, signed by a key nobody publishes.
-    pub(crate) fn token_naming(&self, kid: &str) -> String {
-        crate::support::token_naming("attacker", kid, ISSUER, AUD, self.clock.now_unix())
-    }
-
-    pub(crate) async fn reason(&self, token: &str) -> &'static str {
-        crate::support::outcome(&self.verifier, token).await
-    }
-
-    pub(crate) fn status(&self) -> ProviderStatus {
-        self.verifier.status().remove(0)
-    }
-
-    /// Moves the manual clock and (paused) tokio time together, then lets woken tasks run.
-    pub(crate) async fn advance(&self, secs: u64) {
-        self.clock.advance(Duration::from_secs(secs));
-        tokio::time::advance(Duration::from_secs(secs)).await;
-        settle().await;
     }
 }
 

@@ -46,12 +46,7 @@ async fn two_urls(a_keys: &[&TestKey], b_keys: &[&TestKey], cache: CacheSettings
         .danger_allow_http_loopback(true)
         .build()
         .unwrap();
-    let verifier = Verifier::builder()
-        .provider(provider)
-        .clock(clock.clone())
-        .fetcher(Arc::new(fetcher))
-        .build()
-        .unwrap();
+    let verifier = crate::support::verifier_of(provider, clock.clone(), Arc::new(fetcher));
     TwoUrls {
         a,
         b,

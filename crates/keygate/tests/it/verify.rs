@@ -20,7 +20,7 @@ use keygate_test_support::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::support::reason_codes;
+use crate::support::{pem, reason_codes};
 
 /// The verifier's clock reads this (unix seconds) unless a test moves it.
 const NOW: i64 = 1_700_000_000;
@@ -436,19 +436,6 @@ fn spki_der(key: &TestKey) -> Vec<u8> {
     );
     let bits = der(0x03, &[&[0][..], &pkcs1_der(key)].concat());
     der(0x30, &[algorithm, bits].concat())
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// The classic key-confusion attack (RFC 8725 section 2.1): an HS256 token whose HMAC secret
