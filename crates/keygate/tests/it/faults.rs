@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::memidp::{T0, exact_cache, provider};
-use crate::support::Harness;
+use crate::support::{self, Harness};
 
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")
@@ -157,18 +157,7 @@ impl Fetch for FaultyIdp {
 /// A verifier of one provider over a [`FaultyIdp`], with the default cache settings minus
 /// jitter: keys are fresh for 5 minutes (the IdP sends no caching headers), refreshed 30 s
 /// ahead, served stale for an hour; three attempts per refresh within 15 s.
-struct Rig {
-    idp: Arc<FaultyIdp>,
-    harness: Harness,
-}
-
-impl std::ops::Deref for Rig {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
+type Rig = support::Rig<Arc<FaultyIdp>>;
 
 impl Rig {
     fn new(keys: &[&TestKey], normal: Answer) -> Rig {

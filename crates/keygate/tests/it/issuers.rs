@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, T0, settle};
-use crate::support::Harness;
+use crate::support::{self, Harness};
 
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("issuers-k1")
@@ -143,17 +143,7 @@ fn fxhash(text: &str) -> u64 {
     })
 }
 
-struct Rig {
-    harness: Harness,
-}
-
-impl std::ops::Deref for Rig {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
+type Rig = support::Rig<()>;
 
 impl Rig {
     fn new(idp: Arc<Idp>, cache: CacheSettings) -> Rig {
@@ -166,6 +156,7 @@ impl Rig {
             .unwrap();
         let verifier = crate::support::verifier_of(provider, clock.clone(), idp);
         Rig {
+            idp: (),
             harness: Harness::new(clock, verifier, "issuers-attacker"),
         }
     }
@@ -390,6 +381,7 @@ async fn every_request_is_counted_by_outcome_retries_included() {
         .unwrap();
     let verifier = crate::support::verifier_of(provider, clock.clone(), idp.clone());
     let rig = Rig {
+        idp: (),
         harness: Harness::new(clock, verifier, "issuers-attacker"),
     };
     // One refresh, four attempts: a 503, a refused connection, a hang cut at 2 s, a 200.

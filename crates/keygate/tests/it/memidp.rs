@@ -15,7 +15,7 @@ use keygate_test_support::{ManualClock, TestKey, jwks};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::support::Harness;
+use crate::support::{self, Harness};
 
 pub(crate) const T0: u64 = 1_800_000_000;
 pub(crate) const ISSUER: &str = "https://idp.test";
@@ -121,18 +121,7 @@ impl Fetch for MemoryIdp {
 }
 
 /// A verifier of one provider (`acme/idp`) over a [`MemoryIdp`], judged by a manual clock.
-pub(crate) struct Rig {
-    pub(crate) idp: Arc<MemoryIdp>,
-    harness: Harness,
-}
-
-impl std::ops::Deref for Rig {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
+pub(crate) type Rig = support::Rig<Arc<MemoryIdp>>;
 
 impl Rig {
     pub(crate) fn new(

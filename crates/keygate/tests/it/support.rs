@@ -69,8 +69,23 @@ pub(crate) fn verifier_of(
         .unwrap()
 }
 
+/// A test rig: the IdP it drives and a [`Harness`], which it derefs to. Each test module adds
+/// its own constructor and helpers for its IdP type.
+pub(crate) struct Rig<I> {
+    pub(crate) idp: I,
+    pub(crate) harness: Harness,
+}
+
+impl<I> std::ops::Deref for Rig<I> {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
+}
+
 /// A verifier judged by a manual clock, with the token helpers every rig over the in-memory
-/// IdP's issuer uses. Rigs deref to it.
+/// IdP's issuer uses.
 pub(crate) struct Harness {
     pub(crate) clock: Arc<ManualClock>,
     pub(crate) verifier: Verifier,
