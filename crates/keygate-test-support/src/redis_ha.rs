@@ -118,9 +118,7 @@ impl RedisNode {
                 Err(failure) => last_failure = failure,
             }
         }
-        let log = read_log(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        panic!("redis-server did not start: {last_failure}\n--- redis log ---\n{log}");
+        gave_up("redis-server", "redis log", &dir, &last_failure)
     }
 
     /// `redis://127.0.0.1:PORT/`, or `rediss://` for a TLS node.
@@ -170,9 +168,7 @@ impl RedisNode {
 
     /// Kills the server with SIGKILL (nothing is flushed or handed over) and reaps it.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        stop(&mut self.child);
     }
 
     /// Starts the server again on the same port with the same arguments and no data.
@@ -323,9 +319,7 @@ impl Sentinel {
                 Err(failure) => last_failure = failure,
             }
         }
-        let log = read_log(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        panic!("redis sentinel did not start: {last_failure}\n--- log ---\n{log}");
+        gave_up("redis sentinel", "log", &dir, &last_failure)
     }
 
     /// `redis://127.0.0.1:PORT/`.
@@ -414,9 +408,7 @@ impl Sentinel {
 
     /// Kills the Sentinel with SIGKILL.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        stop(&mut self.child);
     }
 
     /// Starts it again on the same port with the configuration it rewrote (what it learned
@@ -555,6 +547,20 @@ fn write_certificates(dir: &Path) {
     ] {
         fs::write(dir.join(name), content)
             .unwrap_or_else(|e| panic!("cannot write {name} in {}: {e}", dir.display()));
+    }
+}
+
+/// Removes `dir` and panics: `what` did not start, with the last failure and its log.
+fn gave_up(what: &str, log_name: &str, dir: &Path, last_failure: &str) -> ! {
+    let log = read_log(dir);
+    let _ = fs::remove_dir_all(dir);
+    panic!("{what} did not start: {last_failure}\n--- {log_name} ---\n{log}");
+}
+
+/// Kills and reaps the process in `child`, if there is one.
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        kill(&mut child);
     }
 }
 

@@ -149,6 +149,29 @@
 
 #![warn(missing_docs)]
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware service `$service<S, R>` that wraps
+/// its inner service in a field `inner`, as tower's own middleware offer.
+macro_rules! inner_service_accessors {
+    ($service:ident) => {
+        impl<S, R> $service<S, R> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// Unwraps the service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
+
 mod authenticated;
 mod bearer;
 #[cfg(feature = "axum")]
