@@ -146,7 +146,7 @@ impl TtlField {
 
 /// How long one fetched key set stays fresh, and how to revalidate it.
 #[derive(Debug, Clone)]
-pub(crate) struct Freshness {
+pub struct Freshness {
     /// The request as evaluated: GET, the key-set URL, the caller's headers minus conditionals.
     request: http::request::Parts,
     /// The provider's response headers as evaluated (normalised, see the module docs).
@@ -159,7 +159,7 @@ pub(crate) struct Freshness {
 impl Freshness {
     /// Freshness of a key set fetched at `now` with a GET of `url` carrying `request_headers`,
     /// answered with `status` (callers pass 200) and `response_headers`.
-    pub(crate) fn from_response(
+    pub fn from_response(
         url: &Url,
         request_headers: &HeaderMap,
         status: StatusCode,
@@ -182,7 +182,7 @@ impl Freshness {
     ///
     /// The peer's response headers are not known, so the stored response is taken to have said
     /// `max-age` of the peer's lifetime: a later 304 without caching headers renews that.
-    pub(crate) fn adopted(
+    pub fn adopted(
         url: Option<&Url>,
         fetched_at: SystemTime,
         fresh_until: SystemTime,
@@ -214,7 +214,7 @@ impl Freshness {
     /// `If-None-Match` (from the `ETag`) and `If-Modified-Since` (from the `Last-Modified`) for
     /// the next fetch, whichever validators the response had; empty if it had none or forbade
     /// storing (`no-store`): what was never stored is never revalidated.
-    pub(crate) fn revalidation_headers(&self) -> HeaderMap {
+    pub fn revalidation_headers(&self) -> HeaderMap {
         let mut probe = self.request.clone();
         // Force the "stale" path: the conditional headers are wanted even for a forced refresh
         // of a still-fresh key set (say, a token naming an unknown `kid`).
@@ -245,7 +245,7 @@ impl Freshness {
     ///
     /// `None` when the 304 names a different validator than the stored response: the caller
     /// should treat it as a failed revalidation and fetch without conditions.
-    pub(crate) fn not_modified(
+    pub fn not_modified(
         &self,
         response_headers: &HeaderMap,
         now: SystemTime,
@@ -301,24 +301,24 @@ impl Freshness {
     }
 
     /// When the key set was fetched (or last revalidated).
-    pub(crate) fn fetched_at(&self) -> SystemTime {
+    pub fn fetched_at(&self) -> SystemTime {
         self.fetched_at
     }
 
     /// The clamped lifetime, counted from [`fetched_at`](Self::fetched_at).
-    pub(crate) fn ttl(&self) -> Duration {
+    pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// How much of the lifetime is left at `now`; zero once stale. A clock that went back
     /// before `fetched_at` counts as no time elapsed.
-    pub(crate) fn remaining(&self, now: SystemTime) -> Duration {
+    pub fn remaining(&self, now: SystemTime) -> Duration {
         self.ttl
             .saturating_sub(now.duration_since(self.fetched_at).unwrap_or_default())
     }
 
     /// Whether the key set is still fresh at `now`.
-    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
         !self.remaining(now).is_zero()
     }
 
