@@ -1105,13 +1105,7 @@ fn huge_and_endless_bodies_stop_at_the_cap_without_buffering() {
 async fn a_slow_loris_idp_is_cut_at_the_fetch_timeout() {
     let idp = StubIdp::start().await;
     // One byte every 50 ms: every read makes progress, only the total deadline stops it.
-    idp.set_response(
-        "/trickle",
-        StubResponse::status(200).body(StubBody::Trickle {
-            chunk: bytes::Bytes::from_static(b" "),
-            interval: Duration::from_millis(50),
-        }),
-    );
+    idp.set_response("/trickle", StubResponse::trickle(Duration::from_millis(50)));
     // Headers that never come.
     idp.set_response(
         "/silent",
