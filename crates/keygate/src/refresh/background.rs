@@ -59,7 +59,7 @@ impl Provider {
 
     /// How long the background refresher may sleep: until the scheduled refresh or the
     /// deferred refetch, whichever is first.
-    pub(super) fn next_wake(&self) -> Duration {
+    fn next_wake(&self) -> Duration {
         let now = self.clock.now();
         let deferred = lock(&self.refresher.bucket).deferred;
         match self.scheduled_at().into_iter().chain(deferred).min() {
@@ -72,7 +72,7 @@ impl Provider {
 
     /// When the next scheduled refresh is due; `None` when there is nothing to refresh ahead
     /// of (flushed, or never fetched).
-    pub(super) fn scheduled_at(&self) -> Option<SystemTime> {
+    fn scheduled_at(&self) -> Option<SystemTime> {
         let state = lock(&self.refresher.state);
         if self.snapshot.load().is_none() && state.last_failure.is_none() {
             return None;
@@ -85,7 +85,7 @@ impl Provider {
 
     /// The refresh the background refresher runs now: the scheduled one or the deferred
     /// refetch, whichever is due by the provider's clock.
-    pub(super) fn due_refresh(self: &Arc<Self>) -> Option<Inflight> {
+    fn due_refresh(self: &Arc<Self>) -> Option<Inflight> {
         let now = self.clock.now();
         if self.scheduled_at().is_some_and(|at| at <= now) {
             return Some(self.refresh());

@@ -62,7 +62,7 @@ impl Provider {
     }
 
     /// Whether a refresh already failed and no usable keys are cached.
-    pub(super) fn retrying_without_keys(&self) -> bool {
+    fn retrying_without_keys(&self) -> bool {
         let now = self.clock.now();
         lock(&self.refresher.state).consecutive_failures > 0
             && !self

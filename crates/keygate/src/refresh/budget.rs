@@ -27,7 +27,7 @@ pub(super) struct Bucket {
 }
 
 impl Bucket {
-    pub(super) fn top_up(&mut self, now: SystemTime) {
+    fn top_up(&mut self, now: SystemTime) {
         let elapsed = now.duration_since(self.last).unwrap_or_default();
         self.tokens =
             (self.tokens + elapsed.as_secs_f64() / self.refill.as_secs_f64()).min(self.burst);
@@ -130,7 +130,7 @@ impl Provider {
     /// signature under `seen`) other keys; or it is the IdP's own answer to a refetch begun
     /// after the caller asked, which proves the `kid` absent. That proof, and only it, puts
     /// the `kid` in the negative cache.
-    pub(super) fn settles(
+    fn settles(
         &self,
         snap: &Snapshot,
         missing_kid: Option<&str>,
@@ -156,7 +156,7 @@ impl Provider {
 
     /// Schedules the deferred refetch for when the next token is due (and the IdP's quiet
     /// period, if any, is over), unless one is scheduled.
-    pub(super) fn defer(&self, bucket: &mut Bucket, now: SystemTime, quiet: Option<SystemTime>) {
+    fn defer(&self, bucket: &mut Bucket, now: SystemTime, quiet: Option<SystemTime>) {
         if bucket.deferred.is_some() {
             return;
         }

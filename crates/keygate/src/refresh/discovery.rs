@@ -36,7 +36,7 @@ impl Provider {
         }
         let response = self.fetch_with_retries(discovery, HeaderMap::new()).await?;
         #[derive(Deserialize)]
-        pub(super) struct Metadata {
+        struct Metadata {
             issuer: String,
             jwks_uri: String,
         }

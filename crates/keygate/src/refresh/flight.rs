@@ -131,12 +131,7 @@ impl Provider {
         }
     }
 
-    pub(super) async fn run_refresh(
-        self: Arc<Self>,
-        seq: u64,
-        held: Option<SystemTime>,
-        why: Why,
-    ) -> Outcome {
+    async fn run_refresh(self: Arc<Self>, seq: u64, held: Option<SystemTime>, why: Why) -> Outcome {
         let flush = self.refresher.flush_id();
         if let Some(adopted) = self.from_exchange(held, flush.as_ref()).await {
             // With several URLs, a peer's set may bring some documents and not the one due.

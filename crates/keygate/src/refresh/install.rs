@@ -15,7 +15,7 @@ use crate::jwk::KeySet;
 use crate::provider::{Counters, FlushId, Provider, Snapshot, next_generation};
 
 /// Most withdrawn `kid`s a set carries (and an adopter remembers) per install.
-pub(super) const MAX_WITHDRAWN: usize = 64;
+const MAX_WITHDRAWN: usize = 64;
 
 impl Provider {
     /// Installs a set another replica pushed, if its `fetched_at` is newer than the held set's
@@ -111,10 +111,7 @@ impl Provider {
     /// Installs a set from another replica if it is newer than the held one and was fetched
     /// under the flush in force, checked under the lock that serialises installs so that two
     /// adoptions cannot reorder and no flush slips in between.
-    pub(super) fn install_if_newer(
-        self: &Arc<Self>,
-        candidate: Candidate,
-    ) -> Option<Arc<Snapshot>> {
+    fn install_if_newer(self: &Arc<Self>, candidate: Candidate) -> Option<Arc<Snapshot>> {
         self.install_checked(candidate, true)
     }
 
@@ -138,11 +135,7 @@ impl Provider {
     /// Swaps `candidate` in, keeping the generation (and so the verified tokens) when its keys
     /// are the ones held; records the success and schedules the next refresh ahead of the new
     /// expiry. Returns the snapshot and whether the keys changed.
-    pub(super) fn install_locked(
-        &self,
-        state: &mut State,
-        candidate: Candidate,
-    ) -> (Arc<Snapshot>, bool) {
+    fn install_locked(&self, state: &mut State, candidate: Candidate) -> (Arc<Snapshot>, bool) {
         let now = self.clock.now();
         let cache = &self.config.cache;
         let current = self.snapshot.load_full();
@@ -230,7 +223,7 @@ impl Provider {
 
     /// Parses a set from another replica exactly like a fetched body, under this provider's
     /// limits and TTL policy.
-    pub(super) fn candidate_from(&self, set: &PublishedKeySet) -> Result<Candidate, JwksError> {
+    fn candidate_from(&self, set: &PublishedKeySet) -> Result<Candidate, JwksError> {
         if self.is_multi() {
             return self.candidate_from_documents(set);
         }

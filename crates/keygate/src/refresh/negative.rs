@@ -9,11 +9,11 @@ use super::{Refresher, lock};
 pub(super) const MAX_NEGATIVE_KID_LEN: usize = 256;
 
 /// Most `kid`s remembered per provider; past it, expired entries go, then all of them.
-pub(super) const MAX_NEGATIVE_ENTRIES: usize = 1024;
+const MAX_NEGATIVE_ENTRIES: usize = 1024;
 
 /// How long a `kid` is first remembered as missing; each further miss doubles it, up to
 /// `negative_ttl`. Withdrawn `kid`s get the whole `negative_ttl` at once.
-pub(super) const FIRST_NEGATIVE_TTL: Duration = Duration::from_secs(1);
+const FIRST_NEGATIVE_TTL: Duration = Duration::from_secs(1);
 
 /// A `kid` remembered as missing: refused without a refetch until `until`. `period` is how
 /// long it was remembered for, which the next miss of the same `kid` doubles.
