@@ -97,7 +97,6 @@ use crate::fetch::BoxFuture;
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
 use crate::provider::{FlushId, Snapshot};
-use sources::Document;
 
 mod background;
 mod backoff;
@@ -110,6 +109,7 @@ pub(crate) mod sources;
 
 use budget::Bucket;
 use negative::Negative;
+use sources::Document;
 
 /// The result of one refresh, shared by everyone who waited for it.
 pub(crate) type Outcome = Result<Arc<Snapshot>, KeysUnavailable>;
