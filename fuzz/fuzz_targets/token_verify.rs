@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
 fn outcome(r: &Result<std::sync::Arc<VerifiedToken>, VerifyError>) -> Result<String, &'static str> {
     match r {
         Ok(t) => Ok(format!("{}|{:?}|{:?}", t.provider(), t.subject(), t.kid())),
-        Err(e) => Err(e.reason()),
+        Err(e) => Err(e.reason().as_str()),
     }
 }
 

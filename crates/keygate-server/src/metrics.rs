@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use keygate::{ProviderState, ProviderStatus, VerifyError};
+use keygate::{ProviderState, ProviderStatus, Reason};
 
 use crate::bus::{BusState, BusStatus};
 
@@ -29,7 +29,7 @@ pub enum VerifyOutcome {
     Valid,
     /// The request carried no token.
     MissingToken,
-    /// The token was refused; the payload is a [`VerifyError::reason`] code.
+    /// The token was refused; the payload is a [`keygate::VerifyError::reason`] code.
     Refused(&'static str),
 }
 
@@ -38,7 +38,7 @@ pub enum VerifyOutcome {
 pub struct Metrics {
     valid: AtomicU64,
     missing: AtomicU64,
-    /// Refusals by the reason's index in [`VerifyError::REASONS`]; the last slot counts
+    /// Refusals by the reason's index in [`Reason::ALL`]; the last slot counts
     /// reasons not in that list.
     refused: [AtomicU64; REASON_SLOTS],
     /// Observations per bucket, *not* cumulative: each observation bumps exactly one slot,
@@ -206,11 +206,11 @@ impl Default for Metrics {
 }
 
 /// The library's reason codes, then the sidecar's own.
-const REASONS: [&str; VerifyError::REASONS.len() + 1] = {
-    let mut out = [""; VerifyError::REASONS.len() + 1];
+const REASONS: [&str; Reason::ALL.len() + 1] = {
+    let mut out = [""; Reason::ALL.len() + 1];
     let mut i = 0;
-    while i < VerifyError::REASONS.len() {
-        out[i] = VerifyError::REASONS[i];
+    while i < Reason::ALL.len() {
+        out[i] = Reason::ALL[i].as_str();
         i += 1;
     }
     out[i] = "revocations_behind";
@@ -220,7 +220,7 @@ const REASONS: [&str; VerifyError::REASONS.len() + 1] = {
 /// One slot per reason code plus one for codes not in the list.
 const REASON_SLOTS: usize = REASONS.len() + 1;
 
-/// The `reason` label of refusals whose code is not in [`VerifyError::REASONS`].
+/// The `reason` label of refusals whose code is not in [`Reason::ALL`].
 const OTHER_REASON: &str = "other";
 
 /// Histogram bounds: the `le` label as written, and the bound in nanoseconds. A cached

@@ -71,25 +71,29 @@ impl TestKey {
     /// A fresh P-256 key (ES256).
     #[must_use]
     pub fn p256(kid: impl Into<String>) -> Self {
-        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-            .expect("generate P-256 key");
-        Self::from_pair(kid, Pair::P256(pair))
+        Self::ecdsa(kid, &signature::ECDSA_P256_SHA256_FIXED_SIGNING, Pair::P256)
     }
 
     /// A fresh P-384 key (ES384).
     #[must_use]
     pub fn p384(kid: impl Into<String>) -> Self {
-        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
-            .expect("generate P-384 key");
-        Self::from_pair(kid, Pair::P384(pair))
+        Self::ecdsa(kid, &signature::ECDSA_P384_SHA384_FIXED_SIGNING, Pair::P384)
     }
 
     /// A fresh P-521 key (ES512).
     #[must_use]
     pub fn p521(kid: impl Into<String>) -> Self {
-        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P521_SHA512_FIXED_SIGNING)
-            .expect("generate P-521 key");
-        Self::from_pair(kid, Pair::P521(pair))
+        Self::ecdsa(kid, &signature::ECDSA_P521_SHA512_FIXED_SIGNING, Pair::P521)
+    }
+
+    /// A fresh ECDSA key on the curve of `alg`, held as `pair`.
+    fn ecdsa(
+        kid: impl Into<String>,
+        alg: &'static signature::EcdsaSigningAlgorithm,
+        pair: fn(EcdsaKeyPair) -> Pair,
+    ) -> Self {
+        let generated = EcdsaKeyPair::generate(alg).expect("generate ECDSA key");
+        Self::from_pair(kid, pair(generated))
     }
 
     /// A fresh Ed25519 key (EdDSA).

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use keygate::Clock as _;
 
 /// How long a started server has to answer `PING` before the start counts as failed.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,6 +182,10 @@ pub(crate) fn launch_with(
 
 /// Spawns `command` (a `redis-server`) with its output in the log in `dir` and waits until
 /// it is ready.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "times a real redis-server process, which tokio's clock knows nothing of"
+)]
 pub(crate) fn spawn_ready(
     mut command: Command,
     port: u16,
@@ -283,7 +289,8 @@ pub(crate) fn free_port() -> u16 {
 /// test process) uses.
 pub(crate) fn fresh_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
+    let nanos = keygate::SystemClock
+        .now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     loop {

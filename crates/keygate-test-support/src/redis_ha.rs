@@ -118,9 +118,7 @@ impl RedisNode {
                 Err(failure) => last_failure = failure,
             }
         }
-        let log = read_log(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        panic!("redis-server did not start: {last_failure}\n--- redis log ---\n{log}");
+        gave_up("redis-server", "redis log", &dir, &last_failure)
     }
 
     /// `redis://127.0.0.1:PORT/`, or `rediss://` for a TLS node.
@@ -170,9 +168,7 @@ impl RedisNode {
 
     /// Kills the server with SIGKILL (nothing is flushed or handed over) and reaps it.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        stop(&mut self.child);
     }
 
     /// Starts the server again on the same port with the same arguments and no data.
@@ -243,6 +239,10 @@ impl RedisNode {
             .to_owned()
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-server process, which tokio's clock knows nothing of"
+    )]
     fn wait_for_link(&self) {
         let deadline = Instant::now() + LINK_TIMEOUT;
         loop {
@@ -319,9 +319,7 @@ impl Sentinel {
                 Err(failure) => last_failure = failure,
             }
         }
-        let log = read_log(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        panic!("redis sentinel did not start: {last_failure}\n--- log ---\n{log}");
+        gave_up("redis sentinel", "log", &dir, &last_failure)
     }
 
     /// `redis://127.0.0.1:PORT/`.
@@ -357,6 +355,10 @@ impl Sentinel {
     ///
     /// # Panics
     /// After 20 seconds.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-server process, which tokio's clock knows nothing of"
+    )]
     pub fn wait_for_replicas(&self, master: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -379,6 +381,10 @@ impl Sentinel {
     ///
     /// # Panics
     /// After `within`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-server process, which tokio's clock knows nothing of"
+    )]
     pub fn wait_for_failover(&self, master: &str, old: u16, within: Duration) -> u16 {
         let deadline = Instant::now() + within;
         loop {
@@ -402,9 +408,7 @@ impl Sentinel {
 
     /// Kills the Sentinel with SIGKILL.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        stop(&mut self.child);
     }
 
     /// Starts it again on the same port with the configuration it rewrote (what it learned
@@ -431,6 +435,10 @@ impl Sentinel {
 ///
 /// # Panics
 /// When it has not, with `dir`'s log.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "times a real redis-server process, which tokio's clock knows nothing of"
+)]
 fn relaunch(
     what: &str,
     port: u16,
@@ -539,6 +547,20 @@ fn write_certificates(dir: &Path) {
     ] {
         fs::write(dir.join(name), content)
             .unwrap_or_else(|e| panic!("cannot write {name} in {}: {e}", dir.display()));
+    }
+}
+
+/// Removes `dir` and panics: `what` did not start, with the last failure and its log.
+fn gave_up(what: &str, log_name: &str, dir: &Path, last_failure: &str) -> ! {
+    let log = read_log(dir);
+    let _ = fs::remove_dir_all(dir);
+    panic!("{what} did not start: {last_failure}\n--- {log_name} ---\n{log}");
+}
+
+/// Kills and reaps the process in `child`, if there is one.
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        kill(&mut child);
     }
 }
 

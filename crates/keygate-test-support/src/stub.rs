@@ -93,6 +93,16 @@ impl StubResponse {
         }
     }
 
+    /// A 200 whose body is a slow loris: one space straight away, then another every
+    /// `interval`, forever ([`StubBody::Trickle`]).
+    #[must_use]
+    pub fn trickle(interval: Duration) -> Self {
+        Self::status(200).body(StubBody::Trickle {
+            chunk: Bytes::from_static(b" "),
+            interval,
+        })
+    }
+
     /// A redirect (`status` should be 3xx) to `location`, with an empty body.
     #[must_use]
     pub fn redirect(status: u16, location: &str) -> Self {

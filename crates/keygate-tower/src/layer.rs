@@ -178,22 +178,7 @@ pub struct JwtAuth<S, R = DefaultRejection> {
     shared: Arc<Shared<R>>,
 }
 
-impl<S, R> JwtAuth<S, R> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+inner_service_accessors!(JwtAuth);
 
 impl<S: Clone, R> Clone for JwtAuth<S, R> {
     fn clone(&self) -> Self {

@@ -77,7 +77,7 @@
 //! | an extractor or scope check ran without the layer | 401 | `Bearer` |
 //!
 //! `<reason>` is a stable reason code ([`Rejection::reason`]: one of
-//! [`keygate::VerifyError::REASONS`] or [`Rejection::REASONS`]). A [`realm`](JwtAuthLayer::realm)
+//! [`keygate::Reason::ALL`] or [`Rejection::REASONS`]). A [`realm`](JwtAuthLayer::realm)
 //! is added to every challenge when configured. The token is never echoed nor logged; the
 //! layer marks the `Authorization` header [sensitive](http::HeaderValue::set_sensitive) so
 //! that tracing layers inside it that honour the flag leave it out too (a layer outside it
@@ -148,6 +148,29 @@
 //! [axum]: https://docs.rs/axum
 
 #![warn(missing_docs)]
+
+/// `get_ref`, `get_mut` and `into_inner` for a middleware service `$service<S, R>` that wraps
+/// its inner service in a field `inner`, as tower's own middleware offer.
+macro_rules! inner_service_accessors {
+    ($service:ident) => {
+        impl<S, R> $service<S, R> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// Unwraps the service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
 
 mod authenticated;
 mod bearer;

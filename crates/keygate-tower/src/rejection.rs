@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, Response, StatusCode};
-use keygate::VerifyError;
+use keygate::{Reason, ReasonClass, VerifyError};
 
 use crate::scope::Scopes;
 
@@ -55,9 +55,9 @@ impl From<VerifyError> for RejectionKind {
     /// [`KeysUnavailable`](RejectionKind::KeysUnavailable) for the verifier's keys-unavailable
     /// group, [`InvalidToken`](RejectionKind::InvalidToken) for everything else.
     fn from(error: VerifyError) -> Self {
-        match error {
-            VerifyError::KeysUnavailable(_) => RejectionKind::KeysUnavailable(error),
-            error => RejectionKind::InvalidToken(error),
+        match error.reason().class() {
+            ReasonClass::Unavailable => RejectionKind::KeysUnavailable(error),
+            _ => RejectionKind::InvalidToken(error),
         }
     }
 }
@@ -89,7 +89,7 @@ impl InvalidRequest {
 }
 
 impl Rejection {
-    /// The reason codes this crate adds to [`VerifyError::REASONS`], for metrics
+    /// The reason codes this crate adds to the verifier's ([`Reason::ALL`]), for metrics
     /// pre-registration and docs.
     pub const REASONS: [&'static str; 7] = [
         "missing_token",
@@ -149,13 +149,22 @@ impl Rejection {
         }
     }
 
-    /// The stable reason code: one of [`Rejection::REASONS`] or of [`VerifyError::REASONS`].
+    /// The verifier's reason, when the verifier refused the token.
+    #[must_use]
+    pub fn verify_reason(&self) -> Option<Reason> {
+        self.verify_error().map(VerifyError::reason)
+    }
+
+    /// The stable reason code: one of [`Rejection::REASONS`], or the verifier's
+    /// [`Reason`] (see [`verify_reason`](Self::verify_reason)) as a string.
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match &self.kind {
             RejectionKind::MissingToken => "missing_token",
             RejectionKind::InvalidRequest(r) => r.reason(),
-            RejectionKind::InvalidToken(e) | RejectionKind::KeysUnavailable(e) => e.reason(),
+            RejectionKind::InvalidToken(e) | RejectionKind::KeysUnavailable(e) => {
+                e.reason().as_str()
+            }
             RejectionKind::InsufficientScope(_) => "insufficient_scope",
             RejectionKind::NotAuthenticated => "not_authenticated",
             RejectionKind::ClaimsMismatch => "claims_mismatch",
@@ -457,7 +466,7 @@ mod tests {
         assert!(
             Rejection::REASONS
                 .iter()
-                .all(|r| !VerifyError::REASONS.contains(r))
+                .all(|r| Reason::ALL.iter().all(|known| known != r))
         );
     }
 }

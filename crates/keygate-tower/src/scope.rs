@@ -218,22 +218,7 @@ pub struct RequireScopes<S, R = DefaultRejection> {
     layer: RequireScopesLayer<R>,
 }
 
-impl<S, R> RequireScopes<S, R> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+inner_service_accessors!(RequireScopes);
 
 impl<S: Clone, R> Clone for RequireScopes<S, R> {
     fn clone(&self) -> Self {

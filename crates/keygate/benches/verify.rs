@@ -32,15 +32,16 @@ use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use keygate::{Algorithm, ProviderConfig, Verifier};
+use keygate::{Algorithm, Clock as _, ProviderConfig, Verifier};
 use keygate_test_support::{ManualClock, TestKey, TokenBuilder, typical_claims};
 use serde_json::json;
+use tokio::time::Instant;
 
 /// A fixed instant: tokens minted for it never expire during a run.
 const NOW: u64 = 1_700_000_000;
@@ -331,7 +332,8 @@ fn cold(c: &mut Criterion) {
             .build()
             .unwrap();
         let now = i64::try_from(
-            std::time::SystemTime::now()
+            keygate::SystemClock
+                .now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs(),

@@ -1,4 +1,5 @@
-//! Time as an input: every claim check and freshness decision reads `now` from a [`Clock`].
+//! Time as an input: every claim check and freshness decision reads `now` from a [`Clock`];
+//! [`unix_seconds`] and [`unix_millis`] turn a time into the numbers tokens and logs carry.
 //!
 //! Scheduling (sleeps, timeouts) uses tokio time; the wall clock used to judge `exp`, `nbf`,
 //! `iat` and cache expiry comes from here so that tests can set it.
@@ -19,15 +20,45 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "this is the clock: the one place that reads the OS wall clock"
+    )]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
 }
 
-/// Seconds since the Unix epoch, saturating at zero for times before it.
-pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
+/// Whole seconds since the Unix epoch: negative for times before it, saturating at the
+/// bounds of `i64`. The form of `exp`, `nbf` and `iat` (RFC 7519 NumericDate).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+///
+/// let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+/// assert_eq!(keygate::clock::unix_seconds(t), 1_700_000_000);
+/// assert_eq!(keygate::clock::unix_seconds(SystemTime::UNIX_EPOCH - Duration::from_secs(5)), -5);
+/// ```
+#[must_use]
+pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
+}
+
+/// Whole milliseconds since the Unix epoch: zero for times before it, saturating at
+/// `u64::MAX`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+///
+/// let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+/// assert_eq!(keygate::clock::unix_millis(t), 1_700_000_000_999);
+/// assert_eq!(keygate::clock::unix_millis(SystemTime::UNIX_EPOCH - Duration::from_secs(5)), 0);
+/// ```
+#[must_use]
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -11,6 +11,7 @@ use crate::error::ConfigError;
 use crate::fetch::Fetch;
 use crate::freshness::TtlPolicy;
 use crate::jwk::DEFAULT_MAX_KEYS;
+use crate::provider::ProviderId;
 
 /// Where a provider's keys come from.
 #[derive(Clone)]
@@ -140,8 +141,7 @@ impl RetrySettings {
 /// One trusted issuer: where its keys are, and what its tokens must say.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
-    pub(crate) tenant: Arc<str>,
-    pub(crate) name: Arc<str>,
+    pub(crate) id: ProviderId,
     pub(crate) issuer: Arc<str>,
     pub(crate) source: KeySource,
     pub(crate) audiences: Vec<String>,
@@ -185,13 +185,13 @@ impl ProviderConfig {
     /// The tenant this provider belongs to.
     #[must_use]
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        self.id.tenant()
     }
 
     /// The provider's name within its tenant.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.id.name()
     }
 
     /// The exact `iss` value this provider trusts.
@@ -434,8 +434,8 @@ impl ProviderConfigBuilder {
         algorithms.dedup();
         let c = &self.cache;
         c.ttl
-            .validate()
-            .map_err(|problem| ConfigError::new("cache.ttl", problem))?;
+            .check()
+            .map_err(|(field, problem)| ConfigError::new(field.in_cache(), problem))?;
         if c.unknown_kid_burst == 0 {
             return Err(ConfigError::new(
                 "cache.unknown_kid_burst",
@@ -456,8 +456,14 @@ impl ProviderConfigBuilder {
         if r.attempts == 0 {
             return Err(ConfigError::new("retry.attempts", "must be at least 1"));
         }
-        if r.attempt_timeout.is_zero() || r.deadline.is_zero() {
-            return Err(ConfigError::new("retry", "timeouts must be positive"));
+        if r.attempt_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "retry.attempt_timeout",
+                "must be positive",
+            ));
+        }
+        if r.deadline.is_zero() {
+            return Err(ConfigError::new("retry.deadline", "must be positive"));
         }
         if r.deadline < r.attempt_timeout {
             return Err(ConfigError::new(
@@ -466,8 +472,7 @@ impl ProviderConfigBuilder {
             ));
         }
         Ok(ProviderConfig {
-            tenant: self.tenant.into(),
-            name: self.name.into(),
+            id: ProviderId::new(&self.tenant, &self.name),
             issuer: self.issuer.into(),
             source,
             audiences: self.audiences,

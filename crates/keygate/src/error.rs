@@ -1,12 +1,13 @@
 //! Typed verification errors, each with a stable reason code.
 //!
-//! The reason codes (`VerifyError::reason`) are a contract: metrics labels, the
-//! `X-Auth-Reason` header and the CLI's `error_class` all use them verbatim.
+//! The reason codes ([`VerifyError::reason`], a [`Reason`]) are a contract: metrics labels,
+//! the `X-Auth-Reason` header and the CLI's `error_class` all use them verbatim.
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::fetch::FetchError;
+use crate::reason::Reason;
 
 /// Why a token was refused.
 ///
@@ -44,46 +45,20 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// The stable reason code for this error.
+    /// The stable reason code for this error; [`Reason::ALL`] lists every one.
     #[must_use]
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            VerifyError::Malformed(_) => "malformed",
-            VerifyError::TokenTooLarge { .. } => "token_too_large",
+            VerifyError::Malformed(_) => Reason::Malformed,
+            VerifyError::TokenTooLarge { .. } => Reason::TokenTooLarge,
             VerifyError::Header(h) => h.reason(),
             VerifyError::Key(k) => k.reason(),
-            VerifyError::BadSignature => "bad_signature",
+            VerifyError::BadSignature => Reason::BadSignature,
             VerifyError::Claims(c) => c.reason(),
-            VerifyError::Revoked(_) => "revoked",
+            VerifyError::Revoked(_) => Reason::Revoked,
             VerifyError::KeysUnavailable(k) => k.reason(),
         }
     }
-
-    /// Every reason code this type can produce, for metrics pre-registration and docs.
-    pub const REASONS: [&'static str; 22] = [
-        "malformed",
-        "token_too_large",
-        "invalid_claim",
-        "missing_claim",
-        "expired",
-        "not_yet_valid",
-        "iat_in_future",
-        "bad_issuer",
-        "bad_audience",
-        "alg_none",
-        "alg_not_allowed",
-        "unknown_kid",
-        "missing_kid",
-        "key_alg_mismatch",
-        "weak_key",
-        "bad_signature",
-        "crit_header",
-        "unsupported_token",
-        "untrusted_embedded_key",
-        "malformed_jwks",
-        "revoked",
-        "keys_unavailable",
-    ];
 }
 
 /// What made a token structurally malformed.
@@ -138,13 +113,13 @@ pub enum HeaderError {
 }
 
 impl HeaderError {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            HeaderError::AlgNone => "alg_none",
-            HeaderError::AlgNotAllowed => "alg_not_allowed",
-            HeaderError::Crit => "crit_header",
-            HeaderError::Unsupported => "unsupported_token",
-            HeaderError::EmbeddedKey => "untrusted_embedded_key",
+            HeaderError::AlgNone => Reason::AlgNone,
+            HeaderError::AlgNotAllowed => Reason::AlgNotAllowed,
+            HeaderError::Crit => Reason::CritHeader,
+            HeaderError::Unsupported => Reason::UnsupportedToken,
+            HeaderError::EmbeddedKey => Reason::UntrustedEmbeddedKey,
         }
     }
 }
@@ -168,12 +143,12 @@ pub enum KeyError {
 }
 
 impl KeyError {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            KeyError::UnknownKid => "unknown_kid",
-            KeyError::MissingKid => "missing_kid",
-            KeyError::AlgMismatch => "key_alg_mismatch",
-            KeyError::Weak => "weak_key",
+            KeyError::UnknownKid => Reason::UnknownKid,
+            KeyError::MissingKid => Reason::MissingKid,
+            KeyError::AlgMismatch => Reason::KeyAlgMismatch,
+            KeyError::Weak => Reason::WeakKey,
         }
     }
 }
@@ -206,15 +181,15 @@ pub enum ClaimsError {
 }
 
 impl ClaimsError {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            ClaimsError::Invalid(_) => "invalid_claim",
-            ClaimsError::Missing(_) => "missing_claim",
-            ClaimsError::Expired => "expired",
-            ClaimsError::NotYetValid => "not_yet_valid",
-            ClaimsError::IssuedInFuture => "iat_in_future",
-            ClaimsError::BadIssuer => "bad_issuer",
-            ClaimsError::BadAudience => "bad_audience",
+            ClaimsError::Invalid(_) => Reason::InvalidClaim,
+            ClaimsError::Missing(_) => Reason::MissingClaim,
+            ClaimsError::Expired => Reason::Expired,
+            ClaimsError::NotYetValid => Reason::NotYetValid,
+            ClaimsError::IssuedInFuture => Reason::IatInFuture,
+            ClaimsError::BadIssuer => Reason::BadIssuer,
+            ClaimsError::BadAudience => Reason::BadAudience,
         }
     }
 }
@@ -254,10 +229,10 @@ pub enum KeysUnavailable {
 }
 
 impl KeysUnavailable {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            KeysUnavailable::Fetch(_) => "keys_unavailable",
-            KeysUnavailable::MalformedJwks(_) => "malformed_jwks",
+            KeysUnavailable::Fetch(_) => Reason::KeysUnavailable,
+            KeysUnavailable::MalformedJwks(_) => Reason::MalformedJwks,
         }
     }
 
@@ -267,7 +242,7 @@ impl KeysUnavailable {
     pub fn cause_reason(&self) -> &'static str {
         match self {
             KeysUnavailable::Fetch(Some(f)) => f.reason(),
-            other => other.reason(),
+            other => other.reason().as_str(),
         }
     }
 }

@@ -21,9 +21,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cache::{FlushId, ProviderId};
 use crate::error::JwksError;
 use crate::fetch::BoxFuture;
+use crate::provider::{FlushId, ProviderId};
 use crate::verify::UnknownProvider;
 
 /// A key set as one replica fetched it, to be adopted by others.

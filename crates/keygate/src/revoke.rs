@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use crate::cache::ProviderId;
 use crate::clock::unix_seconds;
 use crate::error::RevokedBy;
+use crate::provider::ProviderId;
 
 /// What a revocation check sees of a verified token.
 #[derive(Debug, Clone, Copy)]

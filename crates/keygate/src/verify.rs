@@ -9,20 +9,20 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 
 use crate::alg::Algorithm;
-use crate::cache::{Counters, FlushId, Provider, ProviderId, ProviderStatus, Snapshot};
-use crate::clock::{Clock, SystemClock, unix_seconds};
-use crate::config::ProviderConfig;
-use crate::error::{
-    ClaimsError, ConfigError, HeaderError, KeyError, KeysUnavailable, Malformed, VerifyError,
-};
-use crate::exchange::{AdoptError, KeyExchange, PublishedKeySet};
-use crate::fetch::{Fetch, HttpFetcher};
+use crate::clock::{Clock, unix_seconds};
+use crate::error::{ClaimsError, HeaderError, KeyError, KeysUnavailable, Malformed, VerifyError};
+use crate::exchange::{AdoptError, PublishedKeySet};
 use crate::jwk::Lookup;
-use crate::revoke::{RevocationCheck, Revocations, TokenFacts};
-use crate::token::{
-    Audience, Header, NumericDate, RegisteredClaims, Segments, decode_into, json_text,
-};
+use crate::provider::{Counters, FlushId, Provider, ProviderId, ProviderStatus};
+use crate::revoke::{RevocationCheck, TokenFacts};
+use crate::token::{Header, RegisteredClaims, Segments, decode_into, json_text};
 use crate::token_cache::{Cached, TokenCache};
+
+mod builder;
+mod checks;
+
+pub use builder::VerifierBuilder;
+use checks::{SigFailure, Signed, check_claims, check_signature, typ_matches};
 
 /// The default cap on a token's length in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -328,7 +328,7 @@ impl Verifier {
             }
         }
         let err = first_err.unwrap_or(VerifyError::Claims(ClaimsError::BadIssuer));
-        tracing::debug!(reason = err.reason(), "token refused");
+        tracing::debug!(reason = err.reason().as_str(), "token refused");
         Err(err)
     }
 
@@ -393,7 +393,7 @@ impl Verifier {
                     }
                     Some(Err(SigFailure::Missing)) | None => {
                         // The refresher alone decides whether the refetch proved the kid
-                        // absent and remembers it (see refresh.rs): a set that predates the
+                        // absent and remembers it (see refresh/budget.rs): a set that predates the
                         // request, a peer's set or an empty bucket proves nothing.
                         Counters::bump(&provider.counters.unknown_kid_rejections);
                         return Err(VerifyError::Key(KeyError::UnknownKid));
@@ -504,128 +504,6 @@ impl fmt::Debug for Verifier {
     }
 }
 
-/// The signed parts of a token: what the signature covers, the decoded payload and the
-/// decoded signature.
-#[derive(Clone, Copy)]
-struct Signed<'a> {
-    message: &'a [u8],
-    payload: &'a str,
-    signature: &'a [u8],
-}
-
-enum SigFailure {
-    Refused(KeyError),
-    Missing,
-    /// Carries the key material that failed, to tell whether a refetch changed it.
-    BadSignature(Box<[u8]>),
-}
-
-/// Looks up the key and checks the signature; on success returns the key's `kid` and the
-/// generation of the key set that verified it.
-fn check_signature(
-    snapshot: &Snapshot,
-    kid: Option<&str>,
-    alg: Algorithm,
-    message: &[u8],
-    signature: &[u8],
-) -> Result<(Option<Arc<str>>, u64), SigFailure> {
-    match snapshot.keys.lookup(kid, alg) {
-        Lookup::Found(key) => {
-            if key.verify(alg, message, signature) {
-                return Ok((key.kid().cloned(), snapshot.generation));
-            }
-            // A provider with several JWKS URLs: two documents may use this `kid` for
-            // different keys, and the token verifies if any of them verifies it (the first
-            // candidate is the key just tried).
-            if let Some(kid) = kid
-                && snapshot.keys.is_union()
-                && let Some(other) = snapshot
-                    .keys
-                    .candidates(kid, alg)
-                    .skip(1)
-                    .find(|k| k.verify(alg, message, signature))
-            {
-                return Ok((other.kid().cloned(), snapshot.generation));
-            }
-            Err(SigFailure::BadSignature(key.material().into()))
-        }
-        Lookup::Refused(e) => Err(SigFailure::Refused(e)),
-        Lookup::Missing => Err(SigFailure::Missing),
-    }
-}
-
-/// The claims a revocation check and the result need, after validation.
-struct Checked<'c> {
-    sub: Option<&'c str>,
-    jti: Option<&'c str>,
-    exp: Option<i64>,
-    iat: Option<i64>,
-}
-
-/// Validates the registered claims at `now` (unix seconds). A pure function of its inputs.
-fn check_claims<'c>(
-    claims: &'c RegisteredClaims<'_>,
-    config: &ProviderConfig,
-    now: i64,
-) -> Result<Checked<'c>, ClaimsError> {
-    // Fractional dates round toward refusal: `exp` down, `nbf` and `iat` up.
-    let date = |d: Option<NumericDate>, name: &'static str, up: bool| match d {
-        None => Ok(None),
-        Some(d) => d
-            .whole_seconds(up)
-            .map(Some)
-            .ok_or(ClaimsError::Invalid(name)),
-    };
-    let exp = date(claims.exp, "exp", false)?;
-    let nbf = date(claims.nbf, "nbf", true)?;
-    let iat = date(claims.iat, "iat", true)?;
-    let sub = claims.sub.as_ref().map(|f| f.as_str("sub")).transpose()?;
-    let jti = claims.jti.as_ref().map(|f| f.as_str("jti")).transpose()?;
-    if matches!(claims.aud, Some(Audience::Invalid)) {
-        return Err(ClaimsError::Invalid("aud"));
-    }
-    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX);
-    match exp {
-        None if config.require_exp => return Err(ClaimsError::Missing("exp")),
-        // RFC 7519 section 4.1.4: the current time MUST be before `exp`.
-        Some(exp) if now >= exp.saturating_add(leeway) => return Err(ClaimsError::Expired),
-        _ => {}
-    }
-    if nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
-        return Err(ClaimsError::NotYetValid);
-    }
-    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-        return Err(ClaimsError::IssuedInFuture);
-    }
-    if !config.audiences.is_empty() {
-        let accepted = |a: &str| config.audiences.iter().any(|x| x == a);
-        let ok = match &claims.aud {
-            None => return Err(ClaimsError::Missing("aud")),
-            Some(Audience::One(a)) => accepted(a),
-            Some(Audience::Many(list)) => list.iter().any(|a| accepted(a)),
-            Some(Audience::Invalid) => false,
-        };
-        if !ok {
-            return Err(ClaimsError::BadAudience);
-        }
-    }
-    Ok(Checked { sub, jti, exp, iat })
-}
-
-/// Compares media types as RFC 7515 section 4.1.9 suggests: case-insensitively, with the
-/// `application/` prefix optional.
-fn typ_matches(typ: &str, required: &str) -> bool {
-    // `get` rather than indexing: `typ` comes from an unauthenticated header and byte 12 may
-    // fall inside a multi-byte character.
-    let strip = |s: &str| match (s.get(..12), s.get(12..)) {
-        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => {
-            rest.to_owned()
-        }
-        _ => s.to_owned(),
-    };
-    strip(typ).eq_ignore_ascii_case(&strip(required))
-}
-
 impl VerifiedToken {
     /// The provider that verified the token.
     #[must_use]
@@ -716,139 +594,10 @@ impl fmt::Debug for VerifiedToken {
     }
 }
 
-/// Builds a [`Verifier`].
-#[must_use]
-#[derive(Default)]
-pub struct VerifierBuilder {
-    providers: Vec<ProviderConfig>,
-    clock: Option<Arc<dyn Clock>>,
-    fetcher: Option<Arc<dyn Fetch>>,
-    revocations: Option<Arc<dyn RevocationCheck>>,
-    token_cache: Option<usize>,
-    max_token_bytes: Option<usize>,
-    key_exchange: Option<Arc<dyn KeyExchange>>,
-}
-
-impl VerifierBuilder {
-    /// Adds a provider.
-    pub fn provider(mut self, provider: ProviderConfig) -> Self {
-        self.providers.push(provider);
-        self
-    }
-
-    /// The clock for claim checks and cache expiry (default: the system clock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// How key sets are fetched (default: [`HttpFetcher`] with its hardened defaults).
-    pub fn fetcher(mut self, fetcher: Arc<dyn Fetch>) -> Self {
-        self.fetcher = Some(fetcher);
-        self
-    }
-
-    /// Where revocations come from (default: an empty in-memory [`Revocations`]).
-    pub fn revocations(mut self, revocations: Arc<dyn RevocationCheck>) -> Self {
-        self.revocations = Some(revocations);
-        self
-    }
-
-    /// Enables the verified-token cache, holding at most `capacity` tokens.
-    pub fn token_cache(mut self, capacity: usize) -> Self {
-        self.token_cache = Some(capacity);
-        self
-    }
-
-    /// Shares key sets with other replicas through `exchange`: each refresh first asks it for a
-    /// set a peer fetched, and hands it every set fetched from an identity provider (see
-    /// [`crate::exchange`]). Without one, every replica fetches for itself.
-    pub fn key_exchange(mut self, exchange: Arc<dyn KeyExchange>) -> Self {
-        self.key_exchange = Some(exchange);
-        self
-    }
-
-    /// Refuses tokens longer than this many bytes (default 16 KiB).
-    pub fn max_token_bytes(mut self, limit: usize) -> Self {
-        self.max_token_bytes = Some(limit);
-        self
-    }
-
-    /// Builds the verifier. No network access happens here; keys are fetched on first use
-    /// or by [`Verifier::warm_up`].
-    ///
-    /// # Errors
-    /// A [`ConfigError`] when there is no provider, two providers share an id, a static key
-    /// set does not parse, or the default fetcher cannot be built.
-    pub fn build(self) -> Result<Verifier, ConfigError> {
-        if self.providers.is_empty() {
-            return Err(ConfigError::new(
-                "providers",
-                "at least one provider is required",
-            ));
-        }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let fetcher: Arc<dyn Fetch> = match self.fetcher {
-            Some(f) => f,
-            None => Arc::new(
-                HttpFetcher::builder()
-                    .build()
-                    .map_err(|e| ConfigError::new("fetcher", e.to_string()))?,
-            ),
-        };
-        let mut providers: Vec<Arc<Provider>> = Vec::with_capacity(self.providers.len());
-        let mut by_issuer: HashMap<Box<str>, Vec<usize>, _> =
-            HashMap::with_hasher(foldhash::fast::RandomState::default());
-        for config in self.providers {
-            if providers
-                .iter()
-                .any(|p| *p.id.tenant() == *config.tenant && *p.id.name() == *config.name)
-            {
-                return Err(ConfigError::new(
-                    "providers",
-                    format!("duplicate provider {}/{}", config.tenant, config.name),
-                ));
-            }
-            let issuer: Box<str> = config.issuer.as_ref().into();
-            let provider = Provider::new(
-                config,
-                Arc::clone(&fetcher),
-                Arc::clone(&clock),
-                self.key_exchange.clone(),
-            )
-            .map_err(|e| ConfigError::new("static_jwks", e.to_string()))?;
-            by_issuer.entry(issuer).or_default().push(providers.len());
-            providers.push(provider);
-        }
-        let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
-        if max_token_bytes == 0 {
-            return Err(ConfigError::new("max_token_bytes", "must be positive"));
-        }
-        Ok(Verifier {
-            inner: Arc::new(Inner {
-                providers,
-                by_issuer,
-                clock,
-                revocations: self
-                    .revocations
-                    .unwrap_or_else(|| Arc::new(Revocations::new())),
-                token_cache: self.token_cache.filter(|&c| c > 0).map(TokenCache::new),
-                max_token_bytes,
-            }),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn typ_comparison_ignores_case_and_prefix() {
-        assert!(typ_matches("at+jwt", "at+jwt"));
-        assert!(typ_matches("application/AT+JWT", "at+jwt"));
-        assert!(!typ_matches("JWT", "at+jwt"));
-    }
+    use crate::config::ProviderConfig;
 
     #[test]
     fn verifier_and_its_futures_are_send() {

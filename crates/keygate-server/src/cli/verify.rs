@@ -216,7 +216,7 @@ impl Verdict {
     #[must_use]
     pub fn from_error(error: &VerifyError) -> Self {
         Verdict::Invalid {
-            error_class: error.reason(),
+            error_class: error.reason().as_str(),
             detail: detail(error),
         }
     }

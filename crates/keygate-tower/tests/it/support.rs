@@ -4,11 +4,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
-use keygate::{HttpFetcher, ProviderConfig, RetrySettings, Verifier};
+use keygate::{Clock as _, HttpFetcher, ProviderConfig, RetrySettings, SystemClock, Verifier};
 use keygate_test_support::{StubIdp, TestKey, TokenBuilder, jwks, typical_claims};
 use keygate_tower::Authenticated;
 use tower::{Service, ServiceExt, service_fn};
@@ -80,7 +80,8 @@ pub(crate) fn fetcher() -> Arc<HttpFetcher> {
 }
 
 pub(crate) fn now() -> i64 {
-    let secs = SystemTime::now()
+    let secs = SystemClock
+        .now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();

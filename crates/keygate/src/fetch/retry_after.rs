@@ -31,6 +31,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock as _, SystemClock};
     use http::HeaderValue;
     use proptest::prelude::*;
 
@@ -75,10 +76,10 @@ mod tests {
 
     #[test]
     fn absent_or_not_text() {
-        assert_eq!(retry_after(&HeaderMap::new(), SystemTime::now()), None);
+        assert_eq!(retry_after(&HeaderMap::new(), SystemClock.now()), None);
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_bytes(b"\xff12").unwrap());
-        assert_eq!(retry_after(&headers, SystemTime::now()), None);
+        assert_eq!(retry_after(&headers, SystemClock.now()), None);
     }
 
     proptest! {

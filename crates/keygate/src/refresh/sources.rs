@@ -39,14 +39,15 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 use url::Url;
 
-use super::{Candidate, MAX_FAILURE_BACKOFF, MIN_REFRESH_INTERVAL, etag, lock};
-use crate::cache::{FlushId, LastError, Provider, ProviderState, Snapshot, SourceStatus};
+use super::backoff::MAX_FAILURE_BACKOFF;
+use super::{Candidate, MIN_REFRESH_INTERVAL, etag, lock};
 use crate::config::KeySource;
 use crate::error::{JwksError, KeysUnavailable};
 use crate::exchange::{PublishedDocument, PublishedKeySet};
 use crate::fetch::{DEFAULT_MAX_BODY_BYTES, FetchError};
 use crate::freshness::Freshness;
 use crate::jwk::KeySet;
+use crate::provider::{FlushId, LastError, Provider, ProviderState, Snapshot, SourceStatus};
 
 /// Why a refresh runs, which decides which URLs of a provider with several it asks. Ignored
 /// for a provider with one URL.

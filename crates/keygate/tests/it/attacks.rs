@@ -12,20 +12,22 @@
 //! binary's counting allocator), and roughly, as the growth of the process's peak RSS.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keygate::fetch::{Fetch, FetchError, FetchRequest, HttpFetcher};
 use keygate::jwk::KeySet;
-use keygate::{Algorithm, CacheSettings, ProviderConfig, Verifier, VerifyError};
+use keygate::{Algorithm, CacheSettings, ProviderConfig, Verifier};
 use keygate_test_support::{
     ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, b64url, typical_claims,
 };
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, MemoryIdp, T0};
+use crate::support::{pem, reason_codes};
 
 // ---------------------------------------------------------------------------------------------
 // The table and its one check.
@@ -121,7 +123,7 @@ async fn check(row: &Attack) -> Result<Outcome, String> {
     let elapsed = started.elapsed();
     let reason = match joined {
         Ok(Ok(())) => "valid",
-        Ok(Err(e)) => e.reason(),
+        Ok(Err(e)) => e.reason().as_str(),
         Err(join) if join.is_panic() => "panic",
         Err(join) => return Err(format!("{}: task failed: {join}", row.name)),
     };
@@ -130,7 +132,7 @@ async fn check(row: &Attack) -> Result<Outcome, String> {
         elapsed,
     };
     let mut problems = Vec::new();
-    if reason != "valid" && reason != "panic" && !VerifyError::REASONS.contains(&reason) {
+    if reason != "valid" && reason != "panic" && !reason_codes().contains(&reason) {
         problems.push(format!("undocumented reason {reason:?}"));
     }
     if reason != row.expected {
@@ -283,19 +285,6 @@ fn spki_der() -> Vec<u8> {
     let mut body = algorithm;
     body.extend(der(0x03, &bits));
     der(0x30, &body)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// `[[[...1...]]]` nested `depth` deep.
@@ -1116,13 +1105,7 @@ fn huge_and_endless_bodies_stop_at_the_cap_without_buffering() {
 async fn a_slow_loris_idp_is_cut_at_the_fetch_timeout() {
     let idp = StubIdp::start().await;
     // One byte every 50 ms: every read makes progress, only the total deadline stops it.
-    idp.set_response(
-        "/trickle",
-        StubResponse::status(200).body(StubBody::Trickle {
-            chunk: bytes::Bytes::from_static(b" "),
-            interval: Duration::from_millis(50),
-        }),
-    );
+    idp.set_response("/trickle", StubResponse::trickle(Duration::from_millis(50)));
     // Headers that never come.
     idp.set_response(
         "/silent",

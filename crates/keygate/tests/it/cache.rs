@@ -73,20 +73,11 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(
-                &self.idp.issuer(),
-                AUD,
-                self.clock.now_unix(),
-            ))
-            .sign()
+        crate::support::token(key, &self.idp.issuer(), AUD, self.clock.now_unix())
     }
 
     async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason(),
-        }
+        crate::support::outcome(&self.verifier, token).await
     }
 
     /// Verifies `token` from `n` tasks at once; every one must succeed.

@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
-use keygate::{Fetch, FetchError, ProviderId, ProviderState, ProviderStatus, Verifier};
-use keygate_test_support::{ManualClock, TestKey, TokenBuilder, jwks, typical_claims};
+use keygate::{Fetch, FetchError, ProviderId, ProviderState, Verifier};
+use keygate_test_support::{ManualClock, TestKey, jwks};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::memidp::{AUD, ISSUER, T0, exact_cache, provider, settle};
+use crate::memidp::{T0, exact_cache, provider};
+use crate::support::{self, Harness};
 
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")
@@ -156,11 +157,7 @@ impl Fetch for FaultyIdp {
 /// A verifier of one provider over a [`FaultyIdp`], with the default cache settings minus
 /// jitter: keys are fresh for 5 minutes (the IdP sends no caching headers), refreshed 30 s
 /// ahead, served stale for an hour; three attempts per refresh within 15 s.
-struct Rig {
-    idp: Arc<FaultyIdp>,
-    clock: Arc<ManualClock>,
-    verifier: Verifier,
-}
+type Rig = support::Rig<Arc<FaultyIdp>>;
 
 impl Rig {
     fn new(keys: &[&TestKey], normal: Answer) -> Rig {
@@ -175,48 +172,8 @@ impl Rig {
             .unwrap();
         Rig {
             idp,
-            clock,
-            verifier,
+            harness: Harness::new(clock, verifier, "faults-attacker"),
         }
-    }
-
-    /// A fresh token (new `jti`, so never a token-cache hit) signed by `key`.
-    fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
-    }
-
-    /// A token naming `kid`, signed by a key nobody publishes.
-    fn token_naming(&self, kid: &str) -> String {
-        TokenBuilder::new(TestKey::shared_p256("faults-attacker"))
-            .header("kid", json!(kid))
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
-    }
-
-    async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason(),
-        }
-    }
-
-    /// Verifies a fresh token of `key` and returns the reason.
-    async fn check(&self, key: &TestKey) -> &'static str {
-        let token = self.token(key);
-        self.reason(&token).await
-    }
-
-    fn status(&self) -> ProviderStatus {
-        self.verifier.status().remove(0)
-    }
-
-    /// Moves the manual clock and paused tokio time together, then lets woken tasks run.
-    async fn advance(&self, secs: u64) {
-        self.clock.advance(Duration::from_secs(secs));
-        tokio::time::advance(Duration::from_secs(secs)).await;
-        settle().await;
     }
 
     /// Advances a second at a time until a fresh `key` token verifies; returns the seconds

@@ -1,14 +1,14 @@
 //! `HttpFetcher` against the stub IdP: scheme and host rules, redirects, body and time limits,
 //! and TLS trust and pinning.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, IF_NONE_MATCH, USER_AGENT};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use keygate::fetch::{Fetch, FetchError, FetchRequest, FetchResponse, HttpFetcher};
 use keygate_test_support::{StubBody, StubIdp, StubResponse};
 use serde_json::json;
+use tokio::time::Instant;
 
 fn loopback() -> keygate::fetch::HttpFetcherBuilder {
     HttpFetcher::builder().danger_allow_http_loopback(true)
@@ -302,13 +302,7 @@ async fn endless_body_is_cut_at_the_default_cap() {
 #[tokio::test]
 async fn a_trickling_body_times_out_at_the_deadline() {
     let idp = StubIdp::start().await;
-    idp.set_response(
-        "/jwks",
-        StubResponse::status(200).body(StubBody::Trickle {
-            chunk: Bytes::from_static(b" "),
-            interval: Duration::from_millis(20),
-        }),
-    );
+    idp.set_response("/jwks", StubResponse::trickle(Duration::from_millis(20)));
     let fetcher = loopback()
         .timeout(Duration::from_millis(300))
         .build()

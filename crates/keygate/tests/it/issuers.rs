@@ -14,13 +14,13 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
 use keygate::{
     CacheSettings, Fetch, FetchError, ProviderConfig, ProviderState, RetrySettings, TtlPolicy,
-    Verifier,
 };
-use keygate_test_support::{ManualClock, TestKey, TokenBuilder, jwks, typical_claims};
-use serde_json::{Value, json};
+use keygate_test_support::{ManualClock, TestKey, jwks};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::memidp::{AUD, ISSUER, JWKS_URI, T0, settle};
+use crate::support::{self, Harness};
 
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("issuers-k1")
@@ -143,10 +143,7 @@ fn fxhash(text: &str) -> u64 {
     })
 }
 
-struct Rig {
-    clock: Arc<ManualClock>,
-    verifier: Verifier,
-}
+type Rig = support::Rig<()>;
 
 impl Rig {
     fn new(idp: Arc<Idp>, cache: CacheSettings) -> Rig {
@@ -157,38 +154,11 @@ impl Rig {
             .cache(cache)
             .build()
             .unwrap();
-        let verifier = Verifier::builder()
-            .provider(provider)
-            .clock(clock.clone())
-            .fetcher(idp)
-            .build()
-            .unwrap();
-        Rig { clock, verifier }
-    }
-
-    fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
-    }
-
-    fn token_naming(&self, kid: &str) -> String {
-        TokenBuilder::new(TestKey::shared_p256("issuers-attacker"))
-            .header("kid", json!(kid))
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
-    }
-
-    async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason(),
+        let verifier = crate::support::verifier_of(provider, clock.clone(), idp);
+        Rig {
+            idp: (),
+            harness: Harness::new(clock, verifier, "issuers-attacker"),
         }
-    }
-
-    async fn check(&self, key: &TestKey) -> &'static str {
-        let token = self.token(key);
-        self.reason(&token).await
     }
 
     /// Moves the manual clock and paused tokio time together by `ms`, then lets woken tasks
@@ -409,13 +379,11 @@ async fn every_request_is_counted_by_outcome_retries_included() {
         .retry(retry)
         .build()
         .unwrap();
-    let verifier = Verifier::builder()
-        .provider(provider)
-        .clock(clock.clone())
-        .fetcher(idp.clone())
-        .build()
-        .unwrap();
-    let rig = Rig { clock, verifier };
+    let verifier = crate::support::verifier_of(provider, clock.clone(), idp.clone());
+    let rig = Rig {
+        idp: (),
+        harness: Harness::new(clock, verifier, "issuers-attacker"),
+    };
     // One refresh, four attempts: a 503, a refused connection, a hang cut at 2 s, a 200.
     idp.push(Answer::Status(503, None));
     idp.push(Answer::Refused);

@@ -11,5 +11,6 @@ mod flush;
 mod interop;
 mod issuers;
 mod memidp;
+mod support;
 mod uris;
 mod verify;

@@ -9,12 +9,13 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keygate::fetch::{BoxFuture, FetchRequest, FetchResponse};
 use keygate::{
-    CacheSettings, Fetch, FetchError, KeyExchange, ProviderConfig, ProviderId, ProviderStatus,
-    Verifier,
+    CacheSettings, Fetch, FetchError, KeyExchange, ProviderConfig, ProviderId, Verifier,
 };
-use keygate_test_support::{ManualClock, TestKey, TokenBuilder, jwks, typical_claims};
-use serde_json::{Value, json};
+use keygate_test_support::{ManualClock, TestKey, jwks};
+use serde_json::Value;
 use tokio::sync::watch;
+
+use crate::support::{self, Harness};
 
 pub(crate) const T0: u64 = 1_800_000_000;
 pub(crate) const ISSUER: &str = "https://idp.test";
@@ -120,11 +121,7 @@ impl Fetch for MemoryIdp {
 }
 
 /// A verifier of one provider (`acme/idp`) over a [`MemoryIdp`], judged by a manual clock.
-pub(crate) struct Rig {
-    pub(crate) idp: Arc<MemoryIdp>,
-    pub(crate) clock: Arc<ManualClock>,
-    pub(crate) verifier: Verifier,
-}
+pub(crate) type Rig = support::Rig<Arc<MemoryIdp>>;
 
 impl Rig {
     pub(crate) fn new(
@@ -144,45 +141,12 @@ impl Rig {
         }
         Rig {
             idp,
-            clock,
-            verifier: builder.build().unwrap(),
+            harness: Harness::new(clock, builder.build().unwrap(), "attacker"),
         }
     }
 
     pub(crate) fn id() -> ProviderId {
         ProviderId::new("acme", "idp")
-    }
-
-    pub(crate) fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
-    }
-
-    /// A token naming `kid`, signed by a key nobody publishes.
-    pub(crate) fn token_naming(&self, kid: &str) -> String {
-        TokenBuilder::new(TestKey::shared_p256("attacker"))
-            .header("kid", json!(kid))
-            .claims(typical_claims(ISSUER, AUD, self.clock.now_unix()))
-            .sign()
-    }
-
-    pub(crate) async fn reason(&self, token: &str) -> &'static str {
-        match self.verifier.verify(token).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason(),
-        }
-    }
-
-    pub(crate) fn status(&self) -> ProviderStatus {
-        self.verifier.status().remove(0)
-    }
-
-    /// Moves the manual clock and (paused) tokio time together, then lets woken tasks run.
-    pub(crate) async fn advance(&self, secs: u64) {
-        self.clock.advance(Duration::from_secs(secs));
-        tokio::time::advance(Duration::from_secs(secs)).await;
-        settle().await;
     }
 }
 

@@ -9,9 +9,7 @@ use keygate::{
     CacheSettings, HttpFetcher, ProviderConfig, ProviderId, ProviderState, PublishedDocument,
     PublishedKeySet, RetrySettings, Verifier,
 };
-use keygate_test_support::{
-    ManualClock, StubIdp, StubResponse, TestKey, TokenBuilder, jwks, typical_claims,
-};
+use keygate_test_support::{ManualClock, StubIdp, StubResponse, TestKey, jwks};
 
 const T0: u64 = 1_800_000_000;
 const AUD: &str = "api";
@@ -48,12 +46,7 @@ async fn two_urls(a_keys: &[&TestKey], b_keys: &[&TestKey], cache: CacheSettings
         .danger_allow_http_loopback(true)
         .build()
         .unwrap();
-    let verifier = Verifier::builder()
-        .provider(provider)
-        .clock(clock.clone())
-        .fetcher(Arc::new(fetcher))
-        .build()
-        .unwrap();
+    let verifier = crate::support::verifier_of(provider, clock.clone(), Arc::new(fetcher));
     TwoUrls {
         a,
         b,
@@ -64,16 +57,11 @@ async fn two_urls(a_keys: &[&TestKey], b_keys: &[&TestKey], cache: CacheSettings
 
 impl TwoUrls {
     fn token(&self, key: &TestKey) -> String {
-        TokenBuilder::new(key)
-            .claims(typical_claims(&self.a.issuer(), AUD, self.clock.now_unix()))
-            .sign()
+        crate::support::token(key, &self.a.issuer(), AUD, self.clock.now_unix())
     }
 
     async fn reason(&self, key: &TestKey) -> &'static str {
-        match self.verifier.verify(&self.token(key)).await {
-            Ok(_) => "valid",
-            Err(e) => e.reason(),
-        }
+        crate::support::outcome(&self.verifier, &self.token(key)).await
     }
 
     fn requests(&self) -> (usize, usize) {
@@ -165,7 +153,7 @@ async fn one_url_timing_out_never_takes_down_the_others_or_its_own_cached_keys()
     let k3 = TestKey::shared_p384("k3");
     f.a.set_jwks(jwks(&[k1, k3]));
     let before = f.requests();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(f.reason(k3).await, "valid");
     assert!(started.elapsed() < Duration::from_millis(250));
     assert_eq!(f.requests(), (before.0 + 1, before.1));

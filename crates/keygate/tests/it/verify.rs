@@ -20,6 +20,8 @@ use keygate_test_support::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::support::{pem, reason_codes};
+
 /// The verifier's clock reads this (unix seconds) unless a test moves it.
 const NOW: i64 = 1_700_000_000;
 const TENANT: &str = "acme";
@@ -157,7 +159,7 @@ async fn check(spec: &Spec, expected: Expected) -> Result<(), String> {
             None => verifier.verify(&token).await,
         }
         .map(drop)
-        .map_err(|e| e.reason())
+        .map_err(|e| e.reason().as_str())
     })
     .await;
     let got = match outcome {
@@ -166,7 +168,7 @@ async fn check(spec: &Spec, expected: Expected) -> Result<(), String> {
         Err(join) => panic!("{}: verification task failed: {join}", spec.name),
     };
     if let Err(reason) = got {
-        if reason != "panic" && !VerifyError::REASONS.contains(&reason) {
+        if reason != "panic" && !reason_codes().contains(&reason) {
             return Err(format!("{}: undocumented reason {reason:?}", spec.name));
         }
     }
@@ -434,19 +436,6 @@ fn spki_der(key: &TestKey) -> Vec<u8> {
     );
     let bits = der(0x03, &[&[0][..], &pkcs1_der(key)].concat());
     der(0x30, &[algorithm, bits].concat())
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// The classic key-confusion attack (RFC 8725 section 2.1): an HS256 token whose HMAC secret
@@ -2122,9 +2111,9 @@ fn every_reason_code_has_a_row() {
         .filter_map(|(_, expected)| expected.err())
         .collect();
     for reason in &covered {
-        assert!(VerifyError::REASONS.contains(reason), "{reason}");
+        assert!(reason_codes().contains(reason), "{reason}");
     }
-    let missing: Vec<&str> = VerifyError::REASONS
+    let missing: Vec<&str> = reason_codes()
         .iter()
         .copied()
         .filter(|r| !covered.contains(r) && !fetched_only.contains(r))
@@ -2235,8 +2224,9 @@ async fn verified_token_cache() {
         .build()
         .unwrap();
     let hits = || verifier.status()[0].counters.token_cache_hits;
-    let reason =
-        |r: Result<Arc<keygate::VerifiedToken>, VerifyError>| r.map(drop).map_err(|e| e.reason());
+    let reason = |r: Result<Arc<keygate::VerifiedToken>, VerifyError>| {
+        r.map(drop).map_err(|e| e.reason().as_str())
+    };
 
     // Reuse.
     let token = with_jti();

@@ -244,10 +244,7 @@ impl Provider {
         clock: Arc<dyn Clock>,
         exchange: Option<Arc<dyn KeyExchange>>,
     ) -> Result<Arc<Self>, crate::error::JwksError> {
-        let id = ProviderId {
-            tenant: config.tenant.clone(),
-            name: config.name.clone(),
-        };
+        let id = config.id.clone();
         let snapshot = match &config.source {
             KeySource::Static(doc) => {
                 let keys = KeySet::parse(doc, &config.algorithms, config.cache.max_keys)?;

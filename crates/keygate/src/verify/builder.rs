@@ -1,0 +1,135 @@
+//! [`VerifierBuilder`]: the providers, clock, fetcher, revocations and caches a [`Verifier`]
+//! is built from, checked once in [`build`](VerifierBuilder::build).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{DEFAULT_MAX_TOKEN_BYTES, Inner, Verifier};
+use crate::clock::{Clock, SystemClock};
+use crate::config::ProviderConfig;
+use crate::error::ConfigError;
+use crate::exchange::KeyExchange;
+use crate::fetch::{Fetch, HttpFetcher};
+use crate::provider::Provider;
+use crate::revoke::{RevocationCheck, Revocations};
+use crate::token_cache::TokenCache;
+
+/// Builds a [`Verifier`].
+#[must_use]
+#[derive(Default)]
+pub struct VerifierBuilder {
+    providers: Vec<ProviderConfig>,
+    clock: Option<Arc<dyn Clock>>,
+    fetcher: Option<Arc<dyn Fetch>>,
+    revocations: Option<Arc<dyn RevocationCheck>>,
+    token_cache: Option<usize>,
+    max_token_bytes: Option<usize>,
+    key_exchange: Option<Arc<dyn KeyExchange>>,
+}
+
+impl VerifierBuilder {
+    /// Adds a provider.
+    pub fn provider(mut self, provider: ProviderConfig) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// The clock for claim checks and cache expiry (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How key sets are fetched (default: [`HttpFetcher`] with its hardened defaults).
+    pub fn fetcher(mut self, fetcher: Arc<dyn Fetch>) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// Where revocations come from (default: an empty in-memory [`Revocations`]).
+    pub fn revocations(mut self, revocations: Arc<dyn RevocationCheck>) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// Enables the verified-token cache, holding at most `capacity` tokens.
+    pub fn token_cache(mut self, capacity: usize) -> Self {
+        self.token_cache = Some(capacity);
+        self
+    }
+
+    /// Shares key sets with other replicas through `exchange`: each refresh first asks it for a
+    /// set a peer fetched, and hands it every set fetched from an identity provider (see
+    /// [`crate::exchange`]). Without one, every replica fetches for itself.
+    pub fn key_exchange(mut self, exchange: Arc<dyn KeyExchange>) -> Self {
+        self.key_exchange = Some(exchange);
+        self
+    }
+
+    /// Refuses tokens longer than this many bytes (default 16 KiB).
+    pub fn max_token_bytes(mut self, limit: usize) -> Self {
+        self.max_token_bytes = Some(limit);
+        self
+    }
+
+    /// Builds the verifier. No network access happens here; keys are fetched on first use
+    /// or by [`Verifier::warm_up`].
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when there is no provider, two providers share an id, a static key
+    /// set does not parse, or the default fetcher cannot be built.
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "at least one provider is required",
+            ));
+        }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let fetcher: Arc<dyn Fetch> = match self.fetcher {
+            Some(f) => f,
+            None => Arc::new(
+                HttpFetcher::builder()
+                    .build()
+                    .map_err(|e| ConfigError::new("fetcher", e.to_string()))?,
+            ),
+        };
+        let mut providers: Vec<Arc<Provider>> = Vec::with_capacity(self.providers.len());
+        let mut by_issuer: HashMap<Box<str>, Vec<usize>, _> =
+            HashMap::with_hasher(foldhash::fast::RandomState::default());
+        for config in self.providers {
+            if providers.iter().any(|p| p.id == config.id) {
+                return Err(ConfigError::new(
+                    "providers",
+                    format!("duplicate provider {}", config.id),
+                ));
+            }
+            let issuer: Box<str> = config.issuer.as_ref().into();
+            let provider = Provider::new(
+                config,
+                Arc::clone(&fetcher),
+                Arc::clone(&clock),
+                self.key_exchange.clone(),
+            )
+            .map_err(|e| ConfigError::new("static_jwks", e.to_string()))?;
+            by_issuer.entry(issuer).or_default().push(providers.len());
+            providers.push(provider);
+        }
+        let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if max_token_bytes == 0 {
+            return Err(ConfigError::new("max_token_bytes", "must be positive"));
+        }
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                providers,
+                by_issuer,
+                clock,
+                revocations: self
+                    .revocations
+                    .unwrap_or_else(|| Arc::new(Revocations::new())),
+                token_cache: self.token_cache.filter(|&c| c > 0).map(TokenCache::new),
+                max_token_bytes,
+            }),
+        })
+    }
+}
