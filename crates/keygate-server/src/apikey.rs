@@ -169,7 +169,10 @@ pub fn hash_secret_with_iterations(secret: &[u8], iterations: u32) -> Result<Key
 /// A new admin key secret: `kg_` and 32 random bytes in base64url without padding.
 #[must_use]
 pub fn generate_secret() -> String {
-    format!("kg_{}", URL_SAFE_NO_PAD.encode_to_string(random::<32>()))
+    format!(
+        "kg_{}",
+        URL_SAFE_NO_PAD.encode_to_string(random_bytes::<32>())
+    )
 }
 
 impl Scope {
@@ -239,7 +242,7 @@ impl KeyHash {
     }
 
     fn derive(secret: &[u8], iterations: NonZeroU32) -> Self {
-        let salt = random::<SALT_BYTES>();
+        let salt = random_bytes::<SALT_BYTES>();
         let mut derived = [0; KEY_BYTES];
         pbkdf2::derive(PBKDF2_HMAC_SHA256, iterations, &salt, secret, &mut derived);
         KeyHash {
@@ -554,7 +557,8 @@ fn fingerprint(secret: &[u8]) -> Fingerprint {
     out
 }
 
-fn random<const N: usize>() -> [u8; N] {
+/// `N` bytes from the system's secure random generator: salts, secrets, ids.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];
     SystemRandom::new()
         .fill(&mut bytes)
