@@ -18,7 +18,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::server::{
+use crate::support::get_text;
+use crate::support::{
     ADMIN_SECRET, APP_SECRET, AUD, READER_SECRET, TestServer, config_for, idp_with, now, token_for,
 };
 
@@ -187,15 +188,7 @@ async fn a_random_kid_flood_is_bounded_and_a_rotation_still_lands_within_one_ref
         server.verify("", Some(&valid(key_a())), &[]).await.status(),
         200
     );
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server.client, format!("{}/metrics", server.admin)).await;
     assert!(
         metrics.contains("keygate_unknown_kid_rejections_total"),
         "{metrics}"
@@ -395,14 +388,7 @@ async fn admin_brute_force_locks_the_address_out_and_logs_no_secret() {
     let (status, _, body) = status_call(&attacker, &server, Some(ADMIN_SECRET)).await;
     assert_eq!(status, 200, "{body}");
 
-    let metrics = attacker
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&attacker, format!("{}/metrics", server.admin)).await;
     assert!(
         metrics.contains(r#"keygate_admin_requests_total{action="status",status="429"} 3"#),
         "{metrics}"

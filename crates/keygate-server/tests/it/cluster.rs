@@ -11,7 +11,7 @@ use keygate_test_support::{RedisServer, StubIdp, TcpProxy, TestKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::server::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, now, token_for};
 
 pub(crate) const SECRET: &str = "a cluster secret of at least thirty-two bytes";
 

@@ -10,7 +10,8 @@ use keygate_test_support::{StubIdp, TestKey, jwks};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::server::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config_for, now};
+use crate::support::get_text;
+use crate::support::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config_for, now};
 
 /// How long a test waits for the next event of a stream.
 const WAIT: Duration = Duration::from_secs(10);
@@ -437,15 +438,11 @@ async fn bad_bodies_get_400_naming_the_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_describes_both_endpoints() {
     let (_idp, server) = start().await;
-    let doc = server
-        .client
-        .get(format!("{}/admin/v1/openapi.json", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let doc = get_text(
+        &server.client,
+        format!("{}/admin/v1/openapi.json", server.admin),
+    )
+    .await;
     let doc: Value = serde_json::from_str(&doc).unwrap();
     let post = &doc["paths"]["/admin/v1/events"]["post"];
     assert!(post["requestBody"].is_object(), "{post}");

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{bus, cluster_toml, count, eventually, prefix, replica, status_of};
 use crate::harness::temp_file;
-use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")

@@ -14,7 +14,7 @@ use crate::cluster::{
     SECRET, bus, cluster_toml, eventually, prefix, replica_from, replica_with, revoke, revoke_jti,
     status_of,
 };
-use crate::server::{ADMIN_SECRET, idp_with, token_for};
+use crate::support::{ADMIN_SECRET, idp_with, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("ha-k1")
@@ -84,10 +84,10 @@ async fn replicas_share_revocations_over_mutual_tls() {
     let no_client_cert = format!("tls_ca_file = \"{}\"\n", redis.ca_file().display());
     let toml = format!(
         "{}{}",
-        crate::server::config_for(&idp, ""),
+        crate::support::config_for(&idp, ""),
         cluster_toml(&url, &p, &no_client_cert)
     );
-    let refused = crate::server::TestServer::start(&toml).await;
+    let refused = crate::support::TestServer::start(&toml).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_ne!(bus(&refused).state, keygate_server::bus::BusState::Ok);
     // It still verifies with what it has.

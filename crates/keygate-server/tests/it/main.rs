@@ -14,6 +14,7 @@ mod operator;
 mod ops_cli;
 mod serve_cli;
 mod server;
+mod support;
 mod trust;
 mod uris;
 mod usage;

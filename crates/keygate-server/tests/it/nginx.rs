@@ -14,7 +14,8 @@ use axum::http::HeaderMap;
 use axum::routing::any;
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, config_for, idp_with, token_for};
+use crate::support::get;
+use crate::support::{TestServer, config_for, idp_with, token_for};
 use keygate_test_support::TestKey;
 
 /// Finds nginx, installing Debian's package if needed.
@@ -237,11 +238,7 @@ async fn nginx_auth_request_protects_a_location() {
     assert_eq!(body["subject"], "alice");
 
     // No token: 401 with the Bearer challenge passed through by nginx.
-    let resp = client
-        .get(format!("{base}/api/orders"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&client, format!("{base}/api/orders")).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.headers()

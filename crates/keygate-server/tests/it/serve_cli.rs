@@ -10,7 +10,7 @@ use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
 use serde_json::json;
 
 use crate::harness::{keygate, temp_file};
-use crate::server::{config_for, token_for};
+use crate::support::{config_for, token_for};
 
 #[test]
 fn bad_configs_exit_64_naming_the_key() {

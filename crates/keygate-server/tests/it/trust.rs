@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cluster::{bus, count, eventually, prefix, replica, revoke, revoke_jti, status_of};
-use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, token_for};
+use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, token_for};
 
 fn old_key() -> &'static TestKey {
     TestKey::shared_p256("trust-old")

@@ -7,7 +7,8 @@ use keygate_test_support::{RedisServer, StubIdp, StubResponse, TestKey, jwks};
 use reqwest::StatusCode;
 
 use crate::cluster::{cluster_toml, eventually, prefix, status_of};
-use crate::server::{ADMIN_SECRET, AUD, TestServer, admin_keys_toml, idp_with, token_for};
+use crate::support::get_text;
+use crate::support::{ADMIN_SECRET, AUD, TestServer, admin_keys_toml, idp_with, token_for};
 
 fn config_for_two(a: &StubIdp, b: &StubIdp) -> String {
     format!(
@@ -66,15 +67,7 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     assert_eq!(sources[1]["last_error"]["reason"], "http_status");
     assert_eq!(sources[1]["kids"], serde_json::json!(["srv-shared"]));
 
-    let text = server
-        .client
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&server.client, format!("{}/metrics", server.admin)).await;
     let b_failing = format!(
         "keygate_jwks_source_state{{tenant=\"acme\",provider=\"split\",url=\"{}\",state=\"failing\"}} 1",
         b.jwks_url()
