@@ -20,7 +20,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::get_text;
 use crate::support::{
-    ADMIN_SECRET, APP_SECRET, AUD, READER_SECRET, TestServer, config_for, idp_with, now, token_for,
+    ADMIN_SECRET, APP_SECRET, AUD, READER_SECRET, TestServer, config_for, idp_with, now, serve_idp,
+    token_for,
 };
 
 fn key_a() -> &'static TestKey {
@@ -500,8 +501,7 @@ async fn raw(addr: &str, method: &str, path: &str, key: Option<&str>) -> (u16, S
 async fn hostile_admin_requests_get_4xx_and_leak_nothing() {
     let logs = Captured::default();
     let _guard = logs.install();
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |_| {});
     let mut bodies = Vec::new();
 
@@ -619,7 +619,7 @@ async fn hostile_admin_requests_get_4xx_and_leak_nothing() {
     assert!((400..500).contains(&status), "{status} {body}");
     bodies.push(body);
     // The flush of the real provider still works: none of the above touched it.
-    let (status, resp) = server.admin("POST", flush, Some(ADMIN_SECRET), None).await;
+    let (status, resp) = server.post_as_ops(flush).await;
     assert_eq!(status, 200, "{resp}");
     server.stop().await;
 

@@ -188,14 +188,7 @@ async fn a_replica_that_was_down_or_cut_off_applies_everything_it_missed() {
     for t in &tokens {
         assert_eq!(revoke(&a, revoke_jti(t)).await.0, StatusCode::OK);
     }
-    let (code, _) = a
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
-        .await;
+    let (code, _) = a.post_as_ops("/admin/v1/providers/acme/main/flush").await;
     assert_eq!(code, StatusCode::OK);
     // Cut off, it keeps verifying with what it has: the revocations have not reached it.
     assert_eq!(status_of(&cut_off, &tokens[0]).await, StatusCode::OK);
@@ -477,14 +470,7 @@ async fn a_rotation_costs_the_idp_one_fetch_for_three_replicas() {
 
     // An explicit refresh on one replica: one request, adopted by the others.
     idp.reset_counts();
-    let (code, _) = b
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
-        .await;
+    let (code, _) = b.post_as_ops("/admin/v1/providers/acme/main/refresh").await;
     assert_eq!(code, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(idp.total_requests(), 1, "one JWKS request for a refresh");

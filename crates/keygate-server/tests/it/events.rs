@@ -325,12 +325,7 @@ async fn keygate_s_own_invalidations_never_appear_in_the_stream() {
     let id = ProviderId::new("acme", "main");
     // Through the admin API, and straight on the bus.
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/flush")
         .await;
     assert_eq!(status, 200, "{body}");
     for event in [

@@ -14,7 +14,7 @@ use crate::cluster::{
     SECRET, bus, cluster_toml, eventually, prefix, replica_from, replica_with, revoke, revoke_jti,
     status_of,
 };
-use crate::support::{ADMIN_SECRET, idp_with, token_for};
+use crate::support::{idp_with, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("ha-k1")
@@ -63,9 +63,7 @@ async fn replicas_share_revocations_over_mutual_tls() {
     let s = bus(&a);
     assert_eq!(s.primary.as_deref(), Some(node.as_str()));
     assert_eq!(s.last_resync.map(|(_, why)| why), Some("start"));
-    let (code, status) = a
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (code, status) = a.get_as_ops("/admin/v1/status").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(status["bus"]["primary"], Value::String(node.clone()));
     assert_eq!(status["bus"]["last_resync"]["reason"], "start");

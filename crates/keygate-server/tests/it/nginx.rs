@@ -15,7 +15,7 @@ use axum::routing::any;
 use serde_json::{Value, json};
 
 use crate::support::get;
-use crate::support::{TestServer, config_for, idp_with, token_for};
+use crate::support::{serve_idp, token_for};
 use keygate_test_support::TestKey;
 
 /// Finds nginx, installing Debian's package if needed.
@@ -200,8 +200,7 @@ async fn start_upstream() -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_auth_request_protects_a_location() {
     let key = TestKey::shared_p256("nginx-a");
-    let idp = idp_with(&[key]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key]).await;
     let upstream = start_upstream().await;
     let keygate = server.verify.clone();
     let nginx = tokio::task::spawn_blocking(move || Nginx::start(&keygate, upstream))

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{keygate, temp_file};
 use crate::serve_cli::Process;
-use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, now, serve_idp, token_for};
 use crate::support::{get, get_text};
 
 fn key() -> &'static TestKey {
@@ -21,8 +21,7 @@ fn key() -> &'static TestKey {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_admin_error_is_the_json_error_body() {
-    let idp = idp_with(&[key()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (_idp, server) = serve_idp(&[key()]).await;
     let client = &server.client;
     let json_error = |resp: reqwest::Response| async move {
         let status = resp.status();
@@ -93,8 +92,7 @@ async fn every_admin_error_is_the_json_error_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
-    let idp = idp_with(&[key()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (_idp, server) = serve_idp(&[key()]).await;
     let past = now() - 120;
     for (body, field) in [
         (
@@ -125,9 +123,7 @@ async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
         assert!(resp["message"].as_str().unwrap().contains("past"), "{resp}");
     }
     // Nothing was kept.
-    let (_, list) = server
-        .admin("GET", "/admin/v1/revocations", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, list) = server.get_as_ops("/admin/v1/revocations").await;
     assert_eq!(list["revocations"], json!([]), "{list}");
     // The future is fine.
     let future = now() + 3600;

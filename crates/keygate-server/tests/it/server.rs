@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::support::{
     ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_text, header, idp_with, now,
-    token_for,
+    serve_idp, token_for,
 };
 use keygate_server::config::Config;
 use keygate_server::serve::Server;
@@ -74,8 +74,7 @@ async fn valid_token_gets_200_with_identity_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_refusal_has_its_status_challenge_and_reason() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let good = token_for(&idp, key_a(), |_| {});
 
     // No token: 401, a bare challenge (RFC 6750 section 3.1).
@@ -318,8 +317,7 @@ async fn rotation_during_traffic_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_auth_401_403_and_scopes() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (_idp, server) = serve_idp(&[key_a()]).await;
     let flush = "/admin/v1/providers/acme/main/flush";
     // No key, unknown key: 401 with a challenge.
     for key in [None, Some("kg_wrong"), Some("")] {
@@ -356,28 +354,20 @@ async fn admin_auth_401_403_and_scopes() {
         .await;
     assert_eq!(status, 200);
     // The secret never comes back in a response.
-    let (_, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, body) = server.get_as_ops("/admin/v1/status").await;
     assert!(!body.to_string().contains(ADMIN_SECRET));
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn flush_drops_keys_and_refresh_refetches() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |_| {});
     assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
     let fetches = idp.requests("/jwks");
 
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/flush")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "flush");
@@ -389,9 +379,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
     assert_eq!(server.shared.verifier.cached_tokens(), 0);
     // The flush refetches at once, with no request to make it: one fetch.
     crate::cluster::eventually("the refetch after the flush", || async {
-        let (_, status_body) = server
-            .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-            .await;
+        let (_, status_body) = server.get_as_ops("/admin/v1/status").await;
         status_body["providers"][0]["state"] == "fresh"
     })
     .await;
@@ -402,12 +390,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
     // Refresh refetches now, and picks up a new key.
     idp.set_jwks(jwks(&[key_a(), key_b()]));
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/refresh")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "fresh");
@@ -424,12 +407,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
     // A failing refresh: 502 with the reason, cached keys kept.
     idp.set_response("/jwks", StubResponse::status(500));
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/refresh")
         .await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "refresh_failed");
@@ -439,12 +417,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
     // Unknown provider: 404 for both.
     for action in ["flush", "refresh"] {
         let (status, body) = server
-            .admin(
-                "POST",
-                &format!("/admin/v1/providers/acme/nope/{action}"),
-                Some(ADMIN_SECRET),
-                None,
-            )
+            .post_as_ops(&format!("/admin/v1/providers/acme/nope/{action}"))
             .await;
         assert_eq!(status, 404, "{action}");
         assert_eq!(body["error"], "not_found");
@@ -454,8 +427,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_by_jti_subject_and_kid() {
-    let idp = idp_with(&[key_a(), key_b()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a(), key_b()]).await;
     let alice = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("alice"));
     });
@@ -496,9 +468,7 @@ async fn revocations_by_jti_subject_and_kid() {
     assert_eq!(header(&resp, "x-auth-reason"), Some("revoked"));
     assert_eq!(server.verify("", Some(&carol), &[]).await.status(), 200);
     // Listed.
-    let (status, body) = server
-        .admin("GET", "/admin/v1/revocations", Some(ADMIN_SECRET), None)
-        .await;
+    let (status, body) = server.get_as_ops("/admin/v1/revocations").await;
     assert_eq!(status, 200);
     let types: Vec<&str> = body["revocations"]
         .as_array()
@@ -556,8 +526,7 @@ async fn revocations_by_jti_subject_and_kid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_metrics_health_and_openapi() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |_| {});
     assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
     assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
@@ -565,9 +534,7 @@ async fn status_metrics_health_and_openapi() {
     let unknown = token_for(&idp, TestKey::shared_p256("srv-nobody"), |_| {});
     assert_eq!(server.verify("", Some(&unknown), &[]).await.status(), 401);
 
-    let (status, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (status, body) = server.get_as_ops("/admin/v1/status").await;
     assert_eq!(status, 200);
     let p = &body["providers"][0];
     assert_eq!(
@@ -718,8 +685,7 @@ fn cli(args: &[&str], key: &str) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_cli_against_the_real_admin_api() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("mallory"));
     });

@@ -142,6 +142,16 @@ impl TestServer {
         (status, value)
     }
 
+    /// `GET path` with the all-scopes key.
+    pub(crate) async fn get_as_ops(&self, path: &str) -> (StatusCode, Value) {
+        self.admin("GET", path, Some(ADMIN_SECRET), None).await
+    }
+
+    /// `POST path` with the all-scopes key and no body.
+    pub(crate) async fn post_as_ops(&self, path: &str) -> (StatusCode, Value) {
+        self.admin("POST", path, Some(ADMIN_SECRET), None).await
+    }
+
     pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         let result = self.task.take().unwrap().await.unwrap();
@@ -161,6 +171,13 @@ pub(crate) async fn idp_with(keys: &[&TestKey]) -> StubIdp {
     let idp = StubIdp::start().await;
     idp.set_jwks(jwks(keys));
     idp
+}
+
+/// A stub IdP publishing `keys`, and a server trusting it with [`config_for`].
+pub(crate) async fn serve_idp(keys: &[&TestKey]) -> (StubIdp, TestServer) {
+    let idp = idp_with(keys).await;
+    let server = TestServer::start(&config_for(&idp, "")).await;
+    (idp, server)
 }
 
 pub(crate) fn token_for(

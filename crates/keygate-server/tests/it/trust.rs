@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cluster::{bus, count, eventually, prefix, replica, revoke, revoke_jti, status_of};
-use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, token_for};
+use crate::support::{TestServer, config_for, idp_with, token_for};
 
 fn old_key() -> &'static TestKey {
     TestKey::shared_p256("trust-old")
@@ -34,12 +34,7 @@ async fn rotating_idp() -> StubIdp {
 /// `POST /admin/v1/providers/acme/main/{action}` (`flush`, `refresh`) with the admin key.
 pub(crate) async fn provider_action(server: &TestServer, action: &str) -> (StatusCode, Value) {
     server
-        .admin(
-            "POST",
-            &format!("/admin/v1/providers/acme/main/{action}"),
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops(&format!("/admin/v1/providers/acme/main/{action}"))
         .await
 }
 

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 
 use crate::cluster::{cluster_toml, eventually, prefix, status_of};
 use crate::support::get_text;
-use crate::support::{ADMIN_SECRET, AUD, TestServer, admin_keys_toml, idp_with, token_for};
+use crate::support::{AUD, TestServer, admin_keys_toml, idp_with, token_for};
 
 fn config_for_two(a: &StubIdp, b: &StubIdp) -> String {
     format!(
@@ -39,20 +39,13 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     // B fails; an operator's refresh still answers 200 (A answered), and B's keys stay.
     b.set_response("/jwks", StubResponse::status(503));
     let (status, _) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/split/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/split/refresh")
         .await;
     assert_eq!(status, 200);
     let token = token_for(&a, &in_b, |_| {});
     assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
 
-    let (status, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (status, body) = server.get_as_ops("/admin/v1/status").await;
     assert_eq!(status, 200);
     let p = &body["providers"][0];
     assert!(p["jwks_uri"].is_null());
@@ -91,9 +84,7 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
         assert!(std::time::Instant::now() < deadline, "B never came back");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let (_, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, body) = server.get_as_ops("/admin/v1/status").await;
     let p = &body["providers"][0];
     assert_eq!(p["state"], "fresh");
     assert_eq!(p["sources"][1]["state"], "fresh");
@@ -164,9 +155,7 @@ async fn replicas_share_every_urls_document_through_redis() {
         );
     }
     assert_eq!((a.requests("/jwks"), b.requests("/jwks")), (0, 0));
-    let (_, body) = late
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, body) = late.get_as_ops("/admin/v1/status").await;
     assert_eq!(
         body["providers"][0]["sources"][1]["kids"],
         serde_json::json!(["split-k2"])
