@@ -2,7 +2,10 @@
 //! events of `GET /admin/v1/events/stream` on the default local bus. Every read of a stream is
 //! bounded by a timeout, so a missing event fails the test instead of hanging it.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use keygate::{Clock as _, SystemClock};
+use tokio::time::Instant;
 
 use keygate::{FlushId, ProviderId, Revocation};
 use keygate_server::bus::Event;
@@ -155,7 +158,8 @@ async fn publish(server: &TestServer, namespace: &str, key: &str) -> (u64, Strin
 
 fn unix_millis() -> u64 {
     u64::try_from(
-        SystemTime::now()
+        SystemClock
+            .now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis(),

@@ -3,7 +3,9 @@
 //! `/verify`, and the `keygate serve` process: a second signal, a port in use, `--check`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::HeaderName;
 use keygate_server::config::Config;

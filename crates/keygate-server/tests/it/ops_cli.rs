@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
+
+use keygate::{Clock as _, SystemClock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -308,7 +310,8 @@ fn get(path: &str) -> Recorded {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
+    SystemClock
+        .now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
@@ -674,7 +677,7 @@ fn an_admin_api_that_never_answers_times_out_with_exit_2() {
     // The kernel completes the handshake into the backlog; nobody ever reads or writes.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let out = keygate(
         &[
             "flush",

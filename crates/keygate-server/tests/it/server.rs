@@ -4,7 +4,9 @@
 //! scopes, metrics, health, readiness and the OpenAPI document.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use keygate::{Clock as _, SystemClock};
 
 use crate::support::{
     ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_text, header, idp_with, now,
@@ -632,7 +634,7 @@ async fn embedded_default_verifies_rotates_and_flushes() {
             sub: Some(sub.to_owned()),
             ..Default::default()
         };
-        issuer.mint(&req, SystemTime::now()).unwrap().token
+        issuer.mint(&req, SystemClock.now()).unwrap().token
     };
     let first = mint("newcomer");
     let resp = client

@@ -107,7 +107,7 @@ async fn a_flush_after_the_idp_withdrew_a_key_refuses_it_everywhere_for_one_fetc
     let stop = Arc::new(AtomicBool::new(false));
     let verifying = keep_verifying(replicas.clone(), current.clone(), Arc::clone(&stop));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let flushed = std::time::Instant::now();
+    let flushed = tokio::time::Instant::now();
     assert_eq!(flush(&replicas[0]).await, StatusCode::OK);
     let answered = flushed.elapsed();
     // The replica that answered refuses the withdrawn key at once.
@@ -272,7 +272,7 @@ async fn redis_restarted_from_an_older_snapshot_loses_no_revocation_or_flush() {
 
     // Redis crashes and comes back from the snapshot: same epoch, shorter log.
     redis.restart_from_snapshot();
-    let restarted = std::time::Instant::now();
+    let restarted = tokio::time::Instant::now();
     let mut retries = 0;
     // Revocations keep coming; every one is acknowledged (retrying while Redis is away).
     for (i, t) in tokens[8..].iter().enumerate() {

@@ -74,14 +74,14 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     b.clear_responses("/jwks");
     b.set_jwks(jwks(&[&in_b, &rotated]));
     let token = token_for(&a, &rotated, |_| {});
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let status = server.verify("", Some(&token), &[]).await.status();
         if status == 200 {
             break;
         }
         assert_eq!(status, 401);
-        assert!(std::time::Instant::now() < deadline, "B never came back");
+        assert!(tokio::time::Instant::now() < deadline, "B never came back");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let (_, body) = server.get_as_ops("/admin/v1/status").await;
