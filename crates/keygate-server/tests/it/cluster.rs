@@ -11,7 +11,7 @@ use keygate_test_support::{RedisServer, StubIdp, TcpProxy, TestKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{APP_SECRET, TestServer, config_for, idp_with, now, token_for};
 
 pub(crate) const SECRET: &str = "a cluster secret of at least thirty-two bytes";
 
@@ -40,10 +40,29 @@ pub(crate) async fn replica_with(
     replica_from(idp, &cluster_toml(url, prefix, extra)).await
 }
 
+/// `N` replicas on the Redis at `url` under `prefix`, started one after the other.
+pub(crate) async fn replicas<const N: usize>(
+    idp: &StubIdp,
+    url: &str,
+    prefix: &str,
+) -> [TestServer; N] {
+    let mut started = Vec::with_capacity(N);
+    for _ in 0..N {
+        started.push(replica(idp, url, prefix).await);
+    }
+    started
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N replicas were started"))
+}
+
 /// A replica with `cluster` as its `[cluster]` section, once it is synced and ready.
 pub(crate) async fn replica_from(idp: &StubIdp, cluster: &str) -> TestServer {
-    let toml = format!("{}{cluster}", config_for(idp, ""));
-    let server = TestServer::start(&toml).await;
+    replica_of_config(&format!("{}{cluster}", config_for(idp, ""))).await
+}
+
+/// A replica of the whole config `toml`, once it is synced and ready.
+pub(crate) async fn replica_of_config(toml: &str) -> TestServer {
+    let server = TestServer::start(toml).await;
     // Started means the bus has loaded shared state and the keys are there.
     eventually("the replica is synced and ready", || async {
         server.shared.bus.status().state == BusState::Ok
@@ -78,12 +97,7 @@ pub(crate) async fn status_of(server: &TestServer, token: &str) -> StatusCode {
 
 pub(crate) async fn revoke(server: &TestServer, body: Value) -> (StatusCode, Value) {
     server
-        .admin(
-            "POST",
-            "/admin/v1/revocations",
-            Some(ADMIN_SECRET),
-            Some(&body.to_string()),
-        )
+        .post_json_as_ops("/admin/v1/revocations", &body)
         .await
 }
 
@@ -448,9 +462,7 @@ async fn a_rotation_costs_the_idp_one_fetch_for_three_replicas() {
     let new = TestKey::shared_p256("cluster-rot-new");
     let idp = idp_with(&[old]).await;
     let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let [a, b, c] = replicas(&idp, &redis.url(), &p).await;
     // Starting replicas take the key set the first one fetched.
     assert_eq!(idp.total_requests(), 1, "start-up fetches");
 

@@ -22,20 +22,12 @@ use keygate_test_support::{RedisServer, StubIdp, StubResponse, TcpProxy, TestKey
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::cluster::{bus, cluster_toml, count, eventually, prefix, replica, status_of};
+use crate::cluster::{bus, cluster_toml, count, eventually, prefix, replica, replicas, status_of};
 use crate::harness::temp_file;
-use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{ADMIN_SECRET, TestServer, client, config_for, idp_with, now, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 fn fresh_jti() -> String {
@@ -344,9 +336,7 @@ async fn redis_slowed_by_debug_sleep_stalls_no_verification_and_loses_no_revocat
     let redis = RedisServer::start();
     let idp = idp_with(&[key()]).await;
     let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let [a, b, c] = replicas(&idp, &redis.url(), &p).await;
     let replicas = [&a, &b, &c];
     let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
     for r in replicas {
@@ -407,9 +397,7 @@ async fn redis_killed_and_restarted_empty_under_load_loses_no_acknowledged_revoc
     let mut redis = RedisServer::start();
     let idp = idp_with(&[key()]).await;
     let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let [a, b, c] = replicas(&idp, &redis.url(), &p).await;
     let replicas = [&a, &b, &c];
     let epoch = bus(&a).epoch;
     let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();

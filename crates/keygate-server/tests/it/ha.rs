@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use keygate_test_support::{RedisNode, Sentinel, TestKey};
+use keygate_test_support::{RedisNode, Sentinel, StubIdp, TestKey};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -20,6 +20,37 @@ use crate::support::{idp_with, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("ha-k1")
+}
+
+/// A primary, a standby replicating it and a Sentinel watching them as `kg`; a stub IdP, and
+/// the `[cluster]` section of replicas that find the primary through the Sentinel.
+struct SentinelSetup {
+    primary: RedisNode,
+    standby: RedisNode,
+    sentinel: Sentinel,
+    idp: StubIdp,
+    prefix: String,
+    section: String,
+}
+
+impl SentinelSetup {
+    async fn start() -> SentinelSetup {
+        let primary = RedisNode::start();
+        let standby = RedisNode::replica_of(primary.port());
+        let sentinel = Sentinel::start("kg", primary.port());
+        sentinel.wait_for_replicas("kg", 1);
+        let idp = idp_with(&[key()]).await;
+        let prefix = prefix();
+        let section = sentinel_toml(&[sentinel.url()], "kg", &prefix, "");
+        SentinelSetup {
+            primary,
+            standby,
+            sentinel,
+            idp,
+            prefix,
+            section,
+        }
+    }
 }
 
 /// The `[cluster]` section of a replica finding the primary through `sentinels`.
@@ -111,13 +142,14 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_follow_a_sentinel_failover_and_lose_no_acknowledged_revocation() {
     let started = Instant::now();
-    let mut primary = RedisNode::start();
-    let standby = RedisNode::replica_of(primary.port());
-    let sentinel = Sentinel::start("kg", primary.port());
-    sentinel.wait_for_replicas("kg", 1);
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
-    let section = sentinel_toml(&[sentinel.url()], "kg", &p, "");
+    let SentinelSetup {
+        mut primary,
+        standby,
+        sentinel,
+        idp,
+        section,
+        ..
+    } = SentinelSetup::start().await;
     let replicas = Arc::new([
         replica_from(&idp, &section).await,
         replica_from(&idp, &section).await,
@@ -302,13 +334,14 @@ async fn too_few_replica_acknowledgements_fail_admin_calls_but_not_verification(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demoted_primary_is_never_written_to_after_a_planned_failover() {
-    let primary = RedisNode::start();
-    let standby = RedisNode::replica_of(primary.port());
-    let sentinel = Sentinel::start("kg", primary.port());
-    sentinel.wait_for_replicas("kg", 1);
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
-    let section = sentinel_toml(&[sentinel.url()], "kg", &p, "");
+    let SentinelSetup {
+        primary,
+        standby,
+        sentinel,
+        idp,
+        prefix: p,
+        section,
+    } = SentinelSetup::start().await;
     let a = replica_from(&idp, &section).await;
     let b = replica_from(&idp, &section).await;
     let first = token_for(&idp, key(), |_| {});

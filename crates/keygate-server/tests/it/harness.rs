@@ -247,3 +247,17 @@ pub(crate) fn check(spec: &Spec, expected: &Expected) -> Output {
     }
     out
 }
+
+/// `keygate verify --jwks <jwks> --token <token> --iss ISS --aud AUD`, then `extra`.
+pub(crate) fn verify(jwks: &str, token: &str, extra: &[&str]) -> Output {
+    keygate(
+        &[
+            &[
+                "verify", "--jwks", jwks, "--token", token, "--iss", ISS, "--aud", AUD,
+            ],
+            extra,
+        ]
+        .concat(),
+        None,
+    )
+}

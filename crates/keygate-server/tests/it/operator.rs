@@ -112,12 +112,7 @@ async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
         (json!({"jti": "j1", "exp": past}), "exp"),
     ] {
         let (status, resp) = server
-            .admin(
-                "POST",
-                "/admin/v1/revocations",
-                Some(ADMIN_SECRET),
-                Some(&body.to_string()),
-            )
+            .post_json_as_ops("/admin/v1/revocations", &body)
             .await;
         assert_eq!(status, 400, "{body}: {resp}");
         assert_eq!(resp["error"], "bad_request", "{resp}");
@@ -135,12 +130,7 @@ async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
         json!({"tenant": "acme", "sub": "alice", "before": now(), "until": future}),
     ] {
         let (status, resp) = server
-            .admin(
-                "POST",
-                "/admin/v1/revocations",
-                Some(ADMIN_SECRET),
-                Some(&body.to_string()),
-            )
+            .post_json_as_ops("/admin/v1/revocations", &body)
             .await;
         assert_eq!(status, 200, "{body}: {resp}");
     }

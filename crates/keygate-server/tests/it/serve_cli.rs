@@ -10,7 +10,7 @@ use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
 use serde_json::json;
 
 use crate::harness::{keygate, temp_file};
-use crate::support::{config_for, token_for};
+use crate::support::{config_for, header, token_for};
 
 #[test]
 fn bad_configs_exit_64_naming_the_key() {
@@ -221,12 +221,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         .unwrap()
         .expect("the in-flight request completes");
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()
-            .get("x-auth-subject")
-            .and_then(|v| v.to_str().ok()),
-        Some("in-flight")
-    );
+    assert_eq!(header(&resp, "x-auth-subject"), Some("in-flight"));
     let status = tokio::task::spawn_blocking(move || {
         let status = process.child.wait().unwrap();
         let mut rest: Vec<String> = process.stderr.try_iter().collect();

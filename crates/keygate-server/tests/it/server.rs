@@ -10,7 +10,7 @@ use keygate::{Clock as _, SystemClock};
 
 use crate::support::{
     ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_text, header, idp_with, now,
-    serve_idp, token_for,
+    serve_idp, serve_idp_with, token_for,
 };
 use keygate_server::config::Config;
 use keygate_server::serve::Server;
@@ -28,12 +28,7 @@ fn key_b() -> &'static TestKey {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn valid_token_gets_200_with_identity_headers() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(
-        &idp,
-        "[providers.claims_to_headers]\nscope = \"X-Auth-Scope\"\nemail = \"X-Auth-Email\"\nroles = \"X-Auth-Roles\"",
-    ))
-    .await;
+    let (idp, server) = serve_idp_with(&[key_a()], "[providers.claims_to_headers]\nscope = \"X-Auth-Scope\"\nemail = \"X-Auth-Email\"\nroles = \"X-Auth-Roles\"").await;
     let token = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("alice"));
         c.insert("roles".into(), json!(["admin", "dev"]));
@@ -146,7 +141,7 @@ async fn each_refusal_has_its_status_challenge_and_reason() {
             .unwrap()
             .to_owned()
     };
-    assert_eq!(server.verify("", Some(&good), &[]).await.status(), 200);
+    server.assert_verifies(&good).await;
     let (status, body) = server
         .admin(
             "POST",
@@ -182,11 +177,10 @@ async fn keys_unavailable_gets_503() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_supplied_identity_headers_are_never_echoed() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(
-        &idp,
+    let (idp, server) = serve_idp_with(
+        &[key_a()],
         "[providers.claims_to_headers]\nemail = \"X-Auth-Email\"",
-    ))
+    )
     .await;
     let spoofed = [
         ("x-auth-subject", "root"),
@@ -240,7 +234,7 @@ async fn tenant_from_path_or_header_narrows_the_providers() {
     let server = TestServer::start(&toml).await;
     let acme = token_for(&idp, key_a(), |_| {});
     let globex = token_for(&other, key_b(), |_| {});
-    assert_eq!(server.verify("", Some(&globex), &[]).await.status(), 200);
+    server.assert_verifies(&globex).await;
     assert_eq!(server.verify("/acme", Some(&acme), &[]).await.status(), 200);
     let resp = server.verify("/acme/anything", Some(&globex), &[]).await;
     assert_eq!(resp.status(), 401);
@@ -269,7 +263,7 @@ async fn rotation_during_traffic_fails_no_request() {
     let idp = idp_with(&[key_a()]).await;
     let server = Arc::new(TestServer::start(&config_for(&idp, "")).await);
     let old = token_for(&idp, key_a(), |_| {});
-    assert_eq!(server.verify("", Some(&old), &[]).await.status(), 200);
+    server.assert_verifies(&old).await;
     let rotated = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let new = token_for(&idp, key_b(), |_| {});
     let mut clients = Vec::new();
@@ -308,7 +302,7 @@ async fn rotation_during_traffic_fails_no_request() {
         failures.extend(c.await.unwrap());
     }
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert_eq!(server.verify("", Some(&new), &[]).await.status(), 200);
+    server.assert_verifies(&new).await;
     // One refetch served the rotation, not one per request.
     assert!(
         idp.requests("/jwks") <= 3,
@@ -365,7 +359,7 @@ async fn admin_auth_401_403_and_scopes() {
 async fn flush_drops_keys_and_refresh_refetches() {
     let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |_| {});
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
     let fetches = idp.requests("/jwks");
 
     let (status, body) = server
@@ -386,7 +380,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
     })
     .await;
     assert_eq!(idp.requests("/jwks"), fetches + 1);
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
     assert_eq!(idp.requests("/jwks"), fetches + 1);
 
     // Refresh refetches now, and picks up a new key.
@@ -414,7 +408,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "refresh_failed");
     assert!(body["reason"].is_string());
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
 
     // Unknown provider: 404 for both.
     for action in ["flush", "refresh"] {
@@ -440,18 +434,13 @@ async fn revocations_by_jti_subject_and_kid() {
         c.insert("sub".into(), json!("carol"));
     });
     for t in [&alice, &bob_b, &carol] {
-        assert_eq!(server.verify("", Some(t), &[]).await.status(), 200);
+        server.assert_verifies(&t).await;
     }
     let post = |body: Value| {
         let server = &server;
         async move {
             server
-                .admin(
-                    "POST",
-                    "/admin/v1/revocations",
-                    Some(ADMIN_SECRET),
-                    Some(&body.to_string()),
-                )
+                .post_json_as_ops("/admin/v1/revocations", &body)
                 .await
         }
     };
@@ -461,14 +450,14 @@ async fn revocations_by_jti_subject_and_kid() {
     assert_eq!(body["revoked"]["type"], "subject");
     assert!(body["revoked"]["until"].as_i64().unwrap() > now());
     assert_eq!(server.verify("", Some(&alice), &[]).await.status(), 401);
-    assert_eq!(server.verify("", Some(&carol), &[]).await.status(), 200);
+    server.assert_verifies(&carol).await;
     // Kid: distrust key b at once although the IdP still publishes it.
     let (status, body) = post(json!({"tenant": "acme", "provider": "main", "kid": "srv-b"})).await;
     assert_eq!(status, 200, "{body}");
     let resp = server.verify("", Some(&bob_b), &[]).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(header(&resp, "x-auth-reason"), Some("revoked"));
-    assert_eq!(server.verify("", Some(&carol), &[]).await.status(), 200);
+    server.assert_verifies(&carol).await;
     // Listed.
     let (status, body) = server.get_as_ops("/admin/v1/revocations").await;
     assert_eq!(status, 200);
@@ -530,8 +519,8 @@ async fn revocations_by_jti_subject_and_kid() {
 async fn status_metrics_health_and_openapi() {
     let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |_| {});
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
+    server.assert_verifies(&token).await;
     assert_eq!(server.verify("", None, &[]).await.status(), 401);
     let unknown = token_for(&idp, TestKey::shared_p256("srv-nobody"), |_| {});
     assert_eq!(server.verify("", Some(&unknown), &[]).await.status(), 401);
@@ -691,7 +680,7 @@ async fn operator_cli_against_the_real_admin_api() {
     let token = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("mallory"));
     });
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
     let url = server.admin.clone();
     let run = move |args: Vec<String>, key: &'static str| {
         tokio::task::spawn_blocking(move || {

@@ -113,6 +113,11 @@ impl TestServer {
         req.send().await.unwrap()
     }
 
+    /// Asserts that `GET /verify` with `token` as bearer answers 200.
+    pub(crate) async fn assert_verifies(&self, token: &str) {
+        assert_eq!(self.verify("", Some(token), &[]).await.status(), 200);
+    }
+
     /// An admin call; returns the status and the JSON body.
     pub(crate) async fn admin(
         &self,
@@ -152,6 +157,12 @@ impl TestServer {
         self.admin("POST", path, Some(ADMIN_SECRET), None).await
     }
 
+    /// `POST path` with the all-scopes key and `body` as JSON.
+    pub(crate) async fn post_json_as_ops(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.admin("POST", path, Some(ADMIN_SECRET), Some(&body.to_string()))
+            .await
+    }
+
     pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         let result = self.task.take().unwrap().await.unwrap();
@@ -175,8 +186,16 @@ pub(crate) async fn idp_with(keys: &[&TestKey]) -> StubIdp {
 
 /// A stub IdP publishing `keys`, and a server trusting it with [`config_for`].
 pub(crate) async fn serve_idp(keys: &[&TestKey]) -> (StubIdp, TestServer) {
+    serve_idp_with(keys, "").await
+}
+
+/// As [`serve_idp`], with `extra_provider_toml` added to the provider.
+pub(crate) async fn serve_idp_with(
+    keys: &[&TestKey],
+    extra_provider_toml: &str,
+) -> (StubIdp, TestServer) {
     let idp = idp_with(keys).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let server = TestServer::start(&config_for(&idp, extra_provider_toml)).await;
     (idp, server)
 }
 
@@ -202,4 +221,13 @@ pub(crate) async fn get(client: &reqwest::Client, url: impl reqwest::IntoUrl) ->
 /// `GET url` with `client`: the body.
 pub(crate) async fn get_text(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
     get(client, url).await.text().await.unwrap()
+}
+
+/// A client for loopback servers (no proxy) that gives up on a request after 10 s.
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
 }

@@ -2,11 +2,10 @@
 //! `kid` both documents use, one URL failing, each URL in status and metrics, and replicas
 //! sharing every URL's document through Redis.
 
-use keygate_server::bus::BusState;
 use keygate_test_support::{RedisServer, StubIdp, StubResponse, TestKey, jwks};
 use reqwest::StatusCode;
 
-use crate::cluster::{cluster_toml, eventually, prefix, status_of};
+use crate::cluster::{cluster_toml, prefix, replica_of_config, status_of};
 use crate::support::get_text;
 use crate::support::{AUD, TestServer, admin_keys_toml, idp_with, token_for};
 
@@ -31,7 +30,7 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     // Tokens name the first IdP as issuer; keys come from both documents.
     for key in [&in_a, &in_b] {
         let token = token_for(&a, key, |_| {});
-        assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+        server.assert_verifies(&token).await;
     }
     let stranger = token_for(&a, &TestKey::p256("srv-shared"), |_| {});
     assert_eq!(server.verify("", Some(&stranger), &[]).await.status(), 401);
@@ -43,7 +42,7 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
         .await;
     assert_eq!(status, 200);
     let token = token_for(&a, &in_b, |_| {});
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
 
     let (status, body) = server.get_as_ops("/admin/v1/status").await;
     assert_eq!(status, 200);
@@ -99,13 +98,7 @@ async fn split_replica(a: &StubIdp, b: &StubIdp, redis_url: &str, prefix: &str) 
         config_for_two(a, b),
         cluster_toml(redis_url, prefix, "")
     );
-    let server = TestServer::start(&toml).await;
-    eventually("the replica is synced and ready", || async {
-        server.shared.bus.status().state == BusState::Ok
-            && server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
-    })
-    .await;
-    server
+    replica_of_config(&toml).await
 }
 
 #[tokio::test]

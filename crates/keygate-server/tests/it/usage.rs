@@ -1,6 +1,6 @@
 //! Usage and configuration errors: exit 2, a message on stderr, nothing on stdout.
 
-use crate::harness::{AUD, ISS, Output, jwks_file, keygate, temp_file, token};
+use crate::harness::{AUD, ISS, Output, jwks_file, keygate, temp_file, token, verify};
 
 fn assert_usage_error(out: &Output, stderr_mentions: &str) {
     assert_eq!(out.code, 2, "{out:?}");
@@ -10,17 +10,6 @@ fn assert_usage_error(out: &Output, stderr_mentions: &str) {
 
 fn run(args: &[&str]) -> Output {
     keygate(args, None)
-}
-
-/// `keygate verify --jwks <jwks> --token <token> --iss ISS --aud AUD`, then `extra`.
-fn verify(jwks: &str, token: &str, extra: &[&str]) -> Output {
-    run(&[
-        &[
-            "verify", "--jwks", jwks, "--token", token, "--iss", ISS, "--aud", AUD,
-        ],
-        extra,
-    ]
-    .concat())
 }
 
 #[test]
