@@ -9,10 +9,10 @@
 //! of admin key `ops` is read from `KEYGATE_ADMIN_KEY_OPS_HASH` when that is set, and it wins
 //! over the file.
 //!
-//! One file per concern: [`file`](self) holds the serde shapes of the file, and each section
-//! is validated beside the others of its kind (`server.rs` for listeners and the development
-//! issuer, `providers.rs`, `cluster.rs` with `connection.rs` for reaching Redis, `admin.rs`);
-//! durations and names have their own small parsers, and `error.rs` the error type.
+//! One file per concern: `file.rs` holds the serde shapes, and each section is validated in a
+//! file of its own (`server.rs` for the listeners, the development issuer and revocations,
+//! `providers.rs`, `cluster.rs` with `connection.rs` for reaching Redis, `admin.rs`);
+//! durations and names have their own small parsers, and `error.rs` holds the error type.
 
 mod admin;
 mod cluster;
