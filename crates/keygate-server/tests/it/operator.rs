@@ -79,11 +79,11 @@ async fn every_admin_error_is_the_json_error_body() {
     assert_eq!((status, error.as_str()), (405, "method_not_allowed"));
     assert!(allow.is_some_and(|a| a.contains("GET")));
     // 404.
-    let resp = get(&client, format!("{}/admin/v2/nothing", server.admin)).await;
+    let resp = get(client, format!("{}/admin/v2/nothing", server.admin)).await;
     let (status, error, _) = json_error(resp).await;
     assert_eq!((status, error.as_str()), (404, "not_found"));
     // And the document served says so.
-    let text = get_text(&client, format!("{}/admin/v1/openapi.json", server.admin)).await;
+    let text = get_text(client, format!("{}/admin/v1/openapi.json", server.admin)).await;
     let doc: Value = serde_json::from_str(&text).unwrap();
     for p in ["/metrics", "/healthz", "/readyz", "/admin/v1/openapi.json"] {
         assert!(doc["paths"][p].is_object(), "{p}");

@@ -434,7 +434,7 @@ async fn revocations_by_jti_subject_and_kid() {
         c.insert("sub".into(), json!("carol"));
     });
     for t in [&alice, &bob_b, &carol] {
-        server.assert_verifies(&t).await;
+        server.assert_verifies(t).await;
     }
     let post = |body: Value| {
         let server = &server;
