@@ -72,6 +72,38 @@ pub(crate) async fn replica_of_config(toml: &str) -> TestServer {
     server
 }
 
+/// Waits until every one of `replicas` refuses `token` (401): a revocation has arrived.
+pub(crate) async fn eventually_refused<const N: usize>(
+    what: &str,
+    replicas: [&TestServer; N],
+    token: &str,
+) {
+    for r in replicas {
+        eventually(what, || async {
+            status_of(r, token).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+}
+
+/// A replica reaching `redis` through a proxy the test can cut, and the proxy.
+pub(crate) async fn replica_via_proxy(
+    idp: &StubIdp,
+    redis: &RedisServer,
+    prefix: &str,
+) -> (TcpProxy, TestServer) {
+    let proxy = TcpProxy::start(redis.addr()).await;
+    let server = replica(idp, &format!("redis://{}/", proxy.addr()), prefix).await;
+    (proxy, server)
+}
+
+/// A Redis server, a stub IdP publishing `keys`, and a fresh key prefix for the replicas.
+pub(crate) async fn redis_and_idp(keys: &[&TestKey]) -> (RedisServer, StubIdp, String) {
+    let redis = RedisServer::start();
+    let idp = idp_with(keys).await;
+    (redis, idp, prefix())
+}
+
 /// Polls `check` until it holds; fails the test after 20 s. Correctness, not speed.
 pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -129,9 +161,7 @@ fn key() -> &'static TestKey {
 
 #[tokio::test]
 async fn a_revocation_made_on_one_replica_is_enforced_by_the_others() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let replicas = [
         replica(&idp, &redis.url(), &p).await,
         replica(&idp, &redis.url(), &p).await,
@@ -181,12 +211,9 @@ async fn a_revocation_made_on_one_replica_is_enforced_by_the_others() {
 
 #[tokio::test]
 async fn a_replica_that_was_down_or_cut_off_applies_everything_it_missed() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
-    let proxy = TcpProxy::start(redis.addr()).await;
-    let cut_off = replica(&idp, &format!("redis://{}/", proxy.addr()), &p).await;
+    let (proxy, cut_off) = replica_via_proxy(&idp, &redis, &p).await;
     let stopped = replica(&idp, &redis.url(), &p).await;
     let tokens: Vec<String> = (0..3).map(|_| token_for(&idp, key(), |_| {})).collect();
     for t in &tokens {
@@ -230,9 +257,7 @@ async fn a_replica_that_was_down_or_cut_off_applies_everything_it_missed() {
 
 #[tokio::test]
 async fn redis_restarted_empty_makes_replicas_resync_and_restore_revocations() {
-    let mut redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (mut redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let revoked = token_for(&idp, key(), |_| {});
@@ -264,22 +289,14 @@ async fn redis_restarted_empty_makes_replicas_resync_and_restore_revocations() {
     );
     // And the log works again in the new epoch.
     assert_eq!(revoke(&b, revoke_jti(&later)).await.0, StatusCode::OK);
-    for r in [&a, &newcomer] {
-        eventually("the new revocation arrives", || async {
-            status_of(r, &later).await == StatusCode::UNAUTHORIZED
-        })
-        .await;
-    }
+    eventually_refused("the new revocation arrives", [&a, &newcomer], &later).await;
 }
 
 #[tokio::test]
 async fn a_log_trimmed_past_a_replica_makes_it_resync_in_full() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
-    let proxy = TcpProxy::start(redis.addr()).await;
-    let behind = replica(&idp, &format!("redis://{}/", proxy.addr()), &p).await;
+    let (proxy, behind) = replica_via_proxy(&idp, &redis, &p).await;
     let tokens: Vec<String> = (0..6).map(|_| token_for(&idp, key(), |_| {})).collect();
 
     proxy.cut();
@@ -306,9 +323,7 @@ async fn a_log_trimmed_past_a_replica_makes_it_resync_in_full() {
 
 #[tokio::test]
 async fn forged_and_replayed_entries_are_dropped_and_counted() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let victim = token_for(&idp, key(), |_| {});
@@ -390,9 +405,7 @@ async fn forged_and_replayed_entries_are_dropped_and_counted() {
 
 #[tokio::test]
 async fn with_redis_down_replicas_verify_refuse_invalidations_and_converge_after() {
-    let mut redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (mut redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let strict = replica_with(&idp, &redis.url(), &p, "accept_while_degraded = false").await;
@@ -447,12 +460,7 @@ async fn with_redis_down_replicas_verify_refuse_invalidations_and_converge_after
     // again, it reaches everyone.
     assert_eq!(status_of(&a, &token).await, StatusCode::UNAUTHORIZED);
     assert_eq!(revoke(&a, revoke_jti(&token)).await.0, StatusCode::OK);
-    for r in [&b, &strict] {
-        eventually("converged", || async {
-            status_of(r, &token).await == StatusCode::UNAUTHORIZED
-        })
-        .await;
-    }
+    eventually_refused("converged", [&b, &strict], &token).await;
 }
 
 #[tokio::test]
@@ -490,9 +498,7 @@ async fn a_rotation_costs_the_idp_one_fetch_for_three_replicas() {
 
 #[tokio::test]
 async fn a_replica_starting_while_the_idp_is_down_verifies_with_the_shared_key_set() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let first = replica(&idp, &redis.url(), &p).await;
     let token = token_for(&idp, key(), |_| {});
     assert_eq!(status_of(&first, &token).await, StatusCode::OK);
@@ -538,9 +544,7 @@ async fn a_single_node_keeps_its_revocations_across_a_restart() {
 async fn application_events_reach_subscribers_on_every_replica_in_order_and_resume() {
     use keygate_server::bus::{Delivery, Event, Subscription};
 
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let mut live = Subscription::new(Arc::clone(&b.shared.bus), None).await;

@@ -261,3 +261,12 @@ pub(crate) fn verify(jwks: &str, token: &str, extra: &[&str]) -> Output {
         None,
     )
 }
+
+/// `keygate serve --check` of a config file holding `text`.
+pub(crate) fn serve_check(text: &str) -> Output {
+    let path = temp_file("keygate.toml", text);
+    keygate(
+        &["serve", "--check", "--config", path.to_str().unwrap()],
+        None,
+    )
+}

@@ -12,7 +12,7 @@ use keygate_server::config::Config;
 use keygate_test_support::{StubResponse, TestKey, jwks};
 use serde_json::{Value, json};
 
-use crate::harness::{keygate, temp_file};
+use crate::harness::{keygate, serve_check, temp_file};
 use crate::serve_cli::Process;
 use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, now, serve_idp, token_for};
 use crate::support::{get, get_text};
@@ -273,11 +273,7 @@ fn a_port_in_use_exits_2_saying_so_once() {
 #[test]
 fn check_refuses_a_state_file_in_a_missing_folder() {
     let config = "[dev_issuer]\n[cluster]\nstate_file = \"/nonexistent-keygate-dir/state.jsonl\"\n";
-    let path = temp_file("keygate.toml", config);
-    let out = keygate(
-        &["serve", "--check", "--config", path.to_str().unwrap()],
-        None,
-    );
+    let out = serve_check(config);
     assert_eq!(out.code, 64, "{out:?}");
     assert!(
         out.stderr.contains("cluster.state_file")

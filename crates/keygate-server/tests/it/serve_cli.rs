@@ -9,7 +9,7 @@ use std::time::Duration;
 use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
 use serde_json::json;
 
-use crate::harness::{keygate, temp_file};
+use crate::harness::{keygate, serve_check, temp_file};
 use crate::support::{config_for, header, token_for};
 
 #[test]
@@ -273,11 +273,7 @@ async fn dev_issuer_ready_message_has_a_working_curl_command() {
 #[test]
 fn an_hmac_algorithm_in_a_provider_exits_64_saying_why() {
     let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\nalgorithms = [\"ES512\", \"HS256\"]\n";
-    let path = temp_file("keygate.toml", text);
-    let out = keygate(
-        &["serve", "--check", "--config", path.to_str().unwrap()],
-        None,
-    );
+    let out = serve_check(text);
     assert_eq!(out.code, 64, "{out:?}");
     for needle in [
         "providers[0].algorithms[1]",
@@ -293,11 +289,7 @@ fn an_hmac_algorithm_in_a_provider_exits_64_saying_why() {
     }
     // ES512, Ed25519 and refuse_embedded_keys are accepted.
     let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\nalgorithms = [\"ES512\", \"Ed25519\"]\nrefuse_embedded_keys = true\n";
-    let path = temp_file("keygate.toml", text);
-    let out = keygate(
-        &["serve", "--check", "--config", path.to_str().unwrap()],
-        None,
-    );
+    let out = serve_check(text);
     assert_eq!(out.code, 0, "{out:?}");
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use keygate::{Clock as _, SystemClock};
 
 use crate::support::{
-    ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_text, header, idp_with, now,
-    serve_idp, serve_idp_with, token_for,
+    ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_bearer, get_text, header,
+    idp_with, now, serve_idp, serve_idp_with, token_for,
 };
 use keygate_server::config::Config;
 use keygate_server::serve::Server;
@@ -20,6 +20,14 @@ use tokio::sync::oneshot;
 
 fn key_a() -> &'static TestKey {
     TestKey::shared_p256("srv-a")
+}
+
+/// A server trusting an IdP that publishes key a, and a token of that key it has verified.
+async fn serving_key_a() -> (StubIdp, TestServer, String) {
+    let (idp, server) = serve_idp(&[key_a()]).await;
+    let token = token_for(&idp, key_a(), |_| {});
+    server.assert_verifies(&token).await;
+    (idp, server, token)
 }
 
 fn key_b() -> &'static TestKey {
@@ -143,11 +151,9 @@ async fn each_refusal_has_its_status_challenge_and_reason() {
     };
     server.assert_verifies(&good).await;
     let (status, body) = server
-        .admin(
-            "POST",
+        .post_json_as_ops(
             "/admin/v1/revocations",
-            Some(ADMIN_SECRET),
-            Some(&json!({"jti": jti, "exp": now() + 3600}).to_string()),
+            &json!({"jti": jti, "exp": now() + 3600}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -239,19 +245,13 @@ async fn tenant_from_path_or_header_narrows_the_providers() {
     let resp = server.verify("/acme/anything", Some(&globex), &[]).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(header(&resp, "x-auth-reason"), Some("bad_issuer"));
-    let resp = server
-        .verify("", Some(&globex), &[("x-keygate-tenant", "acme")])
-        .await;
+    let resp = server.verify_in_tenant("", &globex, "acme").await;
     assert_eq!(resp.status(), 401);
-    let resp = server
-        .verify("", Some(&globex), &[("x-keygate-tenant", "globex")])
-        .await;
+    let resp = server.verify_in_tenant("", &globex, "globex").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-auth-tenant"), Some("globex"));
     // Path and header disagree: refused.
-    let resp = server
-        .verify("/globex", Some(&globex), &[("x-keygate-tenant", "acme")])
-        .await;
+    let resp = server.verify_in_tenant("/globex", &globex, "acme").await;
     assert_eq!(resp.status(), 401);
     // A suffix that is not a tenant does not narrow.
     assert_eq!(server.verify("/api", Some(&acme), &[]).await.status(), 200);
@@ -357,9 +357,7 @@ async fn admin_auth_401_403_and_scopes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn flush_drops_keys_and_refresh_refetches() {
-    let (idp, server) = serve_idp(&[key_a()]).await;
-    let token = token_for(&idp, key_a(), |_| {});
-    server.assert_verifies(&token).await;
+    let (idp, server, token) = serving_key_a().await;
     let fetches = idp.requests("/jwks");
 
     let (status, body) = server
@@ -517,9 +515,7 @@ async fn revocations_by_jti_subject_and_kid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_metrics_health_and_openapi() {
-    let (idp, server) = serve_idp(&[key_a()]).await;
-    let token = token_for(&idp, key_a(), |_| {});
-    server.assert_verifies(&token).await;
+    let (idp, server, token) = serving_key_a().await;
     server.assert_verifies(&token).await;
     assert_eq!(server.verify("", None, &[]).await.status(), 401);
     let unknown = token_for(&idp, TestKey::shared_p256("srv-nobody"), |_| {});
@@ -626,34 +622,19 @@ async fn embedded_default_verifies_rotates_and_flushes() {
         issuer.mint(&req, SystemClock.now()).unwrap().token
     };
     let first = mint("newcomer");
-    let resp = client
-        .get(&verify)
-        .bearer_auth(&first)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_bearer(&client, &verify, &first).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-auth-subject"), Some("newcomer"));
     assert_eq!(header(&resp, "x-auth-tenant"), Some("dev"));
     let _new_kid = issuer.rotate();
     let second = mint("after-rotation");
-    let resp = client
-        .get(&verify)
-        .bearer_auth(&second)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_bearer(&client, &verify, &second).await;
     assert_eq!(
         resp.status(),
         200,
         "a token signed by the rotated key verifies"
     );
-    let resp = client
-        .get(&verify)
-        .bearer_auth(&first)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_bearer(&client, &verify, &first).await;
     assert_eq!(resp.status(), 200, "the old key stays published");
     let _ = tx.send(());
     task.await.unwrap().unwrap();

@@ -113,6 +113,18 @@ impl TestServer {
         req.send().await.unwrap()
     }
 
+    /// `GET /verify{suffix}` with `token` as bearer, narrowed to `tenant` by the default
+    /// tenant header.
+    pub(crate) async fn verify_in_tenant(
+        &self,
+        suffix: &str,
+        token: &str,
+        tenant: &str,
+    ) -> reqwest::Response {
+        self.verify(suffix, Some(token), &[("x-keygate-tenant", tenant)])
+            .await
+    }
+
     /// Asserts that `GET /verify` with `token` as bearer answers 200.
     pub(crate) async fn assert_verifies(&self, token: &str) {
         assert_eq!(self.verify("", Some(token), &[]).await.status(), 200);
@@ -216,6 +228,15 @@ pub(crate) fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a 
 /// `GET url` with `client`.
 pub(crate) async fn get(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::Response {
     client.get(url).send().await.unwrap()
+}
+
+/// `GET url` with `client` and `token` as bearer.
+pub(crate) async fn get_bearer(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+) -> reqwest::Response {
+    client.get(url).bearer_auth(token).send().await.unwrap()
 }
 
 /// `GET url` with `client`: the body.

@@ -51,6 +51,15 @@ async fn three_replicas(idp: &StubIdp, redis: &RedisServer, prefix: &str) -> [Te
     ]
 }
 
+/// A Redis server, the rotating IdP, a fresh prefix, and three replicas on them.
+async fn rotating_cluster() -> (RedisServer, StubIdp, String, [TestServer; 3]) {
+    let redis = RedisServer::start();
+    let idp = rotating_idp().await;
+    let p = prefix();
+    let replicas = three_replicas(&idp, &redis, &p).await;
+    (redis, idp, p, replicas)
+}
+
 async fn ready(server: &TestServer) -> StatusCode {
     server.admin("GET", "/readyz", None, None).await.0
 }
@@ -164,10 +173,7 @@ async fn a_flush_after_the_idp_withdrew_a_key_refuses_it_everywhere_for_one_fetc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
-    let redis = RedisServer::start();
-    let idp = rotating_idp().await;
-    let p = prefix();
-    let [a, b, c] = three_replicas(&idp, &redis, &p).await;
+    let (redis, idp, p, [a, b, c]) = rotating_cluster().await;
     let withdrawn = token_for(&idp, old_key(), |_| {});
     for r in [&a, &b, &c] {
         assert_eq!(status_of(r, &withdrawn).await, StatusCode::OK);
@@ -190,10 +196,7 @@ async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_with_no_traffic_keeps_every_replica_ready() {
-    let redis = RedisServer::start();
-    let idp = rotating_idp().await;
-    let p = prefix();
-    let replicas = three_replicas(&idp, &redis, &p).await;
+    let (_redis, idp, _p, replicas) = rotating_cluster().await;
     // The single node's backend too.
     let single = TestServer::start(&config_for(&idp, "")).await;
     eventually("the single node is ready", || async {
@@ -321,10 +324,7 @@ async fn redis_restarted_from_an_older_snapshot_loses_no_revocation_or_flush() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_while_the_idp_is_down_serves_no_key_from_before_it_and_recovers_on_its_own() {
-    let redis = RedisServer::start();
-    let idp = rotating_idp().await;
-    let p = prefix();
-    let replicas = three_replicas(&idp, &redis, &p).await;
+    let (_redis, idp, _p, replicas) = rotating_cluster().await;
     let current = token_for(&idp, current_key(), |_| {});
     for r in &replicas {
         assert_eq!(status_of(r, &current).await, StatusCode::OK);
