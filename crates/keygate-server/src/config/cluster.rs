@@ -21,6 +21,32 @@ pub fn cluster_secret_env_var(id: &str) -> String {
     format!("KEYGATE_CLUSTER_KEY_{}_SECRET", env_id(id))
 }
 
+/// The key (`cluster.<field>`) of the first of `fields` the file sets.
+macro_rules! first_set {
+    ($file:ident: $($field:ident),+ $(,)?) => {
+        [$((concat!("cluster.", stringify!($field)), Set::is_set(&$file.$field))),+]
+            .into_iter()
+            .find_map(|(key, set)| set.then_some(key))
+    };
+}
+
+/// Whether a setting appears in the file.
+trait Set {
+    fn is_set(&self) -> bool;
+}
+
+impl<T> Set for Option<T> {
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl<T> Set for Vec<T> {
+    fn is_set(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
 impl FileCluster {
     pub(super) fn validate(
         self,
@@ -49,29 +75,11 @@ impl FileCluster {
 
     /// The first key set that only the Redis backend reads, in the order of the docs.
     fn first_redis_only_key(&self) -> Option<&'static str> {
-        [
-            ("cluster.redis_url", self.redis_url.is_some()),
-            ("cluster.prefix", self.prefix.is_some()),
-            ("cluster.max_log_len", self.max_log_len.is_some()),
-            ("cluster.max_revocations", self.max_revocations.is_some()),
-            ("cluster.fetch_lease", self.fetch_lease.is_some()),
-            ("cluster.timeout", self.timeout.is_some()),
-            ("cluster.keys", !self.keys.is_empty()),
-            ("cluster.sentinels", self.sentinels.is_some()),
-            ("cluster.sentinel_master", self.sentinel_master.is_some()),
-            ("cluster.redis_username", self.redis_username.is_some()),
-            ("cluster.redis_password", self.redis_password.is_some()),
-            ("cluster.tls_ca_file", self.tls_ca_file.is_some()),
-            ("cluster.tls_client_cert", self.tls_client_cert.is_some()),
-            ("cluster.tls_client_key", self.tls_client_key.is_some()),
-            ("cluster.min_replicas_ack", self.min_replicas_ack.is_some()),
-            (
-                "cluster.replica_ack_timeout",
-                self.replica_ack_timeout.is_some(),
-            ),
-        ]
-        .into_iter()
-        .find_map(|(key, set)| set.then_some(key))
+        first_set!(
+            self: redis_url, prefix, max_log_len, max_revocations, fetch_lease, timeout, keys,
+            sentinels, sentinel_master, redis_username, redis_password, tls_ca_file,
+            tls_client_cert, tls_client_key, min_replicas_ack, replica_ack_timeout,
+        )
     }
 
     /// The settings of `cluster.backend = "redis"`.

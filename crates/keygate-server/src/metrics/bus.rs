@@ -43,21 +43,22 @@ pub(super) fn render(out: &mut Out, bus: &BusStatus, accept_while_degraded: bool
         "counter",
         bus.applied,
     );
-    out.family(
-        "keygate_bus_rejected_total",
-        "Bus entries dropped unapplied: bad MAC, malformed, replayed, unknown version or type.",
-        "counter",
-    );
-    for (reason, n) in &bus.rejected {
-        out.sample("keygate_bus_rejected_total", &[("reason", reason)], *n);
-    }
-    out.family(
-        "keygate_bus_resyncs_total",
-        "Full resyncs: the log started over (epoch), was trimmed past this replica, had a gap, or went back in time (rollback).",
-        "counter",
-    );
-    for (reason, n) in &bus.resyncs {
-        out.sample("keygate_bus_resyncs_total", &[("reason", reason)], *n);
+    for (name, help, by_reason) in [
+        (
+            "keygate_bus_rejected_total",
+            "Bus entries dropped unapplied: bad MAC, malformed, replayed, unknown version or type.",
+            &bus.rejected,
+        ),
+        (
+            "keygate_bus_resyncs_total",
+            "Full resyncs: the log started over (epoch), was trimmed past this replica, had a gap, or went back in time (rollback).",
+            &bus.resyncs,
+        ),
+    ] {
+        out.family(name, help, "counter");
+        for (reason, n) in by_reason {
+            out.sample(name, &[("reason", reason)], *n);
+        }
     }
     if let Some(node) = &bus.primary {
         out.family(

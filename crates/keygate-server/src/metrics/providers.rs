@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use keygate::{ProviderState, ProviderStatus};
+use keygate::{CounterSnapshot, ProviderState, ProviderStatus};
 
 use super::text::{Float, Out};
 
@@ -18,75 +18,77 @@ const STATES: [ProviderState; 5] = [
     ProviderState::Empty,
 ];
 
-/// A counter every provider keeps: its name, help text and how to read it.
-type Counter = (&'static str, &'static str, fn(&ProviderStatus) -> u64);
+// The help texts of the plain per-provider counters.
+const HITS: &str = "Verifications that found their key cached.";
+const MISSES: &str = "Verifications whose key was not cached.";
+const TOKEN_CACHE_HITS: &str = "Verifications answered from the verified-token cache.";
+const UNKNOWN_KID: &str = "Tokens refused because their kid is not in the key set.";
+const ADOPTED: &str = "Key sets adopted from another replica instead of fetched from the IdP.";
 
-/// The plain per-provider counters, in the order they are rendered.
-const COUNTERS: [Counter; 5] = [
-    (
-        "keygate_key_cache_hits_total",
-        "Verifications that found their key cached.",
-        |p| p.counters.hits,
-    ),
-    (
-        "keygate_key_cache_misses_total",
-        "Verifications whose key was not cached.",
-        |p| p.counters.misses,
-    ),
-    (
-        "keygate_token_cache_hits_total",
-        "Verifications answered from the verified-token cache.",
-        |p| p.counters.token_cache_hits,
-    ),
-    (
-        "keygate_unknown_kid_rejections_total",
-        "Tokens refused because their kid is not in the key set.",
-        |p| p.counters.unknown_kid_rejections,
-    ),
-    (
-        "keygate_jwks_adopted_total",
-        "Key sets adopted from another replica instead of fetched from the IdP.",
-        |p| p.counters.adopted,
-    ),
+/// The plain per-provider counters (name, help), in the order they are rendered; their
+/// values, in the same order, are [`counter_values`].
+const COUNTERS: [(&str, &str); 5] = [
+    ("keygate_key_cache_hits_total", HITS),
+    ("keygate_key_cache_misses_total", MISSES),
+    ("keygate_token_cache_hits_total", TOKEN_CACHE_HITS),
+    ("keygate_unknown_kid_rejections_total", UNKNOWN_KID),
+    ("keygate_jwks_adopted_total", ADOPTED),
 ];
+
+/// The values of [`COUNTERS`] for one provider.
+fn counter_values(c: &CounterSnapshot) -> [u64; 5] {
+    [
+        c.hits,
+        c.misses,
+        c.token_cache_hits,
+        c.unknown_kid_rejections,
+        c.adopted,
+    ]
+}
 
 /// Renders every provider's families.
 pub(super) fn render(out: &mut Out, providers: &[ProviderStatus], now: SystemTime) {
     // The text format wants each family's samples together, so the loop over providers sits
     // inside the loop over families.
 
-    const FETCHES: &str = "keygate_jwks_fetches_total";
-    out.family(
-        FETCHES,
-        "JWKS refresh cycles by result (ok, error); see keygate_jwks_requests_total for requests.",
-        "counter",
+    each_provider_by(
+        out,
+        providers,
+        (
+            "keygate_jwks_fetches_total",
+            "JWKS refresh cycles by result (ok, error); see keygate_jwks_requests_total for requests.",
+            "counter",
+        ),
+        "result",
+        |p| {
+            [
+                ("ok", p.counters.refreshes),
+                ("error", p.counters.refresh_errors),
+            ]
+        },
     );
-    for p in providers {
-        let [tenant, provider] = labels(p);
-        for (result, count) in [
-            ("ok", p.counters.refreshes),
-            ("error", p.counters.refresh_errors),
-        ] {
-            out.sample(FETCHES, &[tenant, provider, ("result", result)], count);
-        }
-    }
-
     // Every HTTP request to the IdP (retries and discovery included): the load it sees.
-    const REQUESTS: &str = "keygate_jwks_requests_total";
-    out.family(
-        REQUESTS,
-        "HTTP requests to the IdP by status (the code, or timeout, error), retries included.",
-        "counter",
+    each_provider_by(
+        out,
+        providers,
+        (
+            "keygate_jwks_requests_total",
+            "HTTP requests to the IdP by status (the code, or timeout, error), retries included.",
+            "counter",
+        ),
+        "status",
+        |p| {
+            p.counters
+                .requests
+                .iter()
+                .map(|(status, n)| (status.as_str(), *n))
+        },
     );
-    for p in providers {
-        let [tenant, provider] = labels(p);
-        for (status, count) in &p.counters.requests {
-            out.sample(REQUESTS, &[tenant, provider, ("status", status)], count);
-        }
-    }
 
-    for (name, help, value) in COUNTERS {
-        each_provider(out, providers, (name, help, "counter"), |p| Some(value(p)));
+    for (i, (name, help)) in COUNTERS.into_iter().enumerate() {
+        each_provider(out, providers, (name, help, "counter"), |p| {
+            Some(counter_values(&p.counters)[i])
+        });
     }
     each_provider(
         out,
@@ -164,6 +166,27 @@ fn each_provider<V: fmt::Display>(
     for p in providers {
         if let Some(v) = value(p) {
             out.sample(name, &labels(p), v);
+        }
+    }
+}
+
+/// A family (name, help, type) with, per provider, one sample per value of the label
+/// `label`, labelled `tenant`, `provider` and `label`: `values` gives each value and its
+/// sample.
+fn each_provider_by<'p, I>(
+    out: &mut Out,
+    providers: &'p [ProviderStatus],
+    (name, help, kind): (&str, &str, &str),
+    label: &str,
+    values: impl Fn(&'p ProviderStatus) -> I,
+) where
+    I: IntoIterator<Item = (&'p str, u64)>,
+{
+    out.family(name, help, kind);
+    for p in providers {
+        let [tenant, provider] = labels(p);
+        for (value, n) in values(p) {
+            out.sample(name, &[tenant, provider, (label, value)], n);
         }
     }
 }
