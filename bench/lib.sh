@@ -1,5 +1,6 @@
 # bench/lib.sh: helpers shared by the bench scripts; sourced, not run. Each caller defines
-# `log`, `die`, `ROOT` (the workspace) and `WORK` (its scratch directory) first.
+# `log`, `die`, `BENCH_DIR` (this folder), `ROOT` (the workspace) and `WORK` (its scratch
+# directory) first.
 
 # apt_install PACKAGE...: installs the Debian packages given (the caller passes only the
 # missing ones), with sudo when not root; bounded in time, logged to $WORK/apt.log.
