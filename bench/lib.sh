@@ -1,5 +1,6 @@
 # bench/lib.sh: helpers shared by the bench scripts; sourced, not run. Each caller defines
-# `log`, `die`, `ROOT` (the workspace) and `WORK` (its scratch directory) first.
+# `log`, `die`, `BENCH_DIR` (this folder), `ROOT` (the workspace) and `WORK` (its scratch
+# directory) first.
 
 # apt_install PACKAGE...: installs the Debian packages given (the caller passes only the
 # missing ones), with sudo when not root; bounded in time, logged to $WORK/apt.log.
@@ -26,4 +27,62 @@ build_keygate() {
     KEYGATE_BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/keygate
     [[ -x $KEYGATE_BIN ]] || die "no binary at $KEYGATE_BIN"
+}
+
+# apt_install_missing COMMAND...: installs the Debian package of each command not on PATH
+# (each package is named after its command).
+apt_install_missing() {
+    local missing=() cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null || missing+=("$cmd")
+    done
+    apt_install "${missing[@]}"
+}
+
+# require COMMAND...: dies unless every command is on PATH.
+require() {
+    local cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null || die "$cmd is required"
+    done
+}
+
+# reap PID...: gives each process 5 s to exit (bounded), then SIGKILLs it. Signal them first.
+reap() {
+    local pid
+    for pid in "$@"; do
+        [[ -n $pid ]] || continue
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
+# new_admin_key: writes a fresh admin key secret to $WORK/admin.key (mode 600) and sets HASH
+# to its hash, for the config's [[admin.keys]].
+new_admin_key() {
+    (umask 077 && python3 -c 'import secrets; print("kg_" + secrets.token_urlsafe(32))' >"$WORK/admin.key")
+    HASH=$("$KEYGATE_BIN" admin hash-key <"$WORK/admin.key")
+}
+
+# admin_key_toml ID: the [[admin.keys]] entry of the key new_admin_key made, allowed to revoke
+# tokens and read the status.
+admin_key_toml() {
+    cat <<EOT
+[[admin.keys]]
+id = "$1"
+hash = "$HASH"
+scopes = ["tokens:revoke", "status:read"]
+EOT
+}
+
+# pick_ports N: N free loopback ports (N >= 3) into PORTS; the first three become VERIFY_ADDR,
+# ADMIN_ADDR and the development issuer's ISSUER URL.
+pick_ports() {
+    mapfile -t PORTS < <(python3 "$BENCH_DIR/benchlib.py" ports "$1")
+    VERIFY_ADDR=127.0.0.1:${PORTS[0]}
+    ADMIN_ADDR=127.0.0.1:${PORTS[1]}
+    ISSUER=http://127.0.0.1:${PORTS[2]}
 }

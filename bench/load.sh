@@ -58,15 +58,8 @@ cleanup() {
     if [[ -n $KEYGATE_PID ]]; then
         kill -TERM "$KEYGATE_PID" 2>/dev/null || true
     fi
-    for pid in "${PIDS[@]}" "$NGINX_PID" "$KEYGATE_PID"; do
-        [[ -n $pid ]] || continue
-        # Bounded: give each process 5 s to drain, then kill it.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    # Bounded: give each process 5 s to drain, then kill it.
+    reap "${PIDS[@]}" "$NGINX_PID" "$KEYGATE_PID"
     if ((status != 0)) && [[ -f $WORK/keygate.log ]]; then
         echo "--- last lines of the keygate log ---" >&2
         tail -n 20 "$WORK/keygate.log" >&2 || true
@@ -88,26 +81,19 @@ source "$BENCH_DIR/lib.sh"
 
 # --- 1. tools -------------------------------------------------------------------------------
 
-install_packages() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
-    apt_install "${missing[@]}"
-}
-
-install_packages
+if command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]]; then
+    apt_install_missing wrk
+else
+    apt_install_missing wrk nginx
+fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
-command -v python3 >/dev/null || die "python3 is required"
-command -v curl >/dev/null || die "curl is required"
+require python3 curl
 
 # --- 2. keygate -------------------------------------------------------------------------------
 
 build_keygate
 
-mapfile -t PORTS < <(python3 "$TOKENS_PY" ports 4)
-VERIFY_ADDR=127.0.0.1:${PORTS[0]}
-ADMIN_ADDR=127.0.0.1:${PORTS[1]}
-ISSUER=http://127.0.0.1:${PORTS[2]}
+pick_ports 4
 NGINX_ADDR=127.0.0.1:${PORTS[3]}
 
 # The token cache holds pool (b) with room to spare (16 shards) but only a tenth of the

@@ -33,11 +33,7 @@ cleanup() {
     local status=$?
     if [[ -n $KEYGATE_PID ]]; then
         kill -TERM "$KEYGATE_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$KEYGATE_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$KEYGATE_PID" 2>/dev/null || true
+        reap "$KEYGATE_PID"
     fi
     if ((status != 0)) && [[ -f $WORK/keygate.log ]]; then
         echo "--- last lines of the keygate log ---" >&2
@@ -64,18 +60,13 @@ status_field() {
         python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"
 }
 
-command -v python3 >/dev/null || die "python3 is required"
-command -v curl >/dev/null || die "curl is required"
+require python3 curl
 
 build_keygate
 
-mapfile -t PORTS < <(python3 "$TOKENS_PY" ports 3)
-VERIFY_ADDR=127.0.0.1:${PORTS[0]}
-ADMIN_ADDR=127.0.0.1:${PORTS[1]}
-ISSUER=http://127.0.0.1:${PORTS[2]}
+pick_ports 3
 
-(umask 077 && python3 -c 'import secrets; print("kg_" + secrets.token_urlsafe(32))' >"$WORK/admin.key")
-HASH=$("$KEYGATE_BIN" admin hash-key <"$WORK/admin.key")
+new_admin_key
 
 {
     cat <<EOF
@@ -90,10 +81,7 @@ listen = "127.0.0.1:${PORTS[2]}"
 tenant = "t0"
 provider = "dev"
 
-[[admin.keys]]
-id = "bench"
-hash = "$HASH"
-scopes = ["tokens:revoke", "status:read"]
+$(admin_key_toml bench)
 
 [revocations]
 max_token_lifetime = "1d"

@@ -21,6 +21,8 @@ import sys
 import time
 import urllib.parse
 
+from benchlib import ports
+
 TIMEOUT_SECS = 10
 
 
@@ -31,16 +33,6 @@ def _loopback(base: str) -> urllib.parse.SplitResult:
     return url
 
 
-def ports(count: int) -> None:
-    held = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        held.append(s)
-    for s in held:
-        print(s.getsockname()[1])
-    for s in held:
-        s.close()
 
 
 def mint(issuer: str, count: int, out: str, prefix: str) -> None:

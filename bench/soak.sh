@@ -74,14 +74,8 @@ cleanup() {
     for pid in "${KEYGATE_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for pid in "${WRK_PIDS[@]}" "${KEYGATE_PIDS[@]}"; do
-        # Bounded: 5 s to drain, then SIGKILL.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    # Bounded: 5 s to drain, then SIGKILL.
+    reap "${WRK_PIDS[@]}" "${KEYGATE_PIDS[@]}"
     if [[ -n $REDIS_PID ]]; then
         { kill -KILL "$REDIS_PID" && wait "$REDIS_PID"; } 2>/dev/null || true
     fi
@@ -110,16 +104,8 @@ source "$BENCH_DIR/lib.sh"
 
 # --- tools and build ------------------------------------------------------------------------
 
-install_packages() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v redis-server >/dev/null || missing+=(redis-server)
-    apt_install "${missing[@]}"
-}
-
-install_packages
-command -v python3 >/dev/null || die "python3 is required"
-command -v curl >/dev/null || die "curl is required"
+apt_install_missing wrk redis-server
+require python3 curl
 
 build_keygate
 
@@ -150,8 +136,7 @@ start_redis
 
 # --- replicas ---------------------------------------------------------------------------------
 
-(umask 077 && python3 -c 'import secrets; print("kg_" + secrets.token_urlsafe(32))' >"$WORK/admin.key")
-HASH=$("$KEYGATE_BIN" admin hash-key <"$WORK/admin.key")
+new_admin_key
 CLUSTER_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 
 write_config() {
@@ -166,10 +151,7 @@ shutdown_grace = "2s"
 token_cache = $POOL
 node_id = "soak-$i"
 
-[[admin.keys]]
-id = "soak"
-hash = "$HASH"
-scopes = ["tokens:revoke", "status:read"]
+$(admin_key_toml soak)
 
 [cluster]
 backend = "redis"

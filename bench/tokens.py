@@ -18,10 +18,11 @@ import http.client
 import json
 import os
 import secrets
-import socket
 import sys
 import threading
 import urllib.parse
+
+from benchlib import ports, run_workers
 
 WORKERS = 8
 TIMEOUT_SECS = 10
@@ -56,11 +57,7 @@ def mint(issuer: str, count: int, out: str, prefix: str) -> None:
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_workers(work, WORKERS)
     if errors:
         sys.exit(f"tokens.py: minting failed: {errors[0]}")
     with open(out, "w") as f:
@@ -113,11 +110,7 @@ def _fan_out(count: int, url: urllib.parse.SplitResult, one) -> dict:
                 for k, v in local.items():
                     counts[k] = counts.get(k, 0) + v
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_workers(work, WORKERS)
     if errors:
         sys.exit(f"tokens.py: {errors[0]}")
     return counts
@@ -160,17 +153,6 @@ def revoke(base: str, key_file: str, count: int) -> None:
     print(json.dumps(_fan_out(count, url, one)))
 
 
-def ports(count: int) -> None:
-    # All sockets are held open together so the ports differ; the small race with other
-    # processes after closing is acceptable for a benchmark on loopback.
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    print("\n".join(str(s.getsockname()[1]) for s in socks))
-    for s in socks:
-        s.close()
 
 
 def main() -> None:

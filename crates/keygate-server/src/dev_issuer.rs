@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use axum::Router;
 use axum::body::Bytes;
@@ -24,8 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64_simd::URL_SAFE_NO_PAD;
 use http::{HeaderValue, StatusCode, header};
+use keygate::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+
+use crate::apikey::random_bytes;
 
 /// The lifetime of a minted token when the request names none.
 pub const DEFAULT_TTL_SECS: u64 = 3600;
@@ -122,6 +125,18 @@ impl DevIssuer {
         issuer: impl Into<String>,
         audience: impl Into<String>,
     ) -> Result<DevIssuer, DevIssuerError> {
+        DevIssuer::with_clock(issuer, audience, Arc::new(SystemClock))
+    }
+
+    /// Like [`DevIssuer::new`], with the wall clock its endpoint mints tokens by.
+    ///
+    /// # Errors
+    /// As [`DevIssuer::new`].
+    pub fn with_clock(
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<DevIssuer, DevIssuerError> {
         let issuer = issuer.into();
         let audience = audience.into();
         match url::Url::parse(&issuer) {
@@ -138,9 +153,15 @@ impl DevIssuer {
                 issuer,
                 audience,
                 keys: Mutex::new(VecDeque::from([Arc::new(key)])),
-                rng: SystemRandom::new(),
+                clock,
             }),
         })
+    }
+
+    /// The current time by the issuer's clock: what its endpoint mints tokens as of.
+    #[must_use]
+    pub fn now(&self) -> SystemTime {
+        self.inner.clock.now()
     }
 
     /// The `iss` of minted tokens.
@@ -221,7 +242,7 @@ impl DevIssuer {
         claims.insert("aud".into(), aud.into());
         claims.insert("iat".into(), iat.into());
         claims.insert("exp".into(), exp.into());
-        let jti = URL_SAFE_NO_PAD.encode_to_string(random::<16>(&self.inner.rng));
+        let jti = URL_SAFE_NO_PAD.encode_to_string(random_bytes::<16>());
         claims.insert("jti".into(), jti.into());
         if let Some(scope) = &req.scope {
             claims.insert("scope".into(), scope.as_str().into());
@@ -236,7 +257,7 @@ impl DevIssuer {
         );
         let signature = key
             .pair
-            .sign(&self.inner.rng, signing_input.as_bytes())
+            .sign(&SystemRandom::new(), signing_input.as_bytes())
             .map_err(|_| MintError::Signing)?;
         Ok(Minted {
             token: format!(
@@ -307,7 +328,8 @@ struct Inner {
     audience: String,
     /// The published keys, the signing one first.
     keys: Mutex<VecDeque<Arc<SigningKey>>>,
-    rng: SystemRandom,
+    /// The wall clock the endpoint mints by.
+    clock: Arc<dyn Clock>,
 }
 
 impl Inner {
@@ -329,9 +351,8 @@ struct SigningKey {
 
 impl SigningKey {
     fn generate() -> Option<Self> {
-        let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).ok()?;
-        let kid = format!("dev-{}", hex(&random::<4>(&rng)));
+        let kid = format!("dev-{}", hex(&random_bytes::<4>()));
         // The public key is the uncompressed point: 0x04, then x and y, 32 bytes each.
         let point = pair.public_key().as_ref();
         let (x, y) = point.get(1..)?.split_at_checked(32)?;
@@ -411,7 +432,7 @@ async fn mint(State(issuer): State<DevIssuer>, body: Bytes) -> Result<Response, 
         serde_json::from_slice::<MintRequest>(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid mint request: {e}")))?
     };
-    let minted = issuer.mint(&request, SystemTime::now())?;
+    let minted = issuer.mint(&request, issuer.now())?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "token": minted.token, "kid": minted.kid, "exp": minted.exp }),
@@ -436,13 +457,6 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-fn random<const N: usize>(rng: &SystemRandom) -> [u8; N] {
-    let mut bytes = [0; N];
-    rng.fill(&mut bytes)
-        .expect("aws-lc's RNG aborts the process rather than return a failure");
-    bytes
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -495,7 +509,7 @@ mod tests {
     async fn minted_tokens_verify_with_the_library() {
         let issuer = DevIssuer::new(ISS, AUD).unwrap();
         let minted = issuer
-            .mint(&MintRequest::default(), SystemTime::now())
+            .mint(&MintRequest::default(), SystemClock.now())
             .unwrap();
         let token = verifier_of(&issuer).verify(&minted.token).await.unwrap();
         assert_eq!(token.issuer(), ISS);
@@ -548,7 +562,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         let issuer = DevIssuer::new(ISS, AUD).unwrap();
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         for ttl in [0, MAX_TTL_SECS + 1, u64::MAX] {
             let req = MintRequest {
                 ttl_secs: Some(ttl),
@@ -618,7 +632,7 @@ mod tests {
     #[tokio::test]
     async fn rotation_keeps_old_tokens_valid_and_publishes_three_keys() {
         let issuer = DevIssuer::new(ISS, AUD).unwrap();
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         let first_kid = issuer.current_kid();
         let old = issuer.mint(&MintRequest::default(), now).unwrap();
 
@@ -655,7 +669,7 @@ mod tests {
     fn debug_does_not_print_the_token() {
         let issuer = DevIssuer::new(ISS, AUD).unwrap();
         let minted = issuer
-            .mint(&MintRequest::default(), SystemTime::now())
+            .mint(&MintRequest::default(), SystemClock.now())
             .unwrap();
         let debug = format!("{minted:?}");
         let signature = minted.token.rsplit('.').next().unwrap();

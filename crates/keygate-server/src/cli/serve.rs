@@ -10,7 +10,6 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::Context as _;
 
@@ -413,7 +412,7 @@ fn print_ready(
     key_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let minted = issuer
-        .mint(&MintRequest::default(), SystemTime::now())
+        .mint(&MintRequest::default(), issuer.now())
         .map_err(|e| anyhow::anyhow!("minting the sample token: {e}"))?;
     let exe = std::env::current_exe()
         .ok()

@@ -10,7 +10,9 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt as _;
 use keygate_test_support::{StubIdp, TestKey, TokenBuilder, jwks, typical_claims};
@@ -18,8 +20,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::server::{
-    ADMIN_SECRET, APP_SECRET, AUD, READER_SECRET, TestServer, config_for, idp_with, now, token_for,
+use crate::support::get_text;
+use crate::support::{
+    ADMIN_SECRET, APP_SECRET, AUD, READER_SECRET, TestServer, config_for, idp_with, now, serve_idp,
+    token_for,
 };
 
 fn key_a() -> &'static TestKey {
@@ -187,15 +191,7 @@ async fn a_random_kid_flood_is_bounded_and_a_rotation_still_lands_within_one_ref
         server.verify("", Some(&valid(key_a())), &[]).await.status(),
         200
     );
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server.client, format!("{}/metrics", server.admin)).await;
     assert!(
         metrics.contains("keygate_unknown_kid_rejections_total"),
         "{metrics}"
@@ -395,14 +391,7 @@ async fn admin_brute_force_locks_the_address_out_and_logs_no_secret() {
     let (status, _, body) = status_call(&attacker, &server, Some(ADMIN_SECRET)).await;
     assert_eq!(status, 200, "{body}");
 
-    let metrics = attacker
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&attacker, format!("{}/metrics", server.admin)).await;
     assert!(
         metrics.contains(r#"keygate_admin_requests_total{action="status",status="429"} 3"#),
         "{metrics}"
@@ -514,8 +503,7 @@ async fn raw(addr: &str, method: &str, path: &str, key: Option<&str>) -> (u16, S
 async fn hostile_admin_requests_get_4xx_and_leak_nothing() {
     let logs = Captured::default();
     let _guard = logs.install();
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |_| {});
     let mut bodies = Vec::new();
 
@@ -633,7 +621,7 @@ async fn hostile_admin_requests_get_4xx_and_leak_nothing() {
     assert!((400..500).contains(&status), "{status} {body}");
     bodies.push(body);
     // The flush of the real provider still works: none of the above touched it.
-    let (status, resp) = server.admin("POST", flush, Some(ADMIN_SECRET), None).await;
+    let (status, resp) = server.post_as_ops(flush).await;
     assert_eq!(status, 200, "{resp}");
     server.stop().await;
 

@@ -11,7 +11,7 @@ use keygate_test_support::{RedisServer, StubIdp, TcpProxy, TestKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::server::{ADMIN_SECRET, APP_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{APP_SECRET, TestServer, config_for, idp_with, now, token_for};
 
 pub(crate) const SECRET: &str = "a cluster secret of at least thirty-two bytes";
 
@@ -40,10 +40,29 @@ pub(crate) async fn replica_with(
     replica_from(idp, &cluster_toml(url, prefix, extra)).await
 }
 
+/// `N` replicas on the Redis at `url` under `prefix`, started one after the other.
+pub(crate) async fn replicas<const N: usize>(
+    idp: &StubIdp,
+    url: &str,
+    prefix: &str,
+) -> [TestServer; N] {
+    let mut started = Vec::with_capacity(N);
+    for _ in 0..N {
+        started.push(replica(idp, url, prefix).await);
+    }
+    started
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N replicas were started"))
+}
+
 /// A replica with `cluster` as its `[cluster]` section, once it is synced and ready.
 pub(crate) async fn replica_from(idp: &StubIdp, cluster: &str) -> TestServer {
-    let toml = format!("{}{cluster}", config_for(idp, ""));
-    let server = TestServer::start(&toml).await;
+    replica_of_config(&format!("{}{cluster}", config_for(idp, ""))).await
+}
+
+/// A replica of the whole config `toml`, once it is synced and ready.
+pub(crate) async fn replica_of_config(toml: &str) -> TestServer {
+    let server = TestServer::start(toml).await;
     // Started means the bus has loaded shared state and the keys are there.
     eventually("the replica is synced and ready", || async {
         server.shared.bus.status().state == BusState::Ok
@@ -51,6 +70,38 @@ pub(crate) async fn replica_from(idp: &StubIdp, cluster: &str) -> TestServer {
     })
     .await;
     server
+}
+
+/// Waits until every one of `replicas` refuses `token` (401): a revocation has arrived.
+pub(crate) async fn eventually_refused<const N: usize>(
+    what: &str,
+    replicas: [&TestServer; N],
+    token: &str,
+) {
+    for r in replicas {
+        eventually(what, || async {
+            status_of(r, token).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+}
+
+/// A replica reaching `redis` through a proxy the test can cut, and the proxy.
+pub(crate) async fn replica_via_proxy(
+    idp: &StubIdp,
+    redis: &RedisServer,
+    prefix: &str,
+) -> (TcpProxy, TestServer) {
+    let proxy = TcpProxy::start(redis.addr()).await;
+    let server = replica(idp, &format!("redis://{}/", proxy.addr()), prefix).await;
+    (proxy, server)
+}
+
+/// A Redis server, a stub IdP publishing `keys`, and a fresh key prefix for the replicas.
+pub(crate) async fn redis_and_idp(keys: &[&TestKey]) -> (RedisServer, StubIdp, String) {
+    let redis = RedisServer::start();
+    let idp = idp_with(keys).await;
+    (redis, idp, prefix())
 }
 
 /// Polls `check` until it holds; fails the test after 20 s. Correctness, not speed.
@@ -78,12 +129,7 @@ pub(crate) async fn status_of(server: &TestServer, token: &str) -> StatusCode {
 
 pub(crate) async fn revoke(server: &TestServer, body: Value) -> (StatusCode, Value) {
     server
-        .admin(
-            "POST",
-            "/admin/v1/revocations",
-            Some(ADMIN_SECRET),
-            Some(&body.to_string()),
-        )
+        .post_json_as_ops("/admin/v1/revocations", &body)
         .await
 }
 
@@ -115,9 +161,7 @@ fn key() -> &'static TestKey {
 
 #[tokio::test]
 async fn a_revocation_made_on_one_replica_is_enforced_by_the_others() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let replicas = [
         replica(&idp, &redis.url(), &p).await,
         replica(&idp, &redis.url(), &p).await,
@@ -167,12 +211,9 @@ async fn a_revocation_made_on_one_replica_is_enforced_by_the_others() {
 
 #[tokio::test]
 async fn a_replica_that_was_down_or_cut_off_applies_everything_it_missed() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
-    let proxy = TcpProxy::start(redis.addr()).await;
-    let cut_off = replica(&idp, &format!("redis://{}/", proxy.addr()), &p).await;
+    let (proxy, cut_off) = replica_via_proxy(&idp, &redis, &p).await;
     let stopped = replica(&idp, &redis.url(), &p).await;
     let tokens: Vec<String> = (0..3).map(|_| token_for(&idp, key(), |_| {})).collect();
     for t in &tokens {
@@ -188,14 +229,7 @@ async fn a_replica_that_was_down_or_cut_off_applies_everything_it_missed() {
     for t in &tokens {
         assert_eq!(revoke(&a, revoke_jti(t)).await.0, StatusCode::OK);
     }
-    let (code, _) = a
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
-        .await;
+    let (code, _) = a.post_as_ops("/admin/v1/providers/acme/main/flush").await;
     assert_eq!(code, StatusCode::OK);
     // Cut off, it keeps verifying with what it has: the revocations have not reached it.
     assert_eq!(status_of(&cut_off, &tokens[0]).await, StatusCode::OK);
@@ -223,9 +257,7 @@ async fn a_replica_that_was_down_or_cut_off_applies_everything_it_missed() {
 
 #[tokio::test]
 async fn redis_restarted_empty_makes_replicas_resync_and_restore_revocations() {
-    let mut redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (mut redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let revoked = token_for(&idp, key(), |_| {});
@@ -257,22 +289,14 @@ async fn redis_restarted_empty_makes_replicas_resync_and_restore_revocations() {
     );
     // And the log works again in the new epoch.
     assert_eq!(revoke(&b, revoke_jti(&later)).await.0, StatusCode::OK);
-    for r in [&a, &newcomer] {
-        eventually("the new revocation arrives", || async {
-            status_of(r, &later).await == StatusCode::UNAUTHORIZED
-        })
-        .await;
-    }
+    eventually_refused("the new revocation arrives", [&a, &newcomer], &later).await;
 }
 
 #[tokio::test]
 async fn a_log_trimmed_past_a_replica_makes_it_resync_in_full() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
-    let proxy = TcpProxy::start(redis.addr()).await;
-    let behind = replica(&idp, &format!("redis://{}/", proxy.addr()), &p).await;
+    let (proxy, behind) = replica_via_proxy(&idp, &redis, &p).await;
     let tokens: Vec<String> = (0..6).map(|_| token_for(&idp, key(), |_| {})).collect();
 
     proxy.cut();
@@ -299,9 +323,7 @@ async fn a_log_trimmed_past_a_replica_makes_it_resync_in_full() {
 
 #[tokio::test]
 async fn forged_and_replayed_entries_are_dropped_and_counted() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let victim = token_for(&idp, key(), |_| {});
@@ -383,9 +405,7 @@ async fn forged_and_replayed_entries_are_dropped_and_counted() {
 
 #[tokio::test]
 async fn with_redis_down_replicas_verify_refuse_invalidations_and_converge_after() {
-    let mut redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (mut redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let strict = replica_with(&idp, &redis.url(), &p, "accept_while_degraded = false").await;
@@ -440,12 +460,7 @@ async fn with_redis_down_replicas_verify_refuse_invalidations_and_converge_after
     // again, it reaches everyone.
     assert_eq!(status_of(&a, &token).await, StatusCode::UNAUTHORIZED);
     assert_eq!(revoke(&a, revoke_jti(&token)).await.0, StatusCode::OK);
-    for r in [&b, &strict] {
-        eventually("converged", || async {
-            status_of(r, &token).await == StatusCode::UNAUTHORIZED
-        })
-        .await;
-    }
+    eventually_refused("converged", [&b, &strict], &token).await;
 }
 
 #[tokio::test]
@@ -455,9 +470,7 @@ async fn a_rotation_costs_the_idp_one_fetch_for_three_replicas() {
     let new = TestKey::shared_p256("cluster-rot-new");
     let idp = idp_with(&[old]).await;
     let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let [a, b, c] = replicas(&idp, &redis.url(), &p).await;
     // Starting replicas take the key set the first one fetched.
     assert_eq!(idp.total_requests(), 1, "start-up fetches");
 
@@ -477,14 +490,7 @@ async fn a_rotation_costs_the_idp_one_fetch_for_three_replicas() {
 
     // An explicit refresh on one replica: one request, adopted by the others.
     idp.reset_counts();
-    let (code, _) = b
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
-        .await;
+    let (code, _) = b.post_as_ops("/admin/v1/providers/acme/main/refresh").await;
     assert_eq!(code, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(idp.total_requests(), 1, "one JWKS request for a refresh");
@@ -492,9 +498,7 @@ async fn a_rotation_costs_the_idp_one_fetch_for_three_replicas() {
 
 #[tokio::test]
 async fn a_replica_starting_while_the_idp_is_down_verifies_with_the_shared_key_set() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let first = replica(&idp, &redis.url(), &p).await;
     let token = token_for(&idp, key(), |_| {});
     assert_eq!(status_of(&first, &token).await, StatusCode::OK);
@@ -540,9 +544,7 @@ async fn a_single_node_keeps_its_revocations_across_a_restart() {
 async fn application_events_reach_subscribers_on_every_replica_in_order_and_resume() {
     use keygate_server::bus::{Delivery, Event, Subscription};
 
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
     let mut live = Subscription::new(Arc::clone(&b.shared.bus), None).await;

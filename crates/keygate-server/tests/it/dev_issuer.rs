@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use keygate::{ProviderConfig, VerifiedToken, Verifier};
 use keygate_server::dev_issuer::DevIssuer;
@@ -11,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::harness::{Output, keygate};
+use crate::support::client;
 
 const AUD: &str = "dev-api";
 
@@ -55,14 +55,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.server.abort();
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 async fn verify(issuer: &DevIssuer, jwks: &Value, token: &str) -> Arc<VerifiedToken> {

@@ -2,7 +2,10 @@
 //! events of `GET /admin/v1/events/stream` on the default local bus. Every read of a stream is
 //! bounded by a timeout, so a missing event fails the test instead of hanging it.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use keygate::{Clock as _, SystemClock};
+use tokio::time::Instant;
 
 use keygate::{FlushId, ProviderId, Revocation};
 use keygate_server::bus::Event;
@@ -10,7 +13,8 @@ use keygate_test_support::{StubIdp, TestKey, jwks};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::server::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config_for, now};
+use crate::support::get_text;
+use crate::support::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config_for, now};
 
 /// How long a test waits for the next event of a stream.
 const WAIT: Duration = Duration::from_secs(10);
@@ -154,7 +158,8 @@ async fn publish(server: &TestServer, namespace: &str, key: &str) -> (u64, Strin
 
 fn unix_millis() -> u64 {
     u64::try_from(
-        SystemTime::now()
+        SystemClock
+            .now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis(),
@@ -324,12 +329,7 @@ async fn keygate_s_own_invalidations_never_appear_in_the_stream() {
     let id = ProviderId::new("acme", "main");
     // Through the admin API, and straight on the bus.
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/flush")
         .await;
     assert_eq!(status, 200, "{body}");
     for event in [
@@ -437,15 +437,11 @@ async fn bad_bodies_get_400_naming_the_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_describes_both_endpoints() {
     let (_idp, server) = start().await;
-    let doc = server
-        .client
-        .get(format!("{}/admin/v1/openapi.json", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let doc = get_text(
+        &server.client,
+        format!("{}/admin/v1/openapi.json", server.admin),
+    )
+    .await;
     let doc: Value = serde_json::from_str(&doc).unwrap();
     let post = &doc["paths"]["/admin/v1/events"]["post"];
     assert!(post["requestBody"].is_object(), "{post}");

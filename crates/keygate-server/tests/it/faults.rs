@@ -12,7 +12,9 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use keygate_server::bus::BusState;
 use keygate_test_support::redis::command_at;
@@ -20,20 +22,17 @@ use keygate_test_support::{RedisServer, StubIdp, StubResponse, TcpProxy, TestKey
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::cluster::{bus, cluster_toml, count, eventually, prefix, replica, status_of};
+use crate::cluster::{
+    bus, cluster_toml, count, eventually, redis_and_idp, replica, replica_via_proxy, replicas,
+    status_of,
+};
 use crate::harness::temp_file;
-use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{
+    ADMIN_SECRET, TestServer, client, config_for, get_bearer, idp_with, now, token_for,
+};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("faults-k1")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 fn fresh_jti() -> String {
@@ -101,6 +100,16 @@ struct Traffic {
 }
 
 impl Traffic {
+    /// Asserts that no verification was refused and none took 500 ms or more.
+    fn assert_all_accepted_within_500ms(&self) {
+        assert!(self.refused.is_empty(), "refused: {:?}", self.refused);
+        assert!(
+            self.max() < Duration::from_millis(500),
+            "slowest verification {:?}",
+            self.max()
+        );
+    }
+
     fn max(&self) -> Duration {
         self.latencies.iter().copied().max().unwrap_or_default()
     }
@@ -134,12 +143,7 @@ impl Load {
                     let token = &tokens[i % tokens.len()];
                     i += 1;
                     let started = Instant::now();
-                    let resp = client
-                        .get(&verify_urls[replica])
-                        .bearer_auth(token)
-                        .send()
-                        .await
-                        .unwrap();
+                    let resp = get_bearer(&client, &verify_urls[replica], token).await;
                     traffic.latencies.push(started.elapsed());
                     traffic.requests += 1;
                     if resp.status() != StatusCode::OK {
@@ -339,12 +343,8 @@ async fn an_idp_down_at_start_gives_503_and_not_ready_then_recovers_without_traf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_slowed_by_debug_sleep_stalls_no_verification_and_loses_no_revocation() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
+    let [a, b, c] = replicas(&idp, &redis.url(), &p).await;
     let replicas = [&a, &b, &c];
     let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
     for r in replicas {
@@ -368,13 +368,8 @@ async fn redis_slowed_by_debug_sleep_stalls_no_verification_and_loses_no_revocat
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (traffic, outcomes) = load.finish().await;
 
-    assert!(traffic.refused.is_empty(), "refused: {:?}", traffic.refused);
     // If the hot path waited for Redis, some verification would take the 2 s of the sleep.
-    assert!(
-        traffic.max() < Duration::from_millis(500),
-        "slowest verification {:?}",
-        traffic.max()
-    );
+    traffic.assert_all_accepted_within_500ms();
     let (ok, unavailable) = check_revocations(&idp, &replicas, &outcomes).await;
     assert!(ok > 0, "{outcomes:?}");
     // Every 200 is in the log and in the shared set; a 503 may have gone out anyway (Redis ran
@@ -402,12 +397,8 @@ async fn redis_slowed_by_debug_sleep_stalls_no_verification_and_loses_no_revocat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_empty_under_load_loses_no_acknowledged_revocation() {
-    let mut redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
-    let a = replica(&idp, &redis.url(), &p).await;
-    let b = replica(&idp, &redis.url(), &p).await;
-    let c = replica(&idp, &redis.url(), &p).await;
+    let (mut redis, idp, p) = redis_and_idp(&[key()]).await;
+    let [a, b, c] = replicas(&idp, &redis.url(), &p).await;
     let replicas = [&a, &b, &c];
     let epoch = bus(&a).epoch;
     let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
@@ -420,12 +411,7 @@ async fn redis_killed_and_restarted_empty_under_load_loses_no_acknowledged_revoc
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (traffic, outcomes) = load.finish().await;
 
-    assert!(traffic.refused.is_empty(), "refused: {:?}", traffic.refused);
-    assert!(
-        traffic.max() < Duration::from_millis(500),
-        "{:?}",
-        traffic.max()
-    );
+    traffic.assert_all_accepted_within_500ms();
     for r in replicas {
         eventually("the new epoch is applied", || async {
             let s = bus(r);
@@ -459,13 +445,10 @@ async fn redis_killed_and_restarted_empty_under_load_loses_no_acknowledged_revoc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_partitioned_from_redis_degrades_alone_and_converges_after() {
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
-    let proxy = TcpProxy::start(redis.addr()).await;
-    let cut = replica(&idp, &format!("redis://{}/", proxy.addr()), &p).await;
+    let (proxy, cut) = replica_via_proxy(&idp, &redis, &p).await;
     let replicas = [&a, &b, &cut];
     let tokens: Vec<String> = (0..20).map(|_| token_for(&idp, key(), |_| {})).collect();
 
@@ -517,9 +500,7 @@ async fn a_replica_partitioned_from_redis_degrades_alone_and_converges_after() {
 /// already resynced into the new epoch never learned it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_one_replica_held_reaches_the_others_after_redis_lost_it() {
-    let mut redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (mut redis, idp, p) = redis_and_idp(&[key()]).await;
     let to_a = TcpProxy::start(redis.addr()).await;
     let to_b = TcpProxy::start(redis.addr()).await;
     let a = replica(&idp, &format!("redis://{}/", to_a.addr()), &p).await;
@@ -540,11 +521,9 @@ async fn a_revocation_one_replica_held_reaches_the_others_after_redis_lost_it() 
         claims["jti"].as_str().unwrap().to_owned()
     };
     let (code, body) = a
-        .admin(
-            "POST",
+        .post_json_as_ops(
             "/admin/v1/revocations",
-            Some(ADMIN_SECRET),
-            Some(&json!({ "jti": jti, "exp": now() + 3600 }).to_string()),
+            &json!({ "jti": jti, "exp": now() + 3600 }),
         )
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
@@ -640,9 +619,7 @@ impl Drop for Process {
 async fn a_replica_killed_mid_admin_call_never_acknowledged_a_revocation_redis_lacks() {
     const ROUNDS: usize = 20;
     const CALLERS: usize = 4;
-    let redis = RedisServer::start();
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
+    let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let config = format!(
         "{}{}",
         config_for(&idp, ""),

@@ -4,9 +4,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use keygate_test_support::{RedisNode, Sentinel, TestKey};
+use tokio::time::Instant;
+
+use keygate_test_support::{RedisNode, Sentinel, StubIdp, TestKey};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -14,10 +16,41 @@ use crate::cluster::{
     SECRET, bus, cluster_toml, eventually, prefix, replica_from, replica_with, revoke, revoke_jti,
     status_of,
 };
-use crate::server::{ADMIN_SECRET, idp_with, token_for};
+use crate::support::{idp_with, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("ha-k1")
+}
+
+/// A primary, a standby replicating it and a Sentinel watching them as `kg`; a stub IdP, and
+/// the `[cluster]` section of replicas that find the primary through the Sentinel.
+struct SentinelSetup {
+    primary: RedisNode,
+    standby: RedisNode,
+    sentinel: Sentinel,
+    idp: StubIdp,
+    prefix: String,
+    section: String,
+}
+
+impl SentinelSetup {
+    async fn start() -> SentinelSetup {
+        let primary = RedisNode::start();
+        let standby = RedisNode::replica_of(primary.port());
+        let sentinel = Sentinel::start("kg", primary.port());
+        sentinel.wait_for_replicas("kg", 1);
+        let idp = idp_with(&[key()]).await;
+        let prefix = prefix();
+        let section = sentinel_toml(&[sentinel.url()], "kg", &prefix, "");
+        SentinelSetup {
+            primary,
+            standby,
+            sentinel,
+            idp,
+            prefix,
+            section,
+        }
+    }
 }
 
 /// The `[cluster]` section of a replica finding the primary through `sentinels`.
@@ -63,9 +96,7 @@ async fn replicas_share_revocations_over_mutual_tls() {
     let s = bus(&a);
     assert_eq!(s.primary.as_deref(), Some(node.as_str()));
     assert_eq!(s.last_resync.map(|(_, why)| why), Some("start"));
-    let (code, status) = a
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (code, status) = a.get_as_ops("/admin/v1/status").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(status["bus"]["primary"], Value::String(node.clone()));
     assert_eq!(status["bus"]["last_resync"]["reason"], "start");
@@ -84,10 +115,10 @@ async fn replicas_share_revocations_over_mutual_tls() {
     let no_client_cert = format!("tls_ca_file = \"{}\"\n", redis.ca_file().display());
     let toml = format!(
         "{}{}",
-        crate::server::config_for(&idp, ""),
+        crate::support::config_for(&idp, ""),
         cluster_toml(&url, &p, &no_client_cert)
     );
-    let refused = crate::server::TestServer::start(&toml).await;
+    let refused = crate::support::TestServer::start(&toml).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_ne!(bus(&refused).state, keygate_server::bus::BusState::Ok);
     // It still verifies with what it has.
@@ -111,13 +142,14 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_follow_a_sentinel_failover_and_lose_no_acknowledged_revocation() {
     let started = Instant::now();
-    let mut primary = RedisNode::start();
-    let standby = RedisNode::replica_of(primary.port());
-    let sentinel = Sentinel::start("kg", primary.port());
-    sentinel.wait_for_replicas("kg", 1);
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
-    let section = sentinel_toml(&[sentinel.url()], "kg", &p, "");
+    let SentinelSetup {
+        mut primary,
+        standby,
+        sentinel,
+        idp,
+        section,
+        ..
+    } = SentinelSetup::start().await;
     let replicas = Arc::new([
         replica_from(&idp, &section).await,
         replica_from(&idp, &section).await,
@@ -302,13 +334,14 @@ async fn too_few_replica_acknowledgements_fail_admin_calls_but_not_verification(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demoted_primary_is_never_written_to_after_a_planned_failover() {
-    let primary = RedisNode::start();
-    let standby = RedisNode::replica_of(primary.port());
-    let sentinel = Sentinel::start("kg", primary.port());
-    sentinel.wait_for_replicas("kg", 1);
-    let idp = idp_with(&[key()]).await;
-    let p = prefix();
-    let section = sentinel_toml(&[sentinel.url()], "kg", &p, "");
+    let SentinelSetup {
+        primary,
+        standby,
+        sentinel,
+        idp,
+        prefix: p,
+        section,
+    } = SentinelSetup::start().await;
     let a = replica_from(&idp, &section).await;
     let b = replica_from(&idp, &section).await;
     let first = token_for(&idp, key(), |_| {});

@@ -247,3 +247,26 @@ pub(crate) fn check(spec: &Spec, expected: &Expected) -> Output {
     }
     out
 }
+
+/// `keygate verify --jwks <jwks> --token <token> --iss ISS --aud AUD`, then `extra`.
+pub(crate) fn verify(jwks: &str, token: &str, extra: &[&str]) -> Output {
+    keygate(
+        &[
+            &[
+                "verify", "--jwks", jwks, "--token", token, "--iss", ISS, "--aud", AUD,
+            ],
+            extra,
+        ]
+        .concat(),
+        None,
+    )
+}
+
+/// `keygate serve --check` of a config file holding `text`.
+pub(crate) fn serve_check(text: &str) -> Output {
+    let path = temp_file("keygate.toml", text);
+    keygate(
+        &["serve", "--check", "--config", path.to_str().unwrap()],
+        None,
+    )
+}

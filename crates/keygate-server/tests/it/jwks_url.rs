@@ -4,7 +4,7 @@ use std::net::TcpListener;
 
 use keygate_test_support::{StubIdp, StubResponse};
 
-use crate::harness::{AUD, Expected, ISS, Spec, check, key_set, keygate, token};
+use crate::harness::{Expected, Spec, check, key_set, token, verify};
 
 /// Runs a blocking check off the runtime that serves the stub.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -68,20 +68,7 @@ fn unreachable_key_set_is_keys_unavailable() {
 fn plain_http_off_loopback_is_refused_as_a_usage_error() {
     let (token, _) = token();
     // 192.0.2.0/24 is TEST-NET-1: never routed, and refused before any connection anyway.
-    let out = keygate(
-        &[
-            "verify",
-            "--jwks",
-            "http://192.0.2.1/jwks",
-            "--token",
-            &token,
-            "--iss",
-            ISS,
-            "--aud",
-            AUD,
-        ],
-        None,
-    );
+    let out = verify("http://192.0.2.1/jwks", &token, &[]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(out.stderr.contains("refusing to fetch --jwks"), "{out:?}");

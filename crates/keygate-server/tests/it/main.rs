@@ -15,6 +15,7 @@ mod operator;
 mod ops_cli;
 mod serve_cli;
 mod server;
+mod support;
 mod trust;
 mod uris;
 mod usage;

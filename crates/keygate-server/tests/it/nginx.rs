@@ -7,14 +7,17 @@
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::any;
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, config_for, idp_with, token_for};
+use crate::support::get;
+use crate::support::{header, serve_idp, token_for};
 use keygate_test_support::TestKey;
 
 /// Finds nginx, installing Debian's package if needed.
@@ -199,8 +202,7 @@ async fn start_upstream() -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_auth_request_protects_a_location() {
     let key = TestKey::shared_p256("nginx-a");
-    let idp = idp_with(&[key]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key]).await;
     let upstream = start_upstream().await;
     let keygate = server.verify.clone();
     let nginx = tokio::task::spawn_blocking(move || Nginx::start(&keygate, upstream))
@@ -213,42 +215,29 @@ async fn nginx_auth_request_protects_a_location() {
     });
 
     // A good token: 200, and the upstream sees keygate's identity headers.
-    let resp = client
-        .get(format!("{base}/api/orders?page=2"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let body = passed(
+        client
+            .get(format!("{base}/api/orders?page=2"))
+            .bearer_auth(&token),
+    )
+    .await;
     assert_eq!(body["subject"], "alice");
     assert_eq!(body["tenant"], "acme");
 
     // A client's own identity header is overwritten, never trusted.
-    let resp = client
-        .get(format!("{base}/api/orders"))
-        .bearer_auth(&token)
-        .header("X-Auth-Subject", "root")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let body = passed(
+        client
+            .get(format!("{base}/api/orders"))
+            .bearer_auth(&token)
+            .header("X-Auth-Subject", "root"),
+    )
+    .await;
     assert_eq!(body["subject"], "alice");
 
     // No token: 401 with the Bearer challenge passed through by nginx.
-    let resp = client
-        .get(format!("{base}/api/orders"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&client, format!("{base}/api/orders")).await;
     assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok()),
-        Some("Bearer")
-    );
+    assert_eq!(header(&resp, "www-authenticate"), Some("Bearer"));
     // A bad token: 401 too, and the reason for the logs.
     let resp = client
         .get(format!("{base}/api/orders"))
@@ -257,12 +246,15 @@ async fn nginx_auth_request_protects_a_location() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(
-        resp.headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("invalid_token"))
-    );
+    assert!(header(&resp, "www-authenticate").is_some_and(|v| v.contains("invalid_token")));
     drop(nginx);
     server.stop().await;
+}
+
+/// Sends `request`, asserts that nginx let it through (200), and returns what the upstream
+/// echoed.
+async fn passed(request: reqwest::RequestBuilder) -> Value {
+    let resp = request.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
 }

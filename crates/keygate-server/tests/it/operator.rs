@@ -3,16 +3,19 @@
 //! `/verify`, and the `keygate serve` process: a second signal, a port in use, `--check`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::HeaderName;
 use keygate_server::config::Config;
 use keygate_test_support::{StubResponse, TestKey, jwks};
 use serde_json::{Value, json};
 
-use crate::harness::{keygate, temp_file};
+use crate::harness::{keygate, serve_check, temp_file};
 use crate::serve_cli::Process;
-use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, now, token_for};
+use crate::support::{ADMIN_SECRET, TestServer, config_for, idp_with, now, serve_idp, token_for};
+use crate::support::{get, get_text};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("operator-it")
@@ -20,8 +23,7 @@ fn key() -> &'static TestKey {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_admin_error_is_the_json_error_body() {
-    let idp = idp_with(&[key()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (_idp, server) = serve_idp(&[key()]).await;
     let client = &server.client;
     let json_error = |resp: reqwest::Response| async move {
         let status = resp.status();
@@ -77,22 +79,11 @@ async fn every_admin_error_is_the_json_error_body() {
     assert_eq!((status, error.as_str()), (405, "method_not_allowed"));
     assert!(allow.is_some_and(|a| a.contains("GET")));
     // 404.
-    let resp = client
-        .get(format!("{}/admin/v2/nothing", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(client, format!("{}/admin/v2/nothing", server.admin)).await;
     let (status, error, _) = json_error(resp).await;
     assert_eq!((status, error.as_str()), (404, "not_found"));
     // And the document served says so.
-    let text = client
-        .get(format!("{}/admin/v1/openapi.json", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(client, format!("{}/admin/v1/openapi.json", server.admin)).await;
     let doc: Value = serde_json::from_str(&text).unwrap();
     for p in ["/metrics", "/healthz", "/readyz", "/admin/v1/openapi.json"] {
         assert!(doc["paths"][p].is_object(), "{p}");
@@ -103,8 +94,7 @@ async fn every_admin_error_is_the_json_error_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
-    let idp = idp_with(&[key()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (_idp, server) = serve_idp(&[key()]).await;
     let past = now() - 120;
     for (body, field) in [
         (
@@ -122,12 +112,7 @@ async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
         (json!({"jti": "j1", "exp": past}), "exp"),
     ] {
         let (status, resp) = server
-            .admin(
-                "POST",
-                "/admin/v1/revocations",
-                Some(ADMIN_SECRET),
-                Some(&body.to_string()),
-            )
+            .post_json_as_ops("/admin/v1/revocations", &body)
             .await;
         assert_eq!(status, 400, "{body}: {resp}");
         assert_eq!(resp["error"], "bad_request", "{resp}");
@@ -135,9 +120,7 @@ async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
         assert!(resp["message"].as_str().unwrap().contains("past"), "{resp}");
     }
     // Nothing was kept.
-    let (_, list) = server
-        .admin("GET", "/admin/v1/revocations", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, list) = server.get_as_ops("/admin/v1/revocations").await;
     assert_eq!(list["revocations"], json!([]), "{list}");
     // The future is fine.
     let future = now() + 3600;
@@ -147,12 +130,7 @@ async fn revocations_that_end_in_the_past_are_refused_naming_the_field() {
         json!({"tenant": "acme", "sub": "alice", "before": now(), "until": future}),
     ] {
         let (status, resp) = server
-            .admin(
-                "POST",
-                "/admin/v1/revocations",
-                Some(ADMIN_SECRET),
-                Some(&body.to_string()),
-            )
+            .post_json_as_ops("/admin/v1/revocations", &body)
             .await;
         assert_eq!(status, 200, "{body}: {resp}");
     }
@@ -295,11 +273,7 @@ fn a_port_in_use_exits_2_saying_so_once() {
 #[test]
 fn check_refuses_a_state_file_in_a_missing_folder() {
     let config = "[dev_issuer]\n[cluster]\nstate_file = \"/nonexistent-keygate-dir/state.jsonl\"\n";
-    let path = temp_file("keygate.toml", config);
-    let out = keygate(
-        &["serve", "--check", "--config", path.to_str().unwrap()],
-        None,
-    );
+    let out = serve_check(config);
     assert_eq!(out.code, 64, "{out:?}");
     assert!(
         out.stderr.contains("cluster.state_file")

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
+
+use keygate::{Clock as _, SystemClock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -82,6 +84,16 @@ impl FakeAdmin {
     }
 
     /// Runs `keygate ARGS --admin-url <fake>` with the right key.
+    /// Runs `args`, and asserts that the CLI exits 0, prints `stdout` and made exactly
+    /// `requests`.
+    fn expect(&self, args: &[&str], stdout: &str, requests: &[Recorded]) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.stdout, stdout);
+        assert_eq!(self.requests(), requests);
+        out
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         let mut args = args.to_vec();
         args.extend(["--admin-url", &self.url]);
@@ -308,7 +320,8 @@ fn get(path: &str) -> Recorded {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
+    SystemClock
+        .now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
@@ -317,28 +330,21 @@ fn unix_now() -> u64 {
 #[test]
 fn flush_prints_the_seq_and_posts_to_the_provider_path() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["flush", "acme", "idp"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "flushed acme/idp (seq 41)\n");
-    assert_eq!(out.stderr, "");
-    assert_eq!(
-        admin.requests(),
-        [post("/admin/v1/providers/acme/idp/flush", None)]
+    let out = admin.expect(
+        &["flush", "acme", "idp"],
+        "flushed acme/idp (seq 41)\n",
+        &[post("/admin/v1/providers/acme/idp/flush", None)],
     );
+    assert_eq!(out.stderr, "");
 }
 
 #[test]
 fn refresh_takes_tenant_and_provider_flags_and_prints_the_kids() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["refresh", "--tenant", "acme", "--provider", "idp"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        out.stdout,
-        "refreshed acme/idp: fresh, kids k1, k2 (seq 42)\n"
-    );
-    assert_eq!(
-        admin.requests(),
-        [post("/admin/v1/providers/acme/idp/refresh", None)]
+    admin.expect(
+        &["refresh", "--tenant", "acme", "--provider", "idp"],
+        "refreshed acme/idp: fresh, kids k1, k2 (seq 42)\n",
+        &[post("/admin/v1/providers/acme/idp/refresh", None)],
     );
 }
 
@@ -407,18 +413,13 @@ fn a_failed_refresh_exits_1_with_the_servers_error_and_reason() {
 fn revoke_jti_sends_jti_and_exp() {
     let admin = FakeAdmin::start();
     let exp = (NOW + 3600).to_string();
-    let out = admin.run(&["revoke", "--jti", "j-1", "--exp", &exp]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        out.stdout,
-        "revoked jti j-1 until 2023-11-14T23:13:20Z (seq 43)\n"
-    );
-    assert_eq!(
-        admin.requests(),
-        [post(
+    admin.expect(
+        &["revoke", "--jti", "j-1", "--exp", &exp],
+        "revoked jti j-1 until 2023-11-14T23:13:20Z (seq 43)\n",
+        &[post(
             "/admin/v1/revocations",
-            Some(json!({"jti": "j-1", "exp": NOW + 3600}))
-        )]
+            Some(json!({"jti": "j-1", "exp": NOW + 3600})),
+        )],
     );
 }
 
@@ -457,26 +458,27 @@ fn revoke_subject_sends_before_which_defaults_to_now() {
     assert!((start..=end).contains(&sent), "before {sent} not now");
 }
 
+/// `keygate revoke` of key k1 of acme/idp.
+const REVOKE_KID: [&str; 7] = [
+    "revoke",
+    "--tenant",
+    "acme",
+    "--provider",
+    "idp",
+    "--kid",
+    "k1",
+];
+
 #[test]
 fn revoke_kid_sends_tenant_provider_and_kid() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&[
-        "revoke",
-        "--tenant",
-        "acme",
-        "--provider",
-        "idp",
-        "--kid",
-        "k1",
-    ]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "revoked key k1 of acme/idp (seq 43)\n");
-    assert_eq!(
-        admin.requests(),
-        [post(
+    admin.expect(
+        &REVOKE_KID,
+        "revoked key k1 of acme/idp (seq 43)\n",
+        &[post(
             "/admin/v1/revocations",
-            Some(json!({"tenant": "acme", "provider": "idp", "kid": "k1"}))
-        )]
+            Some(json!({"tenant": "acme", "provider": "idp", "kid": "k1"})),
+        )],
     );
 }
 
@@ -484,28 +486,13 @@ fn revoke_kid_sends_tenant_provider_and_kid() {
 fn revoke_sends_until_when_given() {
     let admin = FakeAdmin::start();
     let until = (NOW + 7200).to_string();
-    let out = admin.run(&[
-        "revoke",
-        "--tenant",
-        "acme",
-        "--provider",
-        "idp",
-        "--kid",
-        "k1",
-        "--until",
-        &until,
-    ]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        out.stdout,
-        "revoked key k1 of acme/idp, kept until 2023-11-15T00:13:20Z (seq 43)\n"
-    );
-    assert_eq!(
-        admin.requests(),
-        [post(
+    admin.expect(
+        &[&REVOKE_KID[..], &["--until", &until]].concat(),
+        "revoked key k1 of acme/idp, kept until 2023-11-15T00:13:20Z (seq 43)\n",
+        &[post(
             "/admin/v1/revocations",
-            Some(json!({"tenant": "acme", "provider": "idp", "kid": "k1", "until": NOW + 7200}))
-        )]
+            Some(json!({"tenant": "acme", "provider": "idp", "kid": "k1", "until": NOW + 7200})),
+        )],
     );
 }
 
@@ -535,18 +522,16 @@ fn revoke_with_two_shapes_or_half_a_shape_is_a_usage_error() {
 #[test]
 fn revoke_list_prints_a_table() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["revoke", "--list"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        out.stdout,
+    admin.expect(
+        &["revoke", "--list"],
         "\
 TYPE     TARGET                           BEFORE                UNTIL
 jti      jti=j-1                          -                     2023-11-14T23:13:20Z
 subject  tenant=acme sub=alice            2023-11-14T22:13:20Z  2023-11-15T22:13:20Z
 kid      tenant=acme provider=idp kid=k1  -                     -
-"
+",
+        &[get("/admin/v1/revocations")],
     );
-    assert_eq!(admin.requests(), [get("/admin/v1/revocations")]);
 
     let out = admin.run(&["revoke", "--list", "--json"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -556,10 +541,8 @@ kid      tenant=acme provider=idp kid=k1  -                     -
 #[test]
 fn status_prints_an_aligned_table_then_the_bus() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["status"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        out.stdout,
+    let out = admin.expect(
+        &["status"],
         "\
 TENANT  PROVIDER   STATE    KEYS  FETCHED    EXPIRES    LAST ERROR
 acme    idp        fresh    2     12s ago    in 4m58s   -
@@ -568,10 +551,10 @@ static  file       fresh    1     5s ago     never      -
 new     pending    empty    0     -          -          -
 bus: local ok (seq 44, lag 0.0s)
 revocations: 3, cached tokens: 17
-"
+",
+        &[get("/admin/v1/status")],
     );
     assert_eq!(out.stderr, "");
-    assert_eq!(admin.requests(), [get("/admin/v1/status")]);
 }
 
 #[test]
@@ -674,7 +657,7 @@ fn an_admin_api_that_never_answers_times_out_with_exit_2() {
     // The kernel completes the handshake into the backlog; nobody ever reads or writes.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let out = keygate(
         &[
             "flush",

@@ -9,8 +9,8 @@ use std::time::Duration;
 use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
 use serde_json::json;
 
-use crate::harness::{keygate, temp_file};
-use crate::server::{config_for, token_for};
+use crate::harness::{keygate, serve_check, temp_file};
+use crate::support::{config_for, header, token_for};
 
 #[test]
 fn bad_configs_exit_64_naming_the_key() {
@@ -221,12 +221,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         .unwrap()
         .expect("the in-flight request completes");
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()
-            .get("x-auth-subject")
-            .and_then(|v| v.to_str().ok()),
-        Some("in-flight")
-    );
+    assert_eq!(header(&resp, "x-auth-subject"), Some("in-flight"));
     let status = tokio::task::spawn_blocking(move || {
         let status = process.child.wait().unwrap();
         let mut rest: Vec<String> = process.stderr.try_iter().collect();
@@ -278,11 +273,7 @@ async fn dev_issuer_ready_message_has_a_working_curl_command() {
 #[test]
 fn an_hmac_algorithm_in_a_provider_exits_64_saying_why() {
     let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\nalgorithms = [\"ES512\", \"HS256\"]\n";
-    let path = temp_file("keygate.toml", text);
-    let out = keygate(
-        &["serve", "--check", "--config", path.to_str().unwrap()],
-        None,
-    );
+    let out = serve_check(text);
     assert_eq!(out.code, 64, "{out:?}");
     for needle in [
         "providers[0].algorithms[1]",
@@ -298,11 +289,7 @@ fn an_hmac_algorithm_in_a_provider_exits_64_saying_why() {
     }
     // ES512, Ed25519 and refuse_embedded_keys are accepted.
     let text = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\nalgorithms = [\"ES512\", \"Ed25519\"]\nrefuse_embedded_keys = true\n";
-    let path = temp_file("keygate.toml", text);
-    let out = keygate(
-        &["serve", "--check", "--config", path.to_str().unwrap()],
-        None,
-    );
+    let out = serve_check(text);
     assert_eq!(out.code, 0, "{out:?}");
 }
 

@@ -3,196 +3,40 @@
 //! spoofing, rotation during traffic, flush/refresh/revoke with right and wrong keys and
 //! scopes, metrics, health, readiness and the OpenAPI document.
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use keygate_server::apikey::hash_secret_with_iterations;
+use keygate::{Clock as _, SystemClock};
+
+use crate::support::{
+    ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_bearer, get_text, header,
+    idp_with, now, serve_idp, serve_idp_with, token_for,
+};
 use keygate_server::config::Config;
-use keygate_server::serve::{ServeError, Server, Shared};
-use keygate_test_support::{StubIdp, StubResponse, TestKey, TokenBuilder, jwks, typical_claims};
-use reqwest::StatusCode;
+use keygate_server::serve::Server;
+use keygate_test_support::{StubIdp, StubResponse, TestKey, jwks};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-pub(crate) const AUD: &str = "keygate-server-it";
-/// A key with every scope.
-pub(crate) const ADMIN_SECRET: &str = "kg_test_admin_secret_with_all_scopes";
-/// A key that may only read status.
-pub(crate) const READER_SECRET: &str = "kg_test_reader_secret_status_only";
-/// An application's key: may publish and follow application events, nothing else.
-pub(crate) const APP_SECRET: &str = "kg_test_app_secret_events_only";
-
-pub(crate) fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
-/// The `[[admin.keys]]` of every test server (hashed once: PBKDF2 is slow on purpose).
-pub(crate) fn admin_keys_toml() -> &'static str {
-    static TOML: OnceLock<String> = OnceLock::new();
-    TOML.get_or_init(|| {
-        let hash = |s: &str| hash_secret_with_iterations(s.as_bytes(), 10_000).unwrap();
-        format!(
-            "[[admin.keys]]\nid = \"ops\"\nhash = \"{}\"\nscopes = [\"jwks:flush\", \"jwks:refresh\", \"tokens:revoke\", \"status:read\"]\n\
-             [[admin.keys]]\nid = \"dashboard\"\nhash = \"{}\"\nscopes = [\"status:read\"]\n\
-             [[admin.keys]]\nid = \"app\"\nhash = \"{}\"\nscopes = [\"events:publish\", \"events:read\"]\n",
-            hash(ADMIN_SECRET),
-            hash(READER_SECRET),
-            hash(APP_SECRET)
-        )
-    })
-}
-
-/// A config trusting `idp` as tenant `acme`, provider `main`, on port 0.
-pub(crate) fn config_for(idp: &StubIdp, extra_provider_toml: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
-         [[providers]]\ntenant = \"acme\"\nname = \"main\"\nissuer = \"{iss}\"\njwks_uri = \"{jwks}\"\n\
-         audiences = [\"{AUD}\"]\nallow_insecure_http = true\n{extra_provider_toml}\n{keys}",
-        iss = idp.issuer(),
-        jwks = idp.jwks_url(),
-        keys = admin_keys_toml(),
-    )
-}
-
-/// A running server.
-pub(crate) struct TestServer {
-    pub(crate) verify: String,
-    pub(crate) admin: String,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
-}
-
-impl TestServer {
-    pub(crate) async fn start(toml: &str) -> TestServer {
-        let config = Config::parse(toml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        Self::start_config(config).await
-    }
-
-    pub(crate) async fn start_config(config: Config) -> TestServer {
-        let server = Server::bind(config).await.unwrap();
-        let verify = format!("http://{}", server.verify_addr().unwrap());
-        let admin = format!("http://{}", server.admin_addr().unwrap());
-        let shared = Arc::clone(server.shared());
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
-        TestServer {
-            verify,
-            admin,
-            shared,
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    /// `GET /verify{suffix}` with the token as bearer, if any, and extra headers.
-    pub(crate) async fn verify(
-        &self,
-        suffix: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let mut req = self.client.get(format!("{}/verify{suffix}", self.verify));
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().await.unwrap()
-    }
-
-    /// An admin call; returns the status and the JSON body.
-    pub(crate) async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let url = format!("{}{path}", self.admin);
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            "POST" => self.client.post(url),
-            other => panic!("{other}"),
-        };
-        if let Some(k) = key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_owned());
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
-    }
-
-    pub(crate) async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let result = self.task.take().unwrap().await.unwrap();
-        assert!(result.is_ok(), "{result:?}");
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
 
 fn key_a() -> &'static TestKey {
     TestKey::shared_p256("srv-a")
+}
+
+/// A server trusting an IdP that publishes key a, and a token of that key it has verified.
+async fn serving_key_a() -> (StubIdp, TestServer, String) {
+    let (idp, server) = serve_idp(&[key_a()]).await;
+    let token = token_for(&idp, key_a(), |_| {});
+    server.assert_verifies(&token).await;
+    (idp, server, token)
 }
 
 fn key_b() -> &'static TestKey {
     TestKey::shared_p256("srv-b")
 }
 
-pub(crate) async fn idp_with(keys: &[&TestKey]) -> StubIdp {
-    let idp = StubIdp::start().await;
-    idp.set_jwks(jwks(keys));
-    idp
-}
-
-pub(crate) fn token_for(
-    idp: &StubIdp,
-    key: &TestKey,
-    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
-) -> String {
-    let mut claims = typical_claims(&idp.issuer(), AUD, now());
-    edit(&mut claims);
-    TokenBuilder::new(key).claims(claims).sign()
-}
-
-fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-    resp.headers().get(name).map(|v| v.to_str().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn valid_token_gets_200_with_identity_headers() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(
-        &idp,
-        "[providers.claims_to_headers]\nscope = \"X-Auth-Scope\"\nemail = \"X-Auth-Email\"\nroles = \"X-Auth-Roles\"",
-    ))
-    .await;
+    let (idp, server) = serve_idp_with(&[key_a()], "[providers.claims_to_headers]\nscope = \"X-Auth-Scope\"\nemail = \"X-Auth-Email\"\nroles = \"X-Auth-Roles\"").await;
     let token = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("alice"));
         c.insert("roles".into(), json!(["admin", "dev"]));
@@ -235,8 +79,7 @@ async fn valid_token_gets_200_with_identity_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_refusal_has_its_status_challenge_and_reason() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let good = token_for(&idp, key_a(), |_| {});
 
     // No token: 401, a bare challenge (RFC 6750 section 3.1).
@@ -306,13 +149,11 @@ async fn each_refusal_has_its_status_challenge_and_reason() {
             .unwrap()
             .to_owned()
     };
-    assert_eq!(server.verify("", Some(&good), &[]).await.status(), 200);
+    server.assert_verifies(&good).await;
     let (status, body) = server
-        .admin(
-            "POST",
+        .post_json_as_ops(
             "/admin/v1/revocations",
-            Some(ADMIN_SECRET),
-            Some(&json!({"jti": jti, "exp": now() + 3600}).to_string()),
+            &json!({"jti": jti, "exp": now() + 3600}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -333,12 +174,7 @@ async fn keys_unavailable_gets_503() {
     assert_eq!(header(&resp, "x-auth-reason"), Some("keys_unavailable"));
     assert!(header(&resp, "x-auth-subject").is_none());
     // Not ready either, and the admin status says why.
-    let resp = server
-        .client
-        .get(format!("{}/readyz", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&server.client, format!("{}/readyz", server.admin)).await;
     assert_eq!(resp.status(), 503);
     let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(body["not_ready"][0]["provider"], "main");
@@ -347,11 +183,10 @@ async fn keys_unavailable_gets_503() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_supplied_identity_headers_are_never_echoed() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(
-        &idp,
+    let (idp, server) = serve_idp_with(
+        &[key_a()],
         "[providers.claims_to_headers]\nemail = \"X-Auth-Email\"",
-    ))
+    )
     .await;
     let spoofed = [
         ("x-auth-subject", "root"),
@@ -405,24 +240,18 @@ async fn tenant_from_path_or_header_narrows_the_providers() {
     let server = TestServer::start(&toml).await;
     let acme = token_for(&idp, key_a(), |_| {});
     let globex = token_for(&other, key_b(), |_| {});
-    assert_eq!(server.verify("", Some(&globex), &[]).await.status(), 200);
+    server.assert_verifies(&globex).await;
     assert_eq!(server.verify("/acme", Some(&acme), &[]).await.status(), 200);
     let resp = server.verify("/acme/anything", Some(&globex), &[]).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(header(&resp, "x-auth-reason"), Some("bad_issuer"));
-    let resp = server
-        .verify("", Some(&globex), &[("x-keygate-tenant", "acme")])
-        .await;
+    let resp = server.verify_in_tenant("", &globex, "acme").await;
     assert_eq!(resp.status(), 401);
-    let resp = server
-        .verify("", Some(&globex), &[("x-keygate-tenant", "globex")])
-        .await;
+    let resp = server.verify_in_tenant("", &globex, "globex").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-auth-tenant"), Some("globex"));
     // Path and header disagree: refused.
-    let resp = server
-        .verify("/globex", Some(&globex), &[("x-keygate-tenant", "acme")])
-        .await;
+    let resp = server.verify_in_tenant("/globex", &globex, "acme").await;
     assert_eq!(resp.status(), 401);
     // A suffix that is not a tenant does not narrow.
     assert_eq!(server.verify("/api", Some(&acme), &[]).await.status(), 200);
@@ -434,7 +263,7 @@ async fn rotation_during_traffic_fails_no_request() {
     let idp = idp_with(&[key_a()]).await;
     let server = Arc::new(TestServer::start(&config_for(&idp, "")).await);
     let old = token_for(&idp, key_a(), |_| {});
-    assert_eq!(server.verify("", Some(&old), &[]).await.status(), 200);
+    server.assert_verifies(&old).await;
     let rotated = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let new = token_for(&idp, key_b(), |_| {});
     let mut clients = Vec::new();
@@ -473,7 +302,7 @@ async fn rotation_during_traffic_fails_no_request() {
         failures.extend(c.await.unwrap());
     }
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert_eq!(server.verify("", Some(&new), &[]).await.status(), 200);
+    server.assert_verifies(&new).await;
     // One refetch served the rotation, not one per request.
     assert!(
         idp.requests("/jwks") <= 3,
@@ -484,8 +313,7 @@ async fn rotation_during_traffic_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_auth_401_403_and_scopes() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (_idp, server) = serve_idp(&[key_a()]).await;
     let flush = "/admin/v1/providers/acme/main/flush";
     // No key, unknown key: 401 with a challenge.
     for key in [None, Some("kg_wrong"), Some("")] {
@@ -493,12 +321,7 @@ async fn admin_auth_401_403_and_scopes() {
         assert_eq!(status, 401, "{key:?}");
         assert_eq!(body["error"], "unauthorized");
     }
-    let resp = server
-        .client
-        .get(format!("{}/admin/v1/status", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&server.client, format!("{}/admin/v1/status", server.admin)).await;
     assert_eq!(
         header(&resp, "www-authenticate"),
         Some("Bearer realm=\"keygate-admin\"")
@@ -527,28 +350,18 @@ async fn admin_auth_401_403_and_scopes() {
         .await;
     assert_eq!(status, 200);
     // The secret never comes back in a response.
-    let (_, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, body) = server.get_as_ops("/admin/v1/status").await;
     assert!(!body.to_string().contains(ADMIN_SECRET));
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn flush_drops_keys_and_refresh_refetches() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
-    let token = token_for(&idp, key_a(), |_| {});
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    let (idp, server, token) = serving_key_a().await;
     let fetches = idp.requests("/jwks");
 
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/flush",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/flush")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "flush");
@@ -560,25 +373,18 @@ async fn flush_drops_keys_and_refresh_refetches() {
     assert_eq!(server.shared.verifier.cached_tokens(), 0);
     // The flush refetches at once, with no request to make it: one fetch.
     crate::cluster::eventually("the refetch after the flush", || async {
-        let (_, status_body) = server
-            .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-            .await;
+        let (_, status_body) = server.get_as_ops("/admin/v1/status").await;
         status_body["providers"][0]["state"] == "fresh"
     })
     .await;
     assert_eq!(idp.requests("/jwks"), fetches + 1);
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
     assert_eq!(idp.requests("/jwks"), fetches + 1);
 
     // Refresh refetches now, and picks up a new key.
     idp.set_jwks(jwks(&[key_a(), key_b()]));
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/refresh")
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "fresh");
@@ -595,27 +401,17 @@ async fn flush_drops_keys_and_refresh_refetches() {
     // A failing refresh: 502 with the reason, cached keys kept.
     idp.set_response("/jwks", StubResponse::status(500));
     let (status, body) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/main/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/main/refresh")
         .await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "refresh_failed");
     assert!(body["reason"].is_string());
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
 
     // Unknown provider: 404 for both.
     for action in ["flush", "refresh"] {
         let (status, body) = server
-            .admin(
-                "POST",
-                &format!("/admin/v1/providers/acme/nope/{action}"),
-                Some(ADMIN_SECRET),
-                None,
-            )
+            .post_as_ops(&format!("/admin/v1/providers/acme/nope/{action}"))
             .await;
         assert_eq!(status, 404, "{action}");
         assert_eq!(body["error"], "not_found");
@@ -625,8 +421,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_by_jti_subject_and_kid() {
-    let idp = idp_with(&[key_a(), key_b()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a(), key_b()]).await;
     let alice = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("alice"));
     });
@@ -637,18 +432,13 @@ async fn revocations_by_jti_subject_and_kid() {
         c.insert("sub".into(), json!("carol"));
     });
     for t in [&alice, &bob_b, &carol] {
-        assert_eq!(server.verify("", Some(t), &[]).await.status(), 200);
+        server.assert_verifies(t).await;
     }
     let post = |body: Value| {
         let server = &server;
         async move {
             server
-                .admin(
-                    "POST",
-                    "/admin/v1/revocations",
-                    Some(ADMIN_SECRET),
-                    Some(&body.to_string()),
-                )
+                .post_json_as_ops("/admin/v1/revocations", &body)
                 .await
         }
     };
@@ -658,18 +448,16 @@ async fn revocations_by_jti_subject_and_kid() {
     assert_eq!(body["revoked"]["type"], "subject");
     assert!(body["revoked"]["until"].as_i64().unwrap() > now());
     assert_eq!(server.verify("", Some(&alice), &[]).await.status(), 401);
-    assert_eq!(server.verify("", Some(&carol), &[]).await.status(), 200);
+    server.assert_verifies(&carol).await;
     // Kid: distrust key b at once although the IdP still publishes it.
     let (status, body) = post(json!({"tenant": "acme", "provider": "main", "kid": "srv-b"})).await;
     assert_eq!(status, 200, "{body}");
     let resp = server.verify("", Some(&bob_b), &[]).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(header(&resp, "x-auth-reason"), Some("revoked"));
-    assert_eq!(server.verify("", Some(&carol), &[]).await.status(), 200);
+    server.assert_verifies(&carol).await;
     // Listed.
-    let (status, body) = server
-        .admin("GET", "/admin/v1/revocations", Some(ADMIN_SECRET), None)
-        .await;
+    let (status, body) = server.get_as_ops("/admin/v1/revocations").await;
     assert_eq!(status, 200);
     let types: Vec<&str> = body["revocations"]
         .as_array()
@@ -727,18 +515,13 @@ async fn revocations_by_jti_subject_and_kid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_metrics_health_and_openapi() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
-    let token = token_for(&idp, key_a(), |_| {});
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    let (idp, server, token) = serving_key_a().await;
+    server.assert_verifies(&token).await;
     assert_eq!(server.verify("", None, &[]).await.status(), 401);
     let unknown = token_for(&idp, TestKey::shared_p256("srv-nobody"), |_| {});
     assert_eq!(server.verify("", Some(&unknown), &[]).await.status(), 401);
 
-    let (status, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (status, body) = server.get_as_ops("/admin/v1/status").await;
     assert_eq!(status, 200);
     let p = &body["providers"][0];
     assert_eq!(
@@ -756,12 +539,7 @@ async fn status_metrics_health_and_openapi() {
     assert_eq!(body["bus"]["state"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let metrics = get(&server.client, format!("{}/metrics", server.admin)).await;
     assert_eq!(metrics.status(), 200);
     assert!(
         header(&metrics, "content-type")
@@ -801,47 +579,23 @@ async fn status_metrics_health_and_openapi() {
     assert!(text.contains("keygate_bus_lag_seconds"));
     assert!(text.contains("keygate_key_cache_hits_total"));
 
-    let health = server
-        .client
-        .get(format!("{}/healthz", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let health = get(&server.client, format!("{}/healthz", server.admin)).await;
     assert_eq!(health.status(), 200);
-    let ready = server
-        .client
-        .get(format!("{}/readyz", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let ready = get(&server.client, format!("{}/readyz", server.admin)).await;
     assert_eq!(ready.status(), 200);
 
-    let doc = server
-        .client
-        .get(format!("{}/admin/v1/openapi.json", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let doc = get_text(
+        &server.client,
+        format!("{}/admin/v1/openapi.json", server.admin),
+    )
+    .await;
     let doc: Value = serde_json::from_str(&doc).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/admin/v1/providers/{tenant}/{provider}/flush"]["post"].is_object());
     // The admin API is not on the verification listener, and vice versa.
-    let resp = server
-        .client
-        .get(format!("{}/admin/v1/status", server.verify))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&server.client, format!("{}/admin/v1/status", server.verify)).await;
     assert_eq!(resp.status(), 404);
-    let resp = server
-        .client
-        .get(format!("{}/verify", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&server.client, format!("{}/verify", server.admin)).await;
     assert_eq!(resp.status(), 404);
     server.stop().await;
 }
@@ -865,37 +619,22 @@ async fn embedded_default_verifies_rotates_and_flushes() {
             sub: Some(sub.to_owned()),
             ..Default::default()
         };
-        issuer.mint(&req, SystemTime::now()).unwrap().token
+        issuer.mint(&req, SystemClock.now()).unwrap().token
     };
     let first = mint("newcomer");
-    let resp = client
-        .get(&verify)
-        .bearer_auth(&first)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_bearer(&client, &verify, &first).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-auth-subject"), Some("newcomer"));
     assert_eq!(header(&resp, "x-auth-tenant"), Some("dev"));
     let _new_kid = issuer.rotate();
     let second = mint("after-rotation");
-    let resp = client
-        .get(&verify)
-        .bearer_auth(&second)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_bearer(&client, &verify, &second).await;
     assert_eq!(
         resp.status(),
         200,
         "a token signed by the rotated key verifies"
     );
-    let resp = client
-        .get(&verify)
-        .bearer_auth(&first)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_bearer(&client, &verify, &first).await;
     assert_eq!(resp.status(), 200, "the old key stays published");
     let _ = tx.send(());
     task.await.unwrap().unwrap();
@@ -918,12 +657,11 @@ fn cli(args: &[&str], key: &str) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_cli_against_the_real_admin_api() {
-    let idp = idp_with(&[key_a()]).await;
-    let server = TestServer::start(&config_for(&idp, "")).await;
+    let (idp, server) = serve_idp(&[key_a()]).await;
     let token = token_for(&idp, key_a(), |c| {
         c.insert("sub".into(), json!("mallory"));
     });
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
     let url = server.admin.clone();
     let run = move |args: Vec<String>, key: &'static str| {
         tokio::task::spawn_blocking(move || {

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cluster::{bus, count, eventually, prefix, replica, revoke, revoke_jti, status_of};
-use crate::server::{ADMIN_SECRET, TestServer, config_for, idp_with, token_for};
+use crate::support::{TestServer, config_for, idp_with, token_for};
 
 fn old_key() -> &'static TestKey {
     TestKey::shared_p256("trust-old")
@@ -34,12 +34,7 @@ async fn rotating_idp() -> StubIdp {
 /// `POST /admin/v1/providers/acme/main/{action}` (`flush`, `refresh`) with the admin key.
 pub(crate) async fn provider_action(server: &TestServer, action: &str) -> (StatusCode, Value) {
     server
-        .admin(
-            "POST",
-            &format!("/admin/v1/providers/acme/main/{action}"),
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops(&format!("/admin/v1/providers/acme/main/{action}"))
         .await
 }
 
@@ -54,6 +49,15 @@ async fn three_replicas(idp: &StubIdp, redis: &RedisServer, prefix: &str) -> [Te
         replica(idp, &redis.url(), prefix).await,
         replica(idp, &redis.url(), prefix).await,
     ]
+}
+
+/// A Redis server, the rotating IdP, a fresh prefix, and three replicas on them.
+async fn rotating_cluster() -> (RedisServer, StubIdp, String, [TestServer; 3]) {
+    let redis = RedisServer::start();
+    let idp = rotating_idp().await;
+    let p = prefix();
+    let replicas = three_replicas(&idp, &redis, &p).await;
+    (redis, idp, p, replicas)
 }
 
 async fn ready(server: &TestServer) -> StatusCode {
@@ -112,7 +116,7 @@ async fn a_flush_after_the_idp_withdrew_a_key_refuses_it_everywhere_for_one_fetc
     let stop = Arc::new(AtomicBool::new(false));
     let verifying = keep_verifying(replicas.clone(), current.clone(), Arc::clone(&stop));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let flushed = std::time::Instant::now();
+    let flushed = tokio::time::Instant::now();
     assert_eq!(flush(&replicas[0]).await, StatusCode::OK);
     let answered = flushed.elapsed();
     // The replica that answered refuses the withdrawn key at once.
@@ -169,10 +173,7 @@ async fn a_flush_after_the_idp_withdrew_a_key_refuses_it_everywhere_for_one_fetc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
-    let redis = RedisServer::start();
-    let idp = rotating_idp().await;
-    let p = prefix();
-    let [a, b, c] = three_replicas(&idp, &redis, &p).await;
+    let (redis, idp, p, [a, b, c]) = rotating_cluster().await;
     let withdrawn = token_for(&idp, old_key(), |_| {});
     for r in [&a, &b, &c] {
         assert_eq!(status_of(r, &withdrawn).await, StatusCode::OK);
@@ -195,10 +196,7 @@ async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_with_no_traffic_keeps_every_replica_ready() {
-    let redis = RedisServer::start();
-    let idp = rotating_idp().await;
-    let p = prefix();
-    let replicas = three_replicas(&idp, &redis, &p).await;
+    let (_redis, idp, _p, replicas) = rotating_cluster().await;
     // The single node's backend too.
     let single = TestServer::start(&config_for(&idp, "")).await;
     eventually("the single node is ready", || async {
@@ -277,7 +275,7 @@ async fn redis_restarted_from_an_older_snapshot_loses_no_revocation_or_flush() {
 
     // Redis crashes and comes back from the snapshot: same epoch, shorter log.
     redis.restart_from_snapshot();
-    let restarted = std::time::Instant::now();
+    let restarted = tokio::time::Instant::now();
     let mut retries = 0;
     // Revocations keep coming; every one is acknowledged (retrying while Redis is away).
     for (i, t) in tokens[8..].iter().enumerate() {
@@ -326,10 +324,7 @@ async fn redis_restarted_from_an_older_snapshot_loses_no_revocation_or_flush() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_while_the_idp_is_down_serves_no_key_from_before_it_and_recovers_on_its_own() {
-    let redis = RedisServer::start();
-    let idp = rotating_idp().await;
-    let p = prefix();
-    let replicas = three_replicas(&idp, &redis, &p).await;
+    let (_redis, idp, _p, replicas) = rotating_cluster().await;
     let current = token_for(&idp, current_key(), |_| {});
     for r in &replicas {
         assert_eq!(status_of(r, &current).await, StatusCode::OK);

@@ -2,12 +2,12 @@
 //! `kid` both documents use, one URL failing, each URL in status and metrics, and replicas
 //! sharing every URL's document through Redis.
 
-use keygate_server::bus::BusState;
 use keygate_test_support::{RedisServer, StubIdp, StubResponse, TestKey, jwks};
 use reqwest::StatusCode;
 
-use crate::cluster::{cluster_toml, eventually, prefix, status_of};
-use crate::server::{ADMIN_SECRET, AUD, TestServer, admin_keys_toml, idp_with, token_for};
+use crate::cluster::{cluster_toml, prefix, replica_of_config, status_of};
+use crate::support::get_text;
+use crate::support::{AUD, TestServer, admin_keys_toml, idp_with, token_for};
 
 fn config_for_two(a: &StubIdp, b: &StubIdp) -> String {
     format!(
@@ -30,7 +30,7 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     // Tokens name the first IdP as issuer; keys come from both documents.
     for key in [&in_a, &in_b] {
         let token = token_for(&a, key, |_| {});
-        assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+        server.assert_verifies(&token).await;
     }
     let stranger = token_for(&a, &TestKey::p256("srv-shared"), |_| {});
     assert_eq!(server.verify("", Some(&stranger), &[]).await.status(), 401);
@@ -38,20 +38,13 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     // B fails; an operator's refresh still answers 200 (A answered), and B's keys stay.
     b.set_response("/jwks", StubResponse::status(503));
     let (status, _) = server
-        .admin(
-            "POST",
-            "/admin/v1/providers/acme/split/refresh",
-            Some(ADMIN_SECRET),
-            None,
-        )
+        .post_as_ops("/admin/v1/providers/acme/split/refresh")
         .await;
     assert_eq!(status, 200);
     let token = token_for(&a, &in_b, |_| {});
-    assert_eq!(server.verify("", Some(&token), &[]).await.status(), 200);
+    server.assert_verifies(&token).await;
 
-    let (status, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (status, body) = server.get_as_ops("/admin/v1/status").await;
     assert_eq!(status, 200);
     let p = &body["providers"][0];
     assert!(p["jwks_uri"].is_null());
@@ -66,15 +59,7 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     assert_eq!(sources[1]["last_error"]["reason"], "http_status");
     assert_eq!(sources[1]["kids"], serde_json::json!(["srv-shared"]));
 
-    let text = server
-        .client
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&server.client, format!("{}/metrics", server.admin)).await;
     let b_failing = format!(
         "keygate_jwks_source_state{{tenant=\"acme\",provider=\"split\",url=\"{}\",state=\"failing\"}} 1",
         b.jwks_url()
@@ -88,19 +73,17 @@ async fn two_urls_sharing_a_kid_verify_report_and_survive_one_failing() {
     b.clear_responses("/jwks");
     b.set_jwks(jwks(&[&in_b, &rotated]));
     let token = token_for(&a, &rotated, |_| {});
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let status = server.verify("", Some(&token), &[]).await.status();
         if status == 200 {
             break;
         }
         assert_eq!(status, 401);
-        assert!(std::time::Instant::now() < deadline, "B never came back");
+        assert!(tokio::time::Instant::now() < deadline, "B never came back");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let (_, body) = server
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, body) = server.get_as_ops("/admin/v1/status").await;
     let p = &body["providers"][0];
     assert_eq!(p["state"], "fresh");
     assert_eq!(p["sources"][1]["state"], "fresh");
@@ -115,13 +98,7 @@ async fn split_replica(a: &StubIdp, b: &StubIdp, redis_url: &str, prefix: &str) 
         config_for_two(a, b),
         cluster_toml(redis_url, prefix, "")
     );
-    let server = TestServer::start(&toml).await;
-    eventually("the replica is synced and ready", || async {
-        server.shared.bus.status().state == BusState::Ok
-            && server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
-    })
-    .await;
-    server
+    replica_of_config(&toml).await
 }
 
 #[tokio::test]
@@ -171,9 +148,7 @@ async fn replicas_share_every_urls_document_through_redis() {
         );
     }
     assert_eq!((a.requests("/jwks"), b.requests("/jwks")), (0, 0));
-    let (_, body) = late
-        .admin("GET", "/admin/v1/status", Some(ADMIN_SECRET), None)
-        .await;
+    let (_, body) = late.get_as_ops("/admin/v1/status").await;
     assert_eq!(
         body["providers"][0]["sources"][1]["kids"],
         serde_json::json!(["split-k2"])

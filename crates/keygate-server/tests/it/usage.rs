@@ -1,6 +1,6 @@
 //! Usage and configuration errors: exit 2, a message on stderr, nothing on stdout.
 
-use crate::harness::{AUD, ISS, Output, jwks_file, keygate, temp_file, token};
+use crate::harness::{AUD, ISS, Output, jwks_file, keygate, temp_file, token, verify};
 
 fn assert_usage_error(out: &Output, stderr_mentions: &str) {
     assert_eq!(out.code, 2, "{out:?}");
@@ -22,6 +22,10 @@ fn argument_errors_exit_2() {
     let base = ["verify", "--jwks", jwks];
     let with = |extra: &[&str]| -> Vec<String> {
         base.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+    };
+    // The complete command line, then `extra`.
+    let full = |extra: &[&str]| {
+        with(&[&["--token-file", file, "--iss", ISS, "--aud", AUD], extra].concat())
     };
 
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
@@ -50,48 +54,13 @@ fn argument_errors_exit_2() {
             ]),
             "cannot be used with",
         ),
-        (
-            "unknown --alg",
-            with(&[
-                "--token-file",
-                file,
-                "--iss",
-                ISS,
-                "--aud",
-                AUD,
-                "--alg",
-                "HS256",
-            ]),
-            "HS256",
-        ),
+        ("unknown --alg", full(&["--alg", "HS256"]), "HS256"),
         (
             "--alg is case-sensitive",
-            with(&[
-                "--token-file",
-                file,
-                "--iss",
-                ISS,
-                "--aud",
-                AUD,
-                "--alg",
-                "rs256",
-            ]),
+            full(&["--alg", "rs256"]),
             "rs256",
         ),
-        (
-            "--now not a number",
-            with(&[
-                "--token-file",
-                file,
-                "--iss",
-                ISS,
-                "--aud",
-                AUD,
-                "--now",
-                "soon",
-            ]),
-            "--now",
-        ),
+        ("--now not a number", full(&["--now", "soon"]), "--now"),
         (
             "unreadable token file",
             with(&[
@@ -125,17 +94,7 @@ fn argument_errors_exit_2() {
 #[test]
 fn unreadable_jwks_file_exits_2() {
     let (token, _) = token();
-    let out = run(&[
-        "verify",
-        "--jwks",
-        "/nonexistent/jwks.json",
-        "--token",
-        &token,
-        "--iss",
-        ISS,
-        "--aud",
-        AUD,
-    ]);
+    let out = verify("/nonexistent/jwks.json", &token, &[]);
     assert_usage_error(&out, "/nonexistent/jwks.json");
 }
 
@@ -150,21 +109,11 @@ fn an_hmac_alg_is_a_usage_error_that_says_why() {
     let jwks = jwks_file();
     let (token, _) = token();
     for alg in ["HS256", "HS384", "HS512"] {
-        let out = run(&[
-            "verify",
-            "--jwks",
+        let out = verify(
             jwks.to_str().unwrap(),
-            "--token",
             &token,
-            "--iss",
-            ISS,
-            "--aud",
-            AUD,
-            "--alg",
-            "ES256",
-            "--alg",
-            alg,
-        ]);
+            &["--alg", "ES256", "--alg", alg],
+        );
         assert_usage_error(&out, alg);
         for why in ["HMAC", "public-key signatures only", "key-confusion"] {
             assert!(out.stderr.contains(why), "{alg}: no {why:?} in {out:?}");
@@ -172,19 +121,7 @@ fn an_hmac_alg_is_a_usage_error_that_says_why() {
         assert!(!out.stderr.contains(&token), "{out:?}");
     }
     // Other refused names still list what is accepted, the new ones included.
-    let out = run(&[
-        "verify",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--token",
-        &token,
-        "--iss",
-        ISS,
-        "--aud",
-        AUD,
-        "--alg",
-        "Ed448",
-    ]);
+    let out = verify(jwks.to_str().unwrap(), &token, &["--alg", "Ed448"]);
     assert_usage_error(&out, "Ed25519 only");
     assert!(out.stderr.contains("ES512"), "{out:?}");
 }
@@ -194,19 +131,7 @@ fn es512_and_ed25519_are_accepted_alg_names() {
     let jwks = jwks_file();
     let (token, _) = token();
     for alg in ["ES512", "Ed25519", "EdDSA"] {
-        let out = run(&[
-            "verify",
-            "--jwks",
-            jwks.to_str().unwrap(),
-            "--token",
-            &token,
-            "--iss",
-            ISS,
-            "--aud",
-            AUD,
-            "--alg",
-            alg,
-        ]);
+        let out = verify(jwks.to_str().unwrap(), &token, &["--alg", alg]);
         // The harness token is not signed with these, so it is refused, but as a verdict
         // (exit 1, a JSON line), not as a usage error.
         assert_eq!(out.code, 1, "{alg}: {out:?}");
