@@ -269,10 +269,9 @@ impl FileProvider {
                 .clamp(ttl.min_ttl, ttl.max_ttl.max(ttl.min_ttl)),
             |v| v.0,
         );
-        if let Err(problem) = ttl.validate() {
-            // The library's messages start with the setting they blame.
-            let field = problem.split(' ').next().unwrap_or("min_ttl");
-            return Err(ConfigError::new(k(field), problem));
+        if let Err(e) = ttl.validate_fields() {
+            // The library names the member at fault (`min_ttl`, `default_ttl`).
+            return Err(ConfigError::new(k(e.field), e.problem));
         }
         let mut cache = CacheSettings::default();
         cache.ttl = ttl;

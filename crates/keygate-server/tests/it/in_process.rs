@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use tokio::net::TcpListener;
 
 use crate::cluster::{SECRET, eventually, prefix, replica, revoke, revoke_jti};
-use crate::server::{AUD, idp_with, token_for};
+use crate::support::{AUD, idp_with, token_for};
 
 fn key() -> &'static TestKey {
     TestKey::shared_p256("in-process-k1")
