@@ -4,7 +4,7 @@
 //! to the other replicas.
 //!
 //! The routers hold an `Arc<Node>` (or less) and never the runner that binds them
-//! ([`crate::serve`]). What an event does to a replica, whether it comes from this node's
+//! (`serve`). What an event does to a replica, whether it comes from this node's
 //! admin API or from the log, is in one place: `node/apply.rs`, also the node's
 //! [`Apply`](crate::bus::Apply) side that the bus drives.
 

@@ -279,38 +279,29 @@ impl Server {
         };
 
         let mut servers: JoinSet<Result<(), ServeError>> = JoinSet::new();
-        if let (Some(issuer), Some(listener)) = (dev_issuer, listeners.dev_issuer) {
-            let router = issuer.router();
+        let mut spawn = |what: &'static str, listener, router, connect_info| {
             let done = stopped();
             servers.spawn(async move {
-                serve_http(listener, router, false, header_timeout, done)
+                serve_http(listener, router, connect_info, header_timeout, done)
                     .await
-                    .map_err(|source| ServeError::Serve {
-                        what: "dev_issuer.listen",
-                        source,
-                    })
+                    .map_err(|source| ServeError::Serve { what, source })
             });
+        };
+        if let (Some(issuer), Some(listener)) = (dev_issuer, listeners.dev_issuer) {
+            spawn("dev_issuer.listen", listener, issuer.router(), false);
         }
-        let done = stopped();
-        let router = forward::router(forward);
-        servers.spawn(async move {
-            serve_http(listeners.verify, router, false, header_timeout, done)
-                .await
-                .map_err(|source| ServeError::Serve {
-                    what: "server.listen",
-                    source,
-                })
-        });
-        let done = stopped();
-        let router = admin::router(admin);
-        servers.spawn(async move {
-            serve_http(listeners.admin, router, true, header_timeout, done)
-                .await
-                .map_err(|source| ServeError::Serve {
-                    what: "server.admin_listen",
-                    source,
-                })
-        });
+        spawn(
+            "server.listen",
+            listeners.verify,
+            forward::router(forward),
+            false,
+        );
+        spawn(
+            "server.admin_listen",
+            listeners.admin,
+            admin::router(admin),
+            true,
+        );
 
         let mut background = JoinSet::new();
         // Load shared state (revocations, key sets) before fetching anything, so a replica

@@ -8,6 +8,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use http::StatusCode;
 use keygate::{FlushId, RefreshError};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::auth::{
     Authorized, AuthorizedBody, FlushRoute, ListRevocationsRoute, RefreshRoute, RevokeRoute,
@@ -77,10 +79,7 @@ pub(super) async fn status(
     path = "/admin/v1/providers/{tenant}/{provider}/flush",
     tag = "admin",
     security(("api_key" = [])),
-    params(
-        ("tenant" = String, Path, description = "Tenant"),
-        ("provider" = String, Path, description = "Provider name"),
-    ),
+    params(ProviderPath),
     responses(
         (status = 200, description = "Flushed here and published (scope jwks:flush)", body = ActionBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
@@ -91,7 +90,7 @@ pub(super) async fn status(
 )]
 pub(super) async fn flush(
     State(app): State<Arc<Admin>>,
-    Path((tenant, provider)): Path<(String, String)>,
+    Path(ProviderPath { tenant, provider }): Path<ProviderPath>,
     auth: Authorized<FlushRoute>,
 ) -> Result<Response, ApiError> {
     auth.target(format!("{tenant}/{provider}"));
@@ -118,10 +117,7 @@ pub(super) async fn flush(
     path = "/admin/v1/providers/{tenant}/{provider}/refresh",
     tag = "admin",
     security(("api_key" = [])),
-    params(
-        ("tenant" = String, Path, description = "Tenant"),
-        ("provider" = String, Path, description = "Provider name"),
-    ),
+    params(ProviderPath),
     responses(
         (status = 200, description = "Refetched (scope jwks:refresh)", body = RefreshBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
@@ -134,7 +130,7 @@ pub(super) async fn flush(
 )]
 pub(super) async fn refresh(
     State(app): State<Arc<Admin>>,
-    Path((tenant, provider)): Path<(String, String)>,
+    Path(ProviderPath { tenant, provider }): Path<ProviderPath>,
     auth: Authorized<RefreshRoute>,
 ) -> Result<Response, ApiError> {
     auth.target(format!("{tenant}/{provider}"));
@@ -161,6 +157,16 @@ pub(super) async fn refresh(
             kids: status.map(|s| s.kids).unwrap_or_default(),
         },
     ))
+}
+
+/// The provider a route acts on, from its path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct ProviderPath {
+    /// Tenant
+    tenant: String,
+    /// Provider name
+    provider: String,
 }
 
 fn refresh_error(e: RefreshError) -> ApiError {

@@ -92,36 +92,32 @@ impl utoipa::Modify for BearerKey {
                     .build(),
             ),
         );
-        // Every route that takes a key can answer 429 (see `authorize`); said once here
-        // rather than on each handler.
-        let too_many = ResponseBuilder::new()
-            .description(
-                "Too many wrong API keys from this address; every key is refused for \
-                 `Retry-After` seconds",
-            )
-            .header(
-                "Retry-After",
-                Header::new(schema::Object::with_type(schema::Type::Integer)),
-            )
-            .content(
+        // Both answer with the ErrorBody.
+        let error_body = |description: String| {
+            ResponseBuilder::new().description(description).content(
                 "application/json",
                 ContentBuilder::new()
                     .schema(Some(Ref::from_schema_name("ErrorBody")))
                     .build(),
             )
-            .build();
+        };
+        // Every route that takes a key can answer 429 (see the `Authorized` extractor); said
+        // once here rather than on each handler.
+        let too_many = error_body(
+            "Too many wrong API keys from this address; every key is refused for \
+             `Retry-After` seconds"
+                .to_owned(),
+        )
+        .header(
+            "Retry-After",
+            Header::new(schema::Object::with_type(schema::Type::Integer)),
+        )
+        .build();
         // Every route that reads a body refuses one over MAX_BODY_BYTES.
-        let too_large = ResponseBuilder::new()
-            .description(format!(
-                "The body is larger than {MAX_BODY_BYTES} bytes (error `payload_too_large`)"
-            ))
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        let too_large = error_body(format!(
+            "The body is larger than {MAX_BODY_BYTES} bytes (error `payload_too_large`)"
+        ))
+        .build();
         for item in openapi.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {

@@ -76,12 +76,8 @@ pub(super) struct StatusReply {
 struct ProviderRow {
     tenant: String,
     provider: String,
-    state: String,
-    #[serde(default)]
-    kids: Vec<String>,
-    fetched_at: Option<i64>,
-    expires_at: Option<i64>,
-    last_error: Option<LastErrorRow>,
+    #[serde(flatten)]
+    keys: KeysRow,
     /// One row per JWKS URL of a provider with several.
     #[serde(default)]
     sources: Vec<SourceRow>,
@@ -90,12 +86,37 @@ struct ProviderRow {
 #[derive(Debug, Deserialize)]
 struct SourceRow {
     url: String,
+    #[serde(flatten)]
+    keys: KeysRow,
+}
+
+/// What a provider and each of its JWKS URLs show alike.
+#[derive(Debug, Deserialize)]
+struct KeysRow {
     state: String,
     #[serde(default)]
     kids: Vec<String>,
     fetched_at: Option<i64>,
     expires_at: Option<i64>,
     last_error: Option<LastErrorRow>,
+}
+
+impl KeysRow {
+    /// The STATE, KEYS, FETCHED, EXPIRES and LAST ERROR cells, times relative to `now`.
+    /// `expires` is the EXPIRES cell when there is no expiry.
+    fn cells(&self, now: i64, expires: impl FnOnce(&KeysRow) -> String) -> [String; 5] {
+        let at = |t: Option<i64>| t.map_or_else(|| "-".into(), |t| relative(t, now));
+        [
+            self.state.clone(),
+            self.kids.len().to_string(),
+            at(self.fetched_at),
+            self.expires_at
+                .map_or_else(|| expires(self), |t| relative(t, now)),
+            self.last_error
+                .as_ref()
+                .map_or_else(|| "-".into(), |e| e.reason.clone()),
+        ]
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,42 +157,17 @@ pub(super) fn status_text(r: &StatusReply) -> String {
         .to_vec(),
     ];
     for p in &r.providers {
-        let fetched = p
-            .fetched_at
-            .map_or_else(|| "-".into(), |t| relative(t, r.now));
-        let expires = match (p.expires_at, p.fetched_at) {
-            (Some(t), _) => relative(t, r.now),
+        let mut row = vec![p.tenant.clone(), p.provider.clone()];
+        row.extend(p.keys.cells(r.now, |k| {
             // Keys are cached but have no expiry: a static key set.
-            (None, Some(_)) => "never".into(),
-            (None, None) => "-".into(),
-        };
-        let error = p
-            .last_error
-            .as_ref()
-            .map_or_else(|| "-".into(), |e| e.reason.clone());
-        rows.push(vec![
-            p.tenant.clone(),
-            p.provider.clone(),
-            p.state.clone(),
-            p.kids.len().to_string(),
-            fetched,
-            expires,
-            error,
-        ]);
+            if k.fetched_at.is_some() { "never" } else { "-" }.to_owned()
+        }));
+        rows.push(row);
         // A provider with several JWKS URLs: one indented row per URL under it.
         for u in &p.sources {
-            let at = |t: Option<i64>| t.map_or_else(|| "-".into(), |t| relative(t, r.now));
-            rows.push(vec![
-                String::new(),
-                format!("  {}", u.url),
-                u.state.clone(),
-                u.kids.len().to_string(),
-                at(u.fetched_at),
-                at(u.expires_at),
-                u.last_error
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |e| e.reason.clone()),
-            ]);
+            let mut row = vec![String::new(), format!("  {}", u.url)];
+            row.extend(u.keys.cells(r.now, |_| "-".to_owned()));
+            rows.push(row);
         }
     }
     let mut text = table(&rows);

@@ -78,74 +78,41 @@ fn revoke_accepts_exactly_one_shape() {
         Some(json!({"tenant": "t", "provider": "p", "kid": "k"}))
     );
     assert_eq!(revoke_args(&["--list"]).unwrap().request().unwrap(), None);
-    let kid_until = [
-        "--tenant",
-        "t",
-        "--provider",
-        "p",
-        "--kid",
-        "k",
-        "--until",
-        "9",
-    ];
+    let kid_until: Vec<&str> = "--tenant t --provider p --kid k --until 9"
+        .split(' ')
+        .collect();
     assert_eq!(
         revoke_args(&kid_until).unwrap().request().unwrap(),
         Some(json!({"tenant": "t", "provider": "p", "kid": "k", "until": 9}))
     );
 
     for bad in [
-        &[][..],
-        &["--jti", "j"],
-        &["--exp", "1"],
-        &["--tenant", "t"],
-        &["--sub", "s"],
-        &["--tenant", "t", "--provider", "p"],
-        &["--jti", "j", "--exp", "1", "--tenant", "t", "--sub", "s"],
-        &["--jti", "j", "--exp", "1", "--tenant", "t"],
-        &["--tenant", "t", "--sub", "s", "--kid", "k"],
-        &[
-            "--tenant",
-            "t",
-            "--sub",
-            "s",
-            "--provider",
-            "p",
-            "--kid",
-            "k",
-        ],
-        &[
-            "--tenant",
-            "t",
-            "--provider",
-            "p",
-            "--kid",
-            "k",
-            "--before",
-            "1",
-        ],
-        &["--list", "--jti", "j", "--exp", "1"],
-        &["--list", "--tenant", "t"],
-        &["--list", "--exp", "1"],
-        &["--exp", "1", "--tenant", "t", "--sub", "s"],
-        &[
-            "--exp",
-            "1",
-            "--tenant",
-            "t",
-            "--provider",
-            "p",
-            "--kid",
-            "k",
-        ],
-        &["--before", "1", "--jti", "j", "--exp", "2"],
-        &["--before", "1", "--tenant", "t"],
-        &["--provider", "p", "--tenant", "t", "--sub", "s"],
-        &["--tenant", "t", "--kid", "k"],
-        &["--jti", "j", "--exp", "1", "--until", "2"],
-        &["--until", "2"],
-        &["--list", "--until", "2"],
+        "",
+        "--jti j",
+        "--exp 1",
+        "--tenant t",
+        "--sub s",
+        "--tenant t --provider p",
+        "--jti j --exp 1 --tenant t --sub s",
+        "--jti j --exp 1 --tenant t",
+        "--tenant t --sub s --kid k",
+        "--tenant t --sub s --provider p --kid k",
+        "--tenant t --provider p --kid k --before 1",
+        "--list --jti j --exp 1",
+        "--list --tenant t",
+        "--list --exp 1",
+        "--exp 1 --tenant t --sub s",
+        "--exp 1 --tenant t --provider p --kid k",
+        "--before 1 --jti j --exp 2",
+        "--before 1 --tenant t",
+        "--provider p --tenant t --sub s",
+        "--tenant t --kid k",
+        "--jti j --exp 1 --until 2",
+        "--until 2",
+        "--list --until 2",
     ] {
-        let err = revoke_args(bad).expect_err(&format!("{bad:?} parsed"));
+        let bad: Vec<&str> = bad.split_whitespace().collect();
+        let err = revoke_args(&bad).expect_err(&format!("{bad:?} parsed"));
         assert_eq!(err.exit_code(), 2, "{bad:?}");
     }
 }
