@@ -37,20 +37,9 @@ pub struct ProviderView {
     pub issuer: String,
     /// JWKS URL, configured or discovered.
     pub jwks_uri: Option<String>,
-    /// `fresh`, `stale`, `failing`, `unavailable` or `empty`.
-    pub state: &'static str,
-    /// `kid`s of the cached keys.
-    pub kids: Vec<String>,
-    /// Entries of the cached set that were skipped as broken or unsupported.
-    pub skipped_keys: usize,
-    /// When the cached set was fetched (unix seconds).
-    pub fetched_at: Option<i64>,
-    /// When it stops being fresh (unix seconds).
-    pub expires_at: Option<i64>,
-    /// When it stops being served at all (unix seconds).
-    pub usable_until: Option<i64>,
-    /// The last refresh failure, cleared by a success.
-    pub last_error: Option<LastErrorView>,
+    /// The cached key set.
+    #[serde(flatten)]
+    pub keys: KeysView,
     /// Event counters.
     pub counters: CountersView,
     /// A provider with several JWKS URLs (`jwks_uris`): each URL's state, in configuration
@@ -65,24 +54,48 @@ pub struct ProviderView {
 pub struct SourceView {
     /// The URL.
     pub url: String,
-    /// `fresh`, `stale`, `failing`, `unavailable` or `empty`.
-    pub state: &'static str,
-    /// `kid`s of its document.
-    pub kids: Vec<String>,
-    /// Entries of its document that were skipped as broken or unsupported.
-    pub skipped_keys: usize,
-    /// When its document was fetched (unix seconds).
-    pub fetched_at: Option<i64>,
-    /// When it stops being fresh (unix seconds).
-    pub expires_at: Option<i64>,
-    /// When its keys stop being served (unix seconds).
-    pub usable_until: Option<i64>,
-    /// Its last failure, cleared by a success.
-    pub last_error: Option<LastErrorView>,
+    /// Its document's keys.
+    #[serde(flatten)]
+    pub keys: KeysView,
     /// Successful fetches of this URL.
     pub refreshes: u64,
     /// Failed fetches of this URL.
     pub refresh_errors: u64,
+}
+
+/// The keys of a provider, or of one of its JWKS URLs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeysView {
+    /// `fresh`, `stale`, `failing`, `unavailable` or `empty`.
+    pub state: &'static str,
+    /// `kid`s of the cached keys.
+    pub kids: Vec<String>,
+    /// Entries of the cached document that were skipped as broken or unsupported.
+    pub skipped_keys: usize,
+    /// When the cached document was fetched (unix seconds).
+    pub fetched_at: Option<i64>,
+    /// When it stops being fresh (unix seconds).
+    pub expires_at: Option<i64>,
+    /// When its keys stop being served at all (unix seconds).
+    pub usable_until: Option<i64>,
+    /// The last refresh failure, cleared by a success.
+    pub last_error: Option<LastErrorView>,
+}
+
+/// The [`KeysView`] of a library status (a provider's or a source's: their fields have the
+/// same names).
+macro_rules! keys_view {
+    ($s:expr) => {
+        KeysView {
+            state: $s.state.as_str(),
+            kids: $s.kids.clone(),
+            skipped_keys: $s.skipped_keys,
+            fetched_at: $s.fetched_at.map(unix),
+            expires_at: $s.expires_at.map(unix),
+            usable_until: $s.usable_until.map(unix),
+            last_error: $s.last_error.as_ref().map(LastErrorView::from),
+        }
+    };
 }
 
 /// A refresh failure.
@@ -232,13 +245,7 @@ impl From<&ProviderStatus> for ProviderView {
             provider: s.id.name().to_owned(),
             issuer: s.issuer.clone(),
             jwks_uri: s.jwks_uri.clone(),
-            state: s.state.as_str(),
-            kids: s.kids.clone(),
-            skipped_keys: s.skipped_keys,
-            fetched_at: s.fetched_at.map(unix),
-            expires_at: s.expires_at.map(unix),
-            usable_until: s.usable_until.map(unix),
-            last_error: s.last_error.as_ref().map(LastErrorView::from),
+            keys: keys_view!(s),
             counters: CountersView {
                 hits: s.counters.hits,
                 misses: s.counters.misses,
@@ -253,13 +260,7 @@ impl From<&ProviderStatus> for ProviderView {
                 .iter()
                 .map(|u| SourceView {
                     url: u.url.clone(),
-                    state: u.state.as_str(),
-                    kids: u.kids.clone(),
-                    skipped_keys: u.skipped_keys,
-                    fetched_at: u.fetched_at.map(unix),
-                    expires_at: u.expires_at.map(unix),
-                    usable_until: u.usable_until.map(unix),
-                    last_error: u.last_error.as_ref().map(LastErrorView::from),
+                    keys: keys_view!(u),
                     refreshes: u.refreshes,
                     refresh_errors: u.refresh_errors,
                 })

@@ -35,8 +35,8 @@ use tokio::sync::watch;
 
 pub use body::MAX_FIELD_BYTES;
 pub use dto::{
-    ActionBody, BusView, CountersView, HealthBody, LastErrorView, NotReadyView, ProviderView,
-    ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
+    ActionBody, BusView, CountersView, HealthBody, KeysView, LastErrorView, NotReadyView,
+    ProviderView, ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
 };
 pub(crate) use error::json_response;
 pub use error::{ApiError, ErrorBody};

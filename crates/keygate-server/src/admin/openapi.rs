@@ -7,8 +7,8 @@ use http::header::CONTENT_TYPE;
 use utoipa::OpenApi;
 
 use super::dto::{
-    ActionBody, BusView, CountersView, HealthBody, LastErrorView, NotReadyView, ProviderView,
-    ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
+    ActionBody, BusView, CountersView, HealthBody, KeysView, LastErrorView, NotReadyView,
+    ProviderView, ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
 };
 use super::revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationRequest, RevocationView, RevokedBody,
@@ -39,6 +39,7 @@ use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health};
     components(schemas(
         StatusBody,
         ProviderView,
+        KeysView,
         LastErrorView,
         SourceView,
         CountersView,
