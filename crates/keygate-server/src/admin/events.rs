@@ -181,7 +181,6 @@ pub fn parse_namespace_filter(raw: Option<&str>) -> Result<Option<Vec<String>>, 
     responses(
         (status = 200, description = "Published on the bus (scope events:publish)", body = PublishedEvent),
         (status = 400, description = "Bad body; `field` names the field at fault", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks events:publish", body = ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB"),
         (status = 503, description = "The bus could not take the event; it did not go out", body = ErrorBody),
@@ -223,7 +222,6 @@ pub(crate) async fn publish_event(
     responses(
         (status = 200, description = "The stream (scope events:read): `event: invalidate` with `data:` an InvalidateData, `event: resync` with `data:` a ResyncData, each with `id: <epoch>:<seq>:<pos>`; a `:` comment after 15 s of silence", content_type = "text/event-stream", body = String),
         (status = 400, description = "Bad namespace filter; `field` is `namespace`", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks events:read", body = ErrorBody),
     )
 )]

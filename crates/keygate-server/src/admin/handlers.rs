@@ -31,7 +31,6 @@ use crate::bus::Event;
     security(("api_key" = [])),
     responses(
         (status = 200, description = "State of every provider and the bus (scope status:read)", body = StatusBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks status:read", body = ErrorBody),
     )
 )]
@@ -82,7 +81,6 @@ pub(super) async fn status(
     params(ProviderPath),
     responses(
         (status = 200, description = "Flushed here and published (scope jwks:flush)", body = ActionBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks jwks:flush", body = ErrorBody),
         (status = 404, description = "No such provider", body = ErrorBody),
         (status = 503, description = "The bus could not take the event", body = ErrorBody),
@@ -120,7 +118,6 @@ pub(super) async fn flush(
     params(ProviderPath),
     responses(
         (status = 200, description = "Refetched (scope jwks:refresh)", body = RefreshBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks jwks:refresh", body = ErrorBody),
         (status = 404, description = "No such provider", body = ErrorBody),
         (status = 409, description = "The provider's key set is static", body = ErrorBody),
@@ -196,7 +193,6 @@ fn refresh_error(e: RefreshError) -> ApiError {
     responses(
         (status = 200, description = "Revoked here and published (scope tokens:revoke)", body = RevokedBody),
         (status = 400, description = "Bad body; `field` names the field at fault", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks tokens:revoke", body = ErrorBody),
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
         (status = 503, description = "The bus could not take the event", body = ErrorBody),
@@ -228,7 +224,6 @@ pub(super) async fn revoke(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Revocations in force (scope status:read)", body = RevocationList),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks status:read", body = ErrorBody),
     )
 )]

@@ -102,8 +102,9 @@ impl utoipa::Modify for BearerKey {
                     .build(),
             )
         };
-        // Every route that takes a key can answer 429 (see the `Authorized` extractor); said
-        // once here rather than on each handler.
+        // Every route that takes a key can answer 401 and 429 (see the `Authorized`
+        // extractor); said once here rather than on each handler.
+        let unauthorized = error_body("Missing or unknown API key".to_owned()).build();
         let too_many = error_body(
             "Too many wrong API keys from this address; every key is refused for \
              `Retry-After` seconds"
@@ -122,10 +123,9 @@ impl utoipa::Modify for BearerKey {
         for item in openapi.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
-                    operation
-                        .responses
-                        .responses
-                        .insert("429".to_owned(), too_many.clone().into());
+                    let responses = &mut operation.responses.responses;
+                    responses.insert("401".to_owned(), unauthorized.clone().into());
+                    responses.insert("429".to_owned(), too_many.clone().into());
                 }
                 if operation.request_body.is_some() {
                     operation
