@@ -9,8 +9,9 @@ use super::Node;
 use crate::bus::{Apply, Envelope, Event, SharedState};
 
 impl Node {
-    /// Applies an invalidation to this replica. A refresh runs in the background.
-    pub fn apply(&self, event: &Event) {
+    /// Applies an invalidation to this replica only (see [`Node::invalidate`] for an event
+    /// this node makes itself). A refresh runs in the background.
+    pub(super) fn apply(&self, event: &Event) {
         match event {
             Event::Flush { provider, flush } => {
                 // An unknown provider is a no-op here: the admin API checks before publishing,

@@ -21,6 +21,7 @@ use anyhow::{Context as _, bail};
 use clap::{ArgGroup, Args};
 use keygate::{Clock as _, SystemClock};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use self::client::Api;
@@ -115,21 +116,11 @@ pub struct ProviderArgs {
 )]
 pub struct RevokeArgs {
     /// Revoke the token with this `jti` (requires --exp).
-    #[arg(
-        long,
-        value_name = "JTI",
-        requires = "exp",
-        conflicts_with_all = ["tenant", "sub", "before", "provider", "kid", "list"]
-    )]
+    #[arg(long, value_name = "JTI", requires = "exp", conflicts_with_all = NOT_JTI)]
     pub jti: Option<String>,
 
     /// When the revoked token expires; the revocation is dropped after that.
-    #[arg(
-        long,
-        value_name = "UNIX_SECONDS",
-        requires = "jti",
-        conflicts_with_all = ["tenant", "sub", "before", "provider", "kid", "list"]
-    )]
+    #[arg(long, value_name = "UNIX_SECONDS", requires = "jti", conflicts_with_all = NOT_JTI)]
     pub exp: Option<u64>,
 
     /// The tenant of the subject or key to revoke.
@@ -137,30 +128,15 @@ pub struct RevokeArgs {
     pub tenant: Option<String>,
 
     /// Revoke the tokens of this subject (`sub`) issued before --before.
-    #[arg(
-        long,
-        value_name = "SUB",
-        requires = "tenant",
-        conflicts_with_all = ["jti", "exp", "provider", "kid", "list"]
-    )]
+    #[arg(long, value_name = "SUB", requires = "tenant", conflicts_with_all = NOT_SUB)]
     pub sub: Option<String>,
 
     /// With --sub: revoke the tokens issued before this instant. Default: now.
-    #[arg(
-        long,
-        value_name = "UNIX_SECONDS",
-        requires = "sub",
-        conflicts_with_all = ["jti", "exp", "provider", "kid", "list"]
-    )]
+    #[arg(long, value_name = "UNIX_SECONDS", requires = "sub", conflicts_with_all = NOT_SUB)]
     pub before: Option<u64>,
 
     /// The provider whose key to revoke (with --tenant and --kid).
-    #[arg(
-        long,
-        value_name = "PROVIDER",
-        requires = "kid",
-        conflicts_with_all = ["jti", "exp", "sub", "before", "list"]
-    )]
+    #[arg(long, value_name = "PROVIDER", requires = "kid", conflicts_with_all = NOT_KID)]
     pub provider: Option<String>,
 
     /// Revoke the signing key with this `kid` (requires --tenant and --provider).
@@ -168,7 +144,7 @@ pub struct RevokeArgs {
         long,
         value_name = "KID",
         requires_all = ["tenant", "provider"],
-        conflicts_with_all = ["jti", "exp", "sub", "before", "list"]
+        conflicts_with_all = NOT_KID
     )]
     pub kid: Option<String>,
 
@@ -190,6 +166,13 @@ pub struct RevokeArgs {
     pub api: ApiArgs,
 }
 
+/// What the arguments of a token revocation (`--jti`, `--exp`) conflict with.
+const NOT_JTI: [&str; 6] = ["tenant", "sub", "before", "provider", "kid", "list"];
+/// What the arguments of a subject revocation (`--sub`, `--before`) conflict with.
+const NOT_SUB: [&str; 5] = ["jti", "exp", "provider", "kid", "list"];
+/// What the arguments of a key revocation (`--provider`, `--kid`) conflict with.
+const NOT_KID: [&str; 5] = ["jti", "exp", "sub", "before", "list"];
+
 /// Options of `keygate status`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = AFTER_HELP)]
@@ -204,14 +187,7 @@ pub struct StatusArgs {
 /// # Errors
 /// `KEYGATE_ADMIN_KEY` unset, a bad `--admin-url`, or the admin API unreachable.
 pub fn flush(args: &ProviderArgs) -> anyhow::Result<ExitCode> {
-    let (tenant, provider) = args.provider_id()?;
-    let api = Api::new(&args.api)?;
-    let reply = api.call(
-        Method::POST,
-        &provider_path(tenant, provider, "flush"),
-        None,
-    )?;
-    api.finish(&reply, |r: ActionBody| {
+    provider_action(args, "flush", |r: ActionBody| {
         format!(
             "flushed {}/{} (seq {})",
             esc(&r.tenant),
@@ -226,14 +202,19 @@ pub fn flush(args: &ProviderArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// `KEYGATE_ADMIN_KEY` unset, a bad `--admin-url`, or the admin API unreachable.
 pub fn refresh(args: &ProviderArgs) -> anyhow::Result<ExitCode> {
+    provider_action(args, "refresh", |r: RefreshBody| refreshed_text(&r))
+}
+
+/// `POST` to a provider's `action` route; the answer shown by `human`.
+fn provider_action<T: DeserializeOwned>(
+    args: &ProviderArgs,
+    action: &str,
+    human: impl FnOnce(T) -> String,
+) -> anyhow::Result<ExitCode> {
     let (tenant, provider) = args.provider_id()?;
     let api = Api::new(&args.api)?;
-    let reply = api.call(
-        Method::POST,
-        &provider_path(tenant, provider, "refresh"),
-        None,
-    )?;
-    api.finish(&reply, |r: RefreshBody| refreshed_text(&r))
+    let reply = api.call(Method::POST, &provider_path(tenant, provider, action), None)?;
+    api.finish(&reply, human)
 }
 
 /// `keygate revoke`: revokes a token, a subject's tokens or a key; or lists revocations.
