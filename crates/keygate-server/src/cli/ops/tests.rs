@@ -154,6 +154,14 @@ fn times_are_shown_relative_and_in_rfc3339() {
 }
 
 #[test]
+fn rfc3339_covers_every_year_humantime_writes_and_falls_back_beyond() {
+    assert_eq!(Unix(253_402_300_799).to_string(), "9999-12-31T23:59:59Z");
+    assert_eq!(Unix(253_402_300_800).to_string(), "253402300800");
+    assert_eq!(Unix(-86_400 * 365).to_string(), "1969-01-01T00:00:00Z");
+    assert_eq!(Unix(i64::MAX).to_string(), i64::MAX.to_string());
+}
+
+#[test]
 fn tables_align_columns_without_trailing_spaces() {
     let rows = vec![
         vec!["A".to_owned(), "LONG HEADER".to_owned(), "Z".to_owned()],
