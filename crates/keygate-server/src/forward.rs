@@ -21,8 +21,8 @@
 //!
 //! Every refusal becomes a response in one function, `refusal_response`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -31,11 +31,12 @@ use axum::routing::any;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use keygate::bearer::BearerError;
-use keygate::{VerifiedToken, VerifyError};
+use keygate::{ProviderId, VerifiedToken, VerifyError};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::metrics::VerifyOutcome;
-use crate::serve::Shared;
+use crate::node::Node;
 
 /// The header carrying the reason code of every answer (`ok` for a valid token).
 pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-auth-reason");
@@ -51,13 +52,27 @@ pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-auth-provider
 /// The longest identity header value sent; a longer claim is left out rather than cut.
 const MAX_HEADER_VALUE: usize = 4096;
 
+/// What `/verify` needs: the node (its verifier, counters and bus state) and the settings
+/// of the endpoint.
+#[derive(Debug)]
+pub struct Forward {
+    /// The node whose verifier answers.
+    pub node: Arc<Node>,
+    /// `claims_to_headers` per provider.
+    pub claim_headers: HashMap<ProviderId, Vec<(String, HeaderName)>>,
+    /// Every configured tenant.
+    pub tenants: HashSet<String>,
+    /// The request header that narrows `/verify` to a tenant.
+    pub tenant_header: HeaderName,
+}
+
 /// The router for the verification listener.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(forward: Forward) -> Router {
     Router::new()
         .route("/verify", any(verify))
         .route("/verify/", any(verify))
         .route("/verify/{*rest}", any(verify))
-        .with_state(shared)
+        .with_state(Arc::new(forward))
 }
 
 /// Why `/verify` said no, before or after the verifier ran.
@@ -76,13 +91,14 @@ enum Refusal {
     RevocationsBehind,
 }
 
-async fn verify(State(app): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Response {
-    let started = Instant::now();
+async fn verify(State(app): State<Arc<Forward>>, uri: Uri, headers: HeaderMap) -> Response {
+    let started = tokio::time::Instant::now();
     let result = check(&app, &uri, &headers).await;
     let elapsed = started.elapsed();
     match result {
         Ok(token) => {
-            app.metrics
+            app.node
+                .metrics()
                 .observe_verification(VerifyOutcome::Valid, elapsed);
             granted(&app, &token)
         }
@@ -94,19 +110,19 @@ async fn verify(State(app): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) ->
                 Refusal::TenantConflict => VerifyOutcome::Refused("bad_issuer"),
                 Refusal::RevocationsBehind => VerifyOutcome::Refused("revocations_behind"),
             };
-            app.metrics.observe_verification(outcome, elapsed);
+            app.node.metrics().observe_verification(outcome, elapsed);
             refusal_response(&refusal)
         }
     }
 }
 
 async fn check(
-    app: &Shared,
+    app: &Forward,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
     let token = bearer_token(headers)?;
-    if app.refusing_while_degraded() {
+    if app.node.refusing_while_degraded() {
         return Err(Refusal::RevocationsBehind);
     }
     let path_tenant = uri
@@ -124,8 +140,8 @@ async fn check(
         (None, None) => None,
     };
     let verified = match tenant {
-        Some(t) => app.verifier.verify_for_tenant(t, token).await,
-        None => app.verifier.verify(token).await,
+        Some(t) => app.node.verifier.verify_for_tenant(t, token).await,
+        None => app.node.verifier.verify(token).await,
     };
     verified.map_err(Refusal::Token)
 }
@@ -142,7 +158,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     })
 }
 
-fn granted(app: &Shared, token: &VerifiedToken) -> Response {
+fn granted(app: &Forward, token: &VerifiedToken) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, HeaderValue::from_static("ok"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -295,27 +311,16 @@ fn claim_text(value: &Value) -> Option<String> {
 /// characters and non-ASCII bytes are percent-encoded (UTF-8), so the value is unambiguous
 /// and can never split a header. Over [`MAX_HEADER_VALUE`] bytes the header is left out.
 fn header_value(text: &str) -> Option<HeaderValue> {
-    let plain = text
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'%');
-    let value = if plain {
-        text.to_owned()
-    } else {
-        let mut out = String::with_capacity(text.len() * 3);
-        for b in text.bytes() {
-            if (b' '..=b'~').contains(&b) && b != b'%' {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    };
+    let value = utf8_percent_encode(text, ENCODED).to_string();
     if value.len() > MAX_HEADER_VALUE {
         return None;
     }
     HeaderValue::from_str(value.trim()).ok()
 }
+
+/// What [`header_value`] percent-encodes besides non-ASCII: control characters (DEL
+/// included) and `%` itself.
+const ENCODED: &AsciiSet = &CONTROLS.add(b'%');
 
 #[cfg(test)]
 mod tests {

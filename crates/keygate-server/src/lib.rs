@@ -6,11 +6,12 @@
 //! returns.
 //!
 //! - [`config`]: the TOML file, validated into a [`config::Config`] (loading never binds).
-//! - [`serve`]: builds the verifier and the listeners from a `Config`, runs until shutdown.
+//! - [`serve`]: builds the node and the listeners from a `Config`, runs until shutdown.
 //! - [`forward`]: the forward-auth endpoint `/verify` (nginx, Traefik, Envoy).
-//! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener.
-//! - [`events`]: application events on the admin API: publish, and follow as server-sent
-//!   events.
+//! - [`node`]: one replica's state (verifier, revocations, bus handle, counters) and the one
+//!   way to change it, `Node::invalidate`: apply here, publish to the others.
+//! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener;
+//!   [`admin::events`]: application events, published and followed as server-sent events.
 //! - [`apikey`]: hashed, scoped admin API keys.
 //! - [`bus`]: the invalidation bus; the in-process one for a single node.
 //! - [`metrics`]: Prometheus counters and their text rendering.
@@ -24,7 +25,7 @@ pub use keygate_cluster as bus;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
-pub mod events;
 pub mod forward;
 pub mod metrics;
+pub mod node;
 pub mod serve;

@@ -12,260 +12,24 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use http::HeaderName;
-use keygate::{ProviderId, Revocation, Revocations, Verifier};
+use keygate::{Clock as _, ProviderId, Revocations, SystemClock, Verifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, ApiError, KidRevocation, RevocationRequest, SubjectRevocation};
+use crate::admin::{self, Admin, RevocationPolicy};
 use crate::apikey::KeyRing;
 use crate::bus::redis::RedisBus;
-use crate::bus::{Apply, Bus, Envelope, Event, LocalBus, SharedState};
+use crate::bus::{Apply, Bus, LocalBus};
 use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
-use crate::forward;
-use crate::metrics::Metrics;
+use crate::forward::{self, Forward};
+use crate::node::Node;
 
-/// How often expired revocations are dropped.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// What every handler shares.
-#[non_exhaustive]
-pub struct Shared {
-    /// The verifier (its clones share caches and refreshers).
-    pub verifier: Verifier,
-    /// The revocations the verifier consults.
-    pub revocations: Revocations,
-    /// The invalidation bus.
-    pub bus: Arc<dyn Bus>,
-    /// Counters for `/metrics`.
-    pub metrics: Metrics,
-    /// Admin API keys.
-    pub keys: KeyRing,
-    /// `claims_to_headers` per provider.
-    pub claim_headers: HashMap<ProviderId, Vec<(String, HeaderName)>>,
-    /// Every configured tenant.
-    pub tenants: HashSet<String>,
-    /// The request header that narrows `/verify` to a tenant.
-    pub tenant_header: HeaderName,
-    /// How long a subject revocation is kept after its `before` time by default.
-    pub max_token_lifetime: Duration,
-    /// This replica's name on the bus.
-    pub node_id: Arc<str>,
-    /// Whether `/verify` accepts tokens while the bus is degraded.
-    pub accept_while_degraded: bool,
-    /// Turns `true` when the server starts shutting down; long-lived responses (the event
-    /// stream) end then, so they do not hold the drain open.
-    pub stopping: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// Applies an invalidation to this replica. A refresh runs in the background.
-    pub fn apply(&self, event: &Event) {
-        match event {
-            Event::Flush { provider, flush } => {
-                // An unknown provider is a no-op here: the admin API checks before publishing,
-                // and a replica with another config may not have it. A flush this replica
-                // applied already (its own, echoed by the log) changes nothing.
-                let _ = self.verifier.apply_flush(provider, flush.clone());
-            }
-            Event::Refresh(id) => {
-                // On a bus that carries key sets, the replica that refreshed publishes what it
-                // fetched and this one adopts it: no second request to the IdP.
-                if self.bus.shares_key_sets() {
-                    return;
-                }
-                let verifier = self.verifier.clone();
-                let id = id.clone();
-                tokio::spawn(async move {
-                    let _ = verifier.refresh(&id).await;
-                });
-            }
-            Event::Revoke(r) => self.add_revocation(r),
-            Event::KeySet { provider, set } => match self.verifier.adopt(provider, set.clone()) {
-                Ok(adopted) => {
-                    tracing::debug!(%provider, adopted, "key set from the bus");
-                }
-                Err(e) => {
-                    tracing::warn!(%provider, error = %e, "key set from the bus not adopted");
-                }
-            },
-            // Delivered to subscribers by the bus; nothing of keygate's own changes.
-            Event::App { .. } => {}
-        }
-    }
-
-    /// Whether `/verify` must refuse tokens now: the bus is degraded and the configuration
-    /// says not to accept while revocations may be behind.
-    #[must_use]
-    pub fn refusing_while_degraded(&self) -> bool {
-        !self.accept_while_degraded && self.bus.status().state != crate::bus::BusState::Ok
-    }
-
-    /// Adds `state`'s revocations and adopts its key sets; returns the providers whose set
-    /// is now at least as new as the shared one.
-    fn install(&self, state: SharedState) -> HashSet<ProviderId> {
-        for r in &state.revocations {
-            self.add_revocation(r);
-        }
-        // Flushes first: a shared key set fetched before the last flush must not be adopted.
-        for (provider, flush) in state.flushes {
-            let _ = self.verifier.apply_flush(&provider, flush);
-        }
-        let mut adopted = HashSet::new();
-        for (provider, set) in state.key_sets {
-            match self.verifier.adopt(&provider, set) {
-                Ok(_) => {
-                    adopted.insert(provider);
-                }
-                Err(e) => tracing::debug!(%provider, error = %e, "shared key set not adopted"),
-            }
-        }
-        adopted
-    }
-
-    fn add_revocation(&self, r: &Revocation) {
-        match r {
-            Revocation::Jti { jti, exp } => self.revocations.revoke_jti(jti, *exp),
-            Revocation::Subject {
-                tenant,
-                sub,
-                before,
-                until,
-            } => self
-                .revocations
-                .revoke_subject(tenant, sub, *before, *until),
-            Revocation::Kid {
-                tenant,
-                provider,
-                kid,
-                until,
-            } => self
-                .revocations
-                .revoke_kid(&ProviderId::new(tenant, provider), kid, *until),
-            other => tracing::warn!(?other, "unknown revocation kind ignored"),
-        }
-    }
-
-    /// Checks a revocation request against the configuration and fills in defaults.
-    ///
-    /// # Errors
-    /// [`ApiError::NotFound`] for an unknown tenant or provider.
-    pub fn resolve_revocation(&self, request: &RevocationRequest) -> Result<Revocation, ApiError> {
-        // A revocation that ends before now covers no token that could still be valid: it
-        // would be enforced, listed, then silently dropped by the pruner. Refuse it, by the
-        // verifier's clock (the one the pruner and claim checks use).
-        let now = self
-            .verifier
-            .clock()
-            .now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let past = |field: &str, t: i64| {
-            if t < now {
-                Err(ApiError::bad(
-                    field,
-                    format!(
-                        "{t} is in the past (now is {now}): the revocation would cover no token \
-                         that is still valid"
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        match request {
-            RevocationRequest::Jti(r) => past("exp", r.exp)?,
-            RevocationRequest::Subject(SubjectRevocation {
-                until: Some(until), ..
-            })
-            | RevocationRequest::Kid(KidRevocation {
-                until: Some(until), ..
-            }) => past("until", *until)?,
-            _ => {}
-        }
-        Ok(match request {
-            RevocationRequest::Jti(r) => Revocation::Jti {
-                jti: r.jti.clone(),
-                exp: r.exp,
-            },
-            RevocationRequest::Subject(r) => {
-                if !self.tenants.contains(&r.tenant) {
-                    return Err(ApiError::NotFound(format!("no tenant {}", r.tenant)));
-                }
-                let lifetime = i64::try_from(self.max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
-                Revocation::Subject {
-                    tenant: r.tenant.clone(),
-                    sub: r.sub.clone(),
-                    before: r.before,
-                    until: r.until.unwrap_or_else(|| r.before.saturating_add(lifetime)),
-                }
-            }
-            RevocationRequest::Kid(r) => {
-                let id = ProviderId::new(&r.tenant, &r.provider);
-                if !self.verifier.providers().any(|p| *p == id) {
-                    return Err(ApiError::NotFound(format!(
-                        "no provider {}/{}",
-                        r.tenant, r.provider
-                    )));
-                }
-                Revocation::Kid {
-                    tenant: r.tenant.clone(),
-                    provider: r.provider.clone(),
-                    kid: r.kid.clone(),
-                    until: r.until,
-                }
-            }
-        })
-    }
-}
-
-impl Apply for Shared {
-    fn apply(&self, envelope: &Envelope) {
-        Shared::apply(self, &envelope.event);
-    }
-
-    /// Drops every verified token, reloads revocations and the shared key sets, then
-    /// revalidates every provider's keys in the background (one fetch per cluster, through
-    /// the key exchange). A missed flush is thereby made good by a refetch, while keys stay
-    /// in use if the IdP cannot be reached: a Redis wipe during an IdP outage must not turn
-    /// into an outage of its own.
-    fn load(&self, state: SharedState) {
-        self.install(state);
-    }
-
-    fn resync(&self, state: SharedState) {
-        self.verifier.forget_verified_tokens();
-        let adopted = self.install(state);
-        let stale: Vec<ProviderId> = self
-            .verifier
-            .providers()
-            .filter(|id| !adopted.contains(*id))
-            .cloned()
-            .collect();
-        if stale.is_empty() {
-            return;
-        }
-        let verifier = self.verifier.clone();
-        tokio::spawn(async move {
-            for id in stale {
-                // Static sets refuse a refresh; failures keep the cached keys and show in status.
-                let _ = verifier.refresh(&id).await;
-            }
-        });
-    }
-
-    fn revocations(&self) -> Vec<Revocation> {
-        self.revocations.list()
-    }
-
-    fn flushes(&self) -> Vec<(ProviderId, keygate::FlushId)> {
-        self.verifier.flushes()
-    }
-}
+/// The name the integration tests and benches know the node by.
+pub type Shared = Node;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +99,9 @@ impl Listeners {
 
 /// A bound server, ready to run.
 pub struct Server {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
+    forward: Forward,
+    admin: Admin,
     listeners: Listeners,
     dev_issuer: Option<DevIssuer>,
     grace: Duration,
@@ -381,7 +147,7 @@ impl Server {
                 state_file: Some(path),
             } => {
                 let bus =
-                    LocalBus::with_state_file(Arc::clone(&origin), path.clone(), SystemTime::now())
+                    LocalBus::with_state_file(Arc::clone(&origin), path.clone(), SystemClock.now())
                         .map_err(|e| ServeError::Bus(format!("cluster.state_file: {e}")))?;
                 (Arc::new(bus), None)
             }
@@ -424,25 +190,32 @@ impl Server {
             tracing::warn!("no [[admin.keys]] configured: every admin API call will be refused");
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let node = Arc::new(Node::new(
             verifier,
             revocations,
             bus,
-            metrics: Metrics::new(),
-            keys: KeyRing::with_failure_limit(
-                config.admin.keys.clone(),
-                config.admin.failure_limit,
-            ),
+            origin,
+            config.cluster.accept_while_degraded,
+        ));
+        let forward = Forward {
+            node: Arc::clone(&node),
             claim_headers,
-            tenants,
+            tenants: tenants.clone(),
             tenant_header: config.server.tenant_header.clone(),
-            max_token_lifetime: config.revocations.max_token_lifetime,
-            node_id: origin,
-            accept_while_degraded: config.cluster.accept_while_degraded,
-            stopping: stop_rx,
-        });
+        };
+        let admin = Admin::new(
+            Arc::clone(&node),
+            KeyRing::with_failure_limit(config.admin.keys.clone(), config.admin.failure_limit),
+            RevocationPolicy {
+                tenants,
+                max_token_lifetime: config.revocations.max_token_lifetime,
+            },
+            stop_rx,
+        );
         Ok(Server {
-            shared,
+            node,
+            forward,
+            admin,
             listeners,
             dev_issuer,
             grace: config.server.shutdown_grace,
@@ -473,10 +246,10 @@ impl Server {
         self.dev_issuer.as_ref()
     }
 
-    /// What the handlers share.
+    /// The node: the verifier, the bus, the revocations and the counters.
     #[must_use]
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub fn shared(&self) -> &Arc<Node> {
+        &self.node
     }
 
     /// Serves until `shutdown` resolves, then drains for at most `shutdown_grace`.
@@ -488,14 +261,16 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Server {
-            shared,
+            node,
+            forward,
+            admin,
             listeners,
             dev_issuer,
             grace,
             header_timeout,
             stop: stop_tx,
         } = self;
-        let stop_rx = shared.stopping.clone();
+        let stop_rx = admin.stopping.clone();
         let stopped = move || {
             let mut rx = stop_rx.clone();
             async move {
@@ -504,51 +279,43 @@ impl Server {
         };
 
         let mut servers: JoinSet<Result<(), ServeError>> = JoinSet::new();
-        if let (Some(issuer), Some(listener)) = (dev_issuer, listeners.dev_issuer) {
-            let router = issuer.router();
+        let mut spawn = |what: &'static str, listener, router, connect_info| {
             let done = stopped();
             servers.spawn(async move {
-                serve_http(listener, router, false, header_timeout, done)
+                serve_http(listener, router, connect_info, header_timeout, done)
                     .await
-                    .map_err(|source| ServeError::Serve {
-                        what: "dev_issuer.listen",
-                        source,
-                    })
+                    .map_err(|source| ServeError::Serve { what, source })
             });
+        };
+        if let (Some(issuer), Some(listener)) = (dev_issuer, listeners.dev_issuer) {
+            spawn("dev_issuer.listen", listener, issuer.router(), false);
         }
-        let done = stopped();
-        let router = forward::router(Arc::clone(&shared));
-        servers.spawn(async move {
-            serve_http(listeners.verify, router, false, header_timeout, done)
-                .await
-                .map_err(|source| ServeError::Serve {
-                    what: "server.listen",
-                    source,
-                })
-        });
-        let done = stopped();
-        let router = admin::router(Arc::clone(&shared));
-        servers.spawn(async move {
-            serve_http(listeners.admin, router, true, header_timeout, done)
-                .await
-                .map_err(|source| ServeError::Serve {
-                    what: "server.admin_listen",
-                    source,
-                })
-        });
+        spawn(
+            "server.listen",
+            listeners.verify,
+            forward::router(forward),
+            false,
+        );
+        spawn(
+            "server.admin_listen",
+            listeners.admin,
+            admin::router(admin),
+            true,
+        );
 
         let mut background = JoinSet::new();
         // Load shared state (revocations, key sets) before fetching anything, so a replica
         // starting during an IdP outage verifies with the cluster's last good keys.
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let node: Arc<dyn Apply> = Arc::clone(&shared) as Arc<dyn Apply>;
-        background.spawn(Arc::clone(&shared.bus).run(node, ready_tx));
-        let warm = Arc::clone(&shared);
+        let applier: Arc<dyn Apply> = Arc::clone(&node) as Arc<dyn Apply>;
+        background.spawn(Arc::clone(&node.bus).run(applier, ready_tx));
+        let warm = Arc::clone(&node);
         background.spawn(async move {
             let _ = ready_rx.await;
-            warm_up(warm).await;
+            warm.warm_up().await;
         });
-        background.spawn(prune_revocations(Arc::clone(&shared)));
+        let pruner = Arc::clone(&node);
+        background.spawn(async move { pruner.prune_revocations().await });
         tracing::info!("keygate serving");
 
         let outcome = tokio::select! {
@@ -581,7 +348,7 @@ impl Server {
             _ => Ok(()),
         };
         // The last handle to the verifier goes here, which stops its background refreshers.
-        drop(shared);
+        drop(node);
         tracing::info!("keygate stopped");
         result
     }
@@ -667,31 +434,4 @@ fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, 
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })
-}
-
-/// Fetches every provider's keys once at start; failures show in `/readyz` and status.
-async fn warm_up(shared: Arc<Shared>) {
-    shared.verifier.warm_up().await;
-    for s in shared.verifier.status() {
-        if s.state.has_usable_keys() {
-            tracing::info!(provider = %s.id, kids = s.kids.len(), "keys loaded");
-        } else if let Some(e) = &s.last_error {
-            tracing::warn!(provider = %s.id, reason = e.reason, error = %e.message, "keys not loaded yet");
-        }
-    }
-}
-
-/// Drops revocations once no token they cover can still be valid.
-async fn prune_revocations(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
-    loop {
-        tick.tick().await;
-        let now = shared.verifier.clock().now();
-        shared.revocations.prune(now);
-        tracing::debug!(
-            now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            left = shared.revocations.len(),
-            "revocations pruned"
-        );
-    }
 }

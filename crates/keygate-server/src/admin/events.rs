@@ -35,28 +35,22 @@
 
 use std::convert::Infallible;
 use std::future::ready;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::admin::{ApiError, ErrorBody, audit, authorize, json_object, json_response};
-use crate::apikey::Scope;
+use super::auth::{Authorized, AuthorizedBody, PublishEventRoute, StreamEventsRoute};
+use super::body::{MAX_FIELD_BYTES, json_object, text};
+use super::{Admin, ApiError, ErrorBody, json_response};
 use crate::bus::{Bus, Cursor, Delivery, Event, Subscription};
-use crate::serve::Shared;
-
-/// The longest namespace or key accepted, in bytes.
-pub const MAX_FIELD_BYTES: usize = 1024;
 /// The most namespaces one stream may filter on.
 pub const MAX_FILTER_NAMESPACES: usize = 64;
 /// How long a stream stays silent before it sends a keep-alive comment.
@@ -124,14 +118,14 @@ pub fn parse_app_event(body: &[u8]) -> Result<AppEventRequest, ApiError> {
             "unknown field; expected namespace, key",
         ));
     }
-    let namespace = string_field(&map, "namespace")?;
+    let namespace = text(&map, "namespace")?;
     if !is_namespace(&namespace) {
         return Err(ApiError::bad(
             "namespace",
             "may contain only A-Z, a-z, 0-9, '.', '_', ':' and '-'",
         ));
     }
-    let key = string_field(&map, "key")?;
+    let key = text(&map, "key")?;
     if key.chars().any(char::is_control) {
         return Err(ApiError::bad("key", "must not contain control characters"));
     }
@@ -187,44 +181,31 @@ pub fn parse_namespace_filter(raw: Option<&str>) -> Result<Option<Vec<String>>, 
     responses(
         (status = 200, description = "Published on the bus (scope events:publish)", body = PublishedEvent),
         (status = 400, description = "Bad body; `field` names the field at fault", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks events:publish", body = ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB"),
         (status = 503, description = "The bus could not take the event; it did not go out", body = ErrorBody),
     )
 )]
 pub(crate) async fn publish_event(
-    State(app): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
+    State(app): State<Arc<Admin>>,
+    AuthorizedBody(auth, body): AuthorizedBody<PublishEventRoute>,
 ) -> Result<Response, ApiError> {
-    let key = authorize(&app, peer, &headers, Scope::EventsPublish, "publish_event").await?;
-    let mut target = String::from("-");
-    let result = async {
-        let request = parse_app_event(&body)?;
-        // The key is the application's and may be anything, a session id included: only the
-        // namespace goes into the audit log.
-        target = format!("namespace {}", request.namespace);
-        let (seq, cursor) = publish(
-            &app,
-            Event::App {
-                namespace: request.namespace,
-                key: request.key,
-            },
-        )
-        .await?;
-        Ok(json_response(
-            StatusCode::OK,
-            &PublishedEvent {
-                seq,
-                id: cursor.to_string(),
-            },
-        ))
-    }
-    .await;
-    audit(&app, peer, &key, "publish_event", &target, &result);
-    result
+    let request = parse_app_event(&body)?;
+    // The key is the application's and may be anything, a session id included: only the
+    // namespace goes into the audit log.
+    auth.target(format!("namespace {}", request.namespace));
+    let event = Event::App {
+        namespace: request.namespace,
+        key: request.key,
+    };
+    let cursor = app.node.invalidate(event).await.map_err(ApiError::Bus)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &PublishedEvent {
+            seq: cursor.seq,
+            id: cursor.to_string(),
+        },
+    ))
 }
 
 /// Follow application events as server-sent events: `invalidate` for each event, `resync`
@@ -241,62 +222,48 @@ pub(crate) async fn publish_event(
     responses(
         (status = 200, description = "The stream (scope events:read): `event: invalidate` with `data:` an InvalidateData, `event: resync` with `data:` a ResyncData, each with `id: <epoch>:<seq>:<pos>`; a `:` comment after 15 s of silence", content_type = "text/event-stream", body = String),
         (status = 400, description = "Bad namespace filter; `field` is `namespace`", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks events:read", body = ErrorBody),
     )
 )]
 pub(crate) async fn stream_events(
-    State(app): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(app): State<Arc<Admin>>,
+    auth: Authorized<StreamEventsRoute>,
     query: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = authorize(&app, peer, &headers, Scope::EventsRead, "stream_events").await?;
-    let mut target = String::from("-");
-    let result = async {
-        let Ok(Query(query)) = query else {
-            return Err(ApiError::bad(
-                "namespace",
-                "expected at most one `namespace` parameter",
-            ));
-        };
-        let filter = parse_namespace_filter(query.namespace.as_deref())?;
-        target = filter_target(filter.as_deref());
-        let (first, subscription) = subscribe(
-            &app.bus,
-            headers.get(HeaderName::from_static("last-event-id")),
-        )
-        .await;
-        let mut stopping = app.stopping.clone();
-        let stopped = async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        };
-        let events = event_stream(first, subscription, filter).take_until(stopped);
-        let mut response = Sse::new(events)
-            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-            .into_response();
-        // nginx buffers proxied responses unless told otherwise, which would hold events back.
-        response.headers_mut().insert(
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        );
-        Ok(response)
-    }
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::bad(
+            "namespace",
+            "expected at most one `namespace` parameter",
+        ));
+    };
+    let filter = parse_namespace_filter(query.namespace.as_deref())?;
+    auth.target(filter_target(filter.as_deref()));
+    let (first, subscription) = subscribe(
+        &app.node.bus,
+        headers.get(HeaderName::from_static("last-event-id")),
+    )
     .await;
-    audit(&app, peer, &key, "stream_events", &target, &result);
-    result
+    let mut stopping = app.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let events = event_stream(first, subscription, filter).take_until(stopped);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    // nginx buffers proxied responses unless told otherwise, which would hold events back.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
 }
 
 /// The query of `GET /admin/v1/events/stream`; other parameters (cache busters) are ignored.
 #[derive(Debug, Deserialize)]
 pub(crate) struct StreamQuery {
     namespace: Option<String>,
-}
-
-/// Publishes `event`; answers its sequence number and its position in the log.
-async fn publish(app: &Shared, event: Event) -> Result<(u64, Cursor), ApiError> {
-    let cursor = app.bus.publish(event).await.map_err(ApiError::Bus)?;
-    Ok((cursor.seq, cursor))
 }
 
 /// Opens the subscription a stream reads, and the resync it starts with, if any.
@@ -386,19 +353,6 @@ fn filter_target(filter: Option<&[String]>) -> String {
         target.push_str("...");
     }
     target
-}
-
-fn string_field(map: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
-    match map.get(field) {
-        Some(Value::String(s)) if s.is_empty() => Err(ApiError::bad(field, "must not be empty")),
-        Some(Value::String(s)) if s.len() > MAX_FIELD_BYTES => Err(ApiError::bad(
-            field,
-            format!("longer than {MAX_FIELD_BYTES} bytes"),
-        )),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(ApiError::bad(field, "must be a string")),
-        None => Err(ApiError::bad(field, "missing")),
-    }
 }
 
 fn is_namespace(s: &str) -> bool {
