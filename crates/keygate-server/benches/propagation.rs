@@ -17,7 +17,10 @@
 //! an event within [`EVENT_TIMEOUT`] fails the run.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use keygate::Clock as _;
+use tokio::time::Instant;
 
 use futures_util::future::join_all;
 use keygate_server::apikey::hash_secret_with_iterations;
@@ -258,13 +261,7 @@ async fn run(replicas: usize, events: usize) -> SizeResult {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let now = keygate::clock::unix_seconds(keygate::SystemClock.now());
     let (a, others) = cluster.split_first().expect("at least two replicas");
 
     let memory_before = redis_memory(&redis);
