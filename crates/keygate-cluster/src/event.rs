@@ -13,6 +13,7 @@ use crate::wire;
 
 /// One invalidation, or an application's own event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// Drop a provider's cached key set and its verified tokens, and refetch: flush `flush`,
     /// applied once per replica (a replayed one changes nothing). Key sets fetched before it
@@ -123,6 +124,8 @@ impl FromStr for Cursor {
 }
 
 /// What local subscribers receive.
+///
+/// Exhaustive on purpose: every consumer (the event stream) must handle each kind.
 #[derive(Debug, Clone)]
 pub enum Delivery {
     /// The next event of the log.

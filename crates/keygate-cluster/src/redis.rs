@@ -43,12 +43,13 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::streams::{StreamId, StreamRangeReply};
 use ::redis::{Script, Value};
 use futures_util::future::BoxFuture;
+use keygate::clock::unix_seconds;
 use keygate::{Clock, KeyExchange, ProviderId, PublishedKeySet, SystemClock};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
@@ -299,10 +300,7 @@ impl RedisBus {
 
     /// The wall clock's time in unix seconds.
     fn unix_now(&self) -> i64 {
-        self.clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        unix_seconds(self.clock.now()).max(0)
     }
 
     /// Checks and parses an entry read from the stream; see [`wire::decode`].

@@ -11,9 +11,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use keygate::Revocation;
+use keygate::clock::unix_seconds;
 
 use super::wire;
 
@@ -121,9 +122,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// Reads the file (if any), keeps what is in force at `now`, and atomically replaces the file
 /// with just that.
 fn rewrite(path: &Path, now: SystemTime) -> io::Result<Vec<Revocation>> {
-    let now_secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now_secs = unix_seconds(now).max(0);
     let mut kept = Vec::new();
     let mut skipped = 0usize;
     match File::open(path) {
@@ -208,7 +207,7 @@ mod tests {
     }
 
     fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
+        std::time::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
     #[test]

@@ -23,10 +23,11 @@ use keygate::Clock as _;
 use tokio::time::Instant;
 
 use futures_util::future::join_all;
+use keygate_cluster::{BusState, Delivery, Event};
 use keygate_server::apikey::hash_secret_with_iterations;
-use keygate_server::bus::{BusState, Delivery, Event};
 use keygate_server::config::Config;
-use keygate_server::serve::{Server, Shared};
+use keygate_server::node::Node;
+use keygate_server::serve::Server;
 use keygate_test_support::{RedisServer, StubIdp, TestKey, TokenBuilder, jwks, typical_claims};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -42,7 +43,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 struct Replica {
     admin: String,
     verify: String,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -62,7 +63,7 @@ async fn replica(idp: &StubIdp, redis: &str, hash: &str) -> Replica {
     let server = Server::bind(config).await.expect("bind");
     let admin = format!("http://{}", server.admin_addr().unwrap());
     let verify = format!("http://{}", server.verify_addr().unwrap());
-    let shared = Arc::clone(server.shared());
+    let node = Arc::clone(server.node());
     let (stop, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         server
@@ -75,7 +76,7 @@ async fn replica(idp: &StubIdp, redis: &str, hash: &str) -> Replica {
     Replica {
         admin,
         verify,
-        shared,
+        node,
         stop,
         task,
     }
@@ -256,7 +257,7 @@ async fn run(replicas: usize, events: usize) -> SizeResult {
     // Wait until every replica is synced with the log.
     let deadline = Instant::now() + SYNC_TIMEOUT_PER_REPLICA * u32::try_from(replicas).unwrap();
     for r in &cluster {
-        while r.shared.bus.status().state != BusState::Ok {
+        while r.node.bus().status().state != BusState::Ok {
             assert!(Instant::now() < deadline, "replicas never synced");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -273,7 +274,7 @@ async fn run(replicas: usize, events: usize) -> SizeResult {
     for i in 0..events {
         let jti = format!("bench-{i}");
         // Subscribe before the call, so no replica can apply it before it is watched.
-        let receivers: Vec<_> = others.iter().map(|r| r.shared.bus.subscribe()).collect();
+        let receivers: Vec<_> = others.iter().map(|r| r.node.bus().subscribe()).collect();
         let body = serde_json::json!({ "jti": jti, "exp": now + 3600 }).to_string();
         let started = Instant::now();
         let resp = client

@@ -226,11 +226,10 @@ impl DevIssuer {
         if aud.is_empty() {
             return Err(MintError::Empty("aud"));
         }
-        let iat = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_secs()).ok())
-            .ok_or(MintError::Clock)?;
+        let iat = keygate::clock::unix_seconds(now);
+        if iat < 0 {
+            return Err(MintError::Clock);
+        }
         let ttl = i64::try_from(ttl).map_err(|_| MintError::Ttl(ttl))?;
         let exp = iat.checked_add(ttl).ok_or(MintError::Clock)?;
 

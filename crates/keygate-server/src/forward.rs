@@ -140,8 +140,8 @@ async fn check(
         (None, None) => None,
     };
     let verified = match tenant {
-        Some(t) => app.node.verifier.verify_for_tenant(t, token).await,
-        None => app.node.verifier.verify(token).await,
+        Some(t) => app.node.verifier().verify_for_tenant(t, token).await,
+        None => app.node.verifier().verify(token).await,
     };
     verified.map_err(Refusal::Token)
 }

@@ -13,7 +13,6 @@
 //! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener;
 //!   [`admin::events`]: application events, published and followed as server-sent events.
 //! - [`apikey`]: hashed, scoped admin API keys.
-//! - [`bus`]: the invalidation bus; the in-process one for a single node.
 //! - [`metrics`]: Prometheus counters and their text rendering.
 //! - [`dev_issuer`]: the embedded development issuer of `keygate serve` with no config.
 
@@ -21,7 +20,6 @@
 
 pub mod admin;
 pub mod apikey;
-pub use keygate_cluster as bus;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;

@@ -4,18 +4,18 @@
 //! to the other replicas.
 //!
 //! The routers hold an `Arc<Node>` (or less) and never the runner that binds them
-//! (`serve`). What an event does to a replica, whether it comes from this node's
-//! admin API or from the log, is in one place: `node/apply.rs`, also the node's
-//! [`Apply`](crate::bus::Apply) side that the bus drives.
-
-mod apply;
+//! (`serve`). What an event does to a replica, whether it comes from this node's admin API
+//! or from the log, is in one place: the cluster crate's [`Member`], which the node wraps,
+//! the same one an in-process Rust service joins the log with.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use keygate::{Revocations, Verifier};
+use keygate::{FlushId, ProviderId, Revocation, Revocations, Verifier};
+use keygate_cluster::{
+    Apply, Bus, BusError, BusState, Cursor, Envelope, Event, Member, SharedState,
+};
 
-use crate::bus::{Bus, BusError, BusState, Cursor, Event};
 use crate::metrics::Metrics;
 
 /// How often expired revocations are dropped.
@@ -23,19 +23,13 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// One replica's state and its one way to change it.
 ///
-/// The three public fields are handles for observing the node (tests and benches read the
-/// bus status, the verifier's status and the node's name on the bus); state changes go
-/// through [`Node::invalidate`].
+/// The accessors are for observing the node (the routers, tests and benches read the bus
+/// status, the verifier's status and the node's name on the bus); state changes go through
+/// [`Node::invalidate`].
 #[derive(Debug)]
-#[non_exhaustive]
 pub struct Node {
-    /// The verifier (its clones share caches and refreshers).
-    pub verifier: Verifier,
-    /// The invalidation bus.
-    pub bus: Arc<dyn Bus>,
-    /// This replica's name on the bus (the configured node id and a random suffix).
-    pub node_id: Arc<str>,
-    revocations: Revocations,
+    member: Member,
+    node_id: Arc<str>,
     metrics: Metrics,
     accept_while_degraded: bool,
 }
@@ -51,19 +45,35 @@ impl Node {
         accept_while_degraded: bool,
     ) -> Node {
         Node {
-            verifier,
-            bus,
+            member: Member::new(verifier, revocations, bus),
             node_id,
-            revocations,
             metrics: Metrics::new(),
             accept_while_degraded,
         }
     }
 
+    /// The verifier (its clones share caches and refreshers).
+    #[must_use]
+    pub fn verifier(&self) -> &Verifier {
+        self.member.verifier()
+    }
+
+    /// The invalidation bus.
+    #[must_use]
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        self.member.bus()
+    }
+
+    /// This replica's name on the bus (the configured node id and a random suffix).
+    #[must_use]
+    pub fn node_id(&self) -> &Arc<str> {
+        &self.node_id
+    }
+
     /// The revocations the verifier consults.
     #[must_use]
     pub fn revocations(&self) -> &Revocations {
-        &self.revocations
+        self.member.held_revocations()
     }
 
     /// Counters for `/metrics`.
@@ -82,7 +92,7 @@ impl Node {
     /// says not to accept while revocations may be behind.
     #[must_use]
     pub fn refusing_while_degraded(&self) -> bool {
-        !self.accept_while_degraded && self.bus.status().state != BusState::Ok
+        !self.accept_while_degraded && self.bus().status().state != BusState::Ok
     }
 
     /// Applies `event` to this replica and publishes it to the others; answers its position
@@ -102,22 +112,22 @@ impl Node {
     pub async fn invalidate(&self, event: Event) -> Result<Cursor, BusError> {
         match &event {
             Event::Flush { .. } => {
-                let published = self.bus.publish(event.clone()).await;
-                self.apply(&event);
+                let published = self.bus().publish(event.clone()).await;
+                self.member.apply(&event);
                 published
             }
-            Event::Refresh(_) => self.bus.publish(event).await,
+            Event::Refresh(_) => self.bus().publish(event).await,
             _ => {
-                self.apply(&event);
-                self.bus.publish(event).await
+                self.member.apply(&event);
+                self.bus().publish(event).await
             }
         }
     }
 
     /// Fetches every provider's keys once at start; failures show in `/readyz` and status.
     pub async fn warm_up(&self) {
-        self.verifier.warm_up().await;
-        for s in self.verifier.status() {
+        self.verifier().warm_up().await;
+        for s in self.verifier().status() {
             if s.state.has_usable_keys() {
                 tracing::info!(provider = %s.id, kids = s.kids.len(), "keys loaded");
             } else if let Some(e) = &s.last_error {
@@ -131,13 +141,37 @@ impl Node {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         loop {
             tick.tick().await;
-            let now = self.verifier.clock().now();
-            self.revocations.prune(now);
+            let now = self.verifier().clock().now();
+            self.revocations().prune(now);
             tracing::debug!(
                 now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                left = self.revocations.len(),
+                left = self.revocations().len(),
                 "revocations pruned"
             );
         }
+    }
+}
+
+/// The bus drives the node's [`Member`]: what another replica's event does here is what the
+/// node's own does.
+impl Apply for Node {
+    fn apply(&self, envelope: &Envelope) {
+        Apply::apply(&self.member, envelope);
+    }
+
+    fn load(&self, state: SharedState) {
+        Apply::load(&self.member, state);
+    }
+
+    fn resync(&self, state: SharedState) {
+        Apply::resync(&self.member, state);
+    }
+
+    fn revocations(&self) -> Vec<Revocation> {
+        Apply::revocations(&self.member)
+    }
+
+    fn flushes(&self) -> Vec<(ProviderId, FlushId)> {
+        Apply::flushes(&self.member)
     }
 }

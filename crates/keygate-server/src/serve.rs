@@ -21,15 +21,12 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin, RevocationPolicy};
 use crate::apikey::KeyRing;
-use crate::bus::redis::RedisBus;
-use crate::bus::{Apply, Bus, LocalBus};
 use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
 use crate::forward::{self, Forward};
 use crate::node::Node;
-
-/// The name the integration tests and benches know the node by.
-pub type Shared = Node;
+use keygate_cluster::redis::RedisBus;
+use keygate_cluster::{Apply, Bus, LocalBus};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +245,7 @@ impl Server {
 
     /// The node: the verifier, the bus, the revocations and the counters.
     #[must_use]
-    pub fn shared(&self) -> &Arc<Node> {
+    pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
@@ -308,7 +305,7 @@ impl Server {
         // starting during an IdP outage verifies with the cluster's last good keys.
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let applier: Arc<dyn Apply> = Arc::clone(&node) as Arc<dyn Apply>;
-        background.spawn(Arc::clone(&node.bus).run(applier, ready_tx));
+        background.spawn(Arc::clone(node.bus()).run(applier, ready_tx));
         let warm = Arc::clone(&node);
         background.spawn(async move {
             let _ = ready_rx.await;

@@ -1,8 +1,6 @@
 //! The bodies of the admin API's answers, other than revocations and events: status,
 //! flush, refresh, health and readiness; and how a provider's status becomes its view.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use keygate::{LastError, ProviderStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -231,12 +229,7 @@ pub struct NotReadyView {
 }
 
 /// Unix seconds of `t`, negative before 1970.
-pub(crate) fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
+pub(crate) use keygate::clock::unix_seconds as unix;
 
 impl From<&ProviderStatus> for ProviderView {
     fn from(s: &ProviderStatus) -> ProviderView {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::MAX_BODY_BYTES;
 use crate::apikey::Scope;
-use crate::bus::BusError;
+use keygate_cluster::BusError;
 
 /// Every error answer of the admin listener, whatever the path (404 and 405 included).
 #[derive(Debug, Serialize, ToSchema)]

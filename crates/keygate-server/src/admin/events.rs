@@ -36,7 +36,7 @@
 use std::convert::Infallible;
 use std::future::ready;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -50,7 +50,8 @@ use utoipa::ToSchema;
 use super::auth::{Authorized, AuthorizedBody, PublishEventRoute, StreamEventsRoute};
 use super::body::{MAX_FIELD_BYTES, json_object, text};
 use super::{Admin, ApiError, ErrorBody, json_response};
-use crate::bus::{Bus, Cursor, Delivery, Event, Subscription};
+use keygate::clock::unix_millis;
+use keygate_cluster::{Bus, Cursor, Delivery, Event, Subscription};
 /// The most namespaces one stream may filter on.
 pub const MAX_FILTER_NAMESPACES: usize = 64;
 /// How long a stream stays silent before it sends a keep-alive comment.
@@ -240,7 +241,7 @@ pub(crate) async fn stream_events(
     let filter = parse_namespace_filter(query.namespace.as_deref())?;
     auth.target(filter_target(filter.as_deref()));
     let (first, subscription) = subscribe(
-        &app.node.bus,
+        app.node.bus(),
         headers.get(HeaderName::from_static("last-event-id")),
     )
     .await;
@@ -361,16 +362,11 @@ fn is_namespace(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Envelope;
     use keygate::ProviderId;
+    use keygate_cluster::Envelope;
 
     fn field_of(body: &str) -> String {
         match parse_app_event(body.as_bytes()) {
@@ -394,7 +390,7 @@ mod tests {
                 seq,
                 epoch: "00ab".into(),
                 origin: "node-a#01".into(),
-                at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                at: std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
                 event,
             }),
         }

@@ -21,7 +21,7 @@ use super::revocation::{
     provider_id,
 };
 use super::{Admin, ApiError, ErrorBody, json_response};
-use crate::bus::Event;
+use keygate_cluster::Event;
 
 /// Providers, their keys and counters, and the bus.
 #[utoipa::path(
@@ -39,13 +39,13 @@ pub(super) async fn status(
     _: Authorized<StatusRoute>,
 ) -> Result<Response, ApiError> {
     let node = &app.node;
-    let bus = node.bus.status();
+    let bus = node.bus().status();
     let body = StatusBody {
         version: env!("CARGO_PKG_VERSION"),
-        now: unix(node.verifier.clock().now()),
-        node: node.node_id.to_string(),
+        now: unix(node.verifier().clock().now()),
+        node: node.node_id().to_string(),
         providers: node
-            .verifier
+            .verifier()
             .status()
             .iter()
             .map(ProviderView::from)
@@ -67,7 +67,7 @@ pub(super) async fn status(
             }),
         },
         revocations: node.revocations().len(),
-        cached_tokens: node.verifier.cached_tokens(),
+        cached_tokens: node.verifier().cached_tokens(),
     };
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -92,7 +92,7 @@ pub(super) async fn flush(
     auth: Authorized<FlushRoute>,
 ) -> Result<Response, ApiError> {
     auth.target(format!("{tenant}/{provider}"));
-    let id = provider_id(&app.node.verifier, &tenant, &provider)?;
+    let id = provider_id(app.node.verifier(), &tenant, &provider)?;
     let event = Event::Flush {
         provider: id,
         flush: FlushId::random(),
@@ -132,14 +132,14 @@ pub(super) async fn refresh(
 ) -> Result<Response, ApiError> {
     auth.target(format!("{tenant}/{provider}"));
     let node = &app.node;
-    let id = provider_id(&node.verifier, &tenant, &provider)?;
-    node.verifier.refresh(&id).await.map_err(refresh_error)?;
+    let id = provider_id(node.verifier(), &tenant, &provider)?;
+    node.verifier().refresh(&id).await.map_err(refresh_error)?;
     let seq = node
         .invalidate(Event::Refresh(id.clone()))
         .await
         .map_err(ApiError::Bus)?
         .seq;
-    let status = node.verifier.status().into_iter().find(|s| s.id == id);
+    let status = node.verifier().status().into_iter().find(|s| s.id == id);
     Ok(json_response(
         StatusCode::OK,
         &RefreshBody {
@@ -203,7 +203,7 @@ pub(super) async fn revoke(
     AuthorizedBody(auth, body): AuthorizedBody<RevokeRoute>,
 ) -> Result<Response, ApiError> {
     let request = parse_revocation(&body)?;
-    let revocation = app.revocations.resolve(&app.node.verifier, &request)?;
+    let revocation = app.revocations.resolve(app.node.verifier(), &request)?;
     auth.target(audit_target(&revocation));
     let revoked = RevocationView::try_from(&revocation)
         .map_err(|_| ApiError::Rejected(StatusCode::INTERNAL_SERVER_ERROR))?;

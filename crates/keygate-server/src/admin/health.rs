@@ -22,15 +22,15 @@ use crate::metrics::{self, Scrape};
 )]
 pub(super) async fn metrics_text(State(app): State<Arc<Admin>>) -> Response {
     let node = &app.node;
-    let providers = node.verifier.status();
-    let bus = node.bus.status();
+    let providers = node.verifier().status();
+    let bus = node.bus().status();
     let text = node.metrics().render(&Scrape {
         providers: &providers,
         bus: &bus,
         revocations: node.revocations().len(),
-        cached_tokens: node.verifier.cached_tokens(),
+        cached_tokens: node.verifier().cached_tokens(),
         accept_while_degraded: node.accept_while_degraded(),
-        now: node.verifier.clock().now(),
+        now: node.verifier().clock().now(),
     });
     (
         [(
@@ -66,7 +66,7 @@ pub(super) async fn healthz() -> Response {
 pub(super) async fn readyz(State(app): State<Arc<Admin>>) -> Response {
     let node = &app.node;
     let not_ready: Vec<NotReadyView> = node
-        .verifier
+        .verifier()
         .status()
         .iter()
         // A flushed provider whose refetch is under way (and has not failed) stays ready:
@@ -79,7 +79,7 @@ pub(super) async fn readyz(State(app): State<Arc<Admin>>) -> Response {
             last_error: s.last_error.as_ref().map(|e| e.reason),
         })
         .collect();
-    let bus = node.bus.status();
+    let bus = node.bus().status();
     // A degraded bus keeps the replica ready (it still verifies) unless the configuration
     // says to refuse tokens while revocations may be behind.
     let refusing = node.refusing_while_degraded();
@@ -96,7 +96,7 @@ pub(super) async fn readyz(State(app): State<Arc<Admin>>) -> Response {
             bus: bus.state.as_str(),
             bus_backend: bus.backend,
             accepting_while_degraded: node.accept_while_degraded()
-                && bus.state != crate::bus::BusState::Ok,
+                && bus.state != keygate_cluster::BusState::Ok,
         },
     )
 }

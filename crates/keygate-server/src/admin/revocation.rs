@@ -4,8 +4,9 @@
 //! becomes one. The CLI client sends and reads these same types.
 
 use std::collections::HashSet;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
+use keygate::clock::unix_seconds;
 use keygate::{ProviderId, Revocation, Verifier};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -183,11 +184,7 @@ impl RevocationPolicy {
         // A revocation that ends before now covers no token that could still be valid: it
         // would be enforced, listed, then silently dropped by the pruner. Refuse it, by the
         // verifier's clock (the one the pruner and claim checks use).
-        let now = verifier
-            .clock()
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = unix_seconds(verifier.clock().now()).max(0);
         let past = |field: &str, t: i64| {
             if t < now {
                 Err(ApiError::bad(

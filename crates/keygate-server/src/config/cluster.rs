@@ -8,8 +8,8 @@ use super::duration::FileDuration;
 use super::file::{FileBackend, FileCluster, FileClusterKey};
 use super::names::{KeyIds, check_name, env_id, env_or_file};
 use super::{ClusterBackend, ClusterConfig, ConfigError};
-use crate::bus::redis::RedisSettings;
-use crate::bus::wire::{MacKey, MacKeys};
+use keygate_cluster::redis::RedisSettings;
+use keygate_cluster::wire::{MacKey, MacKeys};
 
 /// The shortest cluster MAC secret accepted, in bytes.
 pub const MIN_CLUSTER_SECRET_BYTES: usize = 32;

@@ -5,7 +5,7 @@ use std::path::Path;
 use url::Url;
 
 use super::ConfigError;
-use crate::bus::redis::{SENTINEL_DEFAULT_PORT, SentinelSettings};
+use keygate_cluster::redis::{SENTINEL_DEFAULT_PORT, SentinelSettings};
 
 /// The environment variable the data nodes' Redis password is read from; it wins over
 /// `cluster.redis_password`.

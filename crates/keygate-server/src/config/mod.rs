@@ -35,7 +35,7 @@ use http::HeaderName;
 use keygate::{Algorithm, HttpFetcher, ProviderConfig};
 
 use crate::apikey::{ApiKey, FailureLimit};
-use crate::bus::redis::RedisSettings;
+use keygate_cluster::redis::RedisSettings;
 
 pub use admin::hash_env_var;
 pub use cluster::{MIN_CLUSTER_SECRET_BYTES, cluster_secret_env_var};

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::providers::seconds_between;
 use super::text::{Float, Out};
-use crate::bus::{BusState, BusStatus};
+use keygate_cluster::{BusState, BusStatus};
 
 /// Renders the bus's families.
 pub(super) fn render(out: &mut Out, bus: &BusStatus, accept_while_degraded: bool) {

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use keygate::ProviderStatus;
 
-use crate::bus::BusStatus;
+use keygate_cluster::BusStatus;
 use text::Out;
 use verifications::{BUCKETS, REASON_SLOTS, reason_slot};
 

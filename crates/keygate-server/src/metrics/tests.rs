@@ -9,7 +9,7 @@ use super::providers::seconds_between;
 use super::text::{Float, escape_label_value};
 use super::verifications::{REASONS, result_of};
 use super::*;
-use crate::bus::BusState;
+use keygate_cluster::BusState;
 
 const T0: u64 = 1_800_000_000;
 const ISS: &str = "https://issuer.test";

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_server::bus::{BusState, BusStatus};
+use keygate_cluster::{BusState, BusStatus};
 use keygate_test_support::{RedisServer, StubIdp, TcpProxy, TestKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -65,7 +65,7 @@ pub(crate) async fn replica_of_config(toml: &str) -> TestServer {
     let server = TestServer::start(toml).await;
     // Started means the bus has loaded shared state and the keys are there.
     eventually("the replica is synced and ready", || async {
-        server.shared.bus.status().state == BusState::Ok
+        server.node.bus().status().state == BusState::Ok
             && server.admin("GET", "/readyz", None, None).await.0 == StatusCode::OK
     })
     .await;
@@ -152,7 +152,7 @@ pub(crate) fn count(pairs: &[(&'static str, u64)], reason: &str) -> u64 {
 }
 
 pub(crate) fn bus(server: &TestServer) -> BusStatus {
-    server.shared.bus.status()
+    server.node.bus().status()
 }
 
 fn key() -> &'static TestKey {
@@ -542,12 +542,12 @@ async fn a_single_node_keeps_its_revocations_across_a_restart() {
 
 #[tokio::test]
 async fn application_events_reach_subscribers_on_every_replica_in_order_and_resume() {
-    use keygate_server::bus::{Delivery, Event, Subscription};
+    use keygate_cluster::{Delivery, Event, Subscription};
 
     let (redis, idp, p) = redis_and_idp(&[key()]).await;
     let a = replica(&idp, &redis.url(), &p).await;
     let b = replica(&idp, &redis.url(), &p).await;
-    let mut live = Subscription::new(Arc::clone(&b.shared.bus), None).await;
+    let mut live = Subscription::new(Arc::clone(b.node.bus()), None).await;
     let publish = |key: String| {
         let a = &a;
         async move {
@@ -580,7 +580,7 @@ async fn application_events_reach_subscribers_on_every_replica_in_order_and_resu
     }
     // A subscriber resuming after the second event gets exactly the three after it.
     let after = ids[1].parse().unwrap();
-    let mut resumed = Subscription::new(Arc::clone(&b.shared.bus), Some(after)).await;
+    let mut resumed = Subscription::new(Arc::clone(b.node.bus()), Some(after)).await;
     for i in 2..5 {
         let (key, _) = key_of(resumed.next().await.unwrap());
         assert_eq!(key, i.to_string());
@@ -588,6 +588,6 @@ async fn application_events_reach_subscribers_on_every_replica_in_order_and_resu
     // One whose position was trimmed away is told to resync.
     redis.command(&["XTRIM", &format!("{{{p}}}:log"), "MAXLEN", "0"]);
     let mut stale =
-        Subscription::new(Arc::clone(&b.shared.bus), Some(ids[0].parse().unwrap())).await;
+        Subscription::new(Arc::clone(b.node.bus()), Some(ids[0].parse().unwrap())).await;
     assert!(matches!(stale.next().await, Some(Delivery::Resync { .. })));
 }

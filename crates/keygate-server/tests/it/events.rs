@@ -8,7 +8,7 @@ use keygate::{Clock as _, SystemClock};
 use tokio::time::Instant;
 
 use keygate::{FlushId, ProviderId, Revocation};
-use keygate_server::bus::Event;
+use keygate_cluster::Event;
 use keygate_test_support::{StubIdp, TestKey, jwks};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -184,7 +184,7 @@ async fn a_published_event_reaches_the_stream_with_its_id() {
     assert_eq!(data["namespace"], "users");
     assert_eq!(data["key"], "42 caf\u{e9}");
     assert_eq!(data["seq"], seq);
-    assert_eq!(data["origin"], &*server.shared.node_id);
+    assert_eq!(data["origin"], &**server.node.node_id());
     let at = data["at"].as_u64().unwrap();
     assert!(
         (before..=after).contains(&at),
@@ -220,8 +220,8 @@ async fn last_event_id_resumes_exactly_after_it() {
     let (_, a) = publish(&server, "users", "a").await;
     let (_, b) = publish(&server, "users", "b").await;
     server
-        .shared
-        .bus
+        .node
+        .bus()
         .publish(Event::Flush {
             provider: ProviderId::new("acme", "main"),
             flush: FlushId::random(),
@@ -343,7 +343,7 @@ async fn keygate_s_own_invalidations_never_appear_in_the_stream() {
             exp: now() + 60,
         }),
     ] {
-        server.shared.bus.publish(event).await.unwrap();
+        server.node.bus().publish(event).await.unwrap();
     }
     let (sentinel, _) = publish(&server, "users", "sentinel").await;
     let (_, data) = stream.invalidate().await;
@@ -384,7 +384,7 @@ async fn both_endpoints_need_a_key_with_their_scope() {
         .await;
     assert_eq!(status, 403);
     // Nothing was published by the refused calls.
-    assert_eq!(server.shared.bus.status().last_seq, 0);
+    assert_eq!(server.node.bus().status().last_seq, 0);
     server.stop().await;
 }
 
@@ -430,7 +430,7 @@ async fn bad_bodies_get_400_naming_the_field() {
     let huge = json!({"namespace": "users", "key": "k".repeat(100_000)}).to_string();
     let (status, _) = post_raw(&server, Some(APP_SECRET), &huge).await;
     assert_eq!(status, 413);
-    assert_eq!(server.shared.bus.status().last_seq, 0);
+    assert_eq!(server.node.bus().status().last_seq, 0);
     server.stop().await;
 }
 

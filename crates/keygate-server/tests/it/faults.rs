@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use keygate_server::bus::BusState;
+use keygate_cluster::BusState;
 use keygate_test_support::redis::command_at;
 use keygate_test_support::{RedisServer, StubIdp, StubResponse, TcpProxy, TestKey};
 use reqwest::StatusCode;

@@ -120,7 +120,7 @@ async fn replicas_share_revocations_over_mutual_tls() {
     );
     let refused = crate::support::TestServer::start(&toml).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_ne!(bus(&refused).state, keygate_server::bus::BusState::Ok);
+    assert_ne!(bus(&refused).state, keygate_cluster::BusState::Ok);
     // It still verifies with what it has.
     assert_eq!(
         status_of(&refused, &token_for(&idp, key(), |_| {})).await,
@@ -266,7 +266,7 @@ async fn replicas_follow_a_sentinel_failover_and_lose_no_acknowledged_revocation
         .await;
         eventually("the replica tails the new primary", || async {
             let s = bus(r);
-            s.state == keygate_server::bus::BusState::Ok && s.primary.as_deref() == Some(&*new)
+            s.state == keygate_cluster::BusState::Ok && s.primary.as_deref() == Some(&*new)
         })
         .await;
         assert_eq!(status_of(r, &valid).await, StatusCode::OK);

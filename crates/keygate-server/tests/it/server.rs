@@ -370,7 +370,7 @@ async fn flush_drops_keys_and_refresh_refetches() {
         (Some("acme"), Some("main"))
     );
     assert!(body["seq"].as_u64().unwrap() >= 1);
-    assert_eq!(server.shared.verifier.cached_tokens(), 0);
+    assert_eq!(server.node.verifier().cached_tokens(), 0);
     // The flush refetches at once, with no request to make it: one fetch.
     crate::cluster::eventually("the refetch after the flush", || async {
         let (_, status_body) = server.get_as_ops("/admin/v1/status").await;
@@ -695,7 +695,7 @@ async fn operator_cli_against_the_real_admin_api() {
         .unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("flushed acme/main"), "{out}");
-    let after = &server.shared.verifier.status()[0];
+    let after = &server.node.verifier().status()[0];
     assert!(after.flush.is_some(), "{after:?}");
 
     let (code, out, err) = run(args(&["refresh", "acme", "main"]), ADMIN_SECRET)

@@ -7,7 +7,8 @@ use std::time::UNIX_EPOCH;
 use keygate::{Clock as _, SystemClock};
 use keygate_server::apikey::hash_secret_with_iterations;
 use keygate_server::config::Config;
-use keygate_server::serve::{ServeError, Server, Shared};
+use keygate_server::node::Node;
+use keygate_server::serve::{ServeError, Server};
 use keygate_test_support::{StubIdp, TestKey, TokenBuilder, jwks, typical_claims};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -65,7 +66,7 @@ pub(crate) fn config_for(idp: &StubIdp, extra_provider_toml: &str) -> String {
 pub(crate) struct TestServer {
     pub(crate) verify: String,
     pub(crate) admin: String,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) node: Arc<Node>,
     pub(crate) client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -81,7 +82,7 @@ impl TestServer {
         let server = Server::bind(config).await.unwrap();
         let verify = format!("http://{}", server.verify_addr().unwrap());
         let admin = format!("http://{}", server.admin_addr().unwrap());
-        let shared = Arc::clone(server.shared());
+        let node = Arc::clone(server.node());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -89,7 +90,7 @@ impl TestServer {
         TestServer {
             verify,
             admin,
-            shared,
+            node,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             stop: Some(tx),
             task: Some(task),

@@ -186,7 +186,7 @@ async fn a_forced_refresh_on_one_of_three_replicas_costs_one_fetch() {
     assert_eq!(body["kids"], json!(["trust-current"]));
     for r in [&a, &b, &c] {
         eventually("every replica holds the refreshed set", || async {
-            r.shared.verifier.status()[0].kids == ["trust-current"]
+            r.node.verifier().status()[0].kids == ["trust-current"]
         })
         .await;
     }
@@ -221,7 +221,7 @@ async fn a_flush_with_no_traffic_keeps_every_replica_ready() {
     }
     // And the keys are back without a single verification.
     for r in replicas.iter().chain([&single]) {
-        let s = &r.shared.verifier.status()[0];
+        let s = &r.node.verifier().status()[0];
         assert_eq!(s.state.as_str(), "fresh", "{s:?}");
         assert_eq!(s.kids, ["trust-current"]);
     }

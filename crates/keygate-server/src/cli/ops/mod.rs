@@ -326,9 +326,6 @@ fn provider_path<'a>(tenant: &'a str, provider: &'a str, action: &'a str) -> [&'
 
 /// Now, in unix seconds, by the system clock: `--before`'s default.
 fn unix_now() -> anyhow::Result<u64> {
-    SystemClock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+    u64::try_from(keygate::clock::unix_seconds(SystemClock.now()))
         .context("the system clock is before 1970")
 }
