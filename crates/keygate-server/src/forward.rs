@@ -31,7 +31,7 @@ use axum::routing::any;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use keygate::bearer::BearerError;
-use keygate::{ProviderId, VerifiedToken, VerifyError};
+use keygate::{ProviderId, ReasonClass, VerifiedToken, VerifyError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
@@ -214,9 +214,10 @@ fn refusal_response(refusal: &Refusal) -> Response {
     let error = match refusal {
         Refusal::MissingToken => "missing_token",
         Refusal::InvalidRequest => "invalid_request",
-        Refusal::Token(VerifyError::KeysUnavailable(_)) | Refusal::RevocationsBehind => {
+        Refusal::Token(e) if e.reason().class() == ReasonClass::Unavailable => {
             "temporarily_unavailable"
         }
+        Refusal::RevocationsBehind => "temporarily_unavailable",
         Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
     };
     let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
@@ -244,46 +245,26 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>
             "bad_issuer",
             Some(invalid_token("issuer not accepted for this tenant")),
         ),
-        Refusal::Token(e @ VerifyError::KeysUnavailable(_)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, e.reason().as_str(), None)
-        }
         Refusal::RevocationsBehind => (StatusCode::SERVICE_UNAVAILABLE, "revocations_behind", None),
-        Refusal::Token(e) => (
-            StatusCode::UNAUTHORIZED,
-            e.reason().as_str(),
-            Some(invalid_token(describe(e.reason().as_str()))),
-        ),
+        // The reason's class decides: keys that cannot be had are an outage (503, no
+        // challenge), anything else a judged refusal with the reason's fixed description
+        // (never anything taken from the token).
+        Refusal::Token(e) => {
+            let reason = e.reason();
+            match reason.class() {
+                ReasonClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, reason.as_str(), None),
+                _ => (
+                    StatusCode::UNAUTHORIZED,
+                    reason.as_str(),
+                    Some(invalid_token(reason.description())),
+                ),
+            }
+        }
     }
 }
 
 fn invalid_token(description: &str) -> String {
     format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
-}
-
-/// A fixed, short description per reason code: never anything taken from the token.
-fn describe(reason: &str) -> &'static str {
-    match reason {
-        "malformed" => "malformed token",
-        "token_too_large" => "token too large",
-        "invalid_claim" => "a claim has the wrong type",
-        "missing_claim" => "a required claim is missing",
-        "expired" => "token expired",
-        "not_yet_valid" => "token not yet valid",
-        "iat_in_future" => "token issued in the future",
-        "bad_issuer" => "issuer not accepted",
-        "bad_audience" => "audience not accepted",
-        "alg_none" | "alg_not_allowed" => "algorithm not accepted",
-        "unknown_kid" => "signing key not found",
-        "missing_kid" => "token names no signing key",
-        "key_alg_mismatch" => "key does not fit the algorithm",
-        "weak_key" => "signing key too weak",
-        "bad_signature" => "signature does not verify",
-        "crit_header" => "unsupported critical header",
-        "unsupported_token" => "unsupported token type",
-        "untrusted_embedded_key" => "embedded keys are not trusted",
-        "revoked" => "token revoked",
-        _ => "token refused",
-    }
 }
 
 /// A claim as header text: strings as they are, numbers and booleans printed, arrays of
@@ -383,9 +364,12 @@ mod tests {
 
     #[test]
     fn every_reason_has_a_description_and_status() {
-        for reason in keygate::Reason::ALL.map(keygate::Reason::as_str) {
+        for reason in keygate::Reason::ALL {
             if reason != "keys_unavailable" && reason != "malformed_jwks" {
-                assert_ne!(describe(reason), "token refused", "{reason}");
+                assert_ne!(reason.description(), "token refused", "{reason}");
+                assert_eq!(reason.class(), ReasonClass::Unauthorized, "{reason}");
+            } else {
+                assert_eq!(reason.class(), ReasonClass::Unavailable, "{reason}");
             }
         }
     }
