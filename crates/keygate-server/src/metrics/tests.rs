@@ -334,41 +334,30 @@ async fn providers_bus_and_gauges_are_rendered() {
     let acme = r#"tenant="acme",provider="idp""#;
     let weird = r#"tenant="we\"ird\\ten\nant",provider="remote""#;
     let get = |series: String| value(&text, &series);
-    assert_eq!(
-        get(format!("keygate_jwks_keys{{{acme}}}")).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        get(format!("keygate_jwks_keys{{{weird}}}")).as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        get(format!("keygate_key_cache_hits_total{{{acme}}}")).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        get(format!(
-            r#"keygate_jwks_fetches_total{{{acme},result="ok"}}"#
-        ))
-        .as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        get(format!(
-            r#"keygate_jwks_fetches_total{{{weird},result="error"}}"#
-        ))
-        .as_deref(),
-        Some("0")
-    );
-    // Fetched at T0, scraped at T0 + 12 s; the empty provider has no age at all.
-    assert_eq!(
-        get(format!("keygate_jwks_key_age_seconds{{{acme}}}")).as_deref(),
-        Some("12")
-    );
-    assert_eq!(
-        get(format!("keygate_jwks_key_age_seconds{{{weird}}}")),
-        None
-    );
+    let expect = |cases: &[(String, Option<&str>)]| {
+        for (series, want) in cases {
+            assert_eq!(get(series.clone()).as_deref(), *want, "{series}");
+        }
+    };
+    expect(&[
+        (format!("keygate_jwks_keys{{{acme}}}"), Some("1")),
+        (format!("keygate_jwks_keys{{{weird}}}"), Some("0")),
+        (format!("keygate_key_cache_hits_total{{{acme}}}"), Some("1")),
+        (
+            format!(r#"keygate_jwks_fetches_total{{{acme},result="ok"}}"#),
+            Some("0"),
+        ),
+        (
+            format!(r#"keygate_jwks_fetches_total{{{weird},result="error"}}"#),
+            Some("0"),
+        ),
+        // Fetched at T0, scraped at T0 + 12 s; the empty provider has no age at all.
+        (
+            format!("keygate_jwks_key_age_seconds{{{acme}}}"),
+            Some("12"),
+        ),
+        (format!("keygate_jwks_key_age_seconds{{{weird}}}"), None),
+    ]);
     // A static set never expires; the empty one has nothing to expire.
     assert!(!text.contains("keygate_jwks_expires_in_seconds{"), "{text}");
 
@@ -383,14 +372,10 @@ async fn providers_bus_and_gauges_are_rendered() {
     }
     assert_eq!(state(weird, "empty").as_deref(), Some("1"));
     assert_eq!(state(weird, "fresh").as_deref(), Some("0"));
-    assert_eq!(
-        get(format!("keygate_provider_usable{{{acme}}}")).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        get(format!("keygate_provider_usable{{{weird}}}")).as_deref(),
-        Some("0")
-    );
+    expect(&[
+        (format!("keygate_provider_usable{{{acme}}}"), Some("1")),
+        (format!("keygate_provider_usable{{{weird}}}"), Some("0")),
+    ]);
 
     assert_eq!(
         value(&text, r#"keygate_bus_up{backend="local"}"#).as_deref(),
