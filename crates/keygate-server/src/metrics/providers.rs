@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use keygate::{CounterSnapshot, ProviderState, ProviderStatus};
+use keygate::{CounterSnapshot, ProviderState, ProviderStatus, SourceStatus};
 
 use super::text::{Float, Out};
 
@@ -197,6 +197,17 @@ fn render_sources(out: &mut Out, providers: &[ProviderStatus], now: SystemTime) 
     if providers.iter().all(|p| p.sources.is_empty()) {
         return;
     }
+    each_source_by(
+        out,
+        providers,
+        (
+            "keygate_jwks_source_fetches_total",
+            "Fetches of one JWKS URL of a provider with several, by result (ok, error).",
+            "counter",
+        ),
+        "result",
+        |u| [("ok", u.refreshes), ("error", u.refresh_errors)],
+    );
     let each = || {
         providers.iter().flat_map(|p| {
             let [tenant, provider] = labels(p);
@@ -205,25 +216,11 @@ fn render_sources(out: &mut Out, providers: &[ProviderStatus], now: SystemTime) 
                 .map(move |u| ([tenant, provider, ("url", u.url.as_str())], u))
         })
     };
-
-    const FETCHES: &str = "keygate_jwks_source_fetches_total";
-    out.family(
-        FETCHES,
-        "Fetches of one JWKS URL of a provider with several, by result (ok, error).",
-        "counter",
-    );
-    for ([t, p, url], u) in each() {
-        for (result, count) in [("ok", u.refreshes), ("error", u.refresh_errors)] {
-            out.sample(FETCHES, &[t, p, url, ("result", result)], count);
-        }
-    }
-
     const KEYS: &str = "keygate_jwks_source_keys";
     out.family(KEYS, "Keys in one JWKS URL's cached document.", "gauge");
     for (l, u) in each() {
         out.sample(KEYS, &l, u.kids.len());
     }
-
     const EXPIRES: &str = "keygate_jwks_source_expires_in_seconds";
     out.family(
         EXPIRES,
@@ -235,17 +232,40 @@ fn render_sources(out: &mut Out, providers: &[ProviderStatus], now: SystemTime) 
             out.sample(EXPIRES, &l, Float(seconds_between(now, expires_at)));
         }
     }
-
-    const STATE: &str = "keygate_jwks_source_state";
-    out.family(
-        STATE,
-        "1 for one JWKS URL's current state, 0 for the others.",
-        "gauge",
+    each_source_by(
+        out,
+        providers,
+        (
+            "keygate_jwks_source_state",
+            "1 for one JWKS URL's current state, 0 for the others.",
+            "gauge",
+        ),
+        "state",
+        |u| STATES.map(|state| (state.as_str(), u8::from(state == u.state))),
     );
-    for ([t, p, url], u) in each() {
-        for state in STATES {
-            let value = u8::from(state == u.state);
-            out.sample(STATE, &[t, p, url, ("state", state.as_str())], value);
+}
+
+/// A family (name, help, type) with, per JWKS URL of each provider with several, one sample
+/// per value of the label `label`, labelled `tenant`, `provider`, `url` and `label`: `values`
+/// gives each value and its sample.
+fn each_source_by<'p, I, V>(
+    out: &mut Out,
+    providers: &'p [ProviderStatus],
+    (name, help, kind): (&str, &str, &str),
+    label: &str,
+    values: impl Fn(&'p SourceStatus) -> I,
+) where
+    I: IntoIterator<Item = (&'p str, V)>,
+    V: fmt::Display,
+{
+    out.family(name, help, kind);
+    for p in providers {
+        let [tenant, provider] = labels(p);
+        for u in &p.sources {
+            let url = ("url", u.url.as_str());
+            for (value, v) in values(u) {
+                out.sample(name, &[tenant, provider, url, (label, value)], v);
+            }
         }
     }
 }

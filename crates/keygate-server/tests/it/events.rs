@@ -19,6 +19,12 @@ use crate::support::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config
 /// How long a test waits for the next event of a stream.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Checks that nothing reached the bus, then stops the server.
+async fn stop_having_published_nothing(server: TestServer) {
+    assert_eq!(server.node.bus().status().last_seq, 0);
+    server.stop().await;
+}
+
 async fn start() -> (StubIdp, TestServer) {
     let idp = StubIdp::start().await;
     idp.set_jwks(jwks(&[TestKey::shared_p256("events-a")]));
@@ -90,6 +96,12 @@ impl Subscriber {
         let frame = self.next().await;
         assert_eq!(frame.event, "invalidate", "{frame:?}");
         (frame.id.expect("an id"), frame.data)
+    }
+
+    /// Checks that the next event is an `invalidate` with this id and key.
+    async fn expect_invalidate(&mut self, id: &str, key: &str) {
+        let (got_id, data) = self.invalidate().await;
+        assert_eq!((got_id.as_str(), &data["key"]), (id, &json!(key)));
     }
 
     /// The next event, which must be a `resync`; returns its id and reason.
@@ -205,11 +217,7 @@ async fn a_published_event_reaches_the_stream_with_its_id() {
     let epoch = id.split(':').next().unwrap();
     assert_eq!(id.split(':').nth(1), Some(seq.to_string().as_str()));
     assert!(id2.starts_with(&format!("{epoch}:{seq2}:")), "{id2}");
-    let (got_id2, data2) = stream.invalidate().await;
-    assert_eq!(
-        (got_id2.as_str(), &data2["key"]),
-        (id2.as_str(), &json!("43"))
-    );
+    stream.expect_invalidate(&id2, "43").await;
     drop(stream);
     server.stop().await;
 }
@@ -232,14 +240,11 @@ async fn last_event_id_resumes_exactly_after_it() {
 
     let mut stream = Subscriber::open(&server, "", Some(&a)).await;
     // No resync: the events after `a` are all still there.
-    let (id, data) = stream.invalidate().await;
-    assert_eq!((id.as_str(), &data["key"]), (b.as_str(), &json!("b")));
-    let (id, data) = stream.invalidate().await;
-    assert_eq!((id.as_str(), &data["key"]), (c.as_str(), &json!("c")));
+    stream.expect_invalidate(&b, "b").await;
+    stream.expect_invalidate(&c, "c").await;
     // Then live events, without a duplicate in between.
     let (_, d) = publish(&server, "users", "d").await;
-    let (id, data) = stream.invalidate().await;
-    assert_eq!((id.as_str(), &data["key"]), (d.as_str(), &json!("d")));
+    stream.expect_invalidate(&d, "d").await;
     drop(stream);
 
     // Resuming from the newest id gets only what comes next.
@@ -384,8 +389,7 @@ async fn both_endpoints_need_a_key_with_their_scope() {
         .await;
     assert_eq!(status, 403);
     // Nothing was published by the refused calls.
-    assert_eq!(server.node.bus().status().last_seq, 0);
-    server.stop().await;
+    stop_having_published_nothing(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -430,8 +434,7 @@ async fn bad_bodies_get_400_naming_the_field() {
     let huge = json!({"namespace": "users", "key": "k".repeat(100_000)}).to_string();
     let (status, _) = post_raw(&server, Some(APP_SECRET), &huge).await;
     assert_eq!(status, 413);
-    assert_eq!(server.node.bus().status().last_seq, 0);
-    server.stop().await;
+    stop_having_published_nothing(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

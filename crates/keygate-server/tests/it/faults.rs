@@ -86,7 +86,8 @@ async fn revoke_at(client: &reqwest::Client, admin: &str, replica: usize) -> Rev
 /// revocations of fresh `jti`s, round robin over the replicas, until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
-    verifier: tokio::task::JoinHandle<Traffic>,
+    /// Each verification: the replica, the answer's status and how long it took.
+    verifier: tokio::task::JoinHandle<Vec<(usize, StatusCode, Duration)>>,
     revoker: tokio::task::JoinHandle<Vec<Revoked>>,
 }
 
@@ -130,40 +131,29 @@ impl Load {
             .map(|r| format!("{}/verify", r.verify))
             .collect();
         let admin_urls: Vec<String> = replicas.iter().map(|r| r.admin.clone()).collect();
-        let verifier = tokio::spawn({
-            let stop = Arc::clone(&stop);
+        let verifier = until_stopped(&stop, {
             let client = client();
-            async move {
-                let mut traffic = Traffic::default();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Acquire) {
-                    let replica = i % verify_urls.len();
-                    let token = &tokens[i % tokens.len()];
-                    i += 1;
+            move |i| {
+                let replica = i % verify_urls.len();
+                let (client, url) = (client.clone(), verify_urls[replica].clone());
+                let token = tokens[i % tokens.len()].clone();
+                async move {
                     let started = Instant::now();
-                    let resp = get_bearer(&client, &verify_urls[replica], token).await;
-                    traffic.latencies.push(started.elapsed());
-                    traffic.requests += 1;
-                    if resp.status() != StatusCode::OK {
-                        traffic.refused.push((replica, resp.status().as_u16()));
-                    }
+                    let resp = get_bearer(&client, &url, &token).await;
+                    (replica, resp.status(), started.elapsed())
                 }
-                traffic
             }
         });
-        let revoker = tokio::spawn({
-            let stop = Arc::clone(&stop);
+        let revoker = until_stopped(&stop, {
             let client = client();
-            async move {
-                let mut done = Vec::new();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Acquire) {
-                    let replica = i % admin_urls.len();
-                    i += 1;
-                    done.push(revoke_at(&client, &admin_urls[replica], replica).await);
+            move |i| {
+                let replica = i % admin_urls.len();
+                let (client, url) = (client.clone(), admin_urls[replica].clone());
+                async move {
+                    let done = revoke_at(&client, &url, replica).await;
                     tokio::time::sleep(revoke_every).await;
+                    done
                 }
-                done
             }
         });
         Load {
@@ -175,8 +165,38 @@ impl Load {
 
     async fn finish(self) -> (Traffic, Vec<Revoked>) {
         self.stop.store(true, Ordering::Release);
-        (self.verifier.await.unwrap(), self.revoker.await.unwrap())
+        let mut traffic = Traffic::default();
+        for (replica, status, latency) in self.verifier.await.unwrap() {
+            traffic.latencies.push(latency);
+            traffic.requests += 1;
+            if status != StatusCode::OK {
+                traffic.refused.push((replica, status.as_u16()));
+            }
+        }
+        (traffic, self.revoker.await.unwrap())
     }
+}
+
+/// Runs `round` with its number (from 0), one round after the other on a task of its own,
+/// until `stop` is set; the task returns every round's result.
+fn until_stopped<T, F>(
+    stop: &Arc<AtomicBool>,
+    mut round: impl FnMut(usize) -> F + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<T>>
+where
+    F: Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move {
+        let mut done = Vec::new();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Acquire) {
+            done.push(round(i).await);
+            i += 1;
+        }
+        done
+    })
 }
 
 /// Checks every revocation outcome: a call answered 200 or 503 `bus_unavailable` and
