@@ -19,6 +19,12 @@ use crate::support::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config
 /// How long a test waits for the next event of a stream.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Closes the stream, then stops the server (an open stream would hold its drain open).
+async fn close_then_stop(stream: Subscriber, server: TestServer) {
+    drop(stream);
+    server.stop().await;
+}
+
 /// Checks that nothing reached the bus, then stops the server.
 async fn stop_having_published_nothing(server: TestServer) {
     assert_eq!(server.node.bus().status().last_seq, 0);
@@ -218,8 +224,7 @@ async fn a_published_event_reaches_the_stream_with_its_id() {
     assert_eq!(id.split(':').nth(1), Some(seq.to_string().as_str()));
     assert!(id2.starts_with(&format!("{epoch}:{seq2}:")), "{id2}");
     stream.expect_invalidate(&id2, "43").await;
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,8 +257,7 @@ async fn last_event_id_resumes_exactly_after_it() {
     let (_, e) = publish(&server, "users", "e").await;
     let (id, _) = stream.invalidate().await;
     assert_eq!(id, e);
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -322,8 +326,7 @@ async fn a_namespace_filter_lets_only_its_namespaces_through() {
         assert_eq!(body["error"], "bad_request");
         assert_eq!(body["field"], "namespace", "{query}");
     }
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,8 +357,7 @@ async fn keygate_s_own_invalidations_never_appear_in_the_stream() {
     let (_, data) = stream.invalidate().await;
     assert_eq!(data["key"], "sentinel");
     assert_eq!(data["seq"], sentinel, "every earlier event was skipped");
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
