@@ -1,6 +1,28 @@
 # bench/lib.sh: helpers shared by the bench scripts; sourced, not run. Each caller defines
-# `log`, `die`, `BENCH_DIR` (this folder), `ROOT` (the workspace) and `WORK` (its scratch
-# directory) first.
+# `log`, `cleanup` (its EXIT handler), `BENCH_DIR` (this folder), `ROOT` (the workspace) and
+# `WORK` (its scratch directory) first.
+
+# die MESSAGE...: prints the message after the script's name on stderr and exits 1.
+die() {
+    printf '%s: %s\n' "${0##*/}" "$*" >&2
+    exit 1
+}
+
+# trap_cleanup: runs the caller's `cleanup` on exit, and turns INT and TERM into an exit
+# (status 130 and 143) so that it runs then too.
+trap_cleanup() {
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# show_tail FILE LINES WHAT: prints the last LINES lines of FILE on stderr under a heading
+# naming WHAT, if the file exists.
+show_tail() {
+    [[ -f $1 ]] || return 0
+    echo "--- last lines of $3 ---" >&2
+    tail -n "$2" "$1" >&2 || true
+}
 
 # apt_install PACKAGE...: installs the Debian packages given (the caller passes only the
 # missing ones), with sudo when not root; bounded in time, logged to $WORK/apt.log.
@@ -44,6 +66,17 @@ require() {
     local cmd
     for cmd in "$@"; do
         command -v "$cmd" >/dev/null || die "$cmd is required"
+    done
+}
+
+# signal SIGNAL PID...: sends SIGNAL to each process given; empty ids and processes already
+# gone are skipped.
+signal() {
+    local sig=$1 pid
+    shift
+    for pid in "$@"; do
+        [[ -n $pid ]] || continue
+        kill "-$sig" "$pid" 2>/dev/null || true
     done
 }
 

@@ -48,36 +48,22 @@ NGINX_PID=
 
 cleanup() {
     local status=$?
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    if [[ -n $NGINX_PID ]]; then
-        kill -QUIT "$NGINX_PID" 2>/dev/null || true
-    fi
-    if [[ -n $KEYGATE_PID ]]; then
-        kill -TERM "$KEYGATE_PID" 2>/dev/null || true
-    fi
+    signal TERM "${PIDS[@]}"
+    signal QUIT "$NGINX_PID"
+    signal TERM "$KEYGATE_PID"
     # Bounded: give each process 5 s to drain, then kill it.
     reap "${PIDS[@]}" "$NGINX_PID" "$KEYGATE_PID"
-    if ((status != 0)) && [[ -f $WORK/keygate.log ]]; then
-        echo "--- last lines of the keygate log ---" >&2
-        tail -n 20 "$WORK/keygate.log" >&2 || true
+    if ((status != 0)); then
+        show_tail "$WORK/keygate.log" 20 "the keygate log"
     fi
     rm -rf "$WORK"
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 log() { printf '== %s\n' "$*" >&2; }
-die() {
-    printf 'load.sh: %s\n' "$*" >&2
-    exit 1
-}
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
+trap_cleanup
 
 # --- 1. tools -------------------------------------------------------------------------------
 

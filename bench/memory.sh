@@ -35,25 +35,18 @@ cleanup() {
         kill -TERM "$KEYGATE_PID" 2>/dev/null || true
         reap "$KEYGATE_PID"
     fi
-    if ((status != 0)) && [[ -f $WORK/keygate.log ]]; then
-        echo "--- last lines of the keygate log ---" >&2
-        tail -n 20 "$WORK/keygate.log" >&2 || true
+    if ((status != 0)); then
+        show_tail "$WORK/keygate.log" 20 "the keygate log"
     fi
     rm -rf "$WORK"
     [[ $STATE_DIR == "$WORK" ]] || rm -rf "$STATE_DIR"
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 log() { printf '== %s\n' "$*" >&2; }
-die() {
-    printf 'memory.sh: %s\n' "$*" >&2
-    exit 1
-}
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
+trap_cleanup
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$KEYGATE_PID/status"; }
 status_field() {
     curl -sf -H "Authorization: Bearer $(cat "$WORK/admin.key")" "http://$ADMIN_ADDR/admin/v1/status" |

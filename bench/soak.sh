@@ -67,13 +67,7 @@ WRK_PIDS=()
 
 cleanup() {
     local status=$?
-    local pid
-    for pid in "${WRK_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${KEYGATE_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
+    signal TERM "${WRK_PIDS[@]}" "${KEYGATE_PIDS[@]}"
     # Bounded: 5 s to drain, then SIGKILL.
     reap "${WRK_PIDS[@]}" "${KEYGATE_PIDS[@]}"
     if [[ -n $REDIS_PID ]]; then
@@ -81,26 +75,17 @@ cleanup() {
     fi
     if ((status != 0)); then
         for i in 0 1 2; do
-            if [[ -f $WORK/keygate-$i.log ]]; then
-                echo "--- last lines of replica $i's log ---" >&2
-                tail -n 15 "$WORK/keygate-$i.log" >&2 || true
-            fi
+            show_tail "$WORK/keygate-$i.log" 15 "replica $i's log"
         done
     fi
     rm -rf "$WORK"
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 log() { printf '== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-die() {
-    printf 'soak.sh: %s\n' "$*" >&2
-    exit 1
-}
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
+trap_cleanup
 
 # --- tools and build ------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use keygate::{Clock, KeyExchange, Revocations, Verifier};
 use tokio::task::JoinSet;
@@ -12,9 +11,6 @@ use tokio::task::JoinSet;
 use crate::redis::{RedisBus, RedisSettings};
 use crate::state_file::StateFileError;
 use crate::{Apply, Bus, LocalBus, Member};
-
-/// How often a joined service drops the revocations that expired.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Which log to join.
 #[derive(Debug, Clone)]
@@ -112,13 +108,7 @@ impl Fleet {
         let node: Arc<dyn Apply> = Arc::clone(&member) as Arc<dyn Apply>;
         tasks.spawn(Arc::clone(member.bus()).run(node, ready_tx));
         let pruned = Arc::clone(&member);
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(PRUNE_EVERY);
-            loop {
-                tick.tick().await;
-                pruned.prune_revocations();
-            }
-        });
+        tasks.spawn(async move { pruned.keep_pruning().await });
         let _ = ready_rx.await;
         Joined { member, tasks }
     }

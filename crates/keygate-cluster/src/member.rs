@@ -3,10 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use keygate::{FlushId, ProviderId, Revocation, Revocations, Verifier};
 
 use crate::{Apply, Bus, Envelope, Event, SharedState};
+
+/// How often [`Member::keep_pruning`] drops expired revocations.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// A replica of the log: the verifier whose keys and verified tokens the log's events change,
 /// the revocations it consults, and the bus it follows.
@@ -157,6 +161,22 @@ impl Member {
     /// Drops the revocations no token can still need, by the verifier's clock.
     pub fn prune_revocations(&self) {
         self.revocations.prune(self.verifier.clock().now());
+    }
+
+    /// Drops the revocations no token can still need, every minute, forever: a task of its
+    /// own, ended by aborting it.
+    pub async fn keep_pruning(&self) {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            let now = self.verifier.clock().now();
+            self.revocations.prune(now);
+            tracing::debug!(
+                now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                left = self.revocations.len(),
+                "revocations pruned"
+            );
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 //! the same one an in-process Rust service joins the log with.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use keygate::{FlushId, ProviderId, Revocation, Revocations, Verifier};
 use keygate_cluster::{
@@ -17,9 +16,6 @@ use keygate_cluster::{
 };
 
 use crate::metrics::Metrics;
-
-/// How often expired revocations are dropped.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// One replica's state and its one way to change it.
 ///
@@ -138,17 +134,7 @@ impl Node {
 
     /// Drops revocations once no token they cover can still be valid, every minute, forever.
     pub async fn prune_revocations(&self) {
-        let mut tick = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            tick.tick().await;
-            let now = self.verifier().clock().now();
-            self.revocations().prune(now);
-            tracing::debug!(
-                now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                left = self.revocations().len(),
-                "revocations pruned"
-            );
-        }
+        self.member.keep_pruning().await;
     }
 }
 

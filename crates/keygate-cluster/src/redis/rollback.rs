@@ -147,9 +147,13 @@ mod tests {
 
     #[test]
     fn stream_ids_order_numerically() {
-        assert!(stream_id_after("10-0", "9-5"));
-        assert!(stream_id_after("9-6", "9-5"));
-        assert!(!stream_id_after("9-5", "9-5"));
-        assert!(stream_id_after("1-0", "0-0"));
+        for (a, b, after) in [
+            ("10-0", "9-5", true),
+            ("9-6", "9-5", true),
+            ("9-5", "9-5", false),
+            ("1-0", "0-0", true),
+        ] {
+            assert_eq!(stream_id_after(a, b), after, "{a} after {b}");
+        }
     }
 }

@@ -238,3 +238,8 @@ pub(super) async fn json_errors(response: Response) -> Response {
 pub(super) async fn not_found() -> ApiError {
     ApiError::NotFound("no such admin endpoint".to_owned())
 }
+
+/// A 200 answer with `body` as JSON: what an admin handler returns when it succeeds.
+pub(crate) fn ok_json<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, body))
+}

@@ -43,13 +43,13 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt as _};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{Authorized, AuthorizedBody, PublishEventRoute, StreamEventsRoute};
 use super::body::{MAX_FIELD_BYTES, json_object, text};
-use super::{Admin, ApiError, ErrorBody, json_response};
+use super::{Admin, ApiError, ErrorBody, ok_json};
 use keygate::clock::unix_millis;
 use keygate_cluster::{Bus, Cursor, Delivery, Event, Subscription};
 /// The most namespaces one stream may filter on.
@@ -199,14 +199,11 @@ pub(crate) async fn publish_event(
         namespace: request.namespace,
         key: request.key,
     };
-    let cursor = app.node.invalidate(event).await.map_err(ApiError::Bus)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &PublishedEvent {
-            seq: cursor.seq,
-            id: cursor.to_string(),
-        },
-    ))
+    let cursor = app.publish(event).await?;
+    ok_json(&PublishedEvent {
+        seq: cursor.seq,
+        id: cursor.to_string(),
+    })
 }
 
 /// Follow application events as server-sent events: `invalidate` for each event, `resync`

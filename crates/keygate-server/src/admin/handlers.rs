@@ -20,7 +20,7 @@ use super::revocation::{
     RevocationList, RevocationRequest, RevocationView, RevokedBody, audit_target, parse_revocation,
     provider_id,
 };
-use super::{Admin, ApiError, ErrorBody, json_response};
+use super::{Admin, ApiError, ErrorBody, ok_json};
 use keygate_cluster::Event;
 
 /// Providers, their keys and counters, and the bus.
@@ -69,7 +69,7 @@ pub(super) async fn status(
         revocations: node.revocations().len(),
         cached_tokens: node.verifier().cached_tokens(),
     };
-    Ok(json_response(StatusCode::OK, &body))
+    ok_json(&body)
 }
 
 /// Drop a provider's cached JWKS and its verified tokens, on every replica the bus reaches.
@@ -97,16 +97,13 @@ pub(super) async fn flush(
         provider: id,
         flush: FlushId::random(),
     };
-    let seq = app.node.invalidate(event).await.map_err(ApiError::Bus)?.seq;
-    Ok(json_response(
-        StatusCode::OK,
-        &ActionBody {
-            action: "flush".to_owned(),
-            tenant,
-            provider,
-            seq,
-        },
-    ))
+    let seq = app.publish(event).await?.seq;
+    ok_json(&ActionBody {
+        action: "flush".to_owned(),
+        tenant,
+        provider,
+        seq,
+    })
 }
 
 /// Refetch a provider's JWKS now.
@@ -134,26 +131,19 @@ pub(super) async fn refresh(
     let node = &app.node;
     let id = provider_id(node.verifier(), &tenant, &provider)?;
     node.verifier().refresh(&id).await.map_err(refresh_error)?;
-    let seq = node
-        .invalidate(Event::Refresh(id.clone()))
-        .await
-        .map_err(ApiError::Bus)?
-        .seq;
+    let seq = app.publish(Event::Refresh(id.clone())).await?.seq;
     let status = node.verifier().status().into_iter().find(|s| s.id == id);
-    Ok(json_response(
-        StatusCode::OK,
-        &RefreshBody {
-            action: "refresh".to_owned(),
-            tenant,
-            provider,
-            seq,
-            state: status
-                .as_ref()
-                .map_or("empty", |s| s.state.as_str())
-                .to_owned(),
-            kids: status.map(|s| s.kids).unwrap_or_default(),
-        },
-    ))
+    ok_json(&RefreshBody {
+        action: "refresh".to_owned(),
+        tenant,
+        provider,
+        seq,
+        state: status
+            .as_ref()
+            .map_or("empty", |s| s.state.as_str())
+            .to_owned(),
+        kids: status.map(|s| s.kids).unwrap_or_default(),
+    })
 }
 
 /// The provider a route acts on, from its path.
@@ -207,13 +197,8 @@ pub(super) async fn revoke(
     auth.target(audit_target(&revocation));
     let revoked = RevocationView::try_from(&revocation)
         .map_err(|_| ApiError::Rejected(StatusCode::INTERNAL_SERVER_ERROR))?;
-    let seq = app
-        .node
-        .invalidate(Event::Revoke(revocation))
-        .await
-        .map_err(ApiError::Bus)?
-        .seq;
-    Ok(json_response(StatusCode::OK, &RevokedBody { revoked, seq }))
+    let seq = app.publish(Event::Revoke(revocation)).await?.seq;
+    ok_json(&RevokedBody { revoked, seq })
 }
 
 /// What is revoked now.
@@ -245,8 +230,5 @@ pub(super) async fn list_revocations(
         })
         .collect();
     revocations.sort_by_cached_key(|r| serde_json::to_string(r).unwrap_or_default());
-    Ok(json_response(
-        StatusCode::OK,
-        &RevocationList { revocations },
-    ))
+    ok_json(&RevocationList { revocations })
 }

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use keygate_cluster::{Cursor, Event};
 use tokio::sync::watch;
 
 pub use body::MAX_FIELD_BYTES;
@@ -38,8 +39,8 @@ pub use dto::{
     ActionBody, BusView, CountersView, HealthBody, KeysView, LastErrorView, NotReadyView,
     ProviderView, ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
 };
-pub(crate) use error::json_response;
 pub use error::{ApiError, ErrorBody};
+pub(crate) use error::{json_response, ok_json};
 pub use openapi::{ApiDoc, openapi_document};
 pub use revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationPolicy, RevocationRequest,
@@ -81,6 +82,15 @@ impl Admin {
             revocations,
             stopping,
         }
+    }
+
+    /// Applies `event` on this node and publishes it to the others: the "act" of every
+    /// handler that changes state.
+    ///
+    /// # Errors
+    /// [`ApiError::Bus`] when the bus cannot take the event.
+    pub(crate) async fn publish(&self, event: Event) -> Result<Cursor, ApiError> {
+        self.node.invalidate(event).await.map_err(ApiError::Bus)
     }
 }
 

@@ -473,6 +473,15 @@ mod tests {
         dir
     }
 
+    /// A scratch folder and, made in it with `mode`, the folder `private_dir` is given.
+    fn scratch_with_folder(name: &str, mode: u32) -> (PathBuf, PathBuf) {
+        let base = scratch(name);
+        let dir = base.join("keygate-dev-x");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        (base, dir)
+    }
+
     #[test]
     fn a_new_private_folder_is_0700_and_the_key_file_0600() {
         let base = scratch("new");
@@ -493,9 +502,7 @@ mod tests {
 
     #[test]
     fn a_folder_others_can_write_is_refused_naming_it() {
-        let base = scratch("world");
-        let dir = base.join("keygate-dev-x");
-        std::fs::create_dir(&dir).unwrap();
+        let (base, dir) = scratch_with_folder("world", 0o700);
         for mode in [0o777, 0o1777, 0o770, 0o702] {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = format!("{:#}", private_dir(&dir).unwrap_err());
@@ -509,10 +516,7 @@ mod tests {
 
     #[test]
     fn a_folder_owned_by_another_user_or_a_link_is_refused() {
-        let base = scratch("owner");
-        let dir = base.join("keygate-dev-x");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (base, dir) = scratch_with_folder("owner", 0o700);
         // Another user's folder, as if created first by `nobody`. Only root can give a
         // folder away: these tests run as root.
         std::os::unix::fs::chown(&dir, Some(65534), Some(65534))

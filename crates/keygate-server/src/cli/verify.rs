@@ -424,22 +424,18 @@ mod tests {
 
     #[test]
     fn urls_are_told_from_paths_by_scheme() {
-        assert!(matches!(
-            JwksSource::parse("HTTPS://idp.example/jwks"),
-            JwksSource::Url(_)
-        ));
-        assert!(matches!(
-            JwksSource::parse("http://127.0.0.1:1/jwks"),
-            JwksSource::Url(_)
-        ));
-        assert!(matches!(
-            JwksSource::parse("./http://x"),
-            JwksSource::File(_)
-        ));
-        assert!(matches!(
-            JwksSource::parse("jwks.json"),
-            JwksSource::File(_)
-        ));
+        for url in ["HTTPS://idp.example/jwks", "http://127.0.0.1:1/jwks"] {
+            assert!(
+                matches!(JwksSource::parse(url), JwksSource::Url(_)),
+                "{url}"
+            );
+        }
+        for path in ["./http://x", "jwks.json"] {
+            assert!(
+                matches!(JwksSource::parse(path), JwksSource::File(_)),
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use keygate::{CounterSnapshot, ProviderState, ProviderStatus};
+use keygate::{CounterSnapshot, ProviderState, ProviderStatus, SourceStatus};
 
 use super::text::{Float, Out};
 
@@ -51,9 +51,9 @@ pub(super) fn render(out: &mut Out, providers: &[ProviderStatus], now: SystemTim
     // The text format wants each family's samples together, so the loop over providers sits
     // inside the loop over families.
 
-    each_provider_by(
+    each_by(
         out,
-        providers,
+        provider_rows(providers),
         (
             "keygate_jwks_fetches_total",
             "JWKS refresh cycles by result (ok, error); see keygate_jwks_requests_total for requests.",
@@ -68,9 +68,9 @@ pub(super) fn render(out: &mut Out, providers: &[ProviderStatus], now: SystemTim
         },
     );
     // Every HTTP request to the IdP (retries and discovery included): the load it sees.
-    each_provider_by(
+    each_by(
         out,
-        providers,
+        provider_rows(providers),
         (
             "keygate_jwks_requests_total",
             "HTTP requests to the IdP by status (the code, or timeout, error), retries included.",
@@ -170,25 +170,48 @@ fn each_provider<V: fmt::Display>(
     }
 }
 
-/// A family (name, help, type) with, per provider, one sample per value of the label
-/// `label`, labelled `tenant`, `provider` and `label`: `values` gives each value and its
-/// sample.
-fn each_provider_by<'p, I>(
+/// A family (name, help, type) with, per row (a provider, or one JWKS URL of a provider
+/// with several: see [`provider_rows`] and [`source_rows`]), one sample per value of the
+/// label `label`, labelled with the row's labels and `label`: `values` gives each value and
+/// its sample.
+fn each_by<'p, T: 'p, I, V>(
     out: &mut Out,
-    providers: &'p [ProviderStatus],
+    rows: impl IntoIterator<Item = (Vec<(&'static str, &'p str)>, &'p T)>,
     (name, help, kind): (&str, &str, &str),
-    label: &str,
-    values: impl Fn(&'p ProviderStatus) -> I,
+    label: &'static str,
+    values: impl Fn(&'p T) -> I,
 ) where
-    I: IntoIterator<Item = (&'p str, u64)>,
+    I: IntoIterator<Item = (&'p str, V)>,
+    V: fmt::Display,
 {
     out.family(name, help, kind);
-    for p in providers {
-        let [tenant, provider] = labels(p);
-        for (value, n) in values(p) {
-            out.sample(name, &[tenant, provider, (label, value)], n);
+    for (mut labels, row) in rows {
+        for (value, v) in values(row) {
+            labels.push((label, value));
+            out.sample(name, &labels, v);
+            labels.pop();
         }
     }
+}
+
+/// Each provider with its `tenant` and `provider` labels.
+fn provider_rows(
+    providers: &[ProviderStatus],
+) -> impl Iterator<Item = (Vec<(&'static str, &str)>, &ProviderStatus)> {
+    providers.iter().map(|p| (labels(p).to_vec(), p))
+}
+
+/// Each JWKS URL of the providers with several, with its `tenant`, `provider` and `url`
+/// labels.
+fn source_rows(
+    providers: &[ProviderStatus],
+) -> impl Iterator<Item = (Vec<(&'static str, &str)>, &SourceStatus)> {
+    providers.iter().flat_map(|p| {
+        p.sources.iter().map(move |u| {
+            let [tenant, provider] = labels(p);
+            (vec![tenant, provider, ("url", u.url.as_str())], u)
+        })
+    })
 }
 
 /// Per-URL series of providers with several JWKS URLs (`jwks_uris`), labelled `url`; the
@@ -197,57 +220,44 @@ fn render_sources(out: &mut Out, providers: &[ProviderStatus], now: SystemTime) 
     if providers.iter().all(|p| p.sources.is_empty()) {
         return;
     }
-    let each = || {
-        providers.iter().flat_map(|p| {
-            let [tenant, provider] = labels(p);
-            p.sources
-                .iter()
-                .map(move |u| ([tenant, provider, ("url", u.url.as_str())], u))
-        })
-    };
-
-    const FETCHES: &str = "keygate_jwks_source_fetches_total";
-    out.family(
-        FETCHES,
-        "Fetches of one JWKS URL of a provider with several, by result (ok, error).",
-        "counter",
+    each_by(
+        out,
+        source_rows(providers),
+        (
+            "keygate_jwks_source_fetches_total",
+            "Fetches of one JWKS URL of a provider with several, by result (ok, error).",
+            "counter",
+        ),
+        "result",
+        |u| [("ok", u.refreshes), ("error", u.refresh_errors)],
     );
-    for ([t, p, url], u) in each() {
-        for (result, count) in [("ok", u.refreshes), ("error", u.refresh_errors)] {
-            out.sample(FETCHES, &[t, p, url, ("result", result)], count);
-        }
-    }
-
     const KEYS: &str = "keygate_jwks_source_keys";
     out.family(KEYS, "Keys in one JWKS URL's cached document.", "gauge");
-    for (l, u) in each() {
+    for (l, u) in source_rows(providers) {
         out.sample(KEYS, &l, u.kids.len());
     }
-
     const EXPIRES: &str = "keygate_jwks_source_expires_in_seconds";
     out.family(
         EXPIRES,
         "Seconds until one JWKS URL's document stops being fresh; negative once stale.",
         "gauge",
     );
-    for (l, u) in each() {
+    for (l, u) in source_rows(providers) {
         if let Some(expires_at) = u.expires_at {
             out.sample(EXPIRES, &l, Float(seconds_between(now, expires_at)));
         }
     }
-
-    const STATE: &str = "keygate_jwks_source_state";
-    out.family(
-        STATE,
-        "1 for one JWKS URL's current state, 0 for the others.",
-        "gauge",
+    each_by(
+        out,
+        source_rows(providers),
+        (
+            "keygate_jwks_source_state",
+            "1 for one JWKS URL's current state, 0 for the others.",
+            "gauge",
+        ),
+        "state",
+        |u| STATES.map(|state| (state.as_str(), u8::from(state == u.state))),
     );
-    for ([t, p, url], u) in each() {
-        for state in STATES {
-            let value = u8::from(state == u.state);
-            out.sample(STATE, &[t, p, url, ("state", state.as_str())], value);
-        }
-    }
 }
 
 /// The `tenant` and `provider` labels of a provider's series.

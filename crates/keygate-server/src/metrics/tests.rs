@@ -74,6 +74,14 @@ fn value(text: &str, series: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Checks the value of each series in `text` (`None`: the series is absent).
+fn assert_values<S: AsRef<str>>(text: &str, cases: &[(S, Option<&str>)]) {
+    for (series, want) in cases {
+        let series = series.as_ref();
+        assert_eq!(value(text, series).as_deref(), *want, "{series}");
+    }
+}
+
 /// Checks that every line is a `# HELP`/`# TYPE` comment or a well-formed sample of the
 /// family announced last, and that no family is announced twice. Returns the families.
 fn check_lines(text: &str) -> HashSet<String> {
@@ -334,40 +342,27 @@ async fn providers_bus_and_gauges_are_rendered() {
     let acme = r#"tenant="acme",provider="idp""#;
     let weird = r#"tenant="we\"ird\\ten\nant",provider="remote""#;
     let get = |series: String| value(&text, &series);
-    assert_eq!(
-        get(format!("keygate_jwks_keys{{{acme}}}")).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        get(format!("keygate_jwks_keys{{{weird}}}")).as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        get(format!("keygate_key_cache_hits_total{{{acme}}}")).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        get(format!(
-            r#"keygate_jwks_fetches_total{{{acme},result="ok"}}"#
-        ))
-        .as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        get(format!(
-            r#"keygate_jwks_fetches_total{{{weird},result="error"}}"#
-        ))
-        .as_deref(),
-        Some("0")
-    );
-    // Fetched at T0, scraped at T0 + 12 s; the empty provider has no age at all.
-    assert_eq!(
-        get(format!("keygate_jwks_key_age_seconds{{{acme}}}")).as_deref(),
-        Some("12")
-    );
-    assert_eq!(
-        get(format!("keygate_jwks_key_age_seconds{{{weird}}}")),
-        None
+    assert_values(
+        &text,
+        &[
+            (format!("keygate_jwks_keys{{{acme}}}"), Some("1")),
+            (format!("keygate_jwks_keys{{{weird}}}"), Some("0")),
+            (format!("keygate_key_cache_hits_total{{{acme}}}"), Some("1")),
+            (
+                format!(r#"keygate_jwks_fetches_total{{{acme},result="ok"}}"#),
+                Some("0"),
+            ),
+            (
+                format!(r#"keygate_jwks_fetches_total{{{weird},result="error"}}"#),
+                Some("0"),
+            ),
+            // Fetched at T0, scraped at T0 + 12 s; the empty provider has no age at all.
+            (
+                format!("keygate_jwks_key_age_seconds{{{acme}}}"),
+                Some("12"),
+            ),
+            (format!("keygate_jwks_key_age_seconds{{{weird}}}"), None),
+        ],
     );
     // A static set never expires; the empty one has nothing to expire.
     assert!(!text.contains("keygate_jwks_expires_in_seconds{"), "{text}");
@@ -383,60 +378,41 @@ async fn providers_bus_and_gauges_are_rendered() {
     }
     assert_eq!(state(weird, "empty").as_deref(), Some("1"));
     assert_eq!(state(weird, "fresh").as_deref(), Some("0"));
-    assert_eq!(
-        get(format!("keygate_provider_usable{{{acme}}}")).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        get(format!("keygate_provider_usable{{{weird}}}")).as_deref(),
-        Some("0")
+    assert_values(
+        &text,
+        &[
+            (format!("keygate_provider_usable{{{acme}}}"), Some("1")),
+            (format!("keygate_provider_usable{{{weird}}}"), Some("0")),
+        ],
     );
 
-    assert_eq!(
-        value(&text, r#"keygate_bus_up{backend="local"}"#).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        value(&text, "keygate_bus_lag_seconds").as_deref(),
-        Some("0.25")
-    );
-    assert_eq!(value(&text, "keygate_bus_last_seq").as_deref(), Some("7"));
-    assert_eq!(
-        value(&text, r#"keygate_bus_primary_info{node="127.0.0.1:6380"}"#).as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"keygate_bus_last_resync_timestamp_seconds{reason="start"}"#
-        )
-        .as_deref(),
-        Some(T0.to_string().as_str())
-    );
-    assert_eq!(
-        value(&text, "keygate_bus_published_total").as_deref(),
-        Some("5")
-    );
-    assert_eq!(value(&text, "keygate_revocations").as_deref(), Some("3"));
-    assert_eq!(
-        value(&text, "keygate_verified_tokens_cached").as_deref(),
-        Some("2")
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"keygate_admin_requests_total{action="flush",status="200"}"#
-        )
-        .as_deref(),
-        Some("2")
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"keygate_admin_requests_total{action="revoke",status="400"}"#
-        )
-        .as_deref(),
-        Some("1")
+    let resync_at = T0.to_string();
+    assert_values(
+        &text,
+        &[
+            (r#"keygate_bus_up{backend="local"}"#, Some("1")),
+            ("keygate_bus_lag_seconds", Some("0.25")),
+            ("keygate_bus_last_seq", Some("7")),
+            (
+                r#"keygate_bus_primary_info{node="127.0.0.1:6380"}"#,
+                Some("1"),
+            ),
+            (
+                r#"keygate_bus_last_resync_timestamp_seconds{reason="start"}"#,
+                Some(resync_at.as_str()),
+            ),
+            ("keygate_bus_published_total", Some("5")),
+            ("keygate_revocations", Some("3")),
+            ("keygate_verified_tokens_cached", Some("2")),
+            (
+                r#"keygate_admin_requests_total{action="flush",status="200"}"#,
+                Some("2"),
+            ),
+            (
+                r#"keygate_admin_requests_total{action="revoke",status="400"}"#,
+                Some("1"),
+            ),
+        ],
     );
 }
 
@@ -493,13 +469,12 @@ fn degraded_bus_is_down_and_expiry_may_be_negative() {
     };
     let text = Metrics::new().render(&scrape_at(&[], &bus));
     check_lines(&text);
-    assert_eq!(
-        value(&text, r#"keygate_bus_up{backend="redis"}"#).as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        value(&text, "keygate_bus_accepting_while_degraded").as_deref(),
-        Some("1")
+    assert_values(
+        &text,
+        &[
+            (r#"keygate_bus_up{backend="redis"}"#, Some("0")),
+            ("keygate_bus_accepting_while_degraded", Some("1")),
+        ],
     );
     let before = UNIX_EPOCH + Duration::from_secs(T0);
     let after = before + Duration::from_secs(30);

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::harness::{Output, keygate};
-use crate::support::client;
+use crate::support::{client, field_of_each};
 
 const AUD: &str = "dev-api";
 
@@ -65,6 +65,24 @@ async fn verify(issuer: &DevIssuer, jwks: &Value, token: &str) -> Arc<VerifiedTo
         .unwrap();
     let verifier = Verifier::builder().provider(provider).build().unwrap();
     verifier.verify(token).await.unwrap()
+}
+
+/// Verifies a token minted with scope `read write` against the issuer's key set, checks its
+/// subject, its scope and its lifetime in seconds, and returns it.
+async fn verify_minted(
+    running: &Running,
+    token: &str,
+    subject: &str,
+    lifetime: i64,
+) -> Arc<VerifiedToken> {
+    let verified = verify(&running.issuer, &running.issuer.jwks(), token).await;
+    assert_eq!(verified.subject(), Some(subject));
+    assert_eq!(verified.claims()["scope"], "read write");
+    assert_eq!(
+        verified.expires_at().unwrap() - verified.issued_at().unwrap(),
+        lifetime
+    );
+    verified
 }
 
 async fn post(url: &str, body: &str) -> (u16, Value) {
@@ -134,16 +152,9 @@ async fn mint_takes_a_json_request() {
     let (status, answer) = post(&running.url("/mint"), &body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     let token = answer["token"].as_str().unwrap();
-    let verified = verify(&running.issuer, &running.issuer.jwks(), token).await;
-    assert_eq!(verified.subject(), Some("alice"));
+    let verified = verify_minted(&running, token, "alice", 120).await;
     assert_eq!(verified.issuer(), running.issuer.issuer());
-    let claims = verified.claims();
-    assert_eq!(claims["scope"], "read write");
-    assert_eq!(claims["tenant"], "acme");
-    assert_eq!(
-        verified.expires_at().unwrap() - verified.issued_at().unwrap(),
-        120
-    );
+    assert_eq!(verified.claims()["tenant"], "acme");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,16 +235,10 @@ async fn cli_mint_prints_a_token_that_verifies() {
     assert!(out.stderr.is_empty(), "{out:?}");
     let token = out.line();
     assert_eq!(token.split('.').count(), 3, "{token}");
-    let verified = verify(&running.issuer, &running.issuer.jwks(), token).await;
-    assert_eq!(verified.subject(), Some("bob"));
+    let verified = verify_minted(&running, token, "bob", 600).await;
     let claims = verified.claims();
-    assert_eq!(claims["scope"], "read write");
     assert_eq!(claims["role"], "admin");
     assert_eq!(claims["level"], 3);
-    assert_eq!(
-        verified.expires_at().unwrap() - verified.issued_at().unwrap(),
-        600
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,12 +279,7 @@ async fn cli_rotate_prints_a_kid_the_jwks_then_publishes() {
     let jwks: Value =
         serde_json::from_slice(&get(&running.url("/jwks.json")).await.bytes().await.unwrap())
             .unwrap();
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = field_of_each(&jwks["keys"], "kid");
     assert_eq!(kids, [kid.as_str(), before.as_str()]);
 }
 

@@ -19,6 +19,18 @@ use crate::support::{ADMIN_SECRET, APP_SECRET, READER_SECRET, TestServer, config
 /// How long a test waits for the next event of a stream.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Closes the stream, then stops the server (an open stream would hold its drain open).
+async fn close_then_stop(stream: Subscriber, server: TestServer) {
+    drop(stream);
+    server.stop().await;
+}
+
+/// Checks that nothing reached the bus, then stops the server.
+async fn stop_having_published_nothing(server: TestServer) {
+    assert_eq!(server.node.bus().status().last_seq, 0);
+    server.stop().await;
+}
+
 async fn start() -> (StubIdp, TestServer) {
     let idp = StubIdp::start().await;
     idp.set_jwks(jwks(&[TestKey::shared_p256("events-a")]));
@@ -90,6 +102,12 @@ impl Subscriber {
         let frame = self.next().await;
         assert_eq!(frame.event, "invalidate", "{frame:?}");
         (frame.id.expect("an id"), frame.data)
+    }
+
+    /// Checks that the next event is an `invalidate` with this id and key.
+    async fn expect_invalidate(&mut self, id: &str, key: &str) {
+        let (got_id, data) = self.invalidate().await;
+        assert_eq!((got_id.as_str(), &data["key"]), (id, &json!(key)));
     }
 
     /// The next event, which must be a `resync`; returns its id and reason.
@@ -205,13 +223,8 @@ async fn a_published_event_reaches_the_stream_with_its_id() {
     let epoch = id.split(':').next().unwrap();
     assert_eq!(id.split(':').nth(1), Some(seq.to_string().as_str()));
     assert!(id2.starts_with(&format!("{epoch}:{seq2}:")), "{id2}");
-    let (got_id2, data2) = stream.invalidate().await;
-    assert_eq!(
-        (got_id2.as_str(), &data2["key"]),
-        (id2.as_str(), &json!("43"))
-    );
-    drop(stream);
-    server.stop().await;
+    stream.expect_invalidate(&id2, "43").await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,14 +245,11 @@ async fn last_event_id_resumes_exactly_after_it() {
 
     let mut stream = Subscriber::open(&server, "", Some(&a)).await;
     // No resync: the events after `a` are all still there.
-    let (id, data) = stream.invalidate().await;
-    assert_eq!((id.as_str(), &data["key"]), (b.as_str(), &json!("b")));
-    let (id, data) = stream.invalidate().await;
-    assert_eq!((id.as_str(), &data["key"]), (c.as_str(), &json!("c")));
+    stream.expect_invalidate(&b, "b").await;
+    stream.expect_invalidate(&c, "c").await;
     // Then live events, without a duplicate in between.
     let (_, d) = publish(&server, "users", "d").await;
-    let (id, data) = stream.invalidate().await;
-    assert_eq!((id.as_str(), &data["key"]), (d.as_str(), &json!("d")));
+    stream.expect_invalidate(&d, "d").await;
     drop(stream);
 
     // Resuming from the newest id gets only what comes next.
@@ -247,8 +257,7 @@ async fn last_event_id_resumes_exactly_after_it() {
     let (_, e) = publish(&server, "users", "e").await;
     let (id, _) = stream.invalidate().await;
     assert_eq!(id, e);
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,8 +326,7 @@ async fn a_namespace_filter_lets_only_its_namespaces_through() {
         assert_eq!(body["error"], "bad_request");
         assert_eq!(body["field"], "namespace", "{query}");
     }
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -349,8 +357,7 @@ async fn keygate_s_own_invalidations_never_appear_in_the_stream() {
     let (_, data) = stream.invalidate().await;
     assert_eq!(data["key"], "sentinel");
     assert_eq!(data["seq"], sentinel, "every earlier event was skipped");
-    drop(stream);
-    server.stop().await;
+    close_then_stop(stream, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -384,8 +391,7 @@ async fn both_endpoints_need_a_key_with_their_scope() {
         .await;
     assert_eq!(status, 403);
     // Nothing was published by the refused calls.
-    assert_eq!(server.node.bus().status().last_seq, 0);
-    server.stop().await;
+    stop_having_published_nothing(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -430,8 +436,7 @@ async fn bad_bodies_get_400_naming_the_field() {
     let huge = json!({"namespace": "users", "key": "k".repeat(100_000)}).to_string();
     let (status, _) = post_raw(&server, Some(APP_SECRET), &huge).await;
     assert_eq!(status, 413);
-    assert_eq!(server.node.bus().status().last_seq, 0);
-    server.stop().await;
+    stop_having_published_nothing(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

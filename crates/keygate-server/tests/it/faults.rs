@@ -8,10 +8,8 @@
 //! enforced by every replica, with nothing applied that was not published. Figures quoted by
 //! the reliability report are printed on lines starting with `FIGURE` (`--nocapture`).
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,7 +24,7 @@ use crate::cluster::{
     bus, cluster_toml, count, eventually, redis_and_idp, replica, replica_via_proxy, replicas,
     status_of,
 };
-use crate::harness::temp_file;
+use crate::serve_cli::Process;
 use crate::support::{
     ADMIN_SECRET, TestServer, client, config_for, get_bearer, idp_with, now, token_for,
 };
@@ -88,7 +86,8 @@ async fn revoke_at(client: &reqwest::Client, admin: &str, replica: usize) -> Rev
 /// revocations of fresh `jti`s, round robin over the replicas, until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
-    verifier: tokio::task::JoinHandle<Traffic>,
+    /// Each verification: the replica, the answer's status and how long it took.
+    verifier: tokio::task::JoinHandle<Vec<(usize, StatusCode, Duration)>>,
     revoker: tokio::task::JoinHandle<Vec<Revoked>>,
 }
 
@@ -132,40 +131,29 @@ impl Load {
             .map(|r| format!("{}/verify", r.verify))
             .collect();
         let admin_urls: Vec<String> = replicas.iter().map(|r| r.admin.clone()).collect();
-        let verifier = tokio::spawn({
-            let stop = Arc::clone(&stop);
+        let verifier = until_stopped(&stop, {
             let client = client();
-            async move {
-                let mut traffic = Traffic::default();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Acquire) {
-                    let replica = i % verify_urls.len();
-                    let token = &tokens[i % tokens.len()];
-                    i += 1;
+            move |i| {
+                let replica = i % verify_urls.len();
+                let (client, url) = (client.clone(), verify_urls[replica].clone());
+                let token = tokens[i % tokens.len()].clone();
+                async move {
                     let started = Instant::now();
-                    let resp = get_bearer(&client, &verify_urls[replica], token).await;
-                    traffic.latencies.push(started.elapsed());
-                    traffic.requests += 1;
-                    if resp.status() != StatusCode::OK {
-                        traffic.refused.push((replica, resp.status().as_u16()));
-                    }
+                    let resp = get_bearer(&client, &url, &token).await;
+                    (replica, resp.status(), started.elapsed())
                 }
-                traffic
             }
         });
-        let revoker = tokio::spawn({
-            let stop = Arc::clone(&stop);
+        let revoker = until_stopped(&stop, {
             let client = client();
-            async move {
-                let mut done = Vec::new();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Acquire) {
-                    let replica = i % admin_urls.len();
-                    i += 1;
-                    done.push(revoke_at(&client, &admin_urls[replica], replica).await);
+            move |i| {
+                let replica = i % admin_urls.len();
+                let (client, url) = (client.clone(), admin_urls[replica].clone());
+                async move {
+                    let done = revoke_at(&client, &url, replica).await;
                     tokio::time::sleep(revoke_every).await;
+                    done
                 }
-                done
             }
         });
         Load {
@@ -177,8 +165,38 @@ impl Load {
 
     async fn finish(self) -> (Traffic, Vec<Revoked>) {
         self.stop.store(true, Ordering::Release);
-        (self.verifier.await.unwrap(), self.revoker.await.unwrap())
+        let mut traffic = Traffic::default();
+        for (replica, status, latency) in self.verifier.await.unwrap() {
+            traffic.latencies.push(latency);
+            traffic.requests += 1;
+            if status != StatusCode::OK {
+                traffic.refused.push((replica, status.as_u16()));
+            }
+        }
+        (traffic, self.revoker.await.unwrap())
     }
+}
+
+/// Runs `round` with its number (from 0), one round after the other on a task of its own,
+/// until `stop` is set; the task returns every round's result.
+fn until_stopped<T, F>(
+    stop: &Arc<AtomicBool>,
+    mut round: impl FnMut(usize) -> F + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<T>>
+where
+    F: Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move {
+        let mut done = Vec::new();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Acquire) {
+            done.push(round(i).await);
+            i += 1;
+        }
+        done
+    })
 }
 
 /// Checks every revocation outcome: a call answered 200 or 503 `bus_unavailable` and
@@ -558,61 +576,13 @@ async fn a_revocation_one_replica_held_reaches_the_others_after_redis_lost_it() 
     assert_eq!(status_of(&newcomer, &token).await, StatusCode::UNAUTHORIZED);
 }
 
-/// A `keygate serve` process with the Redis bus, killed with SIGKILL when dropped.
-struct Process {
-    child: Child,
-    admin: String,
-}
-
-impl Process {
-    fn start(config: &str) -> Process {
-        let path = temp_file("keygate.toml", config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .env("KEYGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end, so the process never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let line = loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains("listening") => break line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("keygate did not start:\n{}", seen.join("\n")),
-            }
-        };
-        let admin = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("admin="))
-            .unwrap_or_else(|| panic!("no admin address in {line}"))
-            .to_owned();
-        Process {
-            child,
-            admin: format!("http://{admin}"),
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts `keygate serve` (killed with SIGKILL when dropped) and waits until it listens;
+/// returns it with its admin URL.
+fn start_replica(config: &str) -> (Process, String) {
+    let process = Process::start(config);
+    let line = Process::wait_for(&process.stderr, "listening", &mut Vec::new());
+    let admin = format!("http://{}", Process::field(&line, "admin"));
+    (process, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,12 +598,12 @@ async fn a_replica_killed_mid_admin_call_never_acknowledged_a_revocation_redis_l
     let client = client();
     let (mut acknowledged, mut failed) = (Vec::new(), 0usize);
     for round in 0..ROUNDS {
-        let mut process = Process::start(&config);
+        let (mut process, admin) = start_replica(&config);
         // Callers revoke one fresh jti after another until the process is gone.
         let stop = Arc::new(AtomicBool::new(false));
         let callers: Vec<_> = (0..CALLERS)
             .map(|_| {
-                let (client, admin, stop) = (client.clone(), process.admin.clone(), stop.clone());
+                let (client, admin, stop) = (client.clone(), admin.clone(), stop.clone());
                 tokio::spawn(async move {
                     let mut done = Vec::new();
                     while !stop.load(Ordering::Acquire) {

@@ -99,6 +99,13 @@ impl FakeAdmin {
         args.extend(["--admin-url", &self.url]);
         keygate(&args, &[("KEYGATE_ADMIN_KEY", KEY)])
     }
+
+    /// Runs the CLI against this server and checks that it exits with `code`.
+    fn run_exiting(&self, args: &[&str], code: i32) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.code, code, "{out:?}");
+        out
+    }
 }
 
 impl Drop for FakeAdmin {
@@ -351,8 +358,7 @@ fn refresh_takes_tenant_and_provider_flags_and_prints_the_kids() {
 #[test]
 fn provider_names_are_percent_encoded_one_segment_each() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["flush", "a b", "x/y"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    admin.run_exiting(&["flush", "a b", "x/y"], 0);
     assert_eq!(
         admin.requests(),
         [post("/admin/v1/providers/a%20b/x%2Fy/flush", None)]
@@ -385,8 +391,7 @@ fn mixing_the_provider_forms_is_a_usage_error_and_sends_nothing() {
 #[test]
 fn a_failed_refresh_exits_1_with_the_servers_error_and_reason() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["refresh", "acme", "broken"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = admin.run_exiting(&["refresh", "acme", "broken"], 1);
     assert_eq!(out.stdout, "");
     assert_eq!(
         out.stderr,
@@ -396,8 +401,7 @@ fn a_failed_refresh_exits_1_with_the_servers_error_and_reason() {
 
     // With --json the body goes to stderr, on one line before the message: stdout holds
     // answers only.
-    let out = admin.run(&["refresh", "acme", "broken", "--json"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = admin.run_exiting(&["refresh", "acme", "broken", "--json"], 1);
     assert_eq!(out.stdout, "", "{out:?}");
     let (body, message) = out.stderr.split_once('\n').unwrap();
     let body: Value = serde_json::from_str(body).unwrap();
@@ -533,8 +537,7 @@ kid      tenant=acme provider=idp kid=k1  -                     -
         &[get("/admin/v1/revocations")],
     );
 
-    let out = admin.run(&["revoke", "--list", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = admin.run_exiting(&["revoke", "--list", "--json"], 0);
     assert_eq!(out.line(), revocations_body().to_string());
 }
 
@@ -560,8 +563,7 @@ revocations: 3, cached tokens: 17
 #[test]
 fn json_prints_the_servers_body_on_one_line() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["status", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = admin.run_exiting(&["status", "--json"], 0);
     assert_eq!(out.line(), status_body().to_string());
 
     // A pretty-printed body (here from a base URL with a path) still comes out as one line.
@@ -574,8 +576,7 @@ fn json_prints_the_servers_body_on_one_line() {
     assert_eq!(out.line(), status_body().to_string());
     assert_eq!(admin.requests()[1], get("/pretty/admin/v1/status"));
 
-    let out = admin.run(&["flush", "acme", "idp", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = admin.run_exiting(&["flush", "acme", "idp", "--json"], 0);
     assert_eq!(
         out.line(),
         r#"{"action":"flush","provider":"idp","seq":41,"tenant":"acme"}"#
@@ -585,16 +586,14 @@ fn json_prints_the_servers_body_on_one_line() {
 #[test]
 fn admin_errors_exit_1_with_status_error_and_message() {
     let admin = FakeAdmin::start();
-    let out = admin.run(&["flush", "ghost", "idp"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = admin.run_exiting(&["flush", "ghost", "idp"], 1);
     assert_eq!(
         out.stderr,
         "keygate: 404 not_found: no provider ghost/idp\n"
     );
     assert_eq!(out.stdout, "");
 
-    let out = admin.run(&["revoke", "--jti", "j-1", "--exp", "5"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = admin.run_exiting(&["revoke", "--jti", "j-1", "--exp", "5"], 1);
     assert_eq!(
         out.stderr,
         "keygate: 400 bad_request: exp is in the past (field exp)\n"

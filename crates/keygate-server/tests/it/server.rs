@@ -9,8 +9,8 @@ use std::time::Duration;
 use keygate::{Clock as _, SystemClock};
 
 use crate::support::{
-    ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, get, get_bearer, get_text, header,
-    idp_with, now, serve_idp, serve_idp_with, token_for,
+    ADMIN_SECRET, AUD, READER_SECRET, TestServer, config_for, field_of_each, get, get_bearer,
+    get_text, header, idp_with, now, serve_idp, serve_idp_with, token_for,
 };
 use keygate_server::config::Config;
 use keygate_server::serve::Server;
@@ -459,12 +459,7 @@ async fn revocations_by_jti_subject_and_kid() {
     // Listed.
     let (status, body) = server.get_as_ops("/admin/v1/revocations").await;
     assert_eq!(status, 200);
-    let types: Vec<&str> = body["revocations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["type"].as_str().unwrap())
-        .collect();
+    let types = field_of_each(&body["revocations"], "type");
     assert_eq!(types.len(), 2);
     assert!(
         types.contains(&"subject") && types.contains(&"kid"),

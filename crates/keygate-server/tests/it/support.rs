@@ -253,3 +253,13 @@ pub(crate) fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The string `field` of each object in the JSON array `array`.
+pub(crate) fn field_of_each<'a>(array: &'a Value, field: &str) -> Vec<&'a str> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}
