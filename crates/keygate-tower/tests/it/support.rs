@@ -8,8 +8,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
-use keygate::{Clock as _, HttpFetcher, ProviderConfig, RetrySettings, SystemClock, Verifier};
-use keygate_test_support::{StubIdp, TestKey, TokenBuilder, jwks, typical_claims};
+use keygate::{Clock as _, HttpFetcher, ProviderConfig, SystemClock, Verifier};
+use keygate_test_support::{
+    StubIdp, TestKey, TokenBuilder, jwks, loopback_fetcher, test_retry, typical_claims,
+};
 use keygate_tower::Authenticated;
 use tower::{Service, ServiceExt, service_fn};
 
@@ -57,12 +59,13 @@ impl Fixture {
 
 /// The provider `acme/idp` for `idp`, with retries short enough for tests.
 pub(crate) fn provider(idp: &StubIdp) -> keygate::ProviderConfigBuilder {
-    let mut retry = RetrySettings::default();
-    retry.attempts = 2;
-    retry.base_delay = Duration::from_millis(5);
-    retry.max_delay = Duration::from_millis(10);
-    retry.attempt_timeout = Duration::from_secs(2);
-    retry.deadline = Duration::from_secs(4);
+    let retry = test_retry(
+        2,
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+    );
     ProviderConfig::builder("acme", "idp", idp.issuer())
         .jwks_uri(idp.jwks_url())
         .audiences([AUD])
@@ -70,13 +73,7 @@ pub(crate) fn provider(idp: &StubIdp) -> keygate::ProviderConfigBuilder {
 }
 
 pub(crate) fn fetcher() -> Arc<HttpFetcher> {
-    Arc::new(
-        HttpFetcher::builder()
-            .danger_allow_http_loopback(true)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
+    loopback_fetcher(Duration::from_secs(2))
 }
 
 pub(crate) fn now() -> i64 {

@@ -9,7 +9,8 @@ use keygate::{
     TtlPolicy, Verifier,
 };
 use keygate_test_support::{
-    ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, jwks, typical_claims,
+    ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, jwks, loopback_fetcher,
+    test_retry, typical_claims,
 };
 use serde_json::json;
 
@@ -23,23 +24,17 @@ struct Fixture {
 }
 
 fn fast_retry() -> RetrySettings {
-    let mut r = RetrySettings::default();
-    r.attempts = 3;
-    r.base_delay = Duration::from_millis(5);
-    r.max_delay = Duration::from_millis(20);
-    r.attempt_timeout = Duration::from_secs(2);
-    r.deadline = Duration::from_secs(5);
-    r
+    test_retry(
+        3,
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
 }
 
 fn fetcher() -> Arc<HttpFetcher> {
-    Arc::new(
-        HttpFetcher::builder()
-            .danger_allow_http_loopback(true)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
+    loopback_fetcher(Duration::from_secs(2))
 }
 
 async fn fixture_with(cache: CacheSettings, discovery: bool) -> Fixture {
