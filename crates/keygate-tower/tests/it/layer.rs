@@ -1,26 +1,37 @@
 //! The layer through `tower::ServiceExt::oneshot`: the happy path, every rejection, the
 //! realm, tenant narrowing, custom rejections and the one verifier all clones share.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use keygate::{ProviderConfig, Verifier};
 use keygate_test_support::{StubResponse, TestKey, jwks};
 use keygate_tower::{JwtAuthLayer, OnRejection, Realm, Rejection, RejectionKind};
 use serde_json::json;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use crate::support::{
     AUD, Echo, Fixture, assert_refused, challenge, fetcher, now, provider, send, send_bearer,
 };
 
-#[tokio::test]
-async fn a_valid_token_reaches_the_inner_service_with_its_claims() {
+/// A fixture and an [`Echo`] behind the default layer; the echo is kept to count calls.
+async fn echo_behind_layer() -> (
+    Fixture,
+    Echo,
+    impl Service<Request<String>, Response = Response<String>, Error = Infallible> + Clone,
+) {
     let f = Fixture::new().await;
     let echo = Echo::default();
     let service = JwtAuthLayer::new(f.verifier.clone()).layer(echo.service());
+    (f, echo, service)
+}
+
+#[tokio::test]
+async fn a_valid_token_reaches_the_inner_service_with_its_claims() {
+    let (f, echo, service) = echo_behind_layer().await;
 
     let response = send_bearer(service, &f.good_token()).await;
 
@@ -33,9 +44,7 @@ async fn a_valid_token_reaches_the_inner_service_with_its_claims() {
 
 #[tokio::test]
 async fn no_token_is_401_with_a_bare_challenge() {
-    let f = Fixture::new().await;
-    let echo = Echo::default();
-    let service = JwtAuthLayer::new(f.verifier.clone()).layer(echo.service());
+    let (f, echo, service) = echo_behind_layer().await;
 
     // No header, and a header of another scheme: RFC 6750 section 3.1 gives neither an
     // error code.
@@ -51,9 +60,7 @@ async fn no_token_is_401_with_a_bare_challenge() {
 
 #[tokio::test]
 async fn unusable_authorization_headers_are_400_invalid_request() {
-    let f = Fixture::new().await;
-    let echo = Echo::default();
-    let service = JwtAuthLayer::new(f.verifier.clone()).layer(echo.service());
+    let (f, echo, service) = echo_behind_layer().await;
     let token = f.good_token();
     let bearer = format!("Bearer {token}");
 
@@ -78,9 +85,7 @@ async fn unusable_authorization_headers_are_400_invalid_request() {
 
 #[tokio::test]
 async fn refused_tokens_are_401_invalid_token_with_the_reason_code() {
-    let f = Fixture::new().await;
-    let echo = Echo::default();
-    let service = JwtAuthLayer::new(f.verifier.clone()).layer(echo.service());
+    let (f, echo, service) = echo_behind_layer().await;
     let key = TestKey::shared_p256("k1");
     let t = now();
 
