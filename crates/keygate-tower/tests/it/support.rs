@@ -104,7 +104,8 @@ impl Echo {
     + Clone
     + Send
     + Sync
-    + 'static {
+    + 'static
+    + use<> {
         let calls = Arc::clone(&self.calls);
         service_fn(move |request: Request<String>| {
             calls.fetch_add(1, Ordering::SeqCst);
