@@ -581,10 +581,20 @@ mod tests {
 
     #[test]
     fn etag_comparison_is_weak() {
-        assert!(etag_matches("\"v1\"", "\"v1\""));
-        assert!(etag_matches("\"v1\"", "W/\"v1\""));
-        assert!(etag_matches("W/\"v1\"", "\"v0\", \"v1\""));
-        assert!(etag_matches("\"v1\"", "*"));
-        assert!(!etag_matches("\"v1\"", "\"v2\""));
+        // (the stub's ETag, the request's If-None-Match, whether they match)
+        let cases = [
+            ("\"v1\"", "\"v1\"", true),
+            ("\"v1\"", "W/\"v1\"", true),
+            ("W/\"v1\"", "\"v0\", \"v1\"", true),
+            ("\"v1\"", "*", true),
+            ("\"v1\"", "\"v2\"", false),
+        ];
+        for (etag, if_none_match, matches) in cases {
+            assert_eq!(
+                etag_matches(etag, if_none_match),
+                matches,
+                "{etag} against {if_none_match}"
+            );
+        }
     }
 }

@@ -70,6 +70,21 @@ fn peer_set(keys: &[&TestKey], fetched: i64) -> PublishedKeySet {
     PublishedKeySet::new(jwks(keys).to_string(), at(fetched), at(fetched + 300), None)
 }
 
+/// A rig whose IdP serves `k1` and that asks an exchange, offering nothing yet, before each
+/// fetch; the exchange is returned to script it.
+fn exchanging_rig() -> (Arc<TestExchange>, Rig) {
+    let exchange = Arc::new(TestExchange::default());
+    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
+    (exchange, rig)
+}
+
+/// [`exchanging_rig`] once a `k1` token verified, its keys fetched from the IdP.
+async fn exchanging_rig_after_k1() -> (Arc<TestExchange>, Rig) {
+    let (exchange, rig) = exchanging_rig();
+    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    (exchange, rig)
+}
+
 fn k1() -> &'static TestKey {
     TestKey::shared_p256("k1")
 }
@@ -130,9 +145,7 @@ async fn a_set_from_the_exchange_that_cannot_be_used_falls_back_to_the_issuer() 
 
 #[tokio::test]
 async fn a_set_no_newer_than_the_one_held_is_not_used() {
-    let exchange = Arc::new(TestExchange::default());
-    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
-    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    let (exchange, rig) = exchanging_rig_after_k1().await;
     rig.clock.advance(Duration::from_secs(10));
     exchange.offer(peer_set(&[k1(), k2()], 0));
     rig.verifier.refresh(&Rig::id()).await.unwrap();
@@ -143,8 +156,7 @@ async fn a_set_no_newer_than_the_one_held_is_not_used() {
 
 #[tokio::test]
 async fn fetched_is_called_once_per_fetch_from_the_issuer_and_never_for_adopted_sets() {
-    let exchange = Arc::new(TestExchange::default());
-    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
+    let (exchange, rig) = exchanging_rig();
     rig.idp.set_etag("\"v1\"");
     assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
     let published = exchange.published();
@@ -182,9 +194,7 @@ async fn fetched_is_called_once_per_fetch_from_the_issuer_and_never_for_adopted_
 
 #[tokio::test]
 async fn a_forced_refetch_looks_the_kid_up_in_the_set_from_the_exchange() {
-    let exchange = Arc::new(TestExchange::default());
-    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
-    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    let (exchange, rig) = exchanging_rig_after_k1().await;
     // A peer saw the rotation; this IdP would still answer with the old set.
     rig.clock.advance(Duration::from_secs(10));
     exchange.offer(peer_set(&[k1(), k2()], 5));
