@@ -197,6 +197,17 @@ impl StubIdp {
         Self::spawn(None).await
     }
 
+    /// Starts a plain-HTTP stub (see [`start`](Self::start)) that answers `path` with
+    /// `response` (see [`set_response`](Self::set_response)).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, or if binding fails.
+    pub async fn answering(path: &str, response: StubResponse) -> Self {
+        let idp = Self::start().await;
+        idp.set_response(path, response);
+        idp
+    }
+
     /// Starts an HTTPS stub on `127.0.0.1:0` with a fresh self-signed certificate for
     /// `localhost` and `127.0.0.1`; trust [`ca_cert_der`](Self::ca_cert_der) to talk to it.
     ///

@@ -583,11 +583,11 @@ async fn background_refresh_runs_ahead_of_expiry_without_any_request() {
 
 #[tokio::test]
 async fn slow_attempts_time_out_and_the_refresh_ends_by_its_deadline() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
+    let idp = StubIdp::answering(
         "/jwks",
         StubResponse::json(200, jwks(&[TestKey::shared_p256("k1")])).delay(Duration::from_secs(30)),
-    );
+    )
+    .await;
     let mut retry = fast_retry();
     retry.attempt_timeout = Duration::from_millis(150);
     retry.deadline = Duration::from_millis(400);
