@@ -160,6 +160,19 @@ pub(crate) fn challenge<B>(response: &Response<B>) -> Option<&str> {
         .map(|v| v.to_str().unwrap())
 }
 
+/// Asserts a 401 whose challenge is `invalid_token` with this reason code.
+pub(crate) fn assert_invalid_token<B>(response: &Response<B>, reason: &str) {
+    assert_unauthorized(
+        response,
+        &format!(r#"Bearer error="invalid_token", error_description="{reason}""#),
+    );
+}
+
+/// Asserts a 401 with this `WWW-Authenticate` challenge.
+pub(crate) fn assert_unauthorized<B>(response: &Response<B>, challenge: &str) {
+    assert_refused(response, StatusCode::UNAUTHORIZED, Some(challenge));
+}
+
 /// Asserts the status and the exact challenge of `response`.
 #[track_caller]
 pub(crate) fn assert_refused<B>(
