@@ -1,6 +1,7 @@
 //! Sharing key sets between replicas: sets from a key exchange instead of fetches, publishing
 //! what was fetched, adopting pushed sets, and handing sets over for a warm start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,11 +15,13 @@ use serde_json::json;
 
 use crate::memidp::{AUD, Rig, T0, exact_cache};
 
-/// Offers one set (once) and records what it is asked and handed.
+/// Offers a set (once, or every time) and records what it is asked (the fetch time of the
+/// set held, and the flush asked under) and handed. Shared with the flush tests.
 #[derive(Debug, Default)]
-struct TestExchange {
+pub(crate) struct TestExchange {
     offer: Mutex<Option<PublishedKeySet>>,
-    asked: Mutex<Vec<Option<SystemTime>>>,
+    offer_every_time: AtomicBool,
+    asked: Mutex<Vec<(Option<SystemTime>, Option<FlushId>)>>,
     published: Mutex<Vec<PublishedKeySet>>,
 }
 
@@ -29,12 +32,26 @@ impl TestExchange {
         exchange
     }
 
+    /// Offers `set` to the next fetch only.
     fn offer(&self, set: PublishedKeySet) {
         *self.offer.lock().unwrap() = Some(set);
     }
 
+    /// Offers `set` to every fetch from now on.
+    pub(crate) fn offer_every_time(&self, set: PublishedKeySet) {
+        self.offer_every_time.store(true, Ordering::SeqCst);
+        self.offer(set);
+    }
+
     fn asked(&self) -> Vec<Option<SystemTime>> {
-        self.asked.lock().unwrap().clone()
+        let asked = self.asked.lock().unwrap();
+        asked.iter().map(|(held, _)| *held).collect()
+    }
+
+    /// The flush each fetch asked under, in order.
+    pub(crate) fn asked_under(&self) -> Vec<Option<FlushId>> {
+        let asked = self.asked.lock().unwrap();
+        asked.iter().map(|(_, flush)| flush.clone()).collect()
     }
 
     fn published(&self) -> Vec<PublishedKeySet> {
@@ -47,10 +64,15 @@ impl KeyExchange for TestExchange {
         &'a self,
         _: &'a ProviderId,
         held: Option<SystemTime>,
-        _: Option<&'a FlushId>,
+        flush: Option<&'a FlushId>,
     ) -> BoxFuture<'a, Option<PublishedKeySet>> {
-        self.asked.lock().unwrap().push(held);
-        let offer = self.offer.lock().unwrap().take();
+        self.asked.lock().unwrap().push((held, flush.cloned()));
+        let mut offer = self.offer.lock().unwrap();
+        let offer = if self.offer_every_time.load(Ordering::SeqCst) {
+            offer.clone()
+        } else {
+            offer.take()
+        };
         Box::pin(async move { offer })
     }
 
@@ -222,12 +244,10 @@ async fn adopting_identical_keys_keeps_verified_tokens_and_pushes_the_next_refre
     assert_eq!(rig.status().expires_at, Some(at(500)));
 
     // Past the old refresh time: nothing. Past the adopted one (T0 + 470 s): one fetch.
-    rig.advance(80).await;
-    assert_eq!(rig.idp.requests(), 1);
-    rig.advance(185).await;
-    assert_eq!(rig.idp.requests(), 1);
-    rig.advance(10).await;
-    assert_eq!(rig.idp.requests(), 2);
+    for (secs, requests) in [(80, 1), (185, 1), (10, 2)] {
+        rig.advance(secs).await;
+        assert_eq!(rig.idp.requests(), requests, "{secs} s later");
+    }
 }
 
 #[tokio::test]
