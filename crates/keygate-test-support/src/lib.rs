@@ -6,6 +6,7 @@
 //! - [`TokenBuilder`]: mints compact JWS tokens, including deliberately broken ones.
 //! - [`StubIdp`]: a scriptable loopback HTTP(S) identity provider on port 0 that counts
 //!   requests.
+//! - [`loopback_fetcher`] and [`test_retry`]: fetch and retry settings fit for a stub IdP.
 //! - [`RedisServer`]: a private `redis-server` on a free port that a test can stop, wipe and
 //!   restart; [`TcpProxy`]: a loopback proxy a test can cut, to partition one client.
 //! - [`RedisNode`] and [`Sentinel`]: highly available Redis (TLS, replicas, Sentinel) whose
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod fetch;
 pub mod keys;
 pub mod proxy;
 pub mod redis;
@@ -25,6 +27,7 @@ pub mod stub;
 pub mod token;
 
 pub use clock::ManualClock;
+pub use fetch::{loopback_fetcher, test_retry};
 pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks, one_key_per_alg};
 pub use proxy::TcpProxy;
 pub use redis::RedisServer;

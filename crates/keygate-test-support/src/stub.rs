@@ -197,6 +197,17 @@ impl StubIdp {
         Self::spawn(None).await
     }
 
+    /// Starts a plain-HTTP stub (see [`start`](Self::start)) that answers `path` with
+    /// `response` (see [`set_response`](Self::set_response)).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, or if binding fails.
+    pub async fn answering(path: &str, response: StubResponse) -> Self {
+        let idp = Self::start().await;
+        idp.set_response(path, response);
+        idp
+    }
+
     /// Starts an HTTPS stub on `127.0.0.1:0` with a fresh self-signed certificate for
     /// `localhost` and `127.0.0.1`; trust [`ca_cert_der`](Self::ca_cert_der) to talk to it.
     ///
@@ -581,10 +592,20 @@ mod tests {
 
     #[test]
     fn etag_comparison_is_weak() {
-        assert!(etag_matches("\"v1\"", "\"v1\""));
-        assert!(etag_matches("\"v1\"", "W/\"v1\""));
-        assert!(etag_matches("W/\"v1\"", "\"v0\", \"v1\""));
-        assert!(etag_matches("\"v1\"", "*"));
-        assert!(!etag_matches("\"v1\"", "\"v2\""));
+        // (the stub's ETag, the request's If-None-Match, whether they match)
+        let cases = [
+            ("\"v1\"", "\"v1\"", true),
+            ("\"v1\"", "W/\"v1\"", true),
+            ("W/\"v1\"", "\"v0\", \"v1\"", true),
+            ("\"v1\"", "*", true),
+            ("\"v1\"", "\"v2\"", false),
+        ];
+        for (etag, if_none_match, matches) in cases {
+            assert_eq!(
+                etag_matches(etag, if_none_match),
+                matches,
+                "{etag} against {if_none_match}"
+            );
+        }
     }
 }

@@ -517,23 +517,15 @@ mod tests {
     #[test]
     fn builder_refuses_unsafe_or_broken_settings() {
         let base = || ProviderConfig::builder("t", "p", "https://issuer.example");
-        assert_eq!(base().build().unwrap_err().field, "audiences");
+        let refused = |builder: ProviderConfigBuilder| builder.build().unwrap_err().field;
+        assert_eq!(refused(base()), "audiences");
         assert!(base().dangerous_skip_audience_check().build().is_ok());
         assert_eq!(
-            base()
-                .audiences(["a"])
-                .jwks_uri("not a url")
-                .build()
-                .unwrap_err()
-                .field,
+            refused(base().audiences(["a"]).jwks_uri("not a url")),
             "jwks_uri"
         );
         assert_eq!(
-            ProviderConfig::builder("", "p", "i")
-                .audiences(["a"])
-                .build()
-                .unwrap_err()
-                .field,
+            refused(ProviderConfig::builder("", "p", "i").audiences(["a"])),
             "tenant"
         );
         let retry = RetrySettings {
@@ -541,12 +533,7 @@ mod tests {
             ..RetrySettings::default()
         };
         assert_eq!(
-            base()
-                .audiences(["a"])
-                .retry(retry)
-                .build()
-                .unwrap_err()
-                .field,
+            refused(base().audiences(["a"]).retry(retry)),
             "retry.attempts"
         );
         let cache = CacheSettings {
@@ -566,12 +553,7 @@ mod tests {
             ..RetrySettings::default()
         };
         assert_eq!(
-            base()
-                .audiences(["a"])
-                .retry(retry)
-                .build()
-                .unwrap_err()
-                .field,
+            refused(base().audiences(["a"]).retry(retry)),
             "retry.deadline"
         );
         let discovered = base().audiences(["a"]).build().unwrap();

@@ -312,13 +312,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_a_change_that_refuses_more_tokens_bumps_the_generation() {
+    /// Revocations of `jti` `j1` (until 2000), of `alice` of `acme` (tokens issued before
+    /// 1000, until `subject_until`) and of `kid` `k1` of `acme/idp` (until `kid_until`), and
+    /// that provider.
+    fn one_of_each(subject_until: i64, kid_until: i64) -> (Revocations, ProviderId) {
         let r = Revocations::new();
         let p = ProviderId::new("acme", "idp");
         r.revoke_jti("j1", 2_000);
-        r.revoke_subject("acme", "alice", 1_000, 5_000);
-        r.revoke_kid(&p, "k1", Some(3_000));
+        r.revoke_subject("acme", "alice", 1_000, subject_until);
+        r.revoke_kid(&p, "k1", Some(kid_until));
+        (r, p)
+    }
+
+    #[test]
+    fn only_a_change_that_refuses_more_tokens_bumps_the_generation() {
+        let (r, p) = one_of_each(5_000, 3_000);
         let g = r.generation();
         // Again, or longer: nothing newly refused, the verified-token cache stays.
         r.revoke_jti("j1", 9_000);
@@ -386,11 +394,7 @@ mod tests {
 
     #[test]
     fn prune_forgets_entries_once_nothing_they_cover_can_be_valid() {
-        let r = Revocations::new();
-        let p = ProviderId::new("acme", "idp");
-        r.revoke_jti("j1", 2_000);
-        r.revoke_subject("acme", "alice", 1_000, 3_000);
-        r.revoke_kid(&p, "k1", Some(4_000));
+        let (r, p) = one_of_each(3_000, 4_000);
         r.revoke_kid(&p, "k2", None);
         let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
         r.prune(at(2_000));

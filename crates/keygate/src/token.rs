@@ -278,8 +278,14 @@ struct Duplicate;
 
 /// The per-member behaviour of a strictly parsed JSON object.
 trait ObjectFields<'a>: Default {
+    /// The member names this type reads (at most 32); a name's index is its slot.
+    const MEMBERS: &'static [&'static str];
+
     /// The index (below 32) of a member name this type reads, for duplicate tracking.
-    fn slot(name: &str) -> Option<u32>;
+    fn slot(name: &str) -> Option<u32> {
+        let index = Self::MEMBERS.iter().position(|member| *member == name)?;
+        u32::try_from(index).ok()
+    }
 
     /// Reads the value of member `name` from `map`.
     fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error>;
@@ -424,6 +430,30 @@ macro_rules! other_json_types {
     };
 }
 
+/// Deserializes `$value` (borrowing from the input) from any JSON type through `$visitor`, a
+/// unit struct declared here whose `Visitor` expects `$expecting` and has the given methods.
+macro_rules! any_json_value {
+    ($value:ident, $visitor:ident, $expecting:literal, { $($methods:tt)* }) => {
+        impl<'de> de::Deserialize<'de> for $value<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any($visitor)
+            }
+        }
+
+        struct $visitor;
+
+        impl<'de> Visitor<'de> for $visitor {
+            type Value = $value<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($expecting)
+            }
+
+            $($methods)*
+        }
+    };
+}
+
 struct StrVisitor;
 
 impl<'de> Visitor<'de> for StrVisitor {
@@ -441,25 +471,11 @@ fn read_field<'a, A: MapAccess<'a>>(map: &mut A) -> Result<Field<'a>, A::Error> 
     map.next_value::<Field<'a>>()
 }
 
-impl<'de> de::Deserialize<'de> for Field<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FieldVisitor)
-    }
-}
-
-struct FieldVisitor;
-
-impl<'de> Visitor<'de> for FieldVisitor {
-    type Value = Field<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
+any_json_value!(Field, FieldVisitor, "any JSON value", {
     json_strings!(Field::Str);
 
     other_json_types!(Field::Other);
-}
+});
 
 #[derive(Default)]
 struct RawHeader<'a> {
@@ -475,23 +491,9 @@ struct RawHeader<'a> {
 }
 
 impl<'a> ObjectFields<'a> for RawHeader<'a> {
-    fn slot(name: &str) -> Option<u32> {
-        Some(match name {
-            "alg" => 0,
-            "kid" => 1,
-            "typ" => 2,
-            "cty" => 3,
-            "crit" => 4,
-            "enc" => 5,
-            "zip" => 6,
-            "b64" => 7,
-            "jwk" => 8,
-            "jku" => 9,
-            "x5u" => 10,
-            "x5c" => 11,
-            _ => return None,
-        })
-    }
+    const MEMBERS: &'static [&'static str] = &[
+        "alg", "kid", "typ", "cty", "crit", "enc", "zip", "b64", "jwk", "jku", "x5u", "x5c",
+    ];
 
     fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
@@ -533,18 +535,7 @@ impl<'a> ObjectFields<'a> for RawHeader<'a> {
 }
 
 impl<'a> ObjectFields<'a> for RegisteredClaims<'a> {
-    fn slot(name: &str) -> Option<u32> {
-        Some(match name {
-            "iss" => 0,
-            "sub" => 1,
-            "aud" => 2,
-            "exp" => 3,
-            "nbf" => 4,
-            "iat" => 5,
-            "jti" => 6,
-            _ => return None,
-        })
-    }
+    const MEMBERS: &'static [&'static str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
 
     fn field<A: MapAccess<'a>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
@@ -563,41 +554,32 @@ impl<'a> ObjectFields<'a> for RegisteredClaims<'a> {
     }
 }
 
-impl<'de> de::Deserialize<'de> for Audience<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(AudienceVisitor)
-    }
-}
+any_json_value!(
+    Audience,
+    AudienceVisitor,
+    "a string or an array of strings",
+    {
+        json_strings!(Audience::One);
 
-struct AudienceVisitor;
-
-impl<'de> Visitor<'de> for AudienceVisitor {
-    type Value = Audience<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or an array of strings")
-    }
-
-    json_strings!(Audience::One);
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut all = Vec::new();
-        let mut valid = true;
-        while let Some(item) = seq.next_element::<Field<'de>>()? {
-            match item {
-                Field::Str(s) => all.push(s),
-                Field::Other => valid = false,
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            let mut valid = true;
+            while let Some(item) = seq.next_element::<Field<'de>>()? {
+                match item {
+                    Field::Str(s) => all.push(s),
+                    Field::Other => valid = false,
+                }
             }
+            Ok(if valid {
+                Audience::Many(all)
+            } else {
+                Audience::Invalid
+            })
         }
-        Ok(if valid {
-            Audience::Many(all)
-        } else {
-            Audience::Invalid
-        })
-    }
 
-    other_json_types!(Audience::Invalid, no_seq);
-}
+        other_json_types!(Audience::Invalid, no_seq);
+    }
+);
 
 fn numeric_date(raw: &RawValue) -> NumericDate {
     let text = raw.get();

@@ -93,11 +93,11 @@ async fn serves_jwks_and_discovery_by_default() {
 
 #[tokio::test]
 async fn scripted_responses_and_counts() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
+    let idp = StubIdp::answering(
         "/jwks",
         StubResponse::status(503).header("retry-after", "7"),
-    );
+    )
+    .await;
     idp.push_response("/jwks", StubResponse::json(200, json!({"keys": [1]})));
     idp.push_response("/jwks", StubResponse::redirect(302, "/elsewhere"));
 
@@ -163,11 +163,11 @@ async fn default_jwks_revalidates_with_etag() {
 
 #[tokio::test]
 async fn delay_holds_the_response_but_counts_at_once() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
+    let idp = StubIdp::answering(
         "/slow",
         StubResponse::status(200).delay(Duration::from_millis(300)),
-    );
+    )
+    .await;
     let started = Instant::now();
     let pending = tokio::spawn({
         let idp = idp.clone();
@@ -183,21 +183,17 @@ async fn delay_holds_the_response_but_counts_at_once() {
 #[tokio::test]
 async fn streamed_bodies() {
     let idp = StubIdp::start().await;
-    idp.set_response(
-        "/huge",
-        StubResponse::status(200).body(StubBody::Huge(1_000_003)),
-    );
-    idp.set_response(
-        "/endless",
-        StubResponse::status(200).body(StubBody::Endless),
-    );
-    idp.set_response(
-        "/trickle",
-        StubResponse::status(200).body(StubBody::Trickle {
-            chunk: Bytes::from_static(b"{"),
-            interval: Duration::from_millis(100),
-        }),
-    );
+    let trickle = StubBody::Trickle {
+        chunk: Bytes::from_static(b"{"),
+        interval: Duration::from_millis(100),
+    };
+    for (path, body) in [
+        ("/huge", StubBody::Huge(1_000_003)),
+        ("/endless", StubBody::Endless),
+        ("/trickle", trickle),
+    ] {
+        idp.set_response(path, StubResponse::status(200).body(body));
+    }
 
     let (_, _, body) = get(&idp, "/huge", &[]).await;
     assert_eq!(body.len(), 1_000_003);
@@ -283,11 +279,11 @@ async fn stops_on_shutdown_and_on_last_drop() {
     reason = "measures real time while tokio's clock is paused and jumps ahead"
 )]
 async fn delay_follows_paused_tokio_time() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
+    let idp = StubIdp::answering(
         "/slow",
         StubResponse::status(204).delay(Duration::from_secs(3600)),
-    );
+    )
+    .await;
     let started = std::time::Instant::now();
     assert_eq!(get(&idp, "/slow", &[]).await.0, 204);
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -10,7 +10,7 @@ use keygate_tower::{Authenticated, Claims, JwtAuthLayer, RawClaims, Rejection};
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use crate::support::{Fixture, assert_refused};
+use crate::support::{Fixture, assert_unauthorized};
 
 #[derive(Deserialize)]
 struct User {
@@ -162,5 +162,5 @@ async fn the_layer_rejects_before_any_extractor_runs() {
 async fn a_rejection_is_an_axum_response() {
     use axum::response::IntoResponse;
     let response = Rejection::new(keygate_tower::RejectionKind::NotAuthenticated).into_response();
-    assert_refused(&response, StatusCode::UNAUTHORIZED, Some("Bearer"));
+    assert_unauthorized(&response, "Bearer");
 }

@@ -75,6 +75,16 @@ struct Reply {
     body: String,
 }
 
+impl Reply {
+    /// Asserts a refusal's status, its `WWW-Authenticate` challenge and the error code in its
+    /// body.
+    fn assert_refused(&self, status: StatusCode, challenge: Option<&str>, error: &str) {
+        assert_eq!(self.status, status);
+        assert_eq!(self.challenge.as_deref(), challenge);
+        assert_eq!(error_of(&self.body), error);
+    }
+}
+
 async fn call(addr: SocketAddr, method: reqwest::Method, path: &str, token: Option<&str>) -> Reply {
     let mut request = client().request(method, format!("http://{addr}{path}"));
     if let Some(token) = token {
@@ -114,17 +124,14 @@ async fn an_axum_server_authenticates_end_to_end() {
     assert_eq!(created.body, "note by 248289761001");
 
     let missing = call(addr, get.clone(), "/me", None).await;
-    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(missing.challenge.as_deref(), Some("Bearer"));
-    assert_eq!(error_of(&missing.body), "missing_token");
+    missing.assert_refused(StatusCode::UNAUTHORIZED, Some("Bearer"), "missing_token");
 
     let forbidden = call(addr, get.clone(), "/admin", Some(&token)).await;
-    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        forbidden.challenge.as_deref(),
-        Some(r#"Bearer error="insufficient_scope", scope="admin""#)
+    forbidden.assert_refused(
+        StatusCode::FORBIDDEN,
+        Some(r#"Bearer error="insufficient_scope", scope="admin""#),
+        "insufficient_scope",
     );
-    assert_eq!(error_of(&forbidden.body), "insufficient_scope");
 
     let t = now();
     let expired = f.token_with(TestKey::shared_p256("k1"), |b| {
@@ -133,12 +140,11 @@ async fn an_axum_server_authenticates_end_to_end() {
             .claim("nbf", json!(t - 1200))
     });
     let refused = call(addr, get.clone(), "/me", Some(&expired)).await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        refused.challenge.as_deref(),
-        Some(r#"Bearer error="invalid_token", error_description="expired""#)
+    refused.assert_refused(
+        StatusCode::UNAUTHORIZED,
+        Some(r#"Bearer error="invalid_token", error_description="expired""#),
+        "expired",
     );
-    assert_eq!(error_of(&refused.body), "expired");
     assert!(!refused.body.contains(&expired));
 
     let malformed = client()
@@ -162,7 +168,5 @@ async fn an_axum_server_answers_503_while_keys_are_unavailable() {
 
     let reply = call(addr, reqwest::Method::GET, "/me", Some(&f.good_token())).await;
 
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.challenge, None);
-    assert_eq!(error_of(&reply.body), "keys_unavailable");
+    reply.assert_refused(StatusCode::SERVICE_UNAVAILABLE, None, "keys_unavailable");
 }

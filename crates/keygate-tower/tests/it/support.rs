@@ -8,8 +8,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
-use keygate::{Clock as _, HttpFetcher, ProviderConfig, RetrySettings, SystemClock, Verifier};
-use keygate_test_support::{StubIdp, TestKey, TokenBuilder, jwks, typical_claims};
+use keygate::{Clock as _, HttpFetcher, ProviderConfig, SystemClock, Verifier};
+use keygate_test_support::{
+    StubIdp, TestKey, TokenBuilder, jwks, loopback_fetcher, test_retry, typical_claims,
+};
 use keygate_tower::Authenticated;
 use tower::{Service, ServiceExt, service_fn};
 
@@ -57,12 +59,13 @@ impl Fixture {
 
 /// The provider `acme/idp` for `idp`, with retries short enough for tests.
 pub(crate) fn provider(idp: &StubIdp) -> keygate::ProviderConfigBuilder {
-    let mut retry = RetrySettings::default();
-    retry.attempts = 2;
-    retry.base_delay = Duration::from_millis(5);
-    retry.max_delay = Duration::from_millis(10);
-    retry.attempt_timeout = Duration::from_secs(2);
-    retry.deadline = Duration::from_secs(4);
+    let retry = test_retry(
+        2,
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+    );
     ProviderConfig::builder("acme", "idp", idp.issuer())
         .jwks_uri(idp.jwks_url())
         .audiences([AUD])
@@ -70,13 +73,7 @@ pub(crate) fn provider(idp: &StubIdp) -> keygate::ProviderConfigBuilder {
 }
 
 pub(crate) fn fetcher() -> Arc<HttpFetcher> {
-    Arc::new(
-        HttpFetcher::builder()
-            .danger_allow_http_loopback(true)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
+    loopback_fetcher(Duration::from_secs(2))
 }
 
 pub(crate) fn now() -> i64 {
@@ -107,7 +104,8 @@ impl Echo {
     + Clone
     + Send
     + Sync
-    + 'static {
+    + 'static
+    + use<> {
         let calls = Arc::clone(&self.calls);
         service_fn(move |request: Request<String>| {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -160,6 +158,19 @@ pub(crate) fn challenge<B>(response: &Response<B>) -> Option<&str> {
         .headers()
         .get(WWW_AUTHENTICATE)
         .map(|v| v.to_str().unwrap())
+}
+
+/// Asserts a 401 whose challenge is `invalid_token` with this reason code.
+pub(crate) fn assert_invalid_token<B>(response: &Response<B>, reason: &str) {
+    assert_unauthorized(
+        response,
+        &format!(r#"Bearer error="invalid_token", error_description="{reason}""#),
+    );
+}
+
+/// Asserts a 401 with this `WWW-Authenticate` challenge.
+pub(crate) fn assert_unauthorized<B>(response: &Response<B>, challenge: &str) {
+    assert_refused(response, StatusCode::UNAUTHORIZED, Some(challenge));
 }
 
 /// Asserts the status and the exact challenge of `response`.

@@ -1,7 +1,6 @@
 use super::*;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheSettings, ProviderConfig};
-use crate::exchange::KeyExchange;
 use crate::exchange::PublishedKeySet;
 use crate::fetch::{Fetch, FetchError, FetchRequest, FetchResponse};
 use crate::provider::Provider;
@@ -82,19 +81,32 @@ fn ed25519_jwk(kid: &str) -> serde_json::Value {
     serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid})
 }
 
-fn provider_with(
-    cache: CacheSettings,
-    fetch: &Arc<ScriptedJwks>,
+/// A provider with a one-token refetch budget ([`one_token_budget`]) whose IdP serves `keys`,
+/// after its first refresh: the IdP, the provider and the keys that refresh installed.
+async fn refreshed(
+    keys: &[&serde_json::Value],
     clock: Arc<dyn Clock>,
-    exchange: Option<Arc<dyn KeyExchange>>,
-) -> Arc<Provider> {
+) -> (Arc<ScriptedJwks>, Arc<Provider>, Arc<Snapshot>) {
+    let fetch = Arc::new(ScriptedJwks::default());
+    fetch.serve(keys);
     let config = ProviderConfig::builder("t", "p", "https://issuer.test")
         .audiences(["x"])
         .jwks_uri("https://issuer.test/jwks")
-        .cache(cache)
+        .cache(one_token_budget())
         .build()
         .unwrap();
-    Provider::new(config, fetch.clone(), clock, exchange).unwrap()
+    let provider = Provider::new(config, fetch.clone(), clock, None).unwrap();
+    let keys = provider.refresh().await.unwrap();
+    (fetch, provider, keys)
+}
+
+/// The refetch a request that saw `seen` forces for `kid`, which runs and succeeds.
+async fn refetched(provider: &Arc<Provider>, kid: &str, seen: &Snapshot) -> Arc<Snapshot> {
+    provider
+        .forced_refresh(Some(kid), seen)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 fn one_token_budget() -> CacheSettings {
@@ -116,26 +128,15 @@ async fn settle() {
 #[tokio::test]
 async fn a_refetch_that_already_happened_is_not_paid_for_again() {
     let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
-    let fetch = Arc::new(ScriptedJwks::default());
-    fetch.serve(&[&a]);
-    let provider = provider_with(one_token_budget(), &fetch, Arc::new(SystemClock), None);
-    let old = provider.refresh().await.unwrap();
+    let (fetch, provider, old) = refreshed(&[&a], Arc::new(SystemClock)).await;
     // The IdP rotates; one request's forced refetch (the whole budget) finds the new key.
     fetch.serve(&[&a, &b]);
-    let new = provider
-        .forced_refresh(Some("b"), &old)
-        .await
-        .unwrap()
-        .unwrap();
+    let new = refetched(&provider, "b", &old).await;
     assert_ne!(new.generation, old.generation);
     assert_eq!(fetch.requests(), 2);
     // A request that looked at the old keys before that refetch landed gets the new ones,
     // although the budget is spent, and costs the IdP nothing.
-    let late = provider
-        .forced_refresh(Some("b"), &old)
-        .await
-        .unwrap()
-        .unwrap();
+    let late = refetched(&provider, "b", &old).await;
     assert_eq!(late.generation, new.generation);
     assert_eq!(fetch.requests(), 2);
     // A kid missing from the newest keys still gets no refetch without budget.
@@ -146,11 +147,8 @@ async fn a_refetch_that_already_happened_is_not_paid_for_again() {
 #[tokio::test]
 async fn a_refetch_begun_before_the_kid_was_asked_for_proves_nothing() {
     let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
-    let fetch = Arc::new(ScriptedJwks::default());
-    fetch.serve(&[&a]);
     let clock = Arc::new(SystemClock);
-    let provider = provider_with(one_token_budget(), &fetch, clock, None);
-    let old = provider.refresh().await.unwrap();
+    let (fetch, provider, old) = refreshed(&[&a], clock).await;
 
     // A refetch is under way, its request answered before the IdP rotates...
     fetch.gate.send_replace(false);
@@ -182,11 +180,8 @@ async fn a_refetch_begun_before_the_kid_was_asked_for_proves_nothing() {
 #[tokio::test]
 async fn without_budget_an_inconclusive_answer_is_neither_remembered_nor_final() {
     let (a, b) = (ed25519_jwk("a"), ed25519_jwk("b"));
-    let fetch = Arc::new(ScriptedJwks::default());
-    fetch.serve(&[&a]);
     let clock = Arc::new(TestClock(Mutex::new(t0())));
-    let provider = provider_with(one_token_budget(), &fetch, clock.clone(), None);
-    let old = provider.refresh().await.unwrap();
+    let (fetch, provider, old) = refreshed(&[&a], clock.clone()).await;
     // A kid the IdP's answer to our own refetch lacked: proven missing, remembered.
     let spent = provider.forced_refresh(Some("x"), &old).await.unwrap();
     assert!(!spent.unwrap().keys.has_kid("x"));
@@ -221,10 +216,7 @@ async fn without_budget_an_inconclusive_answer_is_neither_remembered_nor_final()
 #[tokio::test]
 async fn keys_that_changed_before_the_request_do_not_prove_a_kid_missing() {
     let (a, b, c) = (ed25519_jwk("a"), ed25519_jwk("b"), ed25519_jwk("c"));
-    let fetch = Arc::new(ScriptedJwks::default());
-    fetch.serve(&[&a]);
-    let provider = provider_with(one_token_budget(), &fetch, Arc::new(SystemClock), None);
-    let seen = provider.refresh().await.unwrap();
+    let (fetch, provider, seen) = refreshed(&[&a], Arc::new(SystemClock)).await;
     // Another refresh lands new keys (without "b") after the request looked at `seen`.
     fetch.serve(&[&a, &c]);
     let changed = provider.refresh().await.unwrap();
@@ -239,11 +231,8 @@ async fn keys_that_changed_before_the_request_do_not_prove_a_kid_missing() {
 #[tokio::test(start_paused = true)]
 async fn an_empty_bucket_defers_exactly_one_refetch_to_its_next_token() {
     let (a, new) = (ed25519_jwk("a"), ed25519_jwk("new"));
-    let fetch = Arc::new(ScriptedJwks::default());
-    fetch.serve(&[&a]);
     let clock = Arc::new(TestClock(Mutex::new(t0())));
-    let provider = provider_with(one_token_budget(), &fetch, clock.clone(), None);
-    let snap = provider.refresh().await.unwrap();
+    let (fetch, provider, snap) = refreshed(&[&a], clock.clone()).await;
     assert!(provider.forced_refresh(Some("x"), &snap).await.is_some());
     assert_eq!(fetch.requests(), 2);
     for kid in ["y", "z", "w"] {
@@ -284,11 +273,8 @@ async fn an_empty_bucket_defers_exactly_one_refetch_to_its_next_token() {
 #[tokio::test]
 async fn an_adopted_set_is_installed_once_and_reschedules_the_refresher() {
     let a = ed25519_jwk("a");
-    let fetch = Arc::new(ScriptedJwks::default());
-    fetch.serve(&[&a]);
     let clock = Arc::new(TestClock(Mutex::new(t0())));
-    let provider = provider_with(one_token_budget(), &fetch, clock.clone(), None);
-    let fetched = provider.refresh().await.unwrap();
+    let (fetch, provider, fetched) = refreshed(&[&a], clock.clone()).await;
     // Default TTL five minutes, refreshed 30 s ahead (no jitter).
     let first = lock(&provider.refresher.state).next_attempt_at;
     assert_eq!(first, t0() + Duration::from_secs(270));

@@ -231,6 +231,16 @@ fn signed_raw(header: &str, payload: &str, key: &TestKey, alg: Algorithm) -> Str
     format!("{input}.{}", b64url(&signature))
 }
 
+/// `payload` signed as it stands by the RSA key, under the header `{"alg":"RS256","kid":"atk-rsa"}`.
+fn rs256_raw(payload: &str) -> String {
+    signed_raw(
+        r#"{"alg":"RS256","kid":"atk-rsa"}"#,
+        payload,
+        rsa(),
+        Algorithm::RS256,
+    )
+}
+
 /// An HMAC token (HS256/384/512) over `header` and the standard claims, keyed with `secret`.
 fn hmac_token(alg: &str, header: &Value, secret: &[u8]) -> String {
     let algorithm = match alg {
@@ -341,27 +351,20 @@ fn algorithm_confusion() -> Vec<Attack> {
         "alg_not_allowed",
     ));
     // Across asymmetric families: the key's kty and pinned alg decide, not the header.
-    rows.push(attack(
-        "ES256 naming the RSA key",
-        TokenBuilder::new(p256())
-            .header("kid", json!(rsa().kid()))
+    let naming = |name: &str, signer: &TestKey, named: &TestKey| {
+        let token = TokenBuilder::new(signer)
+            .header("kid", json!(named.kid()))
             .claims(claims())
-            .sign(),
-        "key_alg_mismatch",
-    ));
+            .sign();
+        attack(name, token, "key_alg_mismatch")
+    };
+    rows.push(naming("ES256 naming the RSA key", p256(), rsa()));
     rows.push(attack(
         "PS256 under the RS256-pinned RSA key",
         genuine().alg(Algorithm::PS256).sign(),
         "key_alg_mismatch",
     ));
-    rows.push(attack(
-        "RS256 naming the P-256 key",
-        TokenBuilder::new(rsa())
-            .header("kid", json!(p256().kid()))
-            .claims(claims())
-            .sign(),
-        "key_alg_mismatch",
-    ));
+    rows.push(naming("RS256 naming the P-256 key", rsa(), p256()));
     for row in &mut rows {
         // Refused on the header alone, or after the first fetch for a cross-family kid.
         row.max_fetches = 1;
@@ -677,12 +680,7 @@ fn oversized_and_deep() -> Vec<Attack> {
         rows.push(
             attack(
                 format!("claim nested {depth} deep"),
-                signed_raw(
-                    r#"{"alg":"RS256","kid":"atk-rsa"}"#,
-                    &payload,
-                    rsa(),
-                    Algorithm::RS256,
-                ),
+                rs256_raw(&payload),
                 "malformed",
             )
             .limit(big)
@@ -691,12 +689,7 @@ fn oversized_and_deep() -> Vec<Attack> {
         rows.push(
             attack(
                 format!("payload that is an array nested {depth} deep"),
-                signed_raw(
-                    r#"{"alg":"RS256","kid":"atk-rsa"}"#,
-                    &deep,
-                    rsa(),
-                    Algorithm::RS256,
-                ),
+                rs256_raw(&deep),
                 "malformed",
             )
             .limit(big)
@@ -711,18 +704,9 @@ fn oversized_and_deep() -> Vec<Attack> {
     }
     wide.push('}');
     rows.push(
-        attack(
-            "20,000 distinct claims",
-            signed_raw(
-                r#"{"alg":"RS256","kid":"atk-rsa"}"#,
-                &wide,
-                rsa(),
-                Algorithm::RS256,
-            ),
-            "valid",
-        )
-        .limit(big)
-        .fetches(1),
+        attack("20,000 distinct claims", rs256_raw(&wide), "valid")
+            .limit(big)
+            .fetches(1),
     );
     rows
 }
@@ -756,17 +740,7 @@ fn duplicates() -> Vec<Attack> {
     let mut rows: Vec<Attack> = payloads
         .into_iter()
         .map(|(what, payload)| {
-            attack(
-                format!("payload: {what}"),
-                signed_raw(
-                    r#"{"alg":"RS256","kid":"atk-rsa"}"#,
-                    &payload,
-                    rsa(),
-                    Algorithm::RS256,
-                ),
-                "malformed",
-            )
-            .fetches(1)
+            attack(format!("payload: {what}"), rs256_raw(&payload), "malformed").fetches(1)
         })
         .collect();
     for header in [
@@ -820,17 +794,7 @@ fn numeric_dates() -> Vec<Attack> {
             let mut payload = Value::Object(claims).to_string();
             payload.pop();
             payload.push_str(&format!(r#","{claim}":{value}}}"#));
-            attack(
-                format!("{claim}: {value}"),
-                signed_raw(
-                    r#"{"alg":"RS256","kid":"atk-rsa"}"#,
-                    &payload,
-                    rsa(),
-                    Algorithm::RS256,
-                ),
-                reason,
-            )
-            .fetches(1)
+            attack(format!("{claim}: {value}"), rs256_raw(&payload), reason).fetches(1)
         })
         .collect()
 }

@@ -9,7 +9,8 @@ use keygate::{
     TtlPolicy, Verifier,
 };
 use keygate_test_support::{
-    ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, jwks, typical_claims,
+    ManualClock, StubBody, StubIdp, StubResponse, TestKey, TokenBuilder, jwks, loopback_fetcher,
+    test_retry, typical_claims,
 };
 use serde_json::json;
 
@@ -23,23 +24,17 @@ struct Fixture {
 }
 
 fn fast_retry() -> RetrySettings {
-    let mut r = RetrySettings::default();
-    r.attempts = 3;
-    r.base_delay = Duration::from_millis(5);
-    r.max_delay = Duration::from_millis(20);
-    r.attempt_timeout = Duration::from_secs(2);
-    r.deadline = Duration::from_secs(5);
-    r
+    test_retry(
+        3,
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
 }
 
 fn fetcher() -> Arc<HttpFetcher> {
-    Arc::new(
-        HttpFetcher::builder()
-            .danger_allow_http_loopback(true)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
+    loopback_fetcher(Duration::from_secs(2))
 }
 
 async fn fixture_with(cache: CacheSettings, discovery: bool) -> Fixture {
@@ -588,11 +583,11 @@ async fn background_refresh_runs_ahead_of_expiry_without_any_request() {
 
 #[tokio::test]
 async fn slow_attempts_time_out_and_the_refresh_ends_by_its_deadline() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
+    let idp = StubIdp::answering(
         "/jwks",
         StubResponse::json(200, jwks(&[TestKey::shared_p256("k1")])).delay(Duration::from_secs(30)),
-    );
+    )
+    .await;
     let mut retry = fast_retry();
     retry.attempt_timeout = Duration::from_millis(150);
     retry.deadline = Duration::from_millis(400);

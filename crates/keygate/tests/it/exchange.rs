@@ -1,6 +1,7 @@
 //! Sharing key sets between replicas: sets from a key exchange instead of fetches, publishing
 //! what was fetched, adopting pushed sets, and handing sets over for a warm start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,11 +15,13 @@ use serde_json::json;
 
 use crate::memidp::{AUD, Rig, T0, exact_cache};
 
-/// Offers one set (once) and records what it is asked and handed.
+/// Offers a set (once, or every time) and records what it is asked (the fetch time of the
+/// set held, and the flush asked under) and handed. Shared with the flush tests.
 #[derive(Debug, Default)]
-struct TestExchange {
+pub(crate) struct TestExchange {
     offer: Mutex<Option<PublishedKeySet>>,
-    asked: Mutex<Vec<Option<SystemTime>>>,
+    offer_every_time: AtomicBool,
+    asked: Mutex<Vec<(Option<SystemTime>, Option<FlushId>)>>,
     published: Mutex<Vec<PublishedKeySet>>,
 }
 
@@ -29,12 +32,26 @@ impl TestExchange {
         exchange
     }
 
+    /// Offers `set` to the next fetch only.
     fn offer(&self, set: PublishedKeySet) {
         *self.offer.lock().unwrap() = Some(set);
     }
 
+    /// Offers `set` to every fetch from now on.
+    pub(crate) fn offer_every_time(&self, set: PublishedKeySet) {
+        self.offer_every_time.store(true, Ordering::SeqCst);
+        self.offer(set);
+    }
+
     fn asked(&self) -> Vec<Option<SystemTime>> {
-        self.asked.lock().unwrap().clone()
+        let asked = self.asked.lock().unwrap();
+        asked.iter().map(|(held, _)| *held).collect()
+    }
+
+    /// The flush each fetch asked under, in order.
+    pub(crate) fn asked_under(&self) -> Vec<Option<FlushId>> {
+        let asked = self.asked.lock().unwrap();
+        asked.iter().map(|(_, flush)| flush.clone()).collect()
     }
 
     fn published(&self) -> Vec<PublishedKeySet> {
@@ -47,10 +64,15 @@ impl KeyExchange for TestExchange {
         &'a self,
         _: &'a ProviderId,
         held: Option<SystemTime>,
-        _: Option<&'a FlushId>,
+        flush: Option<&'a FlushId>,
     ) -> BoxFuture<'a, Option<PublishedKeySet>> {
-        self.asked.lock().unwrap().push(held);
-        let offer = self.offer.lock().unwrap().take();
+        self.asked.lock().unwrap().push((held, flush.cloned()));
+        let mut offer = self.offer.lock().unwrap();
+        let offer = if self.offer_every_time.load(Ordering::SeqCst) {
+            offer.clone()
+        } else {
+            offer.take()
+        };
         Box::pin(async move { offer })
     }
 
@@ -68,6 +90,21 @@ fn at(offset_secs: i64) -> SystemTime {
 /// A set of `keys` a peer fetched at `T0 + fetched` and holds fresh for five minutes.
 fn peer_set(keys: &[&TestKey], fetched: i64) -> PublishedKeySet {
     PublishedKeySet::new(jwks(keys).to_string(), at(fetched), at(fetched + 300), None)
+}
+
+/// A rig whose IdP serves `k1` and that asks an exchange, offering nothing yet, before each
+/// fetch; the exchange is returned to script it.
+fn exchanging_rig() -> (Arc<TestExchange>, Rig) {
+    let exchange = Arc::new(TestExchange::default());
+    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
+    (exchange, rig)
+}
+
+/// [`exchanging_rig`] once a `k1` token verified, its keys fetched from the IdP.
+async fn exchanging_rig_after_k1() -> (Arc<TestExchange>, Rig) {
+    let (exchange, rig) = exchanging_rig();
+    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    (exchange, rig)
 }
 
 fn k1() -> &'static TestKey {
@@ -130,9 +167,7 @@ async fn a_set_from_the_exchange_that_cannot_be_used_falls_back_to_the_issuer() 
 
 #[tokio::test]
 async fn a_set_no_newer_than_the_one_held_is_not_used() {
-    let exchange = Arc::new(TestExchange::default());
-    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
-    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    let (exchange, rig) = exchanging_rig_after_k1().await;
     rig.clock.advance(Duration::from_secs(10));
     exchange.offer(peer_set(&[k1(), k2()], 0));
     rig.verifier.refresh(&Rig::id()).await.unwrap();
@@ -143,8 +178,7 @@ async fn a_set_no_newer_than_the_one_held_is_not_used() {
 
 #[tokio::test]
 async fn fetched_is_called_once_per_fetch_from_the_issuer_and_never_for_adopted_sets() {
-    let exchange = Arc::new(TestExchange::default());
-    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
+    let (exchange, rig) = exchanging_rig();
     rig.idp.set_etag("\"v1\"");
     assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
     let published = exchange.published();
@@ -182,9 +216,7 @@ async fn fetched_is_called_once_per_fetch_from_the_issuer_and_never_for_adopted_
 
 #[tokio::test]
 async fn a_forced_refetch_looks_the_kid_up_in_the_set_from_the_exchange() {
-    let exchange = Arc::new(TestExchange::default());
-    let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
-    assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
+    let (exchange, rig) = exchanging_rig_after_k1().await;
     // A peer saw the rotation; this IdP would still answer with the old set.
     rig.clock.advance(Duration::from_secs(10));
     exchange.offer(peer_set(&[k1(), k2()], 5));
@@ -212,12 +244,10 @@ async fn adopting_identical_keys_keeps_verified_tokens_and_pushes_the_next_refre
     assert_eq!(rig.status().expires_at, Some(at(500)));
 
     // Past the old refresh time: nothing. Past the adopted one (T0 + 470 s): one fetch.
-    rig.advance(80).await;
-    assert_eq!(rig.idp.requests(), 1);
-    rig.advance(185).await;
-    assert_eq!(rig.idp.requests(), 1);
-    rig.advance(10).await;
-    assert_eq!(rig.idp.requests(), 2);
+    for (secs, requests) in [(80, 1), (185, 1), (10, 2)] {
+        rig.advance(secs).await;
+        assert_eq!(rig.idp.requests(), requests, "{secs} s later");
+    }
 }
 
 #[tokio::test]

@@ -115,11 +115,8 @@ async fn allow_list() {
 
 #[tokio::test]
 async fn non_success_statuses_are_responses_not_errors() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
-        "/jwks",
-        StubResponse::status(503).header("Retry-After", "7"),
-    );
+    let retry_later = StubResponse::status(503).header("Retry-After", "7");
+    let idp = StubIdp::answering("/jwks", retry_later).await;
     let fetcher = loopback().build().unwrap();
     let response = get(&fetcher, &idp.jwks_url()).await.unwrap();
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -318,11 +315,8 @@ async fn a_trickling_body_times_out_at_the_deadline() {
 
 #[tokio::test]
 async fn a_slow_response_times_out() {
-    let idp = StubIdp::start().await;
-    idp.set_response(
-        "/jwks",
-        StubResponse::status(200).delay(Duration::from_secs(30)),
-    );
+    let thirty_seconds_late = StubResponse::status(200).delay(Duration::from_secs(30));
+    let idp = StubIdp::answering("/jwks", thirty_seconds_late).await;
     let fetcher = loopback()
         .timeout(Duration::from_millis(300))
         .build()

@@ -1,14 +1,14 @@
 //! A flush: keys dropped at once, refetched at once, and nothing fetched before it (a fetch in
 //! flight, a peer's set, a replayed log entry) ever served after it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keygate::fetch::BoxFuture;
-use keygate::{FlushId, KeyExchange, ProviderId, ProviderState, PublishedKeySet};
+use keygate::{FlushId, ProviderId, ProviderState, PublishedKeySet};
 use keygate_test_support::{TestKey, jwks};
 use serde_json::json;
 
+use crate::exchange::TestExchange;
 use crate::memidp::{Rig, T0, exact_cache, settle};
 
 fn k1() -> &'static TestKey {
@@ -21,28 +21,6 @@ fn k2() -> &'static TestKey {
 
 fn at(offset_secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(T0 + offset_secs)
-}
-
-/// Offers whatever set it holds, every time, and records the flush it was asked under.
-#[derive(Debug, Default)]
-struct Offering {
-    offer: Mutex<Option<PublishedKeySet>>,
-    asked_under: Mutex<Vec<Option<FlushId>>>,
-}
-
-impl KeyExchange for Offering {
-    fn before_fetch<'a>(
-        &'a self,
-        _: &'a ProviderId,
-        _: Option<SystemTime>,
-        flush: Option<&'a FlushId>,
-    ) -> BoxFuture<'a, Option<PublishedKeySet>> {
-        self.asked_under.lock().unwrap().push(flush.cloned());
-        let offer = self.offer.lock().unwrap().clone();
-        Box::pin(async move { offer })
-    }
-
-    fn fetched(&self, _: &ProviderId, _: &PublishedKeySet) {}
 }
 
 #[tokio::test]
@@ -158,7 +136,7 @@ async fn a_replayed_flush_changes_nothing_and_a_new_one_refetches() {
 
 #[tokio::test]
 async fn sets_fetched_before_a_flush_are_neither_adopted_nor_taken_from_the_exchange() {
-    let exchange = Arc::new(Offering::default());
+    let exchange = Arc::new(TestExchange::default());
     let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
     assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
     let before = rig.verifier.key_sets().remove(0).1;
@@ -167,14 +145,11 @@ async fn sets_fetched_before_a_flush_are_neither_adopted_nor_taken_from_the_exch
     // A peer offers (and pushes) the set it fetched before the flush, with a later fetch
     // time than anything held: still refused.
     let stale = PublishedKeySet::new(jwks(&[k1()]).to_string(), at(5), at(300), None);
-    *exchange.offer.lock().unwrap() = Some(stale.clone());
+    exchange.offer_every_time(stale.clone());
     rig.idp.serve(&[k2()]);
     let flush = rig.verifier.flush(&Rig::id()).unwrap();
     settle().await;
-    assert_eq!(
-        exchange.asked_under.lock().unwrap().last(),
-        Some(&Some(flush.clone()))
-    );
+    assert_eq!(exchange.asked_under().last(), Some(&Some(flush.clone())));
     assert_eq!(
         rig.idp.requests(),
         2,
@@ -196,12 +171,12 @@ async fn sets_fetched_before_a_flush_are_neither_adopted_nor_taken_from_the_exch
 
 #[tokio::test]
 async fn a_flushed_provider_is_served_by_a_peer_set_fetched_after_the_flush() {
-    let exchange = Arc::new(Offering::default());
+    let exchange = Arc::new(TestExchange::default());
     let rig = Rig::new(&[k1()], exact_cache(), Some(exchange.clone()));
     assert_eq!(rig.reason(&rig.token(k1())).await, "valid");
     let flush = FlushId::new("cluster-flush-7").unwrap();
     rig.clock.advance(Duration::from_secs(1));
-    *exchange.offer.lock().unwrap() = Some(
+    exchange.offer_every_time(
         PublishedKeySet::new(jwks(&[k2()]).to_string(), at(1), at(300), None)
             .after_flush(Some(flush.clone())),
     );
