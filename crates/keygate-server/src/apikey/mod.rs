@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use aws_lc_rs::digest::{SHA256, digest};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -115,14 +116,19 @@ impl KeyRing {
     pub fn with_failure_limit(keys: Vec<ApiKey>, limit: FailureLimit) -> Self {
         KeyRing {
             inner: Arc::new(RingInner {
-                keys: keys.into_iter().map(Arc::new).collect(),
-                known: Mutex::new(HashMap::new()),
-                refused: Mutex::new(HashSet::new()),
+                keys: ArcSwap::from_pointee(Keys::new(keys)),
                 pbkdf2: Semaphore::new(1),
                 pbkdf2_checks: AtomicU64::new(0),
                 limiter: Limiter::new(limit),
             }),
         }
+    }
+
+    /// Replaces the keys (a configuration reload), in every clone of this ring at once. The
+    /// memory of known and refused secrets starts afresh with them; the failure counts per
+    /// address stay, so a reload does not lift a lockout.
+    pub fn replace_keys(&self, keys: Vec<ApiKey>) {
+        self.inner.keys.store(Arc::new(Keys::new(keys)));
     }
 
     /// The failure limit in force.
@@ -186,13 +192,13 @@ impl KeyRing {
     /// Whether the ring holds no key.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.inner.keys.is_empty()
+        self.inner.keys.load().keys.is_empty()
     }
 
     /// The number of keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.keys.len()
+        self.inner.keys.load().keys.len()
     }
 
     /// The key whose secret is `presented`, if any.
@@ -219,30 +225,42 @@ impl KeyRing {
         if presented.is_empty() || presented.len() > MAX_SECRET_BYTES || self.is_empty() {
             return Some(None);
         }
-        self.inner.remembered(&fingerprint(presented.as_bytes()))
+        self.inner
+            .keys
+            .load()
+            .remembered(&fingerprint(presented.as_bytes()))
     }
 
     /// Runs PBKDF2 for `presented` against every key and remembers the answer. The caller
     /// holds the PBKDF2 permit.
     async fn check(&self, presented: &str) -> Option<Arc<ApiKey>> {
         let fingerprint = fingerprint(presented.as_bytes());
+        // One set of keys throughout, even if a reload replaces them meanwhile: the answer is
+        // remembered in, and its index taken from, the set it was computed for.
+        let keys = self.inner.keys.load_full();
         // Whoever held the permit before may have just checked this very secret.
-        if let Some(answer) = self.inner.remembered(&fingerprint) {
+        if let Some(answer) = keys.remembered(&fingerprint) {
             return answer;
         }
         let inner = Arc::clone(&self.inner);
+        let checked = Arc::clone(&keys);
         let secret = presented.as_bytes().to_vec();
-        let found = tokio::task::spawn_blocking(move || inner.check_all(&secret))
-            .await
-            .ok()?;
-        self.inner.remember(fingerprint, found);
-        found.map(|index| Arc::clone(&self.inner.keys[index]))
+        let found = tokio::task::spawn_blocking(move || {
+            inner.pbkdf2_checks.fetch_add(1, Ordering::Relaxed);
+            checked.check_all(&secret)
+        })
+        .await
+        .ok()?;
+        keys.remember(fingerprint, found);
+        found.map(|index| Arc::clone(&keys.keys[index]))
     }
 }
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.inner.keys.iter()).finish()
+        f.debug_list()
+            .entries(self.inner.keys.load().keys.iter())
+            .finish()
     }
 }
 
@@ -256,12 +274,9 @@ const REFUSED_CAPACITY: usize = 4096;
 type Fingerprint = [u8; 32];
 
 struct RingInner {
-    keys: Box<[Arc<ApiKey>]>,
-    /// Digests of secrets that matched a key, and the key's index. At most one entry per
-    /// key: each key has exactly one secret.
-    known: Mutex<HashMap<Fingerprint, usize>>,
-    /// Digests of secrets that matched no key.
-    refused: Mutex<HashSet<Fingerprint>>,
+    /// The keys and what is remembered about secrets checked against them, replaced together
+    /// by a reload.
+    keys: ArcSwap<Keys>,
     /// One PBKDF2 check at a time.
     pbkdf2: Semaphore,
     /// How many secrets went through PBKDF2, for the tests of the caches.
@@ -270,7 +285,25 @@ struct RingInner {
     limiter: Limiter,
 }
 
-impl RingInner {
+/// One configuration's keys and the memory of secrets checked against exactly those keys.
+struct Keys {
+    keys: Box<[Arc<ApiKey>]>,
+    /// Digests of secrets that matched a key, and the key's index. At most one entry per
+    /// key: each key has exactly one secret.
+    known: Mutex<HashMap<Fingerprint, usize>>,
+    /// Digests of secrets that matched no key.
+    refused: Mutex<HashSet<Fingerprint>>,
+}
+
+impl Keys {
+    fn new(keys: Vec<ApiKey>) -> Keys {
+        Keys {
+            keys: keys.into_iter().map(Arc::new).collect(),
+            known: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashSet::new()),
+        }
+    }
+
     /// The cached answer for `fingerprint`: `Some(Some(key))` known, `Some(None)` refused,
     /// `None` never seen.
     fn remembered(&self, fingerprint: &Fingerprint) -> Option<Option<Arc<ApiKey>>> {
@@ -301,7 +334,6 @@ impl RingInner {
     /// The index of the first key `secret` matches. Every key is checked whatever the
     /// outcome, so the time taken is the same for a hit on the first key and a miss.
     fn check_all(&self, secret: &[u8]) -> Option<usize> {
-        self.pbkdf2_checks.fetch_add(1, Ordering::Relaxed);
         let mut found = None;
         for (index, key) in self.keys.iter().enumerate() {
             if key.hash.verify(secret) && found.is_none() {
