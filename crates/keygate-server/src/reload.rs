@@ -221,8 +221,14 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
         ("server.admin_listen", a.admin_listen != b.admin_listen),
         ("server.node_id", a.node_id != b.node_id),
         ("server.token_cache", a.token_cache != b.token_cache),
-        ("server.max_token_bytes", a.max_token_bytes != b.max_token_bytes),
-        ("server.shutdown_grace", a.shutdown_grace != b.shutdown_grace),
+        (
+            "server.max_token_bytes",
+            a.max_token_bytes != b.max_token_bytes,
+        ),
+        (
+            "server.shutdown_grace",
+            a.shutdown_grace != b.shutdown_grace,
+        ),
         (
             "server.header_read_timeout",
             a.header_read_timeout != b.header_read_timeout,
