@@ -48,7 +48,7 @@ fn verifier(clock: &Arc<ManualClock>, providers: Vec<ProviderConfig>) -> Verifie
 
 fn token(kid: &str, idp: &StubIdp, clock: &ManualClock) -> String {
     crate::support::token(
-        &TestKey::shared_p256(kid),
+        TestKey::shared_p256(kid),
         &idp.issuer(),
         AUD,
         clock.now_unix(),
