@@ -22,55 +22,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
-use utoipa::ToSchema;
 
-use crate::admin::RevocationPolicy;
+use crate::admin::{ProvidersReloaded, Reload, ReloadBody, ReloadError, RevocationPolicy};
 use crate::apikey::KeyRing;
 use crate::config::{ClusterBackend, Config, ConfigError, ProviderSpec};
 use crate::forward::ForwardSettings;
 use crate::node::Node;
-
-/// Why a reload changed nothing.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReloadError {
-    /// The server runs the embedded default: there is no file to read again.
-    #[error("no config file to reload: keygate was started without --config")]
-    NoFile,
-    /// The file does not validate (or its providers are refused); the key at fault is named
-    /// as at start-up.
-    #[error("{0}")]
-    Config(ConfigError),
-    /// The file changes a setting that only a restart applies.
-    #[error("{setting} changed: a restart is needed to apply it; nothing was reloaded")]
-    RestartRequired {
-        /// The setting, as a key of the file (`server.listen`, `cluster`, ...).
-        setting: &'static str,
-    },
-}
-
-/// What a reload did to the providers, by id (`tenant/name`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-pub struct ProvidersReloaded {
-    /// Newly configured: fetching their keys in the background.
-    pub added: Vec<String>,
-    /// No longer configured: stopped, their tokens refused.
-    pub removed: Vec<String>,
-    /// Configured differently: rebuilt, their keys fetched afresh.
-    pub changed: Vec<String>,
-    /// Configured as before: keys and verified tokens kept.
-    pub unchanged: Vec<String>,
-}
-
-/// The answer of a reload that applied a new file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-pub struct ReloadBody {
-    /// Always `true`: a refused reload answers with an error instead.
-    pub reloaded: bool,
-    /// What became of each provider.
-    pub providers: ProvidersReloaded,
-}
 
 /// Everything a reload changes, and the configuration in force.
 pub struct Reloader {
@@ -199,6 +156,12 @@ impl Reloader {
     }
 }
 
+impl Reload for Reloader {
+    fn reload(&self, via: &'static str) -> Result<ReloadBody, ReloadError> {
+        Reloader::reload(self, via)
+    }
+}
+
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reloader")
@@ -216,7 +179,7 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
         ClusterBackend::Local { state_file } => Some(state_file.clone()),
         ClusterBackend::Redis(_) => None,
     };
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 13] = [
         ("server.listen", a.listen != b.listen),
         ("server.admin_listen", a.admin_listen != b.admin_listen),
         ("server.node_id", a.node_id != b.node_id),
@@ -234,8 +197,12 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
             a.header_read_timeout != b.header_read_timeout,
         ),
         (
-            "admin.failure_limit",
-            running.admin.failure_limit != new.admin.failure_limit,
+            "admin.max_failures",
+            running.admin.failure_limit.max_failures != new.admin.failure_limit.max_failures,
+        ),
+        (
+            "admin.failure_window",
+            running.admin.failure_limit.window != new.admin.failure_limit.window,
         ),
         ("dev_issuer", running.dev_issuer != new.dev_issuer),
         (
@@ -251,4 +218,115 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
     checks
         .into_iter()
         .find_map(|(setting, changed)| changed.then_some(setting))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROVIDER: &str = "[[providers]]\ntenant = \"t\"\nname = \"p\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\n";
+    const REDIS: &str = "[cluster]\nbackend = \"redis\"\nredis_url = \"redis://r.internal/\"\n[[cluster.keys]]\nid = \"k1\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_and_the_rest_reloads() {
+        let base = parse(PROVIDER);
+        let cases: [(String, Option<&str>); 19] = [
+            (PROVIDER.to_owned(), None),
+            // Reloadable: providers, claim headers, tenant header, keys, revocations.
+            (
+                format!("{PROVIDER}claims_to_headers = {{ email = \"X-Auth-Email\" }}\n"),
+                None,
+            ),
+            (
+                format!(
+                    "{PROVIDER}[[providers]]\ntenant = \"u\"\nname = \"q\"\nissuer = \"https://j.example\"\naudiences = [\"b\"]\n"
+                ),
+                None,
+            ),
+            (
+                format!("[server]\ntenant_header = \"x-tenant\"\n{PROVIDER}"),
+                None,
+            ),
+            (
+                format!("{PROVIDER}[revocations]\nmax_token_lifetime = \"2h\"\n"),
+                None,
+            ),
+            // Written out as the default it already was: no change.
+            (
+                format!("{PROVIDER}[cluster]\nbackend = \"local\"\naccept_while_degraded = true\n"),
+                None,
+            ),
+            (
+                format!("[server]\nlisten = \"127.0.0.1:9\"\n{PROVIDER}"),
+                Some("server.listen"),
+            ),
+            (
+                format!("[server]\nadmin_listen = \"127.0.0.1:9\"\n{PROVIDER}"),
+                Some("server.admin_listen"),
+            ),
+            (
+                format!("[server]\nnode_id = \"other\"\n{PROVIDER}"),
+                Some("server.node_id"),
+            ),
+            (
+                format!("[server]\ntoken_cache = 7\n{PROVIDER}"),
+                Some("server.token_cache"),
+            ),
+            (
+                format!("[server]\nmax_token_bytes = 9000\n{PROVIDER}"),
+                Some("server.max_token_bytes"),
+            ),
+            (
+                format!("[server]\nshutdown_grace = \"1s\"\n{PROVIDER}"),
+                Some("server.shutdown_grace"),
+            ),
+            (
+                format!("[server]\nheader_read_timeout = \"1s\"\n{PROVIDER}"),
+                Some("server.header_read_timeout"),
+            ),
+            (
+                format!("{PROVIDER}[admin]\nmax_failures = 3\n"),
+                Some("admin.max_failures"),
+            ),
+            (
+                format!("{PROVIDER}[admin]\nfailure_window = \"5m\"\n"),
+                Some("admin.failure_window"),
+            ),
+            (
+                format!("{PROVIDER}[dev_issuer]\nlisten = \"127.0.0.1:0\"\n"),
+                Some("dev_issuer"),
+            ),
+            (
+                format!("{PROVIDER}[cluster]\naccept_while_degraded = false\n"),
+                Some("cluster.accept_while_degraded"),
+            ),
+            (
+                format!("{PROVIDER}[cluster]\nstate_file = \"/tmp/kg.jsonl\"\n"),
+                Some("cluster.state_file"),
+            ),
+            (format!("{PROVIDER}{REDIS}"), Some("cluster.state_file")),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(restart_required(&base, &parse(&text)), expected, "{text}");
+        }
+        // Between two Redis configurations, any change of the section needs a restart.
+        let redis = parse(&format!("{PROVIDER}{REDIS}"));
+        assert_eq!(restart_required(&redis, &redis.clone()), None);
+        for change in [
+            REDIS.replace("r.internal", "s.internal"),
+            REDIS.replace("[[cluster.keys]]", "prefix = \"other\"\n[[cluster.keys]]"),
+            REDIS.replace("0123456789abcdef0123", "fedcba98765432100123"),
+        ] {
+            let text = format!("{PROVIDER}{change}");
+            assert_eq!(
+                restart_required(&redis, &parse(&text)),
+                Some("cluster"),
+                "{text}"
+            );
+        }
+    }
 }

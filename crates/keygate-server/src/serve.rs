@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, Admin, RevocationPolicy};
+use crate::admin::{self, Admin, Reload, RevocationPolicy};
 use crate::apikey::KeyRing;
 use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
@@ -216,7 +216,7 @@ impl Server {
             Arc::clone(&admin.revocations),
             dev_provider,
         ));
-        admin.reloader = Some(Arc::clone(&reloader));
+        admin.reloader = Some(Arc::clone(&reloader) as Arc<dyn Reload>);
         Ok(Server {
             node,
             forward,

@@ -10,8 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::MAX_BODY_BYTES;
+use super::reload::ReloadError;
 use crate::apikey::Scope;
-use crate::reload::ReloadError;
 use keygate_cluster::BusError;
 
 /// Every error answer of the admin listener, whatever the path (404 and 405 included).

@@ -44,6 +44,7 @@ pub use dto::{
 pub(crate) use error::json_response;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::{ApiDoc, openapi_document};
+pub use reload::{ProvidersReloaded, Reload, ReloadBody, ReloadError};
 pub use revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationPolicy, RevocationRequest,
     RevocationView, RevokedBody, SubjectRevocation, parse_revocation,
@@ -51,7 +52,6 @@ pub use revocation::{
 
 use crate::apikey::KeyRing;
 use crate::node::Node;
-use crate::reload::Reloader;
 
 /// The largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -66,7 +66,7 @@ pub struct Admin {
     /// What revocation requests are checked against; a reload replaces it.
     pub revocations: Arc<ArcSwap<RevocationPolicy>>,
     /// What `POST /admin/v1/reload` calls; without one, the route answers 409.
-    pub reloader: Option<Arc<Reloader>>,
+    pub reloader: Option<Arc<dyn Reload>>,
     /// Turns `true` when the server starts shutting down; long-lived responses (the event
     /// stream) end then, so they do not hold the drain open.
     pub stopping: watch::Receiver<bool>,

@@ -10,12 +10,12 @@ use super::dto::{
     ActionBody, BusView, CountersView, HealthBody, KeysView, LastErrorView, NotReadyView,
     ProviderView, ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
 };
+use super::reload::{ProvidersReloaded, ReloadBody};
 use super::revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationRequest, RevocationView, RevokedBody,
     SubjectRevocation,
 };
 use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health, reload};
-use crate::reload::{ProvidersReloaded, ReloadBody};
 
 /// The OpenAPI document of the admin API.
 #[derive(OpenApi)]

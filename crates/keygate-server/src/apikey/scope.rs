@@ -20,7 +20,7 @@ pub enum Scope {
     /// Follow application events (`GET /admin/v1/events/stream`).
     EventsRead,
     /// Re-read and apply the config file (`POST /admin/v1/reload`). Never granted by
-    /// default: a key gets it only when named (`keygate admin new-key --scope config:reload`).
+    /// default: a key gets it only when named (`keygate admin new-key --scopes config:reload`).
     ConfigReload,
 }
 

@@ -136,9 +136,10 @@ pub struct Config {
     pub dev_issuer: Option<DevIssuerConfig>,
     /// How replicas share invalidations.
     pub cluster: ClusterConfig,
-    /// A digest of the `[cluster]` section as the file wrote it (defaults filled in), so a
-    /// reload can tell whether the bus settings changed: they cannot all be compared
-    /// directly (key rings, TLS material), and none can change without a restart.
+    /// A digest of the `[cluster]` section as the file wrote it (but `state_file` and
+    /// `accept_while_degraded`, compared by value), so a reload can tell whether the Redis
+    /// settings changed: they cannot all be compared directly (key rings, TLS material), and
+    /// none can change without a restart.
     pub(crate) cluster_digest: SectionDigest,
 }
 
@@ -372,9 +373,17 @@ impl FileConfig {
             providers::validate_all(self.providers, &server.tenant_header, dev_issuer.as_ref())?;
         let admin = self.admin.validate(env)?;
         let revocations = self.revocations.validate()?;
-        // Debug of the file's own shape: every key the section may hold, defaults filled in.
-        let cluster_digest = SectionDigest::of(&format!("{:?}", self.cluster));
-        let cluster = self.cluster.validate(env)?;
+        // Debug of the file's own shape: every key the section may hold. The two keys a local
+        // bus has are left out: a reload compares their validated values, so writing out a
+        // default is no change.
+        let mut file_cluster = self.cluster;
+        let local_keys = (
+            file_cluster.state_file.take(),
+            file_cluster.accept_while_degraded.take(),
+        );
+        let cluster_digest = SectionDigest::of(&format!("{file_cluster:?}"));
+        (file_cluster.state_file, file_cluster.accept_while_degraded) = local_keys;
+        let cluster = file_cluster.validate(env)?;
         Ok(Config {
             server,
             providers,

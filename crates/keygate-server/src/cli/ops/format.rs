@@ -6,9 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::admin::{RefreshBody, RevocationView, RevokedBody};
+use crate::admin::{RefreshBody, ReloadBody, RevocationView, RevokedBody};
 use crate::cli::escape_text as esc;
-use crate::reload::ReloadBody;
 
 /// `refreshed <tenant>/<provider>: <state>, kids <kids> (seq <n>)`.
 /// `reloaded: 1 added (acme/new), 1 removed (acme/old), 0 changed, 2 unchanged`.

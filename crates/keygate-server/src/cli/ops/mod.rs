@@ -29,11 +29,10 @@ use self::format::{
     StatusReply, refreshed_text, reloaded_text, revocation_table, revoked_text, status_text,
 };
 use crate::admin::{
-    ActionBody, JtiRevocation, KidRevocation, RefreshBody, RevocationList, RevocationRequest,
-    RevokedBody, SubjectRevocation,
+    ActionBody, JtiRevocation, KidRevocation, RefreshBody, ReloadBody, RevocationList,
+    RevocationRequest, RevokedBody, SubjectRevocation,
 };
 use crate::cli::escape_text as esc;
-use crate::reload::ReloadBody;
 
 /// The environment variable holding the admin API key.
 pub const ADMIN_KEY_ENV: &str = "KEYGATE_ADMIN_KEY";
