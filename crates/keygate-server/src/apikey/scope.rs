@@ -43,16 +43,16 @@ impl Scope {
         Scope::EventsRead,
     ];
 
-    /// Every scope: [`Scope::ALL`] and `config:reload`.
-    pub const EVERY: [Scope; 7] = [
-        Scope::JwksFlush,
-        Scope::JwksRefresh,
-        Scope::TokensRevoke,
-        Scope::StatusRead,
-        Scope::EventsPublish,
-        Scope::EventsRead,
-        Scope::ConfigReload,
-    ];
+    /// Every scope: [`Scope::ALL`], then `config:reload`.
+    pub const EVERY: [Scope; 7] = {
+        let mut every = [Scope::ConfigReload; 7];
+        let mut i = 0;
+        while i < Scope::ALL.len() {
+            every[i] = Scope::ALL[i];
+            i += 1;
+        }
+        every
+    };
 
     /// The scope's name in config files and on the command line, e.g. `jwks:flush`.
     #[must_use]

@@ -85,6 +85,17 @@ fn counter(metrics: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// `keygate_config_reloads_total` by result: (ok, error).
+fn reloads(metrics: &str) -> (Option<u64>, Option<u64>) {
+    let count = |result: &str| {
+        counter(
+            metrics,
+            &format!("keygate_config_reloads_total{{result=\"{result}\"}}"),
+        )
+    };
+    (count("ok"), count("error"))
+}
+
 fn status_of<'a>(
     statuses: &'a [keygate::ProviderStatus],
     name: &str,
@@ -183,15 +194,7 @@ async fn a_good_file_reloads_through_the_admin_api() {
     assert_eq!(header(&resp, "x-auth-reason"), Some("bad_audience"));
     assert!(b.requests("/jwks") > before);
 
-    let text = metrics(&server).await;
-    assert_eq!(
-        counter(&text, r#"keygate_config_reloads_total{result="ok"}"#),
-        Some(3)
-    );
-    assert_eq!(
-        counter(&text, r#"keygate_config_reloads_total{result="error"}"#),
-        Some(0)
-    );
+    assert_eq!(reloads(&metrics(&server).await), (Some(3), Some(0)));
     server.stop().await;
 }
 
@@ -258,10 +261,9 @@ async fn a_bad_file_or_a_restart_only_change_changes_nothing() {
             server.node.verifier().providers().collect::<Vec<_>>(),
             [ProviderId::new("acme", "main")]
         );
-        let text = metrics(&server).await;
         assert_eq!(
-            counter(&text, r#"keygate_config_reloads_total{result="error"}"#),
-            Some(i as u64 + 1)
+            reloads(&metrics(&server).await),
+            (Some(0), Some(i as u64 + 1))
         );
     }
     // The admin keys stayed too: the good file back in place reloads.
@@ -312,22 +314,23 @@ async fn without_a_config_file_there_is_nothing_to_reload() {
     let (status, body) = reload(&server, RELOADER_SECRET).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "no_config_file");
-    let text = metrics(&server).await;
-    assert_eq!(
-        counter(&text, r#"keygate_config_reloads_total{result="error"}"#),
-        Some(1)
-    );
+    assert_eq!(reloads(&metrics(&server).await), (Some(0), Some(1)));
     server.stop().await;
 }
 
-/// `keygate reload` against the admin API at `admin`, with `secret` as the key.
-fn keygate_reload(admin: &str, secret: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["reload", "--admin-url", &format!("http://{admin}")])
-        .env("KEYGATE_ADMIN_KEY", secret)
-        .env_remove("KEYGATE_ADMIN_URL")
-        .output()
-        .unwrap()
+/// `keygate reload` against the admin API at `admin`, with the reloader's key.
+async fn keygate_reload(admin: &str) -> std::process::Output {
+    let url = format!("http://{admin}");
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["reload", "--admin-url", &url])
+            .env("KEYGATE_ADMIN_KEY", RELOADER_SECRET)
+            .env_remove("KEYGATE_ADMIN_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -395,21 +398,11 @@ async fn sighup_and_the_cli_reload_a_serve_process_which_keeps_running() {
         .text()
         .await
         .unwrap();
-    assert_eq!(
-        counter(&metrics, r#"keygate_config_reloads_total{result="ok"}"#),
-        Some(1)
-    );
-    assert_eq!(
-        counter(&metrics, r#"keygate_config_reloads_total{result="error"}"#),
-        Some(1)
-    );
+    assert_eq!(reloads(&metrics), (Some(1), Some(1)));
 
     // `keygate reload`: the bad file is an error naming the key (exit 1), a good one says
     // what changed (exit 0).
-    let admin_addr = admin.clone();
-    let out = tokio::task::spawn_blocking(move || keygate_reload(&admin_addr, RELOADER_SECRET))
-        .await
-        .unwrap();
+    let out = keygate_reload(&admin).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -417,10 +410,7 @@ async fn sighup_and_the_cli_reload_a_serve_process_which_keeps_running() {
         "{stderr}"
     );
     write(&path, &config("", &[provider("second", &b, "")]));
-    let admin_addr = admin.clone();
-    let out = tokio::task::spawn_blocking(move || keygate_reload(&admin_addr, RELOADER_SECRET))
-        .await
-        .unwrap();
+    let out = keygate_reload(&admin).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(

@@ -32,7 +32,7 @@ fn fast_retry() -> RetrySettings {
     r
 }
 
-fn fetcher() -> Arc<HttpFetcher> {
+pub(crate) fn fetcher() -> Arc<HttpFetcher> {
     Arc::new(
         HttpFetcher::builder()
             .danger_allow_http_loopback(true)

@@ -3,23 +3,12 @@
 //! refetch, and a refused configuration changes nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use keygate::{HttpFetcher, ProviderConfig, ProviderId, Verifier};
 use keygate_test_support::{ManualClock, StubIdp, TestKey, jwks};
 
 const T0: u64 = 1_800_000_000;
 const AUD: &str = "api";
-
-fn fetcher() -> Arc<HttpFetcher> {
-    Arc::new(
-        HttpFetcher::builder()
-            .danger_allow_http_loopback(true)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
-}
 
 async fn idp(kid: &str) -> StubIdp {
     let idp = StubIdp::start().await;
@@ -38,7 +27,7 @@ fn provider(name: &str, idp: &StubIdp, aud: &str) -> ProviderConfig {
 fn verifier(clock: &Arc<ManualClock>, providers: Vec<ProviderConfig>) -> Verifier {
     let mut b = Verifier::builder()
         .clock(clock.clone())
-        .fetcher(fetcher())
+        .fetcher(crate::cache::fetcher())
         .token_cache(100);
     for p in providers {
         b = b.provider(p);
@@ -53,6 +42,16 @@ fn token(kid: &str, idp: &StubIdp, clock: &ManualClock) -> String {
         AUD,
         clock.now_unix(),
     )
+}
+
+/// A verifier of provider `acme/a` trusting `idp`, which has verified (and cached) one token
+/// signed by `ka`; and that token.
+async fn verified_once(idp: &StubIdp) -> (Verifier, String) {
+    let clock = Arc::new(ManualClock::at_unix(T0));
+    let v = verifier(&clock, vec![provider("a", idp, AUD)]);
+    let ta = token("ka", idp, &clock);
+    assert_eq!(crate::support::outcome(&v, &ta).await, "valid");
+    (v, ta)
 }
 
 fn ids(names: &[&str]) -> Vec<ProviderId> {
@@ -101,10 +100,7 @@ async fn unchanged_stays_added_verifies_removed_refuses() {
 #[tokio::test]
 async fn changed_provider_refetches_and_drops_its_tokens() {
     let a = idp("ka").await;
-    let clock = Arc::new(ManualClock::at_unix(T0));
-    let v = verifier(&clock, vec![provider("a", &a, AUD)]);
-    let ta = token("ka", &a, &clock);
-    assert_eq!(crate::support::outcome(&v, &ta).await, "valid");
+    let (v, ta) = verified_once(&a).await;
     assert_eq!(a.requests("/jwks"), 1);
 
     let report = v.reconfigure([provider("a", &a, "other")]).unwrap();
@@ -142,10 +138,7 @@ async fn a_fetcher_rebuilt_alike_is_unchanged_one_built_otherwise_is_not() {
 #[tokio::test]
 async fn a_refused_configuration_changes_nothing() {
     let a = idp("ka").await;
-    let clock = Arc::new(ManualClock::at_unix(T0));
-    let v = verifier(&clock, vec![provider("a", &a, AUD)]);
-    let ta = token("ka", &a, &clock);
-    assert_eq!(crate::support::outcome(&v, &ta).await, "valid");
+    let (v, ta) = verified_once(&a).await;
 
     let empty = v.reconfigure(Vec::new()).unwrap_err();
     assert_eq!(empty.field, "providers");
