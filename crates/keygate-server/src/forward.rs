@@ -128,7 +128,9 @@ enum Refusal {
 async fn verify(State(app): State<Arc<Forward>>, uri: Uri, headers: HeaderMap) -> Response {
     let started = tokio::time::Instant::now();
     // One load per request: a reload meanwhile does not change what this request is held to.
-    let settings = app.settings.load_full();
+    // A guard, not a clone, so requests on many cores do not contend for one reference count;
+    // a reload swapping meanwhile turns it into a full reference without waiting.
+    let settings = app.settings.load();
     let result = check(&app, &settings, &uri, &headers).await;
     let elapsed = started.elapsed();
     match result {
