@@ -25,7 +25,10 @@ use arc_swap::ArcSwap;
 
 use crate::admin::{ProvidersReloaded, Reload, ReloadBody, ReloadError, RevocationPolicy};
 use crate::apikey::KeyRing;
-use crate::config::{ClusterBackend, Config, ConfigError, ProviderSpec};
+use crate::config::{
+    AdminConfig, ClusterBackend, ClusterConfig, Config, ConfigError, ProviderSpec,
+    RevocationConfig, ServerConfig,
+};
 use crate::forward::ForwardSettings;
 use crate::node::Node;
 
@@ -172,48 +175,82 @@ impl std::fmt::Debug for Reloader {
 
 /// The first setting `new` changes that only a restart applies, if any: what was bound,
 /// built or joined once at start-up.
+///
+/// Every field of the configuration is named below, either checked or marked as reloaded, so
+/// a new setting does not compile until someone decides which it is: a setting that is
+/// neither would be accepted by a reload and silently not applied.
 #[must_use]
 pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> {
-    let (a, b) = (&running.server, &new.server);
-    let local_state = |c: &Config| match &c.cluster.backend {
+    let Config {
+        server,
+        // Reloaded: the verifier's providers and `/verify`'s claim headers and tenants.
+        providers: _,
+        admin,
+        // Reloaded: the revocation policy.
+        revocations: RevocationConfig {
+            max_token_lifetime: _,
+        },
+        dev_issuer,
+        cluster,
+        cluster_digest,
+    } = running;
+    let ServerConfig {
+        listen,
+        admin_listen,
+        shutdown_grace,
+        token_cache,
+        max_token_bytes,
+        // Reloaded with `/verify`'s settings.
+        tenant_header: _,
+        node_id,
+        header_read_timeout,
+    } = server;
+    let AdminConfig {
+        // Reloaded: the key ring's keys.
+        keys: _,
+        failure_limit,
+    } = admin;
+    let ClusterConfig {
+        backend,
+        accept_while_degraded,
+    } = cluster;
+    let (b, n) = (&new.server, &new.cluster);
+    let local_state = |backend: &ClusterBackend| match backend {
         ClusterBackend::Local { state_file } => Some(state_file.clone()),
         ClusterBackend::Redis(_) => None,
     };
     let checks: [(&'static str, bool); 13] = [
-        ("server.listen", a.listen != b.listen),
-        ("server.admin_listen", a.admin_listen != b.admin_listen),
-        ("server.node_id", a.node_id != b.node_id),
-        ("server.token_cache", a.token_cache != b.token_cache),
+        ("server.listen", *listen != b.listen),
+        ("server.admin_listen", *admin_listen != b.admin_listen),
+        ("server.node_id", *node_id != b.node_id),
+        ("server.token_cache", *token_cache != b.token_cache),
         (
             "server.max_token_bytes",
-            a.max_token_bytes != b.max_token_bytes,
+            *max_token_bytes != b.max_token_bytes,
         ),
-        (
-            "server.shutdown_grace",
-            a.shutdown_grace != b.shutdown_grace,
-        ),
+        ("server.shutdown_grace", *shutdown_grace != b.shutdown_grace),
         (
             "server.header_read_timeout",
-            a.header_read_timeout != b.header_read_timeout,
+            *header_read_timeout != b.header_read_timeout,
         ),
         (
             "admin.max_failures",
-            running.admin.failure_limit.max_failures != new.admin.failure_limit.max_failures,
+            failure_limit.max_failures != new.admin.failure_limit.max_failures,
         ),
         (
             "admin.failure_window",
-            running.admin.failure_limit.window != new.admin.failure_limit.window,
+            failure_limit.window != new.admin.failure_limit.window,
         ),
-        ("dev_issuer", running.dev_issuer != new.dev_issuer),
+        ("dev_issuer", *dev_issuer != new.dev_issuer),
         (
             "cluster.accept_while_degraded",
-            running.cluster.accept_while_degraded != new.cluster.accept_while_degraded,
+            *accept_while_degraded != n.accept_while_degraded,
         ),
         (
             "cluster.state_file",
-            local_state(running) != local_state(new),
+            local_state(backend) != local_state(&n.backend),
         ),
-        ("cluster", running.cluster_digest != new.cluster_digest),
+        ("cluster", *cluster_digest != new.cluster_digest),
     ];
     checks
         .into_iter()
