@@ -212,6 +212,12 @@ impl Refresher {
         self.shutdown.send_replace(());
     }
 
+    /// Whether the background task is running (it holds a receiver of `shutdown`).
+    #[cfg(test)]
+    pub(crate) fn background_running(&self) -> bool {
+        self.shutdown.receiver_count() > 0
+    }
+
     /// The last failure and the last flush applied, read together.
     pub(crate) fn failure_and_flush(
         &self,

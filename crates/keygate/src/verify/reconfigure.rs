@@ -181,3 +181,63 @@ impl Verifier {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use super::*;
+
+    fn url_provider(name: &str) -> ProviderConfig {
+        // Nothing listens there; these tests never fetch.
+        ProviderConfig::builder("t", name, format!("https://{name}.example"))
+            .jwks_uri(format!("https://{name}.example/jwks"))
+            .audiences(["api"])
+            .build()
+            .unwrap()
+    }
+
+    fn provider(v: &Verifier, name: &str) -> Arc<Provider> {
+        let registry = v.inner.registry.load();
+        let p = registry.providers.iter().find(|p| p.id.name() == name);
+        Arc::clone(p.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_removed_provider_stops_its_refresher_even_while_held() {
+        let v = Verifier::builder()
+            .provider(url_provider("a"))
+            .provider(url_provider("b"))
+            .build()
+            .unwrap();
+        let (a, b) = (provider(&v, "a"), provider(&v, "b"));
+        a.ensure_background();
+        b.ensure_background();
+        assert!(a.refresher.background_running() && b.refresher.background_running());
+        let weak_b: Weak<Provider> = Arc::downgrade(&b);
+        drop(b);
+
+        // `a` is held, as by a verification that began before; it stops all the same.
+        let report = v.reconfigure([url_provider("b")]).unwrap();
+        assert_eq!(report.removed, [ProviderId::new("t", "a")]);
+        assert_eq!(report.unchanged, [ProviderId::new("t", "b")]);
+        let stopped = async {
+            while a.refresher.background_running() {
+                tokio::task::yield_now().await;
+            }
+        };
+        // A bound so that a refresher that never stops fails the test instead of hanging it.
+        tokio::time::timeout(std::time::Duration::from_secs(30), stopped)
+            .await
+            .expect("the removed provider's refresher stops");
+        // The kept provider is the same object, still refreshing.
+        let kept = weak_b.upgrade().expect("`b` is kept");
+        assert!(Arc::ptr_eq(&kept, &provider(&v, "b")));
+        assert!(kept.refresher.background_running());
+
+        // Dropped: nothing but its task held it.
+        let weak_a = Arc::downgrade(&a);
+        drop(a);
+        assert!(weak_a.upgrade().is_none());
+    }
+}

@@ -3,6 +3,7 @@
 //! refetch, and a refused configuration changes nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use keygate::{HttpFetcher, ProviderConfig, ProviderId, Verifier};
 use keygate_test_support::{ManualClock, StubIdp, TestKey, jwks};
@@ -162,4 +163,51 @@ async fn a_refused_configuration_changes_nothing() {
     assert_eq!(v.cached_tokens(), 1);
     assert_eq!(crate::support::outcome(&v, &ta).await, "valid");
     assert_eq!(a.requests("/jwks"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifications_during_reconfigurations_see_one_set_of_providers() {
+    let (a, b) = (idp("ka").await, idp("kb").await);
+    let clock = Arc::new(ManualClock::at_unix(T0));
+    let v = verifier(&clock, vec![provider("a", &a, AUD), provider("b", &b, AUD)]);
+    let (ta, tb) = (token("ka", &a, &clock), token("kb", &b, &clock));
+    v.warm_up().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let verifying = {
+        let (v, stop, rounds) = (v.clone(), Arc::clone(&stop), Arc::clone(&rounds));
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                // `a` is always configured: always valid, from the cache or not.
+                assert_eq!(crate::support::outcome(&v, &ta).await, "valid");
+                seen.insert(crate::support::outcome(&v, &tb).await);
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+            seen
+        })
+    };
+    // `b` comes and goes, at another index each time, while `a` stays.
+    for round in 0..200 {
+        let configs = if round % 2 == 0 {
+            vec![provider("a", &a, AUD)]
+        } else {
+            vec![provider("b", &b, AUD), provider("a", &a, AUD)]
+        };
+        let before = rounds.load(Ordering::Relaxed);
+        v.reconfigure(configs).unwrap();
+        // Verifications run between any two reconfigurations.
+        while rounds.load(Ordering::Relaxed) == before {
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = verifying.await.unwrap();
+    // `b`'s token is valid (configured) or refused as from an unknown issuer, nothing else.
+    assert!(
+        seen.iter().all(|o| ["valid", "bad_issuer"].contains(o)),
+        "{seen:?}"
+    );
+    assert!(seen.contains("bad_issuer"), "{seen:?}");
+    assert_eq!(a.requests("/jwks"), 1, "`a` was never refetched");
 }
