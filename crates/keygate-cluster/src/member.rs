@@ -143,8 +143,7 @@ impl Member {
         let stale: Vec<ProviderId> = self
             .verifier
             .providers()
-            .filter(|id| !adopted.contains(*id))
-            .cloned()
+            .filter(|id| !adopted.contains(id))
             .collect();
         if stale.is_empty() {
             return;

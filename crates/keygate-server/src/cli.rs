@@ -56,6 +56,8 @@ pub enum Command {
     Revoke(ops::RevokeArgs),
     /// Show providers, their keys and the bus.
     Status(ops::StatusArgs),
+    /// Make the sidecar re-read its config file and apply it without a restart.
+    Reload(ops::ReloadArgs),
     /// Admin API keys: hash a secret, generate a new key.
     #[command(subcommand)]
     Admin(keys::AdminCommand),
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Refresh(args) => ops::refresh(&args),
         Command::Revoke(args) => ops::revoke(&args),
         Command::Status(args) => ops::status(&args),
+        Command::Reload(args) => ops::reload(&args),
         Command::Admin(cmd) => keys::run(&cmd),
         Command::Dev(cmd) => dev::run(&cmd),
     }

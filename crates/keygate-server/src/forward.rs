@@ -20,10 +20,15 @@
 //! - 503 when the provider's keys cannot be obtained (nothing was verified either way).
 //!
 //! Every refusal becomes a response in one function, `refusal_response`.
+//!
+//! What a configuration reload changes here ([`ForwardSettings`]: claim headers, tenants,
+//! tenant header) sits behind one `ArcSwap`, loaded once per request: a request is answered
+//! wholly under the old settings or wholly under the new ones.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -35,6 +40,7 @@ use keygate::{ProviderId, ReasonClass, VerifiedToken, VerifyError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
+use crate::config::ProviderSpec;
 use crate::metrics::VerifyOutcome;
 use crate::node::Node;
 
@@ -53,17 +59,45 @@ pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-auth-provider
 const MAX_HEADER_VALUE: usize = 4096;
 
 /// What `/verify` needs: the node (its verifier, counters and bus state) and the settings
-/// of the endpoint.
+/// of the endpoint, which a reload replaces.
 #[derive(Debug)]
 pub struct Forward {
     /// The node whose verifier answers.
     pub node: Arc<Node>,
+    /// The settings in force; the reloader swaps in new ones.
+    pub settings: Arc<ArcSwap<ForwardSettings>>,
+}
+
+/// The settings of `/verify` that come from the configuration file and reload with it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ForwardSettings {
     /// `claims_to_headers` per provider.
     pub claim_headers: HashMap<ProviderId, Vec<(String, HeaderName)>>,
     /// Every configured tenant.
     pub tenants: HashSet<String>,
     /// The request header that narrows `/verify` to a tenant.
     pub tenant_header: HeaderName,
+}
+
+impl ForwardSettings {
+    /// The settings of `config`'s providers (`providers` as the verifier has them, the
+    /// development issuer's included) and its `[server]` section.
+    #[must_use]
+    pub fn new(providers: &[ProviderSpec], tenant_header: HeaderName) -> ForwardSettings {
+        let mut claim_headers = HashMap::new();
+        let mut tenants = HashSet::new();
+        for spec in providers {
+            let id = ProviderId::new(spec.config.tenant(), spec.config.name());
+            tenants.insert(id.tenant().to_owned());
+            claim_headers.insert(id, spec.claims_to_headers.clone());
+        }
+        ForwardSettings {
+            claim_headers,
+            tenants,
+            tenant_header,
+        }
+    }
 }
 
 /// The router for the verification listener.
@@ -93,14 +127,18 @@ enum Refusal {
 
 async fn verify(State(app): State<Arc<Forward>>, uri: Uri, headers: HeaderMap) -> Response {
     let started = tokio::time::Instant::now();
-    let result = check(&app, &uri, &headers).await;
+    // One load per request: a reload meanwhile does not change what this request is held to.
+    // A guard, not a clone, so requests on many cores do not contend for one reference count;
+    // a reload swapping meanwhile turns it into a full reference without waiting.
+    let settings = app.settings.load();
+    let result = check(&app, &settings, &uri, &headers).await;
     let elapsed = started.elapsed();
     match result {
         Ok(token) => {
             app.node
                 .metrics()
                 .observe_verification(VerifyOutcome::Valid, elapsed);
-            granted(&app, &token)
+            granted(&settings, &token)
         }
         Err(refusal) => {
             let outcome = match &refusal {
@@ -118,6 +156,7 @@ async fn verify(State(app): State<Arc<Forward>>, uri: Uri, headers: HeaderMap) -
 
 async fn check(
     app: &Forward,
+    settings: &ForwardSettings,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
@@ -129,8 +168,8 @@ async fn check(
         .path()
         .strip_prefix("/verify/")
         .and_then(|rest| rest.split('/').next())
-        .filter(|seg| app.tenants.contains(*seg));
-    let header_tenant = match headers.get(&app.tenant_header) {
+        .filter(|seg| settings.tenants.contains(*seg));
+    let header_tenant = match headers.get(&settings.tenant_header) {
         Some(v) => Some(v.to_str().map_err(|_| Refusal::InvalidRequest)?),
         None => None,
     };
@@ -158,7 +197,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     })
 }
 
-fn granted(app: &Forward, token: &VerifiedToken) -> Response {
+fn granted(app: &ForwardSettings, token: &VerifiedToken) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, HeaderValue::from_static("ok"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

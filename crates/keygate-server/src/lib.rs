@@ -12,6 +12,7 @@
 //!   way to change it, `Node::invalidate`: apply here, publish to the others.
 //! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener;
 //!   [`admin::events`]: application events, published and followed as server-sent events.
+//! - [`reload`]: reloading the config file without a restart (SIGHUP, the admin API).
 //! - [`apikey`]: hashed, scoped admin API keys.
 //! - [`metrics`]: Prometheus counters and their text rendering.
 //! - [`dev_issuer`]: the embedded development issuer of `keygate serve` with no config.
@@ -26,4 +27,5 @@ pub mod dev_issuer;
 pub mod forward;
 pub mod metrics;
 pub mod node;
+pub mod reload;
 pub mod serve;

@@ -7,24 +7,25 @@
 //! `shutdown_grace` to finish, stops the background tasks and drops the verifier, which stops
 //! its refreshers.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate::{Clock as _, ProviderId, Revocations, SystemClock, Verifier};
+use arc_swap::ArcSwap;
+use keygate::{Clock as _, Revocations, SystemClock, Verifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, Admin, RevocationPolicy};
+use crate::admin::{self, Admin, Reload, RevocationPolicy};
 use crate::apikey::KeyRing;
 use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
-use crate::forward::{self, Forward};
+use crate::forward::{self, Forward, ForwardSettings};
 use crate::node::Node;
+use crate::reload::Reloader;
 use keygate_cluster::redis::RedisBus;
 use keygate_cluster::{Apply, Bus, LocalBus};
 
@@ -104,6 +105,7 @@ pub struct Server {
     grace: Duration,
     header_timeout: Duration,
     stop: watch::Sender<bool>,
+    reloader: Arc<Reloader>,
 }
 
 impl Server {
@@ -123,12 +125,15 @@ impl Server {
     pub fn with_listeners(config: Config, listeners: Listeners) -> Result<Server, ServeError> {
         let mut providers: Vec<ProviderSpec> = Vec::new();
         let mut dev_issuer = None;
+        let mut dev_provider = None;
         if let (Some(dev), Some(listener)) = (&config.dev_issuer, &listeners.dev_issuer) {
             let addr = local_addr(listener, "dev_issuer.listen")?;
             let issuer_url = format!("http://{addr}");
             let issuer = DevIssuer::new(&issuer_url, &dev.audience)
                 .map_err(|e| ServeError::DevIssuer(e.to_string()))?;
-            providers.push(config::dev_provider(dev, &issuer_url)?);
+            let spec = config::dev_provider(dev, &issuer_url)?;
+            providers.push(spec.clone());
+            dev_provider = Some(spec);
             dev_issuer = Some(issuer);
         }
         providers.extend(config.providers.iter().cloned());
@@ -171,12 +176,8 @@ impl Server {
         if let Some(exchange) = exchange {
             builder = builder.key_exchange(exchange);
         }
-        let mut claim_headers = HashMap::new();
-        let mut tenants = HashSet::new();
+        let settings = ForwardSettings::new(&providers, config.server.tenant_header.clone());
         for spec in providers {
-            let id = ProviderId::new(spec.config.tenant(), spec.config.name());
-            tenants.insert(id.tenant().to_owned());
-            claim_headers.insert(id, spec.claims_to_headers);
             builder = builder.provider(spec.config);
         }
         let verifier = builder.build().map_err(|e| config::ConfigError {
@@ -194,31 +195,46 @@ impl Server {
             origin,
             config.cluster.accept_while_degraded,
         ));
+        let revocation_policy = RevocationPolicy {
+            tenants: settings.tenants.clone(),
+            max_token_lifetime: config.revocations.max_token_lifetime,
+        };
         let forward = Forward {
             node: Arc::clone(&node),
-            claim_headers,
-            tenants: tenants.clone(),
-            tenant_header: config.server.tenant_header.clone(),
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
         };
-        let admin = Admin::new(
+        let keys =
+            KeyRing::with_failure_limit(config.admin.keys.clone(), config.admin.failure_limit);
+        let mut admin = Admin::new(Arc::clone(&node), keys.clone(), revocation_policy, stop_rx);
+        let grace = config.server.shutdown_grace;
+        let header_timeout = config.server.header_read_timeout;
+        let reloader = Arc::new(Reloader::new(
+            config,
             Arc::clone(&node),
-            KeyRing::with_failure_limit(config.admin.keys.clone(), config.admin.failure_limit),
-            RevocationPolicy {
-                tenants,
-                max_token_lifetime: config.revocations.max_token_lifetime,
-            },
-            stop_rx,
-        );
+            Arc::clone(&forward.settings),
+            keys,
+            Arc::clone(&admin.revocations),
+            dev_provider,
+        ));
+        admin.reloader = Some(Arc::clone(&reloader) as Arc<dyn Reload>);
         Ok(Server {
             node,
             forward,
             admin,
             listeners,
             dev_issuer,
-            grace: config.server.shutdown_grace,
-            header_timeout: config.server.header_read_timeout,
+            grace,
+            header_timeout,
             stop: stop_tx,
+            reloader,
         })
+    }
+
+    /// What reloads the configuration (SIGHUP, `POST /admin/v1/reload`). Name the file it
+    /// reads with [`Reloader::set_file`]; without one a reload is refused.
+    #[must_use]
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
     }
 
     /// The address of `/verify`.
@@ -266,6 +282,7 @@ impl Server {
             grace,
             header_timeout,
             stop: stop_tx,
+            reloader: _,
         } = self;
         let stop_rx = admin.stopping.clone();
         let stopped = move || {

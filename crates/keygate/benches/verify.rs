@@ -342,7 +342,7 @@ fn cold(c: &mut Criterion) {
         let token = TokenBuilder::new(key)
             .claims(typical_claims(&idp.issuer(), AUDIENCE, now))
             .sign();
-        let id = verifier.providers().next().unwrap().clone();
+        let id = verifier.providers().next().unwrap();
         // The stub lives as long as the runtime's tasks; leak the handle so it keeps serving.
         std::mem::forget(idp);
         (verifier, token, id)

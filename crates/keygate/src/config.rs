@@ -234,6 +234,47 @@ impl ProviderConfig {
     }
 }
 
+impl ProviderConfig {
+    /// Whether `other` configures this provider exactly as `self` does, so that a
+    /// reconfigured verifier may keep the provider's keys, refresher and verified tokens.
+    /// Fetchers count as equal when they are the same object or report equal
+    /// [`Fetch::settings`].
+    pub(crate) fn same_settings(&self, other: &ProviderConfig) -> bool {
+        let same_fetcher = match (&self.fetcher, &other.fetcher) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+                    || a.settings().is_some_and(|s| Some(s) == b.settings())
+            }
+            _ => false,
+        };
+        self.id == other.id
+            && self.issuer == other.issuer
+            && self.source.same_as(&other.source)
+            && self.audiences == other.audiences
+            && self.algorithms == other.algorithms
+            && self.leeway == other.leeway
+            && self.require_exp == other.require_exp
+            && self.required_typ == other.required_typ
+            && self.refuse_embedded_keys == other.refuse_embedded_keys
+            && self.cache == other.cache
+            && self.retry == other.retry
+            && same_fetcher
+    }
+}
+
+impl KeySource {
+    fn same_as(&self, other: &KeySource) -> bool {
+        match (self, other) {
+            (KeySource::Url(a), KeySource::Url(b))
+            | (KeySource::Discovery(a), KeySource::Discovery(b)) => a == b,
+            (KeySource::Urls(a), KeySource::Urls(b)) => a == b,
+            (KeySource::Static(a), KeySource::Static(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 /// Builds a [`ProviderConfig`].
 #[derive(Debug, Clone)]
 #[must_use]

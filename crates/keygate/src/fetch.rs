@@ -58,6 +58,17 @@ pub trait Fetch: Send + Sync + fmt::Debug + 'static {
     /// A [`FetchError`] when the request could not complete within the fetcher's limits.
     fn fetch(&self, request: FetchRequest)
     -> BoxFuture<'static, Result<FetchResponse, FetchError>>;
+
+    /// Everything that decides how this fetcher fetches, as comparable text, when it can say:
+    /// two fetchers with equal settings fetch alike. [`Verifier::reconfigure`] keeps a
+    /// provider (its keys, refresher and verified tokens) when only its fetcher object was
+    /// rebuilt with the same settings. `None`, the default, means only the very same fetcher
+    /// object counts as unchanged.
+    ///
+    /// [`Verifier::reconfigure`]: crate::Verifier::reconfigure
+    fn settings(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Why a fetch (or the refresh built on it) failed.

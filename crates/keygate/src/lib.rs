@@ -63,8 +63,8 @@ pub use provider::{
 pub use reason::{Reason, ReasonClass};
 pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};
 pub use verify::{
-    DEFAULT_MAX_TOKEN_BYTES, RefreshError, UnknownProvider, VerifiedToken, Verifier,
-    VerifierBuilder,
+    DEFAULT_MAX_TOKEN_BYTES, ReconfigureReport, RefreshError, UnknownProvider, VerifiedToken,
+    Verifier, VerifierBuilder,
 };
 
 /// Entry points for the fuzz targets in `fuzz/` (outside the workspace), and for nothing else:

@@ -205,6 +205,19 @@ impl Refresher {
         }
     }
 
+    /// Stops the background task now, not only when the provider is dropped: a provider a
+    /// reconfiguration removed must not keep fetching while a verification that began before
+    /// still holds it.
+    pub(crate) fn stop(&self) {
+        self.shutdown.send_replace(());
+    }
+
+    /// Whether the background task is running (it holds a receiver of `shutdown`).
+    #[cfg(test)]
+    pub(crate) fn background_running(&self) -> bool {
+        self.shutdown.receiver_count() > 0
+    }
+
     /// The last failure and the last flush applied, read together.
     pub(crate) fn failure_and_flush(
         &self,

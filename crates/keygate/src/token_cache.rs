@@ -121,6 +121,22 @@ impl<V: Clone> TokenCache<V> {
         }
     }
 
+    /// Moves every entry to its provider's new index after the providers were reconfigured,
+    /// dropping the entries whose provider `new_index` no longer knows.
+    pub(crate) fn reindex(&self, new_index: impl Fn(usize) -> Option<usize>) {
+        for lock in self.shards.iter() {
+            write(lock)
+                .table
+                .retain(|e| match new_index(e.cached.provider) {
+                    Some(idx) => {
+                        e.cached.provider = idx;
+                        true
+                    }
+                    None => false,
+                });
+        }
+    }
+
     /// The number of entries, dead ones included.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|lock| read(lock).table.len()).sum()

@@ -1,7 +1,6 @@
 //! The [`Verifier`]: selects the provider by `iss`, finds the key, checks the signature, the
 //! claims and the revocations, and returns a [`VerifiedToken`] that only it can construct.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,9 +19,12 @@ use crate::token_cache::{Cached, TokenCache};
 
 mod builder;
 mod checks;
+mod reconfigure;
 
 pub use builder::VerifierBuilder;
 use checks::{SigFailure, Signed, check_claims, check_signature, typ_matches};
+pub use reconfigure::ReconfigureReport;
+use reconfigure::Registry;
 
 /// The default cap on a token's length in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -37,12 +39,18 @@ pub struct Verifier {
 }
 
 struct Inner {
-    providers: Vec<Arc<Provider>>,
-    by_issuer: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
+    /// The providers and the issuer index over them, swapped whole by
+    /// [`Verifier::reconfigure`]: a verification sees the old set or the new one, never a mix.
+    registry: arc_swap::ArcSwap<Registry>,
     clock: Arc<dyn Clock>,
     revocations: Arc<dyn RevocationCheck>,
     token_cache: Option<TokenCache>,
     max_token_bytes: usize,
+    /// What new providers are built with when the verifier is reconfigured.
+    fetcher: Arc<dyn crate::fetch::Fetch>,
+    key_exchange: Option<Arc<dyn crate::exchange::KeyExchange>>,
+    /// Serializes reconfigurations; verifications never take it.
+    reconfiguring: std::sync::Mutex<()>,
 }
 
 /// A token whose signature, claims and revocation status have been checked.
@@ -142,6 +150,8 @@ impl Verifier {
     #[must_use]
     pub fn flushes(&self) -> Vec<(ProviderId, FlushId)> {
         self.inner
+            .registry
+            .load()
             .providers
             .iter()
             .filter_map(|p| Some((p.id.clone(), p.refresher.flush_id()?)))
@@ -170,6 +180,8 @@ impl Verifier {
     pub async fn warm_up(&self) {
         let pending: Vec<_> = self
             .inner
+            .registry
+            .load()
             .providers
             .iter()
             .filter(|p| p.snapshot.load().is_none())
@@ -208,6 +220,8 @@ impl Verifier {
     #[must_use]
     pub fn key_sets(&self) -> Vec<(ProviderId, PublishedKeySet)> {
         self.inner
+            .registry
+            .load()
             .providers
             .iter()
             .filter_map(|p| Some((p.id.clone(), p.snapshot.load().as_ref()?.published()?)))
@@ -217,12 +231,20 @@ impl Verifier {
     /// The state of every provider, in configuration order.
     #[must_use]
     pub fn status(&self) -> Vec<ProviderStatus> {
-        self.inner.providers.iter().map(|p| p.status()).collect()
+        self.inner
+            .registry
+            .load()
+            .providers
+            .iter()
+            .map(|p| p.status())
+            .collect()
     }
 
-    /// The ids of every provider, in configuration order.
-    pub fn providers(&self) -> impl Iterator<Item = &ProviderId> {
-        self.inner.providers.iter().map(|p| &p.id)
+    /// The ids of every provider, in configuration order (as configured now: a
+    /// [`reconfigure`](Verifier::reconfigure) may change them).
+    pub fn providers(&self) -> impl Iterator<Item = ProviderId> + use<> {
+        let registry = self.inner.registry.load_full();
+        (0..registry.providers.len()).map(move |i| registry.providers[i].id.clone())
     }
 
     /// The number of entries in the verified-token cache (0 when it is disabled).
@@ -235,9 +257,7 @@ impl Verifier {
     /// invalidation: the next request for each token verifies it in full.
     pub fn forget_verified_tokens(&self) {
         if let Some(cache) = &self.inner.token_cache {
-            for idx in 0..self.inner.providers.len() {
-                cache.purge_provider(idx);
-            }
+            cache.reindex(|_| None);
         }
     }
 
@@ -247,12 +267,15 @@ impl Verifier {
         &self.inner.clock
     }
 
-    fn find(&self, id: &ProviderId) -> Result<(usize, &Arc<Provider>), UnknownProvider> {
+    fn find(&self, id: &ProviderId) -> Result<(usize, Arc<Provider>), UnknownProvider> {
         self.inner
+            .registry
+            .load()
             .providers
             .iter()
             .enumerate()
             .find(|(_, p)| p.id == *id)
+            .map(|(idx, p)| (idx, Arc::clone(p)))
             .ok_or_else(|| UnknownProvider(id.clone()))
     }
 
@@ -272,13 +295,17 @@ impl Verifier {
         // generation past the one this result is cached under, so the entry is dead at once.
         let revocation_generation = inner.revocations.generation();
         if let Some(cache) = &inner.token_cache {
+            let registry = inner.registry.load();
             let hit = cache.get(token, |c| {
-                tenant.is_none_or(|t| *inner.providers[c.provider].id.tenant() == *t)
-                    && inner.still_holds(c, revocation_generation, now)
+                registry.providers.get(c.provider).is_some_and(|p| {
+                    tenant.is_none_or(|t| *p.id.tenant() == *t)
+                        && still_holds(p, c, revocation_generation, now)
+                })
             });
             if let Some((verified, idx)) = hit {
-                let provider = &inner.providers[idx];
-                Counters::bump(&provider.counters.token_cache_hits);
+                if let Some(provider) = registry.providers.get(idx) {
+                    Counters::bump(&provider.counters.token_cache_hits);
+                }
                 return Ok(verified);
             }
         }
@@ -302,13 +329,16 @@ impl Verifier {
             None => return Err(VerifyError::Claims(ClaimsError::Missing("iss"))),
             Some(f) => f.as_str("iss").map_err(VerifyError::Claims)?,
         };
-        let candidates = inner
+        // The registry as it is now, held for this verification: a reconfiguration meanwhile
+        // does not change the providers it chooses among.
+        let registry = inner.registry.load_full();
+        let candidates = registry
             .by_issuer
             .get(iss)
             .ok_or(VerifyError::Claims(ClaimsError::BadIssuer))?;
         let mut first_err = None;
         for &idx in candidates {
-            let provider = &inner.providers[idx];
+            let provider = &registry.providers[idx];
             if tenant.is_some_and(|t| *provider.id.tenant() != *t) {
                 continue;
             }
@@ -466,8 +496,9 @@ impl Verifier {
         // Tokens without `exp` are never cached: nothing would bound the entry's life.
         let Some(exp) = verified.exp else { return };
         let leeway = i64::try_from(provider.config.leeway.as_secs()).unwrap_or(i64::MAX);
-        let inner = &*self.inner;
-        let now = inner.clock.now();
+        let now = self.inner.clock.now();
+        // Eviction judges other entries against the providers as configured now.
+        let registry = self.inner.registry.load();
         cache.insert(
             token,
             Cached {
@@ -477,23 +508,33 @@ impl Verifier {
                 revocation_generation,
                 valid_until: exp.saturating_add(leeway),
             },
-            |c| inner.still_holds(c, revocation_generation, now),
+            |c| {
+                registry
+                    .providers
+                    .get(c.provider)
+                    .is_some_and(|p| still_holds(p, c, revocation_generation, now))
+            },
         );
     }
 }
 
-impl Inner {
-    /// Whether a cached verification still holds at `now`: same revocation state, token not
-    /// expired, and the provider still serving the very key set it was verified under.
-    fn still_holds(&self, c: &Cached, revocation_generation: u64, now: SystemTime) -> bool {
-        c.revocation_generation == revocation_generation
-            && unix_seconds(now) < c.valid_until
-            && self.providers[c.provider]
-                .snapshot
-                .load()
-                .as_ref()
-                .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
-    }
+/// Whether a cached verification still holds at `now` under `provider`, the provider at its
+/// index: same revocation state, token not expired, and the provider serving the very key set
+/// it was verified under. Snapshot generations are unique across providers, so an entry
+/// cached under an index that a reconfiguration gave to another provider is dead.
+fn still_holds(
+    provider: &Provider,
+    c: &Cached,
+    revocation_generation: u64,
+    now: SystemTime,
+) -> bool {
+    c.revocation_generation == revocation_generation
+        && unix_seconds(now) < c.valid_until
+        && provider
+            .snapshot
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.generation == c.generation && s.is_usable(now))
 }
 
 impl fmt::Debug for Verifier {

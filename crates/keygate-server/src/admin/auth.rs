@@ -60,6 +60,8 @@ routes! {
     PublishEventRoute: "publish_event", EventsPublish, true;
     /// `GET /admin/v1/events/stream`.
     StreamEventsRoute: "stream_events", EventsRead, true;
+    /// `POST /admin/v1/reload`.
+    ReloadRoute: "reload", ConfigReload, true;
 }
 
 /// One admin call as [`record`] sees it once the extractor ran.

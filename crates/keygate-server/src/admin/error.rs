@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::MAX_BODY_BYTES;
+use super::reload::ReloadError;
 use crate::apikey::Scope;
 use keygate_cluster::BusError;
 
@@ -19,11 +20,14 @@ pub struct ErrorBody {
     /// A stable code: `unauthorized`, `forbidden`, `bad_request`, `not_found`,
     /// `method_not_allowed`, `payload_too_large`, `bus_unavailable`, `refresh_failed`,
     /// `conflict`, `too_many_requests`, `request_rejected` (another refusal of the HTTP
-    /// layer; the status says which).
+    /// layer; the status says which); for `POST /admin/v1/reload`: `config` (the file does
+    /// not validate; `field` names the key), `restart_required` (`field` names the setting
+    /// only a restart applies), `no_config_file`.
     pub error: &'static str,
     /// A human-readable description.
     pub message: String,
-    /// The body field at fault, for `bad_request`.
+    /// The body field at fault, for `bad_request`; the config key, for `config` and
+    /// `restart_required`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The reason code of a failed refresh.
@@ -71,6 +75,9 @@ pub enum ApiError {
     /// Another refusal by the HTTP layer (a path segment that does not decode, say), with
     /// its status.
     Rejected(StatusCode),
+    /// A configuration reload changed nothing: 400 for a bad file or a change that needs a
+    /// restart, 409 when there is no file to reload.
+    Reload(ReloadError),
 }
 
 impl ApiError {
@@ -94,6 +101,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(status) => *status,
+            ApiError::Reload(ReloadError::NoFile) => StatusCode::CONFLICT,
+            ApiError::Reload(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -165,6 +174,16 @@ impl IntoResponse for ApiError {
                 None,
                 None,
             ),
+            ApiError::Reload(e) => {
+                let message = e.to_string();
+                match e {
+                    ReloadError::Config(c) => ("config", c.problem, Some(c.key), None),
+                    ReloadError::RestartRequired { setting } => {
+                        ("restart_required", message, Some(setting.to_owned()), None)
+                    }
+                    _ => ("no_config_file", message, None, None),
+                }
+            }
         };
         let mut response = json_response(
             status,

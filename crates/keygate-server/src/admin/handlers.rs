@@ -193,7 +193,10 @@ pub(super) async fn revoke(
     AuthorizedBody(auth, body): AuthorizedBody<RevokeRoute>,
 ) -> Result<Response, ApiError> {
     let request = parse_revocation(&body)?;
-    let revocation = app.revocations.resolve(app.node.verifier(), &request)?;
+    let revocation = app
+        .revocations
+        .load()
+        .resolve(app.node.verifier(), &request)?;
     auth.target(audit_target(&revocation));
     let revoked = RevocationView::try_from(&revocation)
         .map_err(|_| ApiError::Rejected(StatusCode::INTERNAL_SERVER_ERROR))?;

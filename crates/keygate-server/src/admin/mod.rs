@@ -14,7 +14,8 @@
 //!   response;
 //! - `dto.rs`, [`revocation`]: the request and answer bodies, shared with the CLI client;
 //! - `body.rs`: reading JSON bodies, naming the field at fault;
-//! - `handlers.rs`, [`events`], `health.rs`: the routes; `openapi.rs`: the document.
+//! - `handlers.rs`, [`events`], `reload.rs`, `health.rs`: the routes; `openapi.rs`: the
+//!   document.
 
 mod auth;
 mod body;
@@ -24,10 +25,12 @@ pub mod events;
 mod handlers;
 mod health;
 mod openapi;
+mod reload;
 pub mod revocation;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -42,6 +45,7 @@ pub use dto::{
 pub use error::{ApiError, ErrorBody};
 pub(crate) use error::{json_response, ok_json};
 pub use openapi::{ApiDoc, openapi_document};
+pub use reload::{ProvidersReloaded, Reload, ReloadBody, ReloadError};
 pub use revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationPolicy, RevocationRequest,
     RevocationView, RevokedBody, SubjectRevocation, parse_revocation,
@@ -60,8 +64,10 @@ pub struct Admin {
     pub node: Arc<Node>,
     /// Admin API keys.
     pub keys: KeyRing,
-    /// What revocation requests are checked against.
-    pub revocations: RevocationPolicy,
+    /// What revocation requests are checked against; a reload replaces it.
+    pub revocations: Arc<ArcSwap<RevocationPolicy>>,
+    /// What `POST /admin/v1/reload` calls; without one, the route answers 409.
+    pub reloader: Option<Arc<dyn Reload>>,
     /// Turns `true` when the server starts shutting down; long-lived responses (the event
     /// stream) end then, so they do not hold the drain open.
     pub stopping: watch::Receiver<bool>,
@@ -79,7 +85,8 @@ impl Admin {
         Admin {
             node,
             keys,
-            revocations,
+            revocations: Arc::new(ArcSwap::from_pointee(revocations)),
+            reloader: None,
             stopping,
         }
     }
@@ -114,6 +121,7 @@ pub fn router(admin: Admin) -> Router {
         )
         .route("/admin/v1/events", post(events::publish_event))
         .route("/admin/v1/events/stream", get(events::stream_events))
+        .route("/admin/v1/reload", post(reload::reload))
         // Counts every call that reached the key check, and audits the authorized ones.
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&admin),

@@ -10,11 +10,12 @@ use super::dto::{
     ActionBody, BusView, CountersView, HealthBody, KeysView, LastErrorView, NotReadyView,
     ProviderView, ReadyBody, RefreshBody, ResyncView, SourceView, StatusBody,
 };
+use super::reload::{ProvidersReloaded, ReloadBody};
 use super::revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationRequest, RevocationView, RevokedBody,
     SubjectRevocation,
 };
-use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health};
+use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health, reload};
 
 /// The OpenAPI document of the admin API.
 #[derive(OpenApi)]
@@ -31,6 +32,7 @@ use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health};
         handlers::list_revocations,
         events::publish_event,
         events::stream_events,
+        reload::reload,
         openapi_json,
         health::metrics_text,
         health::healthz,
@@ -58,6 +60,8 @@ use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health};
         events::PublishedEvent,
         events::InvalidateData,
         events::ResyncData,
+        ReloadBody,
+        ProvidersReloaded,
         HealthBody,
         ReadyBody,
         NotReadyView,

@@ -247,7 +247,7 @@ pub(crate) fn provider_id(
     provider: &str,
 ) -> Result<ProviderId, ApiError> {
     let id = ProviderId::new(tenant, provider);
-    if verifier.providers().any(|p| *p == id) {
+    if verifier.providers().any(|p| p == id) {
         Ok(id)
     } else {
         Err(ApiError::NotFound(format!(

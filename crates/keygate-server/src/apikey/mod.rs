@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use aws_lc_rs::digest::{SHA256, digest};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -115,7 +116,7 @@ impl KeyRing {
     pub fn with_failure_limit(keys: Vec<ApiKey>, limit: FailureLimit) -> Self {
         KeyRing {
             inner: Arc::new(RingInner {
-                keys: keys.into_iter().map(Arc::new).collect(),
+                keys: ArcSwap::from_pointee(keys.into_iter().map(Arc::new).collect()),
                 known: Mutex::new(HashMap::new()),
                 refused: Mutex::new(HashSet::new()),
                 pbkdf2: Semaphore::new(1),
@@ -123,6 +124,22 @@ impl KeyRing {
                 limiter: Limiter::new(limit),
             }),
         }
+    }
+
+    /// Replaces the keys (a configuration reload), in every clone of this ring at once. The
+    /// memory of known and refused secrets starts afresh with them; the failure counts per
+    /// address stay, so a reload does not lift a lockout.
+    pub fn replace_keys(&self, keys: Vec<ApiKey>) {
+        let inner = &self.inner;
+        // Under both memory locks (in their one order, known then refused), so no answer
+        // computed against the old keys is remembered for the new ones.
+        let mut known = lock(&inner.known);
+        let mut refused = lock(&inner.refused);
+        inner
+            .keys
+            .store(Arc::new(keys.into_iter().map(Arc::new).collect()));
+        known.clear();
+        refused.clear();
     }
 
     /// The failure limit in force.
@@ -186,13 +203,13 @@ impl KeyRing {
     /// Whether the ring holds no key.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.inner.keys.is_empty()
+        self.inner.keys.load().is_empty()
     }
 
     /// The number of keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.keys.len()
+        self.inner.keys.load().len()
     }
 
     /// The key whose secret is `presented`, if any.
@@ -230,19 +247,25 @@ impl KeyRing {
         if let Some(answer) = self.inner.remembered(&fingerprint) {
             return answer;
         }
+        // One set of keys throughout, even if a reload replaces them meanwhile: the index
+        // found is into this set, and it is remembered only while the set is in force.
+        let keys = self.inner.keys.load_full();
         let inner = Arc::clone(&self.inner);
+        let checked = Arc::clone(&keys);
         let secret = presented.as_bytes().to_vec();
-        let found = tokio::task::spawn_blocking(move || inner.check_all(&secret))
+        let found = tokio::task::spawn_blocking(move || inner.check_all(&checked, &secret))
             .await
             .ok()?;
-        self.inner.remember(fingerprint, found);
-        found.map(|index| Arc::clone(&self.inner.keys[index]))
+        self.inner.remember_for(&keys, fingerprint, found);
+        found.map(|index| Arc::clone(&keys[index]))
     }
 }
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.inner.keys.iter()).finish()
+        f.debug_list()
+            .entries(self.inner.keys.load().iter())
+            .finish()
     }
 }
 
@@ -256,7 +279,8 @@ const REFUSED_CAPACITY: usize = 4096;
 type Fingerprint = [u8; 32];
 
 struct RingInner {
-    keys: Box<[Arc<ApiKey>]>,
+    /// Replaced whole by a reload ([`KeyRing::replace_keys`]), under the memory locks.
+    keys: ArcSwap<Box<[Arc<ApiKey>]>>,
     /// Digests of secrets that matched a key, and the key's index. At most one entry per
     /// key: each key has exactly one secret.
     known: Mutex<HashMap<Fingerprint, usize>>,
@@ -274,21 +298,40 @@ impl RingInner {
     /// The cached answer for `fingerprint`: `Some(Some(key))` known, `Some(None)` refused,
     /// `None` never seen.
     fn remembered(&self, fingerprint: &Fingerprint) -> Option<Option<Arc<ApiKey>>> {
-        if let Some(&index) = lock(&self.known).get(fingerprint) {
-            return Some(Some(Arc::clone(&self.keys[index])));
+        let known = lock(&self.known);
+        if let Some(&index) = known.get(fingerprint) {
+            // Read under the lock a reload swaps the keys under: the index is into these.
+            return self.keys.load().get(index).map(|key| Some(Arc::clone(key)));
         }
+        drop(known);
         lock(&self.refused).contains(fingerprint).then_some(None)
     }
 
+    #[cfg(test)]
     fn remember(&self, fingerprint: Fingerprint, found: Option<usize>) {
+        self.remember_for(&self.keys.load_full(), fingerprint, found);
+    }
+
+    /// Remembers the answer for `fingerprint` found against `keys`, unless a reload has
+    /// replaced them since.
+    fn remember_for(
+        &self,
+        keys: &Arc<Box<[Arc<ApiKey>]>>,
+        fingerprint: Fingerprint,
+        found: Option<usize>,
+    ) {
+        let mut known = lock(&self.known);
+        if !Arc::ptr_eq(keys, &self.keys.load()) {
+            return;
+        }
         match found {
             Some(index) => {
-                let mut known = lock(&self.known);
-                if known.len() < self.keys.len() {
+                if known.len() < keys.len() {
                     known.insert(fingerprint, index);
                 }
             }
             None => {
+                // `known` stays locked: a reload cannot slip in before this insert.
                 let mut refused = lock(&self.refused);
                 if refused.len() >= REFUSED_CAPACITY {
                     refused.clear();
@@ -300,10 +343,10 @@ impl RingInner {
 
     /// The index of the first key `secret` matches. Every key is checked whatever the
     /// outcome, so the time taken is the same for a hit on the first key and a miss.
-    fn check_all(&self, secret: &[u8]) -> Option<usize> {
+    fn check_all(&self, keys: &[Arc<ApiKey>], secret: &[u8]) -> Option<usize> {
         self.pbkdf2_checks.fetch_add(1, Ordering::Relaxed);
         let mut found = None;
-        for (index, key) in self.keys.iter().enumerate() {
+        for (index, key) in keys.iter().enumerate() {
             if key.hash.verify(secret) && found.is_none() {
                 found = Some(index);
             }

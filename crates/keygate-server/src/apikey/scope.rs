@@ -19,6 +19,9 @@ pub enum Scope {
     EventsPublish,
     /// Follow application events (`GET /admin/v1/events/stream`).
     EventsRead,
+    /// Re-read and apply the config file (`POST /admin/v1/reload`). Never granted by
+    /// default: a key gets it only when named (`keygate admin new-key --scopes config:reload`).
+    ConfigReload,
 }
 
 /// A scope name that is not one of [`Scope::ALL`].
@@ -29,7 +32,8 @@ pub struct UnknownScope {
 }
 
 impl Scope {
-    /// Every scope, in the order the documentation lists them.
+    /// The operational scopes, in the order the documentation lists them: what a new key
+    /// gets unless told otherwise. [`Scope::EVERY`] adds `config:reload`.
     pub const ALL: [Scope; 6] = [
         Scope::JwksFlush,
         Scope::JwksRefresh,
@@ -38,6 +42,17 @@ impl Scope {
         Scope::EventsPublish,
         Scope::EventsRead,
     ];
+
+    /// Every scope: [`Scope::ALL`], then `config:reload`.
+    pub const EVERY: [Scope; 7] = {
+        let mut every = [Scope::ConfigReload; 7];
+        let mut i = 0;
+        while i < Scope::ALL.len() {
+            every[i] = Scope::ALL[i];
+            i += 1;
+        }
+        every
+    };
 
     /// The scope's name in config files and on the command line, e.g. `jwks:flush`.
     #[must_use]
@@ -49,6 +64,7 @@ impl Scope {
             Scope::StatusRead => "status:read",
             Scope::EventsPublish => "events:publish",
             Scope::EventsRead => "events:read",
+            Scope::ConfigReload => "config:reload",
         }
     }
 }
@@ -63,7 +79,7 @@ impl FromStr for Scope {
     type Err = UnknownScope;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scope::ALL
+        Scope::EVERY
             .into_iter()
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| UnknownScope {
@@ -74,5 +90,5 @@ impl FromStr for Scope {
 }
 
 fn valid_scopes() -> String {
-    Scope::ALL.map(Scope::as_str).join(", ")
+    Scope::EVERY.map(Scope::as_str).join(", ")
 }

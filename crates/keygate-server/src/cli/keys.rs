@@ -53,7 +53,8 @@ pub struct NewKeyArgs {
     #[arg(long, value_name = "ID", default_value = "admin")]
     pub id: String,
 
-    /// What the key may do, comma-separated. Default: every scope.
+    /// What the key may do, comma-separated. Default: every scope but `config:reload`, which
+    /// is given only when named.
     #[arg(long, value_name = "SCOPE,...", value_delimiter = ',')]
     pub scopes: Option<Vec<Scope>>,
 

@@ -1,4 +1,5 @@
-//! `keygate serve [--config FILE]`: run the sidecar until SIGTERM or SIGINT.
+//! `keygate serve [--config FILE]`: run the sidecar until SIGTERM or SIGINT; SIGHUP reloads
+//! the config file (see [`crate::reload`]).
 //!
 //! Without a config file the embedded default runs: a development issuer on loopback, one
 //! provider trusting it, the in-process bus (revocations kept in `state.jsonl` beside the
@@ -10,12 +11,14 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use crate::apikey::{self, ApiKey, Scope};
 use crate::config::{ClusterBackend, Config};
 use crate::dev_issuer::{DevIssuer, MintRequest};
+use crate::reload::Reloader;
 use crate::serve::{Listeners, Server};
 
 /// Exit code for a configuration that does not validate (`EX_USAGE` of sysexits.h).
@@ -31,6 +34,11 @@ With --config, the TOML file is validated first; a bad file exits with code 64 a
 naming the key at fault. Without --config, the embedded default runs: a development issuer on
 127.0.0.1:8082 (mint tokens with `keygate dev mint`, rotate its key with `keygate dev rotate`),
 one provider trusting it, and the in-process bus.
+
+SIGHUP re-reads the config file and applies it without a restart (as `keygate reload` and
+POST /admin/v1/reload do): a bad file, or one that changes a setting only a restart applies,
+changes nothing and is logged; keygate_config_reloads_total{result} counts both outcomes.
+Without --config there is nothing to reload: SIGHUP logs so and counts an error.
 
 SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish within
 server.shutdown_grace (default 10s), stops the key refreshers and exits 0. A second SIGTERM
@@ -94,6 +102,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Before anything else: SIGHUP's default action ends the process.
+        let hangups = hangups()?;
         let embedded = args.config.is_none();
         // The ports first: a second instance that cannot start must not replace the key file
         // (or anything else) of the one that is running.
@@ -120,6 +130,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             };
         }
         let server = Server::with_listeners(config, listeners)?;
+        if let Some(path) = &args.config {
+            server.reloader().set_file(path.clone());
+        }
+        if let Some(hangups) = hangups {
+            reload_on(hangups, Arc::clone(server.reloader()));
+        }
         let verify = server.verify_addr()?;
         let admin = server.admin_addr()?;
         if let Some(issuer) = server.dev_issuer() {
@@ -129,6 +145,39 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         server.run(shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGHUP, listened to from now on, so it no longer ends the process. `None` off Unix.
+#[cfg(unix)]
+fn hangups() -> anyhow::Result<Option<tokio::signal::unix::Signal>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .map(Some)
+        .context("listening for SIGHUP")
+}
+
+#[cfg(not(unix))]
+fn hangups() -> anyhow::Result<Option<std::convert::Infallible>> {
+    Ok(None)
+}
+
+/// Reloads the configuration on every SIGHUP, for as long as the process runs. The reloader
+/// logs and counts each outcome itself.
+#[cfg(unix)]
+fn reload_on(mut hangups: tokio::signal::unix::Signal, reloader: Arc<Reloader>) {
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let reloader = Arc::clone(&reloader);
+            // Reading the file and building fetchers blocks.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on(never: std::convert::Infallible, _: Arc<Reloader>) {
+    match never {}
 }
 
 /// Logs to stderr; `KEYGATE_LOG` (or `RUST_LOG`) sets the filter, default `info`.
@@ -259,7 +308,7 @@ fn dev_admin_key(config: &mut Config) -> anyhow::Result<PathBuf> {
     config.admin.keys.push(ApiKey {
         id: "dev".to_owned(),
         hash: apikey::hash_secret(secret.as_bytes()),
-        scopes: Scope::ALL.to_vec(),
+        scopes: Scope::EVERY.to_vec(),
     });
     let dir = dev_dir()?;
     write_private(&dir, "admin.key", secret.as_bytes())

@@ -136,6 +136,32 @@ pub struct Config {
     pub dev_issuer: Option<DevIssuerConfig>,
     /// How replicas share invalidations.
     pub cluster: ClusterConfig,
+    /// A digest of the `[cluster]` section as the file wrote it (but `state_file` and
+    /// `accept_while_degraded`, compared by value), so a reload can tell whether the Redis
+    /// settings changed: they cannot all be compared directly (key rings, TLS material), and
+    /// none can change without a restart.
+    pub(crate) cluster_digest: SectionDigest,
+}
+
+/// The SHA-256 of a configuration section's text. Its `Debug` shows nothing: the section may
+/// hold secrets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SectionDigest([u8; 32]);
+
+impl SectionDigest {
+    fn of(text: &str) -> SectionDigest {
+        let mut out = [0; 32];
+        out.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),
+        );
+        SectionDigest(out)
+    }
+}
+
+impl std::fmt::Debug for SectionDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SectionDigest(..)")
+    }
 }
 
 /// `[cluster]`: the invalidation bus.
@@ -232,7 +258,7 @@ pub struct RevocationConfig {
 }
 
 /// `[dev_issuer]`: the embedded development issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DevIssuerConfig {
     /// Where it listens; always a loopback address.
@@ -347,7 +373,17 @@ impl FileConfig {
             providers::validate_all(self.providers, &server.tenant_header, dev_issuer.as_ref())?;
         let admin = self.admin.validate(env)?;
         let revocations = self.revocations.validate()?;
-        let cluster = self.cluster.validate(env)?;
+        // Debug of the file's own shape: every key the section may hold. The two keys a local
+        // bus has are left out: a reload compares their validated values, so writing out a
+        // default is no change.
+        let mut file_cluster = self.cluster;
+        let local_keys = (
+            file_cluster.state_file.take(),
+            file_cluster.accept_while_degraded.take(),
+        );
+        let cluster_digest = SectionDigest::of(&format!("{file_cluster:?}"));
+        (file_cluster.state_file, file_cluster.accept_while_degraded) = local_keys;
+        let cluster = file_cluster.validate(env)?;
         Ok(Config {
             server,
             providers,
@@ -355,6 +391,7 @@ impl FileConfig {
             revocations,
             dev_issuer,
             cluster,
+            cluster_digest,
         })
     }
 }

@@ -61,6 +61,10 @@ pub struct Metrics {
     duration_sum_nanos: AtomicU64,
     /// Admin requests by (action, HTTP status). Admin traffic is rare, so a lock is fine.
     admin: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Configuration reloads that applied a new file.
+    reloads_ok: AtomicU64,
+    /// Configuration reloads refused (bad file, a change that needs a restart, no file).
+    reloads_error: AtomicU64,
 }
 
 /// What a scrape shows besides the counters [`Metrics`] keeps itself.
@@ -91,6 +95,8 @@ impl Metrics {
             duration_buckets: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
             duration_sum_nanos: AtomicU64::new(0),
             admin: Mutex::new(BTreeMap::new()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_error: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +124,16 @@ impl Metrics {
         // state worth refusing to read.
         let mut admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
         *admin.entry((action, status)).or_insert(0) += 1;
+    }
+
+    /// Counts one configuration reload (SIGHUP or the admin API): applied or refused.
+    pub fn observe_reload(&self, applied: bool) {
+        let counter = if applied {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The whole scrape in the text exposition format ([`CONTENT_TYPE`]).
@@ -155,6 +171,18 @@ impl Metrics {
             );
         }
         drop(admin);
+        out.family(
+            "keygate_config_reloads_total",
+            "Configuration reloads (SIGHUP, POST /admin/v1/reload) by result: ok applied, error refused.",
+            "counter",
+        );
+        for (result, counter) in [("ok", &self.reloads_ok), ("error", &self.reloads_error)] {
+            out.sample(
+                "keygate_config_reloads_total",
+                &[("result", result)],
+                counter.load(Ordering::Relaxed),
+            );
+        }
         out.into_string()
     }
 }

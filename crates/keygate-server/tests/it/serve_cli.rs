@@ -117,7 +117,11 @@ pub(crate) struct Process {
 
 impl Process {
     pub(crate) fn start(config: &str) -> Process {
-        let path = temp_file("keygate.toml", config);
+        Process::start_file(&temp_file("keygate.toml", config))
+    }
+
+    /// `keygate serve --config path`.
+    pub(crate) fn start_file(path: &std::path::Path) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .args(["serve", "--config", path.to_str().unwrap()])
             .env("KEYGATE_LOG", "info")

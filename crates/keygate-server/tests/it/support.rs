@@ -79,7 +79,18 @@ impl TestServer {
     }
 
     pub(crate) async fn start_config(config: Config) -> TestServer {
+        Self::start_server(Server::bind(config).await.unwrap())
+    }
+
+    /// A server started from the file at `path`, which reloads re-read.
+    pub(crate) async fn start_file(path: &std::path::Path) -> TestServer {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
         let server = Server::bind(config).await.unwrap();
+        server.reloader().set_file(path.to_owned());
+        Self::start_server(server)
+    }
+
+    fn start_server(server: Server) -> TestServer {
         let verify = format!("http://{}", server.verify_addr().unwrap());
         let admin = format!("http://{}", server.admin_addr().unwrap());
         let node = Arc::clone(server.node());

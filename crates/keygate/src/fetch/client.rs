@@ -113,6 +113,10 @@ impl Fetch for HttpFetcher {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move { inner.fetch(request).await })
     }
+
+    fn settings(&self) -> Option<&str> {
+        Some(&self.inner.settings)
+    }
 }
 
 impl HttpFetcherBuilder {
@@ -194,6 +198,20 @@ impl HttpFetcherBuilder {
             ));
         }
         let policy = UrlPolicy::new(self.allow_http_loopback, &self.allowed_hosts)?;
+        // Every builder setting, pins and roots in full: two fetchers built alike compare
+        // equal (see `Fetch::settings`), any difference makes them differ.
+        let settings = format!(
+            "loopback={} hosts={:?} redirects={} body={} connect={:?} timeout={:?} pins={:?} roots={:?}",
+            self.allow_http_loopback,
+            self.allowed_hosts,
+            self.max_redirects,
+            self.max_body_bytes,
+            self.connect_timeout,
+            self.timeout,
+            self.spki_pins,
+            self.extra_roots,
+        )
+        .into_boxed_str();
         let tls = tls::client_config(&self.extra_roots, &self.spki_pins)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -217,6 +235,7 @@ impl HttpFetcherBuilder {
                 max_body_bytes: self.max_body_bytes,
                 timeout: self.timeout,
                 spki_pins: self.spki_pins.len(),
+                settings,
             }),
         })
     }
@@ -245,6 +264,8 @@ struct Inner {
     timeout: Duration,
     /// How many pins are configured; for `Debug` only.
     spki_pins: usize,
+    /// The builder's settings as text, for `Fetch::settings`.
+    settings: Box<str>,
 }
 
 impl Inner {

@@ -1,16 +1,14 @@
 //! [`VerifierBuilder`]: the providers, clock, fetcher, revocations and caches a [`Verifier`]
 //! is built from, checked once in [`build`](VerifierBuilder::build).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{DEFAULT_MAX_TOKEN_BYTES, Inner, Verifier};
+use super::{DEFAULT_MAX_TOKEN_BYTES, Inner, Registry, Verifier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ProviderConfig;
 use crate::error::ConfigError;
 use crate::exchange::KeyExchange;
 use crate::fetch::{Fetch, HttpFetcher};
-use crate::provider::Provider;
 use crate::revoke::{RevocationCheck, Revocations};
 use crate::token_cache::TokenCache;
 
@@ -94,41 +92,29 @@ impl VerifierBuilder {
                     .map_err(|e| ConfigError::new("fetcher", e.to_string()))?,
             ),
         };
-        let mut providers: Vec<Arc<Provider>> = Vec::with_capacity(self.providers.len());
-        let mut by_issuer: HashMap<Box<str>, Vec<usize>, _> =
-            HashMap::with_hasher(foldhash::fast::RandomState::default());
-        for config in self.providers {
-            if providers.iter().any(|p| p.id == config.id) {
-                return Err(ConfigError::new(
-                    "providers",
-                    format!("duplicate provider {}", config.id),
-                ));
-            }
-            let issuer: Box<str> = config.issuer.as_ref().into();
-            let provider = Provider::new(
-                config,
-                Arc::clone(&fetcher),
-                Arc::clone(&clock),
-                self.key_exchange.clone(),
-            )
-            .map_err(|e| ConfigError::new("static_jwks", e.to_string()))?;
-            by_issuer.entry(issuer).or_default().push(providers.len());
-            providers.push(provider);
-        }
+        let (registry, _) = Registry::build(
+            self.providers,
+            None,
+            &fetcher,
+            &clock,
+            self.key_exchange.as_ref(),
+        )?;
         let max_token_bytes = self.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
         if max_token_bytes == 0 {
             return Err(ConfigError::new("max_token_bytes", "must be positive"));
         }
         Ok(Verifier {
             inner: Arc::new(Inner {
-                providers,
-                by_issuer,
+                registry: arc_swap::ArcSwap::from_pointee(registry),
                 clock,
                 revocations: self
                     .revocations
                     .unwrap_or_else(|| Arc::new(Revocations::new())),
                 token_cache: self.token_cache.filter(|&c| c > 0).map(TokenCache::new),
                 max_token_bytes,
+                fetcher,
+                key_exchange: self.key_exchange,
+                reconfiguring: std::sync::Mutex::new(()),
             }),
         })
     }

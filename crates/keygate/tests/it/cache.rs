@@ -33,7 +33,7 @@ fn fast_retry() -> RetrySettings {
     )
 }
 
-fn fetcher() -> Arc<HttpFetcher> {
+pub(crate) fn fetcher() -> Arc<HttpFetcher> {
     loopback_fetcher(Duration::from_secs(2))
 }
 

@@ -11,6 +11,7 @@ mod flush;
 mod interop;
 mod issuers;
 mod memidp;
+mod reconfigure;
 mod support;
 mod uris;
 mod verify;

@@ -6,10 +6,30 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::admin::{RefreshBody, RevocationView, RevokedBody};
+use crate::admin::{RefreshBody, ReloadBody, RevocationView, RevokedBody};
 use crate::cli::escape_text as esc;
 
 /// `refreshed <tenant>/<provider>: <state>, kids <kids> (seq <n>)`.
+/// `reloaded: 1 added (acme/new), 1 removed (acme/old), 0 changed, 2 unchanged`.
+pub(super) fn reloaded_text(r: &ReloadBody) -> String {
+    let p = &r.providers;
+    let part = |what: &str, ids: &[String], list: bool| {
+        if list && !ids.is_empty() {
+            let ids: Vec<_> = ids.iter().map(|id| esc(id).into_owned()).collect();
+            format!("{} {what} ({})", ids.len(), ids.join(", "))
+        } else {
+            format!("{} {what}", ids.len())
+        }
+    };
+    format!(
+        "reloaded: {}, {}, {}, {}",
+        part("added", &p.added, true),
+        part("removed", &p.removed, true),
+        part("changed", &p.changed, true),
+        part("unchanged", &p.unchanged, false)
+    )
+}
+
 pub(super) fn refreshed_text(r: &RefreshBody) -> String {
     let kids = if r.kids.is_empty() {
         "no kids".to_owned()

@@ -1,4 +1,4 @@
-//! `keygate flush|refresh|revoke|status`: the operator's client for a running sidecar's
+//! `keygate flush|refresh|revoke|status|reload`: the operator's client for a running sidecar's
 //! admin API.
 //!
 //! Each command makes one request to the admin API (`--admin-url`, by default the
@@ -25,10 +25,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use self::client::Api;
-use self::format::{StatusReply, refreshed_text, revocation_table, revoked_text, status_text};
+use self::format::{
+    StatusReply, refreshed_text, reloaded_text, revocation_table, revoked_text, status_text,
+};
 use crate::admin::{
-    ActionBody, JtiRevocation, KidRevocation, RefreshBody, RevocationList, RevocationRequest,
-    RevokedBody, SubjectRevocation,
+    ActionBody, JtiRevocation, KidRevocation, RefreshBody, ReloadBody, RevocationList,
+    RevocationRequest, RevokedBody, SubjectRevocation,
 };
 use crate::cli::escape_text as esc;
 
@@ -180,6 +182,26 @@ pub struct StatusArgs {
     /// How to reach the admin API.
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// Options of `keygate reload`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct ReloadArgs {
+    /// How to reach the admin API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `keygate reload`: the sidecar re-reads its config file and applies it, or changes nothing
+/// and says why.
+///
+/// # Errors
+/// `KEYGATE_ADMIN_KEY` unset, a bad `--admin-url`, or the admin API unreachable.
+pub fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.api)?;
+    let reply = api.call(Method::POST, &["admin", "v1", "reload"], None)?;
+    api.finish(&reply, |r: ReloadBody| reloaded_text(&r))
 }
 
 /// `keygate flush`: drops a provider's cached keys and verified tokens on every replica.
