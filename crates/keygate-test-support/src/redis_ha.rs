@@ -400,6 +400,33 @@ impl Sentinel {
         }
     }
 
+    /// Asks for a planned failover of `master` (`SENTINEL FAILOVER`), retrying while the
+    /// Sentinel answers that no replica is fit to promote yet (`NOGOODSLAVE`: on a busy
+    /// machine it may not have refreshed the replica's `INFO` since the replica caught up).
+    ///
+    /// # Panics
+    /// If the Sentinel does not accept the failover within `within`, or answers anything
+    /// other than `OK` or `NOGOODSLAVE`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "times a real redis-sentinel process, which tokio's clock knows nothing of"
+    )]
+    pub fn request_failover(&self, master: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self.command(&["SENTINEL", "FAILOVER", master]);
+            if answer == "OK" {
+                return;
+            }
+            assert!(
+                answer.contains("NOGOODSLAVE") && Instant::now() < deadline,
+                "SENTINEL FAILOVER {master} answered {answer:?}\n--- log ---\n{}",
+                read_log(&self.dir)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The Sentinel's log so far.
     #[must_use]
     pub fn log(&self) -> String {

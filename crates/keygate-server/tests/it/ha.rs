@@ -348,7 +348,7 @@ async fn a_demoted_primary_is_never_written_to_after_a_planned_failover() {
     assert_eq!(revoke(&a, revoke_jti(&first)).await.0, StatusCode::OK);
 
     // Both nodes stay up: the old primary turns into a replica, answering READONLY to writes.
-    assert_eq!(sentinel.command(&["SENTINEL", "FAILOVER", "kg"]), "OK");
+    tokio::task::block_in_place(|| sentinel.request_failover("kg", Duration::from_secs(20)));
     let new_port = tokio::task::block_in_place(|| {
         sentinel.wait_for_failover("kg", primary.port(), Duration::from_secs(20))
     });
