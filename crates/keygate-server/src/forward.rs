@@ -19,7 +19,24 @@
 //!   description is a fixed phrase per reason and never echoes the token.
 //! - 503 when the provider's keys cannot be obtained (nothing was verified either way).
 //!
+//! With `[server] token_cookie`, a request without `Authorization` may carry the token in that
+//! cookie. With `[server] resource_metadata`, every 401 challenge names the protected resource
+//! metadata URL (RFC 9728 section 5.1).
+//!
+//! With a `[policy]` section, the request being authorized (method, path, host: see
+//! `forward/target.rs`) is first matched against the routes. An anonymous route answers 200
+//! without looking at any token (a present token, valid or not, is ignored, and no identity
+//! headers are sent); no route with `default = "deny"`, or a path that cannot be normalized,
+//! answers 403 before any token is looked at; otherwise the token is verified as above and
+//! then the route's providers, scopes and claims are checked: 403 with `X-Auth-Reason`
+//! `insufficient_scope` (and the RFC 6750 section 3.1 challenge naming the scopes),
+//! `claim_unmet` or `provider_not_allowed`. Every answer a route decided carries
+//! `X-Auth-Route`. Statuses stay 200, 401, 403 and 503: nginx `auth_request` turns anything
+//! else into a 500.
+//!
 //! Every refusal becomes a response in one function, `refusal_response`.
+
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,7 +46,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use keygate::bearer::BearerError;
 use keygate::{ProviderId, ReasonClass, VerifiedToken, VerifyError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -37,6 +54,7 @@ use serde_json::Value;
 
 use crate::metrics::VerifyOutcome;
 use crate::node::Node;
+use crate::policy::{NormalizedPath, Policy, PolicyReason, Selected, SharedPolicy, Target};
 
 /// The header carrying the reason code of every answer (`ok` for a valid token).
 pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-auth-reason");
@@ -48,6 +66,8 @@ pub const ISSUER_HEADER: HeaderName = HeaderName::from_static("x-auth-issuer");
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-auth-tenant");
 /// The name of the provider that verified the token.
 pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-auth-provider");
+/// The policy route that decided the answer.
+pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-auth-route");
 
 /// The longest identity header value sent; a longer claim is left out rather than cut.
 const MAX_HEADER_VALUE: usize = 4096;
@@ -64,6 +84,12 @@ pub struct Forward {
     pub tenants: HashSet<String>,
     /// The request header that narrows `/verify` to a tenant.
     pub tenant_header: HeaderName,
+    /// The cookie the token may come from when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// The RFC 9728 metadata URL every 401 challenge names.
+    pub resource_metadata: Option<String>,
+    /// The running policy; a reload swaps it.
+    pub policy: SharedPolicy,
 }
 
 /// The router for the verification listener.
@@ -89,31 +115,139 @@ enum Refusal {
     /// The bus is degraded and `cluster.accept_while_degraded` is off: a revocation made on
     /// another replica might not have arrived.
     RevocationsBehind,
+    /// The policy refused the request (403).
+    Denied(PolicyReason),
 }
 
-async fn verify(State(app): State<Arc<Forward>>, uri: Uri, headers: HeaderMap) -> Response {
-    let started = tokio::time::Instant::now();
-    let result = check(&app, &uri, &headers).await;
-    let elapsed = started.elapsed();
-    match result {
-        Ok(token) => {
-            app.node
-                .metrics()
-                .observe_verification(VerifyOutcome::Valid, elapsed);
-            granted(&app, &token)
-        }
-        Err(refusal) => {
-            let outcome = match &refusal {
-                Refusal::MissingToken => VerifyOutcome::MissingToken,
-                Refusal::InvalidRequest => VerifyOutcome::Refused("malformed"),
-                Refusal::Token(e) => VerifyOutcome::Refused(e.reason().as_str()),
-                Refusal::TenantConflict => VerifyOutcome::Refused("bad_issuer"),
-                Refusal::RevocationsBehind => VerifyOutcome::Refused("revocations_behind"),
-            };
-            app.node.metrics().observe_verification(outcome, elapsed);
-            refusal_response(&refusal)
+async fn verify(
+    State(app): State<Arc<Forward>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    // One load per request: the whole answer comes from one policy, even across a reload.
+    let policy = app.policy.load();
+    if !policy.is_configured() {
+        return match authenticate(&app, &uri, &headers).await {
+            Ok(token) => granted(&app, &token),
+            Err(refusal) => refusal_response(&app, &refusal),
+        };
+    }
+    let (route, reason, outcome) = authorize(&app, &policy, &method, &uri, &headers).await;
+    policy.record(route, reason);
+    let route = route.map(|i| &policy.routes()[i]);
+    tracing::debug!(
+        route = route.map(|r| r.name()),
+        decision = reason.decision(),
+        reason = reason.as_str(),
+        "/verify"
+    );
+    let mut response = match outcome {
+        Ok(Some(token)) => granted(&app, &token),
+        Ok(None) => anonymous(),
+        Err(refusal) => refusal_response(&app, &refusal),
+    };
+    if let Some(route) = route {
+        response
+            .headers_mut()
+            .insert(ROUTE_HEADER, route.header().clone());
+        if reason == PolicyReason::InsufficientScope
+            && let Some(challenge) = route
+                .scope_challenge()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
         }
     }
+    response
+}
+
+/// What the policy makes of a request: the route that decided (if any), the reason, and the
+/// verified token (none for an anonymous route) or the refusal.
+async fn authorize(
+    app: &Forward,
+    policy: &Policy,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (
+    Option<usize>,
+    PolicyReason,
+    Result<Option<Arc<VerifiedToken>>, Refusal>,
+) {
+    let deny = |route, reason| (route, reason, Err(Refusal::Denied(reason)));
+    let target = match target::raw_target(method, uri, headers) {
+        Ok(t) => t,
+        Err(reason) => return deny(None, reason),
+    };
+    let Ok(path) = NormalizedPath::new(target.uri) else {
+        return deny(None, PolicyReason::InvalidPath);
+    };
+    let selected = policy.select(&Target {
+        method: target.method,
+        path: &path,
+        host: target.host,
+    });
+    let route = match selected {
+        Selected::NoRoute => return deny(None, PolicyReason::NoRoute),
+        Selected::Route(i) if policy.routes()[i].is_anonymous() => {
+            return (Some(i), PolicyReason::Anonymous, Ok(None));
+        }
+        Selected::Route(i) => Some(i),
+        Selected::Default => None,
+    };
+    let token = match authenticate(app, uri, headers).await {
+        Ok(token) => token,
+        Err(refusal) => {
+            let reason = match &refusal {
+                Refusal::MissingToken => PolicyReason::MissingToken,
+                Refusal::RevocationsBehind => PolicyReason::Unavailable,
+                Refusal::Token(e) if e.reason().class() == ReasonClass::Unavailable => {
+                    PolicyReason::Unavailable
+                }
+                _ => PolicyReason::InvalidToken,
+            };
+            return (route, reason, Err(refusal));
+        }
+    };
+    if let Some(i) = route {
+        // Claims are parsed only for a route that looks at them.
+        let claims = if policy.needs_claims(i) {
+            token.claims()
+        } else {
+            serde_json::Map::new()
+        };
+        let provider = token.provider();
+        if let Err(reason) =
+            policy.authorize(i, Some((provider.tenant(), provider.name())), &claims)
+        {
+            return deny(route, reason);
+        }
+    }
+    (route, PolicyReason::Ok, Ok(Some(token)))
+}
+
+/// Verifies the request's token and counts the outcome.
+async fn authenticate(
+    app: &Forward,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Arc<VerifiedToken>, Refusal> {
+    let started = tokio::time::Instant::now();
+    let result = check(app, uri, headers).await;
+    let elapsed = started.elapsed();
+    let outcome = match &result {
+        Ok(_) => VerifyOutcome::Valid,
+        Err(Refusal::MissingToken) => VerifyOutcome::MissingToken,
+        Err(Refusal::InvalidRequest) => VerifyOutcome::Refused("malformed"),
+        Err(Refusal::Token(e)) => VerifyOutcome::Refused(e.reason().as_str()),
+        Err(Refusal::TenantConflict) => VerifyOutcome::Refused("bad_issuer"),
+        Err(Refusal::RevocationsBehind) => VerifyOutcome::Refused("revocations_behind"),
+        // Policy refusals happen before or after verification, never in it.
+        Err(Refusal::Denied(_)) => VerifyOutcome::Valid,
+    };
+    app.node.metrics().observe_verification(outcome, elapsed);
+    result
 }
 
 async fn check(
@@ -121,7 +255,16 @@ async fn check(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
-    let token = bearer_token(headers)?;
+    let token = match (bearer_token(headers), &app.token_cookie) {
+        (Err(Refusal::MissingToken), Some(cookie))
+            if !headers.contains_key(http::header::AUTHORIZATION) =>
+        {
+            target::cookie_token(headers, cookie)
+                .map_err(|()| Refusal::InvalidRequest)?
+                .ok_or(Refusal::MissingToken)?
+        }
+        (result, _) => result?,
+    };
     if app.node.refusing_while_degraded() {
         return Err(Refusal::RevocationsBehind);
     }
@@ -198,9 +341,29 @@ fn granted(app: &Forward, token: &VerifiedToken) -> Response {
     (StatusCode::OK, headers).into_response()
 }
 
+/// The answer of an anonymous route: no identity at all.
+fn anonymous() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(REASON_HEADER, HeaderValue::from_static("anonymous"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (StatusCode::OK, headers).into_response()
+}
+
 /// The one place a refusal becomes a response.
-fn refusal_response(refusal: &Refusal) -> Response {
-    let (status, reason, challenge) = refusal_parts(refusal);
+fn refusal_response(app: &Forward, refusal: &Refusal) -> Response {
+    let (status, reason, mut challenge) = refusal_parts(refusal);
+    if status == StatusCode::UNAUTHORIZED
+        && let (Some(url), Some(c)) = (&app.resource_metadata, challenge.as_mut())
+    {
+        // RFC 9728 section 5.1: a parameter of the Bearer challenge; the URL was checked at
+        // load to hold no '"' or '\'.
+        if c == "Bearer" {
+            c.push(' ');
+        } else {
+            c.push_str(", ");
+        }
+        c.push_str(&format!("resource_metadata=\"{url}\""));
+    }
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, HeaderValue::from_static(reason));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -219,6 +382,8 @@ fn refusal_response(refusal: &Refusal) -> Response {
         }
         Refusal::RevocationsBehind => "temporarily_unavailable",
         Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
+        Refusal::Denied(PolicyReason::InsufficientScope) => "insufficient_scope",
+        Refusal::Denied(_) => "access_denied",
     };
     let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
     (status, headers, body).into_response()
@@ -246,6 +411,9 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>
             Some(invalid_token("issuer not accepted for this tenant")),
         ),
         Refusal::RevocationsBehind => (StatusCode::SERVICE_UNAVAILABLE, "revocations_behind", None),
+        // The route's scope challenge, when there is one, is added by the caller, which knows
+        // the route.
+        Refusal::Denied(reason) => (StatusCode::FORBIDDEN, reason.as_str(), None),
         // The reason's class decides: keys that cannot be had are an outage (503, no
         // challenge), anything else a judged refusal with the reason's fixed description
         // (never anything taken from the token).

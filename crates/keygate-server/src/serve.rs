@@ -25,6 +25,7 @@ use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
 use crate::forward::{self, Forward};
 use crate::node::Node;
+use crate::policy::SharedPolicy;
 use keygate_cluster::redis::RedisBus;
 use keygate_cluster::{Apply, Bus, LocalBus};
 
@@ -194,11 +195,18 @@ impl Server {
             origin,
             config.cluster.accept_while_degraded,
         ));
+        // The policy `/verify` reads and the metrics render; `Server::policy` hands it to
+        // whoever reloads.
+        let policy = SharedPolicy::new(Arc::clone(&config.policy));
+        node.metrics().attach_policy(policy.clone());
         let forward = Forward {
             node: Arc::clone(&node),
             claim_headers,
             tenants: tenants.clone(),
             tenant_header: config.server.tenant_header.clone(),
+            token_cookie: config.server.token_cookie.clone(),
+            resource_metadata: config.server.resource_metadata.clone(),
+            policy: policy.clone(),
         };
         let admin = Admin::new(
             Arc::clone(&node),
@@ -219,6 +227,15 @@ impl Server {
             header_timeout: config.server.header_read_timeout,
             stop: stop_tx,
         })
+    }
+
+    /// The running policy of `/verify`. A reload builds the new config's policy and calls
+    /// [`SharedPolicy::replace`] with it: requests in flight finish under the policy they
+    /// loaded, later ones see the new one, and the decision counters of routes that keep
+    /// their name carry over.
+    #[must_use]
+    pub fn policy(&self) -> &SharedPolicy {
+        &self.forward.policy
     }
 
     /// The address of `/verify`.

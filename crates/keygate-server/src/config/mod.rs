@@ -35,6 +35,7 @@ use http::HeaderName;
 use keygate::{Algorithm, HttpFetcher, ProviderConfig};
 
 use crate::apikey::{ApiKey, FailureLimit};
+use crate::policy::Policy;
 use keygate_cluster::redis::RedisSettings;
 
 pub use admin::hash_env_var;
@@ -136,6 +137,8 @@ pub struct Config {
     pub dev_issuer: Option<DevIssuerConfig>,
     /// How replicas share invalidations.
     pub cluster: ClusterConfig,
+    /// `[policy]`, compiled; [`Policy::unconfigured`] without the section.
+    pub policy: Arc<Policy>,
 }
 
 /// `[cluster]`: the invalidation bus.
@@ -199,6 +202,10 @@ pub struct ServerConfig {
     /// keep-alive connection is kept waiting for the next request): slow clients cannot hold
     /// connections open forever.
     pub header_read_timeout: Duration,
+    /// The cookie `/verify` reads the token from when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// The protected resource metadata URL (RFC 9728) every 401 names in its challenge.
+    pub resource_metadata: Option<String>,
 }
 
 /// One `[[providers]]` entry.
@@ -348,7 +355,21 @@ impl FileConfig {
         let admin = self.admin.validate(env)?;
         let revocations = self.revocations.validate()?;
         let cluster = self.cluster.validate(env)?;
+        let policy = match self.policy {
+            Some(policy) => {
+                let mut known: Vec<(String, String)> = providers
+                    .iter()
+                    .map(|p| (p.config.tenant().to_owned(), p.config.name().to_owned()))
+                    .collect();
+                if let Some(dev) = &dev_issuer {
+                    known.push((dev.tenant.clone(), dev.provider.clone()));
+                }
+                Arc::new(policy.compile(&known)?)
+            }
+            None => Arc::new(Policy::unconfigured()),
+        };
         Ok(Config {
+            policy,
             server,
             providers,
             admin,
