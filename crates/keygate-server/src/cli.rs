@@ -8,6 +8,7 @@
 pub mod dev;
 pub mod keys;
 pub mod ops;
+pub mod policy;
 pub mod serve;
 pub mod verify;
 
@@ -62,6 +63,9 @@ pub enum Command {
     /// The embedded development issuer: mint test tokens, rotate its keys.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// The `[policy]` of a config file: dry-run it offline.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => ops::status(&args),
         Command::Admin(cmd) => keys::run(&cmd),
         Command::Dev(cmd) => dev::run(&cmd),
+        Command::Policy(cmd) => Ok(ExitCode::from(policy::run(&cmd)?)),
     }
 }
 

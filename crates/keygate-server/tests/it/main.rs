@@ -13,6 +13,7 @@ mod jwks_url;
 mod nginx;
 mod operator;
 mod ops_cli;
+mod policy;
 mod serve_cli;
 mod server;
 mod support;
