@@ -11,6 +11,7 @@ mod harness;
 mod in_process;
 mod jwks_url;
 mod nginx;
+mod nginx_policy;
 mod operator;
 mod ops_cli;
 mod policy;

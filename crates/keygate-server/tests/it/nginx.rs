@@ -74,9 +74,9 @@ fn free_port() -> u16 {
 }
 
 /// nginx, stopped when dropped.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
@@ -89,6 +89,11 @@ impl Drop for Nginx {
 
 impl Nginx {
     fn start(keygate: &str, upstream: u16) -> Nginx {
+        Nginx::start_with(|dir, port| config(dir, port, keygate, upstream))
+    }
+
+    /// nginx with the configuration `render(dir, port)` writes for its directory and port.
+    pub(crate) fn start_with(render: impl Fn(&Path, u16) -> String) -> Nginx {
         let bin = nginx_binary();
         // The free port may be taken between probing and nginx binding it: try a few.
         let mut last_log = String::new();
@@ -98,7 +103,7 @@ impl Nginx {
                 .join(format!("nginx-{}-{attempt}-{port}", std::process::id()));
             std::fs::create_dir_all(dir.join("logs")).unwrap();
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, config(&dir, port, keygate, upstream)).unwrap();
+            std::fs::write(&conf, render(&dir, port)).unwrap();
             let child = Command::new(&bin)
                 .arg("-p")
                 .arg(&dir)
@@ -137,21 +142,10 @@ impl Nginx {
 
 /// The nginx configuration the README documents, with test paths and ports.
 fn config(dir: &Path, port: u16, keygate: &str, upstream: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log warn;
-events {{ worker_connections 128; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    http_config(
+        dir,
+        &format!(
+            r#"
     server {{
         listen 127.0.0.1:{port};
         location /api/ {{
@@ -170,14 +164,36 @@ http {{
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
         }}
-    }}
+    }}"#
+        ),
+    )
+}
+
+/// A whole nginx configuration for the directory `dir`: one worker in the foreground, every
+/// path under `dir`, and `http` (server blocks and the like) inside `http {}`.
+pub(crate) fn http_config(dir: &Path, http: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;{http}
 }}
 "#
     )
 }
 
 /// An upstream that answers with the identity headers it received.
-async fn start_upstream() -> u16 {
+pub(crate) async fn start_upstream() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = Router::new().fallback(any(|headers: HeaderMap| async move {
