@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::cli::{EXIT_INVALID, EXIT_OK};
 use crate::config::Config;
@@ -23,7 +23,8 @@ claims' iss (none if no provider has it).
 
 Prints exactly one JSON line on stdout:
   {\"decision\":\"allow\"|\"deny\",\"route\":NAME|null,\"reason\":CODE,\"status\":200|401|403,
-   \"path\":NORMALIZED|null}
+   \"path\":NORMALIZED|null,\"provider\":\"TENANT/PROVIDER\"|null}
+members in that order.
 
 Exit codes: 0 allow, 1 deny, 2 usage or configuration error (message on stderr).";
 
@@ -132,13 +133,25 @@ fn check(args: &CheckArgs) -> anyhow::Result<(String, bool)> {
     let path = crate::policy::NormalizedPath::new(args.uri.as_bytes())
         .ok()
         .map(|p| p.as_str().to_owned());
-    let line = json!({
-        "decision": verdict.reason.decision(),
-        "route": verdict.route,
-        "reason": verdict.reason.as_str(),
-        "status": verdict.status,
-        "path": path,
-        "provider": provider.map(|(t, n)| format!("{t}/{n}")),
-    });
-    Ok((line.to_string(), verdict.allowed()))
+    let line = Line {
+        decision: verdict.reason.decision(),
+        route: verdict.route.as_deref(),
+        reason: verdict.reason.as_str(),
+        status: verdict.status,
+        path: path.as_deref(),
+        provider: provider.map(|(t, n)| format!("{t}/{n}")),
+    };
+    let line = serde_json::to_string(&line).context("printing the verdict")?;
+    Ok((line, verdict.allowed()))
+}
+
+/// The output line; members in this order, a contract.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    decision: &'static str,
+    route: Option<&'a str>,
+    reason: &'static str,
+    status: u16,
+    path: Option<&'a str>,
+    provider: Option<String>,
 }

@@ -41,7 +41,11 @@ impl ClaimPath {
                 // claims are not cloned into one.
                 let rest = &pointer[1..];
                 let (first, tail) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-                let top = claims.get(&first.replace("~1", "/").replace("~0", "~"))?;
+                let top = if first.contains('~') {
+                    claims.get(&first.replace("~1", "/").replace("~0", "~"))?
+                } else {
+                    claims.get(first)?
+                };
                 if tail.is_empty() {
                     Some(top)
                 } else {

@@ -19,6 +19,7 @@ mod path;
 mod tests;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -147,6 +148,12 @@ pub enum Selected {
 pub struct Policy {
     default: DefaultAction,
     routes: Box<[Route]>,
+    /// The routes whose every glob starts with a literal segment, by that segment, in file
+    /// order: a request is tried only against the routes listed under its first segment
+    /// and those in `wild`.
+    index: HashMap<Box<str>, Box<[usize]>>,
+    /// The routes with a glob starting with `*` or `**`, in file order.
+    wild: Box<[usize]>,
     configured: bool,
     /// One row per route, then one for requests no route decided; one slot per reason.
     counters: Box<[[AtomicU64; PolicyReason::ALL.len()]]>,
@@ -191,8 +198,26 @@ impl Verdict {
 impl Policy {
     fn new(default: DefaultAction, routes: Vec<Route>, configured: bool) -> Policy {
         let rows = routes.len() + 1;
+        let mut index: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut wild = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let firsts: Option<Vec<&str>> = route.paths.iter().map(Glob::first_literal).collect();
+            match firsts {
+                Some(firsts) => {
+                    for first in firsts {
+                        let list = index.entry(first.into()).or_default();
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+                None => wild.push(i),
+            }
+        }
         Policy {
             default,
+            index: index.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            wild: wild.into(),
             routes: routes.into(),
             configured,
             counters: (0..rows)
@@ -244,8 +269,22 @@ impl Policy {
             &heap[..]
         };
         let host = target.host.map(normalize_host);
-        for (i, route) in self.routes.iter().enumerate() {
-            if route.matches(target.method, segments, host.as_deref()) {
+        // The candidates in file order: the routes listed under the first segment merged
+        // with those that start with a wildcard.
+        let listed = self
+            .index
+            .get(segments.first().copied().unwrap_or(""))
+            .map_or(&[][..], |l| &l[..]);
+        let (mut a, mut b) = (listed.iter().peekable(), self.wild.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (_, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            let Some(&i) = next else { break };
+            if self.routes[i].matches(target.method, segments, host.as_deref()) {
                 return Selected::Route(i);
             }
         }
@@ -275,10 +314,9 @@ impl Policy {
             }
         }
         if !route.scopes.is_empty() || !route.any_scopes.is_empty() {
-            let granted: Vec<&str> = claims::granted(claims).collect();
-            let all = route.scopes.iter().all(|s| granted.contains(&&**s));
-            let any = route.any_scopes.is_empty()
-                || route.any_scopes.iter().any(|s| granted.contains(&&**s));
+            let has = |s: &str| claims::granted(claims).any(|g| g == s);
+            let all = route.scopes.iter().all(|s| has(s));
+            let any = route.any_scopes.is_empty() || route.any_scopes.iter().any(|s| has(s));
             if !(all && any) {
                 return Err(PolicyReason::InsufficientScope);
             }
@@ -454,11 +492,7 @@ impl Route {
                 _ => return false,
             }
         }
-        self.paths.iter().any(|g| {
-            g.first_literal()
-                .is_none_or(|l| segments.first().is_some_and(|s| *s == l))
-                && g.matches(segments)
-        })
+        self.paths.iter().any(|g| g.matches(segments))
     }
 }
 

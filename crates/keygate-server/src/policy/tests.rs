@@ -595,3 +595,29 @@ fn deep_paths_match_past_the_stack_buffer() {
         PolicyReason::NoRoute
     );
 }
+
+/// The first-segment index keeps file order between literal and wildcard routes.
+#[test]
+fn first_match_wins_in_file_order_across_the_index() {
+    let p = parse(
+        "[policy]\ndefault = \"deny\"\n\
+         [[policy.routes]]\nname = \"r0\"\npaths = [\"/**\"]\nmethods = [\"POST\"]\n\
+         [[policy.routes]]\nname = \"r1\"\npaths = [\"/b/**\", \"/a/**\"]\nmethods = [\"GET\"]\n\
+         [[policy.routes]]\nname = \"r2\"\npaths = [\"/*/x\"]\n\
+         [[policy.routes]]\nname = \"r3\"\npaths = [\"/a/x\", \"/a/y\"]\n",
+    )
+    .unwrap();
+    let c = claims(json!({}));
+    for (method, uri, want) in [
+        ("POST", "/a/x", Some("r0")),
+        ("GET", "/a/x", Some("r1")),
+        ("GET", "/b", Some("r1")),
+        ("PUT", "/a/x", Some("r2")),
+        ("PUT", "/c/x", Some("r2")),
+        ("PUT", "/a/y", Some("r3")),
+        ("PUT", "/c/y", None),
+    ] {
+        let v = p.evaluate(method, uri, None, None, Some(&c));
+        assert_eq!(v.route.as_deref(), want, "{method} {uri}");
+    }
+}

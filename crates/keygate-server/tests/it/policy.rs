@@ -360,6 +360,11 @@ fn policy_check_is_a_dry_run() {
         None,
     );
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.line()
+            .starts_with(r#"{"decision":"allow","route":"orders-write","reason":"ok","#),
+        "{out:?}"
+    );
     assert_eq!(
         Value::Object(out.verdict()),
         json!({"decision": "allow", "route": "orders-write", "reason": "ok", "status": 200,
