@@ -2,6 +2,7 @@
 
 mod apikey_cli;
 mod attacks;
+mod caddy;
 mod cluster;
 mod dev_issuer;
 mod events;

@@ -22,12 +22,16 @@ use keygate_test_support::TestKey;
 
 /// Finds nginx, installing Debian's package if needed.
 fn nginx_binary() -> PathBuf {
-    let find = || {
-        ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    };
+    apt_binary(
+        "nginx",
+        &["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"],
+    )
+}
+
+/// The first of `paths` that exists, installing Debian's `package` first if none does.
+/// Panics (the test fails, never skips) if it cannot be installed.
+pub(crate) fn apt_binary(package: &str, paths: &[&str]) -> PathBuf {
+    let find = || paths.iter().map(PathBuf::from).find(|p| p.exists());
     if let Some(p) = find() {
         return p;
     }
@@ -47,14 +51,14 @@ fn nginx_binary() -> PathBuf {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    if !apt(&["install", "-y", "-q", "nginx"]) {
+    if !apt(&["install", "-y", "-q", package]) {
         assert!(apt(&["update", "-q"]), "apt-get update failed");
         assert!(
-            apt(&["install", "-y", "-q", "nginx"]),
-            "apt-get install nginx failed"
+            apt(&["install", "-y", "-q", package]),
+            "apt-get install {package} failed"
         );
     }
-    find().expect("nginx installed but not found")
+    find().unwrap_or_else(|| panic!("{package} installed but not found"))
 }
 
 fn is_root() -> bool {
@@ -65,7 +69,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
