@@ -206,7 +206,7 @@ impl Server {
             tenant_header: config.server.tenant_header.clone(),
             token_cookie: config.server.token_cookie.clone(),
             resource_metadata: config.server.resource_metadata.clone(),
-            policy: policy.clone(),
+            policy,
         };
         let admin = Admin::new(
             Arc::clone(&node),

@@ -101,7 +101,7 @@ fn contains(value: &Value, want: &Value) -> bool {
 
 /// Whether `claims` grant `scope`: a word of the `scope` string, or an element (or word) of
 /// `scp`, which some issuers send as an array and some as a string.
-pub(crate) fn granted<'a>(claims: &'a Map<String, Value>) -> impl Iterator<Item = &'a str> {
+pub(crate) fn granted(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
     fn words(v: Option<&Value>) -> Box<dyn Iterator<Item = &str> + '_> {
         match v {
             Some(Value::String(s)) => Box::new(s.split_ascii_whitespace()),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::claims::{ClaimPath, ClaimRule, Test};
 use super::glob::Glob;
-use super::{DefaultAction, HostPattern, Policy, Route};
+use super::{DefaultAction, HostPattern, Policy, ProviderName, Route};
 use crate::config::{ConfigError, check_name};
 
 /// `[policy]` as written.
@@ -156,27 +156,29 @@ impl FileRoute {
                 "an anonymous route takes no token, so it cannot also require providers, scopes or claims",
             ));
         }
-        let providers = self
-            .providers
-            .map(|list| {
-                list.iter()
-                    .map(|p| {
-                        let found = p.split_once('/').and_then(|(t, n)| {
-                            providers
-                                .iter()
-                                .find(|(pt, pn)| pt == t && pn == n)
-                                .map(|(t, n)| (t.as_str().into(), n.as_str().into()))
-                        });
-                        found.ok_or_else(|| {
-                            err(
-                                format!("{key}.providers"),
-                                format!("{p:?} is not a configured \"tenant/provider\""),
-                            )
+        let providers =
+            self.providers
+                .map(|list| {
+                    list.iter()
+                        .map(|p| {
+                            let found = p.split_once('/').and_then(|(t, n)| {
+                                providers.iter().find(|(pt, pn)| pt == t && pn == n).map(
+                                    |(t, n)| ProviderName {
+                                        tenant: t.as_str().into(),
+                                        name: n.as_str().into(),
+                                    },
+                                )
+                            });
+                            found.ok_or_else(|| {
+                                err(
+                                    format!("{key}.providers"),
+                                    format!("{p:?} is not a configured \"tenant/provider\""),
+                                )
+                            })
                         })
-                    })
-                    .collect::<Result<Box<[_]>, _>>()
-            })
-            .transpose()?;
+                        .collect::<Result<Box<[_]>, _>>()
+                })
+                .transpose()?;
         let scopes = scope_list(&format!("{key}.scopes"), self.scopes)?;
         let any_scopes = scope_list(&format!("{key}.any_scopes"), self.any_scopes)?;
         let claims = self

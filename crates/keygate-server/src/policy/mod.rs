@@ -168,7 +168,7 @@ pub struct Route {
     methods: Option<Box<[Box<str>]>>,
     hosts: Option<Box<[HostPattern]>>,
     anonymous: bool,
-    providers: Option<Box<[(Box<str>, Box<str>)]>>,
+    providers: Option<Box<[ProviderName]>>,
     scopes: Box<[Box<str>]>,
     any_scopes: Box<[Box<str>]>,
     claims: Box<[ClaimRule]>,
@@ -308,7 +308,7 @@ impl Policy {
         let route = &self.routes[index];
         if let Some(allowed) = &route.providers {
             let ok = provider
-                .is_some_and(|(t, n)| allowed.iter().any(|(at, an)| **at == *t && **an == *n));
+                .is_some_and(|(t, n)| allowed.iter().any(|a| *a.tenant == *t && *a.name == *n));
             if !ok {
                 return Err(PolicyReason::ProviderNotAllowed);
             }
@@ -425,7 +425,7 @@ impl Route {
         methods: Option<Box<[Box<str>]>>,
         hosts: Option<Box<[HostPattern]>>,
         anonymous: bool,
-        providers: Option<Box<[(Box<str>, Box<str>)]>>,
+        providers: Option<Box<[ProviderName]>>,
         scopes: Box<[Box<str>]>,
         any_scopes: Box<[Box<str>]>,
         claims: Box<[ClaimRule]>,
@@ -494,6 +494,13 @@ impl Route {
         }
         self.paths.iter().any(|g| g.matches(segments))
     }
+}
+
+/// A `tenant/provider` pair a route accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProviderName {
+    pub(crate) tenant: Box<str>,
+    pub(crate) name: Box<str>,
 }
 
 /// A host a route accepts: a name (`api.example.com`) or every subdomain of one

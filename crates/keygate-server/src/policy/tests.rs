@@ -92,11 +92,29 @@ fn check(
     (v.route, v.reason.as_str())
 }
 
+/// Method, URI, host; the route and reason expected.
+type SelectionRow = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<String>,
+    &'static str,
+);
+
+/// Method, URI, the token's provider and claims; the reason expected.
+type AuthorizationRow = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    Map<String, Value>,
+    &'static str,
+);
+
 #[test]
 fn selection_table() {
     let p = parse(POLICY).unwrap();
     let r = |s: &str| Some(s.to_owned());
-    let cases: &[(&str, &str, Option<&str>, Option<String>, &str)] = &[
+    let cases: &[SelectionRow] = &[
         ("GET", "/public/a.css", None, r("public"), "anonymous"),
         ("HEAD", "/public", None, r("public"), "anonymous"),
         ("get", "/public/x", None, r("public"), "anonymous"),
@@ -196,7 +214,7 @@ fn authorization_table() {
     };
     let acme = Some(("acme", "idp"));
     let other = Some(("other", "idp"));
-    let cases: Vec<(&str, &str, Option<(&str, &str)>, Map<String, Value>, &str)> = vec![
+    let cases: Vec<AuthorizationRow> = vec![
         ("POST", "/api/orders/1", acme, base.clone(), "ok"),
         (
             "POST",
