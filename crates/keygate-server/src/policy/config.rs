@@ -105,47 +105,12 @@ impl FileRoute {
             .iter()
             .map(|p| Glob::parse(p).map_err(|e| err(format!("{key}.paths"), e)))
             .collect::<Result<Box<[_]>, _>>()?;
-        let methods = self
-            .methods
-            .map(|methods| {
-                if methods.is_empty() {
-                    return Err(err(
-                        format!("{key}.methods"),
-                        "an empty list matches nothing; leave the key out to match any method",
-                    ));
-                }
-                methods
-                    .iter()
-                    .map(|m| {
-                        let ok = !m.is_empty()
-                            && m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-');
-                        if ok {
-                            Ok(m.to_ascii_uppercase().into_boxed_str())
-                        } else {
-                            Err(err(
-                                format!("{key}.methods"),
-                                format!("{m:?} is not a method"),
-                            ))
-                        }
-                    })
-                    .collect::<Result<Box<[_]>, _>>()
-            })
-            .transpose()?;
-        let hosts = self
-            .hosts
-            .map(|hosts| {
-                if hosts.is_empty() {
-                    return Err(err(
-                        format!("{key}.hosts"),
-                        "an empty list matches nothing; leave the key out to match any host",
-                    ));
-                }
-                hosts
-                    .iter()
-                    .map(|h| HostPattern::parse(h).map_err(|e| err(format!("{key}.hosts"), e)))
-                    .collect::<Result<Box<[_]>, _>>()
-            })
-            .transpose()?;
+        let methods = optional_list(&format!("{key}.methods"), self.methods, |m| {
+            let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-');
+            ok.then(|| m.to_ascii_uppercase().into_boxed_str())
+                .ok_or_else(|| format!("{m:?} is not a method"))
+        })?;
+        let hosts = optional_list(&format!("{key}.hosts"), self.hosts, HostPattern::parse)?;
         let needs_token = self.providers.is_some()
             || !self.scopes.is_empty()
             || !self.any_scopes.is_empty()
@@ -156,29 +121,15 @@ impl FileRoute {
                 "an anonymous route takes no token, so it cannot also require providers, scopes or claims",
             ));
         }
-        let providers =
-            self.providers
-                .map(|list| {
-                    list.iter()
-                        .map(|p| {
-                            let found = p.split_once('/').and_then(|(t, n)| {
-                                providers.iter().find(|(pt, pn)| pt == t && pn == n).map(
-                                    |(t, n)| ProviderName {
-                                        tenant: t.as_str().into(),
-                                        name: n.as_str().into(),
-                                    },
-                                )
-                            });
-                            found.ok_or_else(|| {
-                                err(
-                                    format!("{key}.providers"),
-                                    format!("{p:?} is not a configured \"tenant/provider\""),
-                                )
-                            })
-                        })
-                        .collect::<Result<Box<[_]>, _>>()
+        let providers = optional_list(&format!("{key}.providers"), self.providers, |p| {
+            p.split_once('/')
+                .filter(|&(t, n)| providers.iter().any(|(pt, pn)| pt == t && pn == n))
+                .map(|(t, n)| ProviderName {
+                    tenant: t.into(),
+                    name: n.into(),
                 })
-                .transpose()?;
+                .ok_or_else(|| format!("{p:?} is not a configured \"tenant/provider\""))
+        })?;
         let scopes = scope_list(&format!("{key}.scopes"), self.scopes)?;
         let any_scopes = scope_list(&format!("{key}.any_scopes"), self.any_scopes)?;
         let claims = self
@@ -187,19 +138,47 @@ impl FileRoute {
             .enumerate()
             .map(|(j, c)| c.compile(&format!("{key}.claims[{j}]")))
             .collect::<Result<Box<[_]>, _>>()?;
-        Ok(Route::new(
-            self.name.into(),
+        let scope_challenge = (!scopes.is_empty() || !any_scopes.is_empty()).then(|| {
+            let wanted: Vec<&str> = scopes.iter().chain(&any_scopes).map(|s| &**s).collect();
+            format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                wanted.join(" ")
+            )
+        });
+        Ok(Route {
+            name: self.name.into(),
             header,
             paths,
             methods,
             hosts,
-            self.anonymous,
+            anonymous: self.anonymous,
             providers,
             scopes,
             any_scopes,
             claims,
-        ))
+            scope_challenge,
+        })
     }
+}
+
+/// An optional list whose entries `parse` checks: absent, it restricts nothing; present, it
+/// must not be empty (an empty list would match nothing, which is never what was meant).
+fn optional_list<T>(
+    key: &str,
+    list: Option<Vec<String>>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<Box<[T]>>, ConfigError> {
+    let Some(list) = list else { return Ok(None) };
+    if list.is_empty() {
+        return Err(err(
+            key,
+            "an empty list matches nothing; leave the key out to match any",
+        ));
+    }
+    list.iter()
+        .map(|v| parse(v).map_err(|e| err(key, e)))
+        .collect::<Result<Box<[_]>, _>>()
+        .map(Some)
 }
 
 /// Scope tokens as RFC 6749 section 3.3 allows them, and as a challenge can quote them.

@@ -417,45 +417,6 @@ impl Policy {
 }
 
 impl Route {
-    #[allow(clippy::too_many_arguments)] // reason: built in one place, from checked parts
-    fn new(
-        name: Box<str>,
-        header: HeaderValue,
-        paths: Box<[Glob]>,
-        methods: Option<Box<[Box<str>]>>,
-        hosts: Option<Box<[HostPattern]>>,
-        anonymous: bool,
-        providers: Option<Box<[ProviderName]>>,
-        scopes: Box<[Box<str>]>,
-        any_scopes: Box<[Box<str>]>,
-        claims: Box<[ClaimRule]>,
-    ) -> Route {
-        let scope_challenge = (!scopes.is_empty() || !any_scopes.is_empty()).then(|| {
-            let wanted: Vec<&str> = scopes
-                .iter()
-                .chain(any_scopes.iter())
-                .map(|s| &**s)
-                .collect();
-            format!(
-                "Bearer error=\"insufficient_scope\", scope=\"{}\"",
-                wanted.join(" ")
-            )
-        });
-        Route {
-            name,
-            header,
-            paths,
-            methods,
-            hosts,
-            anonymous,
-            providers,
-            scopes,
-            any_scopes,
-            claims,
-            scope_challenge,
-        }
-    }
-
     /// The route's name.
     #[must_use]
     pub fn name(&self) -> &str {
