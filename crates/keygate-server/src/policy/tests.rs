@@ -639,3 +639,33 @@ fn first_match_wins_in_file_order_across_the_index() {
         assert_eq!(v.route.as_deref(), want, "{method} {uri}");
     }
 }
+
+#[test]
+fn the_example_documents_the_policy_keys() {
+    let example = include_str!("../../../../examples/keygate.toml");
+    for key in [
+        "[policy]",
+        "[[policy.routes]]",
+        "default =",
+        "name =",
+        "paths =",
+        "methods =",
+        "hosts =",
+        "anonymous =",
+        "providers =",
+        "scopes =",
+        "any_scopes =",
+        "claims =",
+        "claim =",
+        "equals =",
+        "one_of =",
+        "contains =",
+        "contains_any =",
+        "exists =",
+        "absent =",
+        "token_cookie =",
+        "resource_metadata =",
+    ] {
+        assert!(example.contains(key), "examples/keygate.toml lacks {key}");
+    }
+}
