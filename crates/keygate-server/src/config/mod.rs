@@ -57,12 +57,13 @@ pub const DEFAULT_DEV_ISSUER_LISTEN: &str = "127.0.0.1:8082";
 pub const DEV_AUDIENCE: &str = "keygate-dev";
 
 /// Headers `/verify` sets itself; a `claims_to_headers` entry may not reuse them.
-pub const RESERVED_HEADERS: [&str; 5] = [
+pub const RESERVED_HEADERS: [&str; 6] = [
     "x-auth-subject",
     "x-auth-issuer",
     "x-auth-tenant",
     "x-auth-provider",
     "x-auth-reason",
+    "x-auth-route",
 ];
 
 /// Headers that frame, route or cache an HTTP answer, or that belong to the server: a

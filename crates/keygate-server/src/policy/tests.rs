@@ -669,3 +669,13 @@ fn the_example_documents_the_policy_keys() {
         assert!(example.contains(key), "examples/keygate.toml lacks {key}");
     }
 }
+
+#[test]
+fn no_claim_can_pose_as_the_route_header() {
+    let e = Config::parse(
+        &format!("{PROVIDERS}\n[providers.claims_to_headers]\nroute = \"X-Auth-Route\"\n"),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "providers[1].claims_to_headers.route", "{e}");
+}
