@@ -95,17 +95,21 @@ fn check(args: &CheckArgs) -> anyhow::Result<(String, bool)> {
     };
     let claims: Map<String, Value> =
         serde_json::from_str(&text).context("the claims are not a JSON object")?;
-    let providers: Vec<(String, String, String)> = config
+    let mut providers: Vec<(String, String, Option<String>)> = config
         .providers
         .iter()
         .map(|p| {
             (
                 p.config.tenant().to_owned(),
                 p.config.name().to_owned(),
-                p.config.issuer().to_owned(),
+                Some(p.config.issuer().to_owned()),
             )
         })
         .collect();
+    // The development issuer's URL is known only once it listens: `--provider` names it.
+    if let Some(dev) = &config.dev_issuer {
+        providers.push((dev.tenant.clone(), dev.provider.clone(), None));
+    }
     let provider = match &args.provider {
         Some(p) => {
             let Some((t, n)) = p
@@ -119,7 +123,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<(String, bool)> {
         None => claims.get("iss").and_then(Value::as_str).and_then(|iss| {
             providers
                 .iter()
-                .find(|(_, _, i)| i == iss)
+                .find(|(_, _, i)| i.as_deref() == Some(iss))
                 .map(|(t, n, _)| (t.clone(), n.clone()))
         }),
     };

@@ -568,6 +568,35 @@ fn policy_check_is_a_dry_run() {
         );
     }
 
+    // The development issuer's provider can be named too.
+    let dev = temp_file(
+        "dev.toml",
+        "[dev_issuer]\n[policy]\n[[policy.routes]]\nname = \"d\"\npaths = [\"/**\"]\nproviders = [\"dev/dev\"]\n",
+    );
+    let dev = dev.to_str().unwrap();
+    let out = keygate(
+        &[
+            "policy",
+            "check",
+            "--config",
+            dev,
+            "--method",
+            "GET",
+            "--uri",
+            "/",
+            "--claims",
+            "{}",
+            "--provider",
+            "dev/dev",
+        ],
+        None,
+    );
+    assert_eq!(
+        (out.code, out.verdict()["route"].clone()),
+        (0, json!("d")),
+        "{out:?}"
+    );
+
     // Usage and config errors: 2, nothing on stdout.
     for (args, stderr) in [
         (vec!["--method", "GET", "--uri", "/"], "claims"),
