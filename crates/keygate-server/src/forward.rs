@@ -115,8 +115,9 @@ enum Refusal {
     /// The bus is degraded and `cluster.accept_while_degraded` is off: a revocation made on
     /// another replica might not have arrived.
     RevocationsBehind,
-    /// The policy refused the request (403).
-    Denied(PolicyReason),
+    /// The policy refused the request (403), with the route's scope challenge for
+    /// `insufficient_scope`.
+    Denied(PolicyReason, Option<String>),
 }
 
 async fn verify(
@@ -151,13 +152,6 @@ async fn verify(
         response
             .headers_mut()
             .insert(ROUTE_HEADER, route.header().clone());
-        if reason == PolicyReason::InsufficientScope
-            && let Some(challenge) = route
-                .scope_challenge()
-                .and_then(|c| HeaderValue::from_str(c).ok())
-        {
-            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
-        }
     }
     response
 }
@@ -175,7 +169,13 @@ async fn authorize(
     PolicyReason,
     Result<Option<Arc<VerifiedToken>>, Refusal>,
 ) {
-    let deny = |route, reason| (route, reason, Err(Refusal::Denied(reason)));
+    let deny = |route: Option<usize>, reason| {
+        let challenge = route
+            .filter(|_| reason == PolicyReason::InsufficientScope)
+            .and_then(|i| policy.routes()[i].scope_challenge())
+            .map(str::to_owned);
+        (route, reason, Err(Refusal::Denied(reason, challenge)))
+    };
     let target = match target::raw_target(method, uri, headers) {
         Ok(t) => t,
         Err(reason) => return deny(None, reason),
@@ -243,8 +243,8 @@ async fn authenticate(
         Err(Refusal::Token(e)) => VerifyOutcome::Refused(e.reason().as_str()),
         Err(Refusal::TenantConflict) => VerifyOutcome::Refused("bad_issuer"),
         Err(Refusal::RevocationsBehind) => VerifyOutcome::Refused("revocations_behind"),
-        // Policy refusals happen before or after verification, never in it.
-        Err(Refusal::Denied(_)) => VerifyOutcome::Valid,
+        // `check` never returns a policy refusal: they come before or after verification.
+        Err(Refusal::Denied(..)) => VerifyOutcome::Valid,
     };
     app.node.metrics().observe_verification(outcome, elapsed);
     result
@@ -382,8 +382,8 @@ fn refusal_response(app: &Forward, refusal: &Refusal) -> Response {
         }
         Refusal::RevocationsBehind => "temporarily_unavailable",
         Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
-        Refusal::Denied(PolicyReason::InsufficientScope) => "insufficient_scope",
-        Refusal::Denied(_) => "access_denied",
+        Refusal::Denied(PolicyReason::InsufficientScope, _) => "insufficient_scope",
+        Refusal::Denied(..) => "access_denied",
     };
     let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
     (status, headers, body).into_response()
@@ -411,9 +411,10 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>
             Some(invalid_token("issuer not accepted for this tenant")),
         ),
         Refusal::RevocationsBehind => (StatusCode::SERVICE_UNAVAILABLE, "revocations_behind", None),
-        // The route's scope challenge, when there is one, is added by the caller, which knows
-        // the route.
-        Refusal::Denied(reason) => (StatusCode::FORBIDDEN, reason.as_str(), None),
+        // RFC 6750 section 3.1: a scope refusal names the scopes the route requires.
+        Refusal::Denied(reason, challenge) => {
+            (StatusCode::FORBIDDEN, reason.as_str(), challenge.clone())
+        }
         // The reason's class decides: keys that cannot be had are an outage (503, no
         // challenge), anything else a judged refusal with the reason's fixed description
         // (never anything taken from the token).
