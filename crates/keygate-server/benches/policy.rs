@@ -8,6 +8,8 @@
 //! - `policy/no_route`: nothing matches (every route tried, then `default = "deny"`).
 //! - `policy/dotted_path`: the last route again, through a path with escapes and dot segments
 //!   to normalize.
+//! - `policy/claims_for_last_route`: what `/verify` parses of a verified token's claims set
+//!   (twelve typical claims, as JSON text) for the last route: only the members it reads.
 //!
 //! `cargo bench -p keygate-server --bench policy`; BENCHMARKS.md records the figures.
 
@@ -91,6 +93,19 @@ fn bench(c: &mut Criterion) {
             });
         });
     }
+    // What `/verify` parses of a verified token's claims for the last route: only the
+    // members it reads (`scope`, `scp`, `realm_access`), from the claims set's JSON text.
+    let json = serde_json::to_string(&json!({
+        "iss": "https://idp.test", "sub": "alice", "aud": "api", "exp": 1_900_000_000,
+        "iat": 1_800_000_000, "nbf": 1_800_000_000, "jti": "0123456789abcdef",
+        "azp": "web", "email": "alice@example.com", "email_verified": true,
+        "scope": "openid profile read write",
+        "realm_access": {"roles": ["user", "admin"]},
+    }))
+    .expect("serializable");
+    group.bench_function("claims_for_last_route", |b| {
+        b.iter(|| policy.claims_for(black_box(99), black_box(&json)));
+    });
     group.finish();
 }
 

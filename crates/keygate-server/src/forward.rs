@@ -211,12 +211,8 @@ async fn authorize(
         }
     };
     if let Some(i) = route {
-        // Claims are parsed only for a route that looks at them.
-        let claims = if policy.needs_claims(i) {
-            token.claims()
-        } else {
-            serde_json::Map::new()
-        };
+        // Only the claims the route looks at are parsed.
+        let claims = policy.claims_for(i, token.claims_json());
         let provider = token.provider();
         if let Err(reason) =
             policy.authorize(i, Some((provider.tenant(), provider.name())), &claims)

@@ -32,6 +32,18 @@ impl ClaimPath {
         Ok(ClaimPath::Pointer(text.into()))
     }
 
+    /// The top-level claim the path starts in.
+    pub(crate) fn top_level(&self) -> String {
+        match self {
+            ClaimPath::Name(name) => name.to_string(),
+            ClaimPath::Pointer(pointer) => {
+                let rest = &pointer[1..];
+                let first = rest.find('/').map_or(rest, |i| &rest[..i]);
+                first.replace("~1", "/").replace("~0", "~")
+            }
+        }
+    }
+
     /// The value at this path, if any (`null` counts as absent).
     pub(crate) fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
         let value = match self {

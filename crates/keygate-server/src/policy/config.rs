@@ -145,7 +145,18 @@ impl FileRoute {
                 wanted.join(" ")
             )
         });
+        let mut claim_names: Vec<Box<str>> = Vec::new();
+        if !scopes.is_empty() || !any_scopes.is_empty() {
+            claim_names.extend(["scope".into(), "scp".into()]);
+        }
+        for rule in &claims {
+            let name = rule.path.top_level();
+            if !claim_names.iter().any(|n| **n == *name) {
+                claim_names.push(name.into());
+            }
+        }
         Ok(Route {
+            claim_names: claim_names.into(),
             name: self.name.into(),
             header,
             paths,

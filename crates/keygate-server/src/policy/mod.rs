@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub(crate) use config::FilePolicy;
@@ -174,6 +175,9 @@ pub struct Route {
     claims: Box<[ClaimRule]>,
     /// The RFC 6750 section 3.1 challenge of a scope refusal.
     scope_challenge: Option<String>,
+    /// The top-level claims the route's scopes and conditions read (`scope` and `scp` for
+    /// scopes, the first step of each pointer): only these are parsed per request.
+    claim_names: Box<[Box<str>]>,
 }
 
 /// The outcome of [`Policy::evaluate`], the dry run.
@@ -328,11 +332,27 @@ impl Policy {
         }
     }
 
-    /// Whether the route at `index` needs any claim (scopes, conditions) of the token.
+    /// The claims route `index` reads, parsed from a verified token's claims set (JSON
+    /// text): only the top-level members its scopes and conditions look at, so a route that
+    /// reads none costs nothing and one that reads a few does not build the whole set.
     #[must_use]
-    pub fn needs_claims(&self, index: usize) -> bool {
-        let r = &self.routes[index];
-        !r.scopes.is_empty() || !r.any_scopes.is_empty() || !r.claims.is_empty()
+    pub fn claims_for(&self, index: usize, claims_json: &str) -> Map<String, Value> {
+        let names = &self.routes[index].claim_names;
+        if names.is_empty() {
+            return Map::new();
+        }
+        // Borrowed names and unparsed values: one pass over the text, no allocation per
+        // member. A member name with escapes cannot be borrowed; such a set is parsed whole.
+        match serde_json::from_str::<HashMap<&str, &RawValue>>(claims_json) {
+            Ok(raw) => names
+                .iter()
+                .filter_map(|name| {
+                    let value = serde_json::from_str(raw.get(&**name)?.get()).ok()?;
+                    Some((name.to_string(), value))
+                })
+                .collect(),
+            Err(_) => serde_json::from_str(claims_json).unwrap_or_default(),
+        }
     }
 
     /// Counts one decision. Lock-free and allocation-free.

@@ -679,3 +679,31 @@ fn no_claim_can_pose_as_the_route_header() {
     .unwrap_err();
     assert_eq!(e.key, "providers[1].claims_to_headers.route", "{e}");
 }
+
+#[test]
+fn only_the_claims_a_route_reads_are_parsed() {
+    let p = parse(POLICY).unwrap();
+    let json = r#"{"sub":"alice","scope":"write","realm_access":{"roles":["admin"]},"big":[1,2,3],"email_verified":true}"#;
+    // orders-write reads scope/scp and realm_access.
+    let c = p.claims_for(1, json);
+    let mut keys: Vec<&str> = c.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["realm_access", "scope"]);
+    assert_eq!(p.authorize(1, Some(("acme", "idp")), &c), Ok(()));
+    // The anonymous route reads nothing.
+    assert!(p.claims_for(0, json).is_empty());
+    // A member name with an escape is still found (the set is parsed whole).
+    let escaped = r#"{"sc\u006fpe":"write","realm_access":{"roles":["admin"]}}"#;
+    let c = p.claims_for(1, escaped);
+    assert_eq!(c["scope"], json!("write"));
+    assert_eq!(p.authorize(1, Some(("acme", "idp")), &c), Ok(()));
+    // A pointer's first step is unescaped: `/a~1b/c` reads the claim "a/b".
+    let p = parse(
+        "[policy]\n[[policy.routes]]\nname = \"r\"\npaths = [\"/**\"]\n\
+         claims = [{ claim = \"/a~1b/c\", equals = 1 }]",
+    )
+    .unwrap();
+    let c = p.claims_for(0, r#"{"a/b":{"c":1},"x":2}"#);
+    assert_eq!(c.keys().collect::<Vec<_>>(), ["a/b"]);
+    assert_eq!(p.authorize(0, None, &c), Ok(()));
+}
