@@ -124,6 +124,73 @@ pub(crate) fn granted(claims: &Map<String, Value>) -> impl Iterator<Item = &str>
     words(claims.get("scope")).chain(words(claims.get("scp")))
 }
 
+/// The members named `names` of a claims set given as JSON text, parsed; every other member
+/// is skipped unparsed. Names are compared as they are read, escaped or not, without
+/// allocating; a text that is not a JSON object gives an empty map (a verified token's claims
+/// always are one).
+pub(crate) fn pick(json: &str, names: &[Box<str>]) -> Map<String, Value> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::DeserializeSeed::deserialize(Wanted(names), &mut de).unwrap_or_default()
+}
+
+/// Reads an object, keeping the members in `.0`.
+struct Wanted<'n>(&'n [Box<str>]);
+
+/// Reads a member name: its index in `.0`, if it is there.
+struct Name<'n>(&'n [Box<str>]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Wanted<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Wanted<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a claims set")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(found) = map.next_key_seed(Name(self.0))? {
+            match found {
+                Some(i) => {
+                    let value: Value = map.next_value()?;
+                    out.insert(self.0[i].to_string(), value);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Name<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Name<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|n| **n == *v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

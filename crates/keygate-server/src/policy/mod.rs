@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub(crate) use config::FilePolicy;
@@ -341,18 +340,7 @@ impl Policy {
         if names.is_empty() {
             return Map::new();
         }
-        // Borrowed names and unparsed values: one pass over the text, no allocation per
-        // member. A member name with escapes cannot be borrowed; such a set is parsed whole.
-        match serde_json::from_str::<HashMap<&str, &RawValue>>(claims_json) {
-            Ok(raw) => names
-                .iter()
-                .filter_map(|name| {
-                    let value = serde_json::from_str(raw.get(&**name)?.get()).ok()?;
-                    Some((name.to_string(), value))
-                })
-                .collect(),
-            Err(_) => serde_json::from_str(claims_json).unwrap_or_default(),
-        }
+        claims::pick(claims_json, names)
     }
 
     /// Counts one decision. Lock-free and allocation-free.
