@@ -15,7 +15,9 @@
 # Everything listens on 127.0.0.1 and everything started here is stopped on exit.
 #
 # Environment: DURATION (seconds per wrk run, default 10), DISTINCT (default 20000),
-# CONNECTIONS (default 64), THREADS (default 2).
+# CONNECTIONS (default 64), THREADS (default 2), POLICY_ROUTES (default 0: no [policy]; N adds
+# a policy of N routes, N-1 that never match and a last one, `/**`, that checks the token's
+# provider and a claim, so every request is authorized by route; compare two runs).
 
 set -euo pipefail
 
@@ -23,8 +25,13 @@ DURATION=${DURATION:-10}
 DISTINCT=${DISTINCT:-20000}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+POLICY_ROUTES=${POLICY_ROUTES:-0}
 POOL=1000
 
+if ! [[ $POLICY_ROUTES =~ ^[0-9]+$ ]] || ((POLICY_ROUTES > 1000)); then
+    echo "load.sh: POLICY_ROUTES must be an integer from 0 to 1000" >&2
+    exit 2
+fi
 for v in DURATION DISTINCT CONNECTIONS THREADS; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} < 1)); then
         echo "load.sh: $v must be a positive integer" >&2
@@ -94,6 +101,15 @@ token_cache = 2048
 [dev_issuer]
 listen = "127.0.0.1:${PORTS[2]}"
 EOF
+if ((POLICY_ROUTES > 0)); then
+    printf '[policy]\ndefault = "deny"\n' >>"$WORK/keygate.toml"
+    for ((i = 0; i < POLICY_ROUTES - 1; i++)); do
+        printf '[[policy.routes]]\nname = "r%d"\npaths = ["/svc%d/**"]\nmethods = ["GET"]\n' "$i" "$i" \
+            >>"$WORK/keygate.toml"
+    done
+    printf '[[policy.routes]]\nname = "all"\npaths = ["/**"]\nproviders = ["dev/dev"]\nclaims = [{ claim = "sub", exists = true }]\n' \
+        >>"$WORK/keygate.toml"
+fi
 
 log "starting keygate serve on $VERIFY_ADDR (admin $ADMIN_ADDR, issuer $ISSUER)"
 KEYGATE_LOG=warn,keygate_server::cli::serve=info "$KEYGATE_BIN" serve --config "$WORK/keygate.toml" \
@@ -291,7 +307,7 @@ cat <<EOF
 
 ## keygate /verify under load
 
-Machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}. Commit: $COMMIT$DIRTY. wrk -t $THREADS -c $CONNECTIONS, keep-alive, ${DURATION}s per run, on the same machine as the server (loopback).
+Machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}. Commit: $COMMIT$DIRTY. Policy routes: $POLICY_ROUTES. wrk -t $THREADS -c $CONNECTIONS, keep-alive, ${DURATION}s per run, on the same machine as the server (loopback).
 
 | scenario | req/s | p50 | p99 | CPU % (one core = 100%) | non-200s | JWKS fetches |
 |---|---:|---:|---:|---:|---:|---:|

@@ -8,6 +8,7 @@
 pub mod dev;
 pub mod keys;
 pub mod ops;
+pub mod policy;
 pub mod serve;
 pub mod verify;
 
@@ -64,6 +65,9 @@ pub enum Command {
     /// The embedded development issuer: mint test tokens, rotate its keys.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// The `[policy]` of a config file: dry-run it offline.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -89,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => ops::reload(&args),
         Command::Admin(cmd) => keys::run(&cmd),
         Command::Dev(cmd) => dev::run(&cmd),
+        Command::Policy(cmd) => Ok(ExitCode::from(policy::run(&cmd)?)),
     }
 }
 

@@ -19,11 +19,29 @@
 //!   description is a fixed phrase per reason and never echoes the token.
 //! - 503 when the provider's keys cannot be obtained (nothing was verified either way).
 //!
+//! With `[server] token_cookie`, a request without `Authorization` may carry the token in that
+//! cookie. With `[server] resource_metadata`, every 401 challenge names the protected resource
+//! metadata URL (RFC 9728 section 5.1).
+//!
+//! With a `[policy]` section, the request being authorized (method, path, host: see
+//! `forward/target.rs`) is first matched against the routes. An anonymous route answers 200
+//! without looking at any token (a present token, valid or not, is ignored, and no identity
+//! headers are sent); no route with `default = "deny"`, or a path that cannot be normalized,
+//! answers 403 before any token is looked at; otherwise the token is verified as above and
+//! then the route's providers, scopes and claims are checked: 403 with `X-Auth-Reason`
+//! `insufficient_scope` (and the RFC 6750 section 3.1 challenge naming the scopes),
+//! `claim_unmet` or `provider_not_allowed`. Every answer a route decided carries
+//! `X-Auth-Route`. Statuses stay 200, 401, 403 and 503: nginx `auth_request` turns anything
+//! else into a 500.
+//!
 //! Every refusal becomes a response in one function, `refusal_response`.
 //!
 //! What a configuration reload changes here ([`ForwardSettings`]: claim headers, tenants,
-//! tenant header) sits behind one `ArcSwap`, loaded once per request: a request is answered
-//! wholly under the old settings or wholly under the new ones.
+//! tenant header, token cookie, resource metadata) sits behind one `ArcSwap`, and the policy
+//! behind its own ([`SharedPolicy`]); a request loads each once, so it is answered wholly
+//! under one version of each.
+
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,15 +52,16 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use keygate::bearer::BearerError;
 use keygate::{ProviderId, ReasonClass, VerifiedToken, VerifyError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
-use crate::config::ProviderSpec;
+use crate::config::{ProviderSpec, ServerConfig};
 use crate::metrics::VerifyOutcome;
 use crate::node::Node;
+use crate::policy::{NormalizedPath, Policy, PolicyReason, Selected, SharedPolicy, Target};
 
 /// The header carrying the reason code of every answer (`ok` for a valid token).
 pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-auth-reason");
@@ -54,18 +73,22 @@ pub const ISSUER_HEADER: HeaderName = HeaderName::from_static("x-auth-issuer");
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-auth-tenant");
 /// The name of the provider that verified the token.
 pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-auth-provider");
+/// The policy route that decided the answer.
+pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-auth-route");
 
 /// The longest identity header value sent; a longer claim is left out rather than cut.
 const MAX_HEADER_VALUE: usize = 4096;
 
-/// What `/verify` needs: the node (its verifier, counters and bus state) and the settings
-/// of the endpoint, which a reload replaces.
+/// What `/verify` needs: the node (its verifier, counters and bus state), the settings of
+/// the endpoint and the policy, both of which a reload replaces.
 #[derive(Debug)]
 pub struct Forward {
     /// The node whose verifier answers.
     pub node: Arc<Node>,
     /// The settings in force; the reloader swaps in new ones.
     pub settings: Arc<ArcSwap<ForwardSettings>>,
+    /// The running policy; the reloader swaps it.
+    pub policy: SharedPolicy,
 }
 
 /// The settings of `/verify` that come from the configuration file and reload with it.
@@ -78,13 +101,17 @@ pub struct ForwardSettings {
     pub tenants: HashSet<String>,
     /// The request header that narrows `/verify` to a tenant.
     pub tenant_header: HeaderName,
+    /// The cookie the token may come from when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// The RFC 9728 metadata URL every 401 challenge names.
+    pub resource_metadata: Option<String>,
 }
 
 impl ForwardSettings {
     /// The settings of `config`'s providers (`providers` as the verifier has them, the
     /// development issuer's included) and its `[server]` section.
     #[must_use]
-    pub fn new(providers: &[ProviderSpec], tenant_header: HeaderName) -> ForwardSettings {
+    pub fn new(providers: &[ProviderSpec], server: &ServerConfig) -> ForwardSettings {
         let mut claim_headers = HashMap::new();
         let mut tenants = HashSet::new();
         for spec in providers {
@@ -95,7 +122,9 @@ impl ForwardSettings {
         ForwardSettings {
             claim_headers,
             tenants,
-            tenant_header,
+            tenant_header: server.tenant_header.clone(),
+            token_cookie: server.token_cookie.clone(),
+            resource_metadata: server.resource_metadata.clone(),
         }
     }
 }
@@ -123,44 +152,159 @@ enum Refusal {
     /// The bus is degraded and `cluster.accept_while_degraded` is off: a revocation made on
     /// another replica might not have arrived.
     RevocationsBehind,
+    /// The policy refused the request (403), with the route's scope challenge for
+    /// `insufficient_scope`.
+    Denied(PolicyReason, Option<String>),
 }
 
-async fn verify(State(app): State<Arc<Forward>>, uri: Uri, headers: HeaderMap) -> Response {
-    let started = tokio::time::Instant::now();
-    // One load per request: a reload meanwhile does not change what this request is held to.
-    // A guard, not a clone, so requests on many cores do not contend for one reference count;
-    // a reload swapping meanwhile turns it into a full reference without waiting.
+async fn verify(
+    State(app): State<Arc<Forward>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    // One load per request: the whole answer comes from one policy and one set of settings,
+    // even across a reload. A guard, not a clone, so requests on many cores do not contend
+    // for one reference count.
+    let policy = app.policy.load();
     let settings = app.settings.load();
-    let result = check(&app, &settings, &uri, &headers).await;
-    let elapsed = started.elapsed();
-    match result {
-        Ok(token) => {
-            app.node
-                .metrics()
-                .observe_verification(VerifyOutcome::Valid, elapsed);
-            granted(&settings, &token)
+    let s: &ForwardSettings = &settings;
+    if !policy.is_configured() {
+        return match authenticate(&app, s, &uri, &headers).await {
+            Ok(token) => granted(s, &token),
+            Err(refusal) => refusal_response(s, &refusal),
+        };
+    }
+    let (route, reason, outcome) = authorize(&app, s, &policy, &method, &uri, &headers).await;
+    policy.record(route, reason);
+    let route = route.map(|i| &policy.routes()[i]);
+    tracing::debug!(
+        route = route.map(|r| r.name()),
+        decision = reason.decision(),
+        reason = reason.as_str(),
+        "/verify"
+    );
+    let mut response = match outcome {
+        Ok(Some(token)) => granted(s, &token),
+        Ok(None) => anonymous(),
+        Err(refusal) => refusal_response(s, &refusal),
+    };
+    if let Some(route) = route {
+        response
+            .headers_mut()
+            .insert(ROUTE_HEADER, route.header().clone());
+    }
+    response
+}
+
+/// What the policy makes of a request: the route that decided (if any), the reason, and the
+/// verified token (none for an anonymous route) or the refusal.
+async fn authorize(
+    app: &Forward,
+    s: &ForwardSettings,
+    policy: &Policy,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (
+    Option<usize>,
+    PolicyReason,
+    Result<Option<Arc<VerifiedToken>>, Refusal>,
+) {
+    let deny = |route: Option<usize>, reason| {
+        let challenge = route
+            .filter(|_| reason == PolicyReason::InsufficientScope)
+            .and_then(|i| policy.routes()[i].scope_challenge())
+            .map(str::to_owned);
+        (route, reason, Err(Refusal::Denied(reason, challenge)))
+    };
+    let target = match target::raw_target(method, uri, headers) {
+        Ok(t) => t,
+        Err(reason) => return deny(None, reason),
+    };
+    let Ok(path) = NormalizedPath::new(target.uri) else {
+        return deny(None, PolicyReason::InvalidPath);
+    };
+    let selected = policy.select(&Target {
+        method: target.method,
+        path: &path,
+        host: target.host,
+    });
+    let route = match selected {
+        Selected::NoRoute => return deny(None, PolicyReason::NoRoute),
+        Selected::Route(i) if policy.routes()[i].is_anonymous() => {
+            return (Some(i), PolicyReason::Anonymous, Ok(None));
         }
+        Selected::Route(i) => Some(i),
+        Selected::Default => None,
+    };
+    let token = match authenticate(app, s, uri, headers).await {
+        Ok(token) => token,
         Err(refusal) => {
-            let outcome = match &refusal {
-                Refusal::MissingToken => VerifyOutcome::MissingToken,
-                Refusal::InvalidRequest => VerifyOutcome::Refused("malformed"),
-                Refusal::Token(e) => VerifyOutcome::Refused(e.reason().as_str()),
-                Refusal::TenantConflict => VerifyOutcome::Refused("bad_issuer"),
-                Refusal::RevocationsBehind => VerifyOutcome::Refused("revocations_behind"),
+            let reason = match &refusal {
+                Refusal::MissingToken => PolicyReason::MissingToken,
+                Refusal::RevocationsBehind => PolicyReason::Unavailable,
+                Refusal::Token(e) if e.reason().class() == ReasonClass::Unavailable => {
+                    PolicyReason::Unavailable
+                }
+                _ => PolicyReason::InvalidToken,
             };
-            app.node.metrics().observe_verification(outcome, elapsed);
-            refusal_response(&refusal)
+            return (route, reason, Err(refusal));
+        }
+    };
+    if let Some(i) = route {
+        // Only the claims the route looks at are parsed.
+        let claims = policy.claims_for(i, token.claims_json());
+        let provider = token.provider();
+        if let Err(reason) =
+            policy.authorize(i, Some((provider.tenant(), provider.name())), &claims)
+        {
+            return deny(route, reason);
         }
     }
+    (route, PolicyReason::Ok, Ok(Some(token)))
+}
+
+/// Verifies the request's token and counts the outcome.
+async fn authenticate(
+    app: &Forward,
+    s: &ForwardSettings,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Arc<VerifiedToken>, Refusal> {
+    let started = tokio::time::Instant::now();
+    let result = check(app, s, uri, headers).await;
+    let elapsed = started.elapsed();
+    let outcome = match &result {
+        Ok(_) => VerifyOutcome::Valid,
+        Err(Refusal::MissingToken) => VerifyOutcome::MissingToken,
+        Err(Refusal::InvalidRequest) => VerifyOutcome::Refused("malformed"),
+        Err(Refusal::Token(e)) => VerifyOutcome::Refused(e.reason().as_str()),
+        Err(Refusal::TenantConflict) => VerifyOutcome::Refused("bad_issuer"),
+        Err(Refusal::RevocationsBehind) => VerifyOutcome::Refused("revocations_behind"),
+        // `check` never returns a policy refusal: they come before or after verification.
+        Err(Refusal::Denied(..)) => VerifyOutcome::Valid,
+    };
+    app.node.metrics().observe_verification(outcome, elapsed);
+    result
 }
 
 async fn check(
     app: &Forward,
-    settings: &ForwardSettings,
+    s: &ForwardSettings,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
-    let token = bearer_token(headers)?;
+    let token = match (bearer_token(headers), &s.token_cookie) {
+        (Err(Refusal::MissingToken), Some(cookie))
+            if !headers.contains_key(http::header::AUTHORIZATION) =>
+        {
+            target::cookie_token(headers, cookie)
+                .map_err(|()| Refusal::InvalidRequest)?
+                .ok_or(Refusal::MissingToken)?
+        }
+        (result, _) => result?,
+    };
     if app.node.refusing_while_degraded() {
         return Err(Refusal::RevocationsBehind);
     }
@@ -168,8 +312,8 @@ async fn check(
         .path()
         .strip_prefix("/verify/")
         .and_then(|rest| rest.split('/').next())
-        .filter(|seg| settings.tenants.contains(*seg));
-    let header_tenant = match headers.get(&settings.tenant_header) {
+        .filter(|seg| s.tenants.contains(*seg));
+    let header_tenant = match headers.get(&s.tenant_header) {
         Some(v) => Some(v.to_str().map_err(|_| Refusal::InvalidRequest)?),
         None => None,
     };
@@ -197,7 +341,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     })
 }
 
-fn granted(app: &ForwardSettings, token: &VerifiedToken) -> Response {
+fn granted(s: &ForwardSettings, token: &VerifiedToken) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, HeaderValue::from_static("ok"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -214,14 +358,14 @@ fn granted(app: &ForwardSettings, token: &VerifiedToken) -> Response {
     if let Some(v) = token.subject().and_then(header_value) {
         headers.insert(SUBJECT_HEADER, v);
     }
-    if let Some(mapping) = app.claim_headers.get(provider)
+    if let Some(mapping) = s.claim_headers.get(provider)
         && !mapping.is_empty()
     {
         let claims = token.claims();
         for (claim, header) in mapping {
             // Config loading refuses these names; a `Config` built in code is checked here
             // too, so no claim can reframe or make cacheable the answer.
-            if crate::config::refused_claim_header(header, &app.tenant_header).is_some() {
+            if crate::config::refused_claim_header(header, &s.tenant_header).is_some() {
                 continue;
             }
             if let Some(v) = claims
@@ -237,9 +381,29 @@ fn granted(app: &ForwardSettings, token: &VerifiedToken) -> Response {
     (StatusCode::OK, headers).into_response()
 }
 
+/// The answer of an anonymous route: no identity at all.
+fn anonymous() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(REASON_HEADER, HeaderValue::from_static("anonymous"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (StatusCode::OK, headers).into_response()
+}
+
 /// The one place a refusal becomes a response.
-fn refusal_response(refusal: &Refusal) -> Response {
-    let (status, reason, challenge) = refusal_parts(refusal);
+fn refusal_response(s: &ForwardSettings, refusal: &Refusal) -> Response {
+    let (status, reason, mut challenge) = refusal_parts(refusal);
+    if status == StatusCode::UNAUTHORIZED
+        && let (Some(url), Some(c)) = (&s.resource_metadata, challenge.as_mut())
+    {
+        // RFC 9728 section 5.1: a parameter of the Bearer challenge; the URL was checked at
+        // load to hold no '"' or '\'.
+        if c == "Bearer" {
+            c.push(' ');
+        } else {
+            c.push_str(", ");
+        }
+        c.push_str(&format!("resource_metadata=\"{url}\""));
+    }
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, HeaderValue::from_static(reason));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -258,6 +422,8 @@ fn refusal_response(refusal: &Refusal) -> Response {
         }
         Refusal::RevocationsBehind => "temporarily_unavailable",
         Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
+        Refusal::Denied(PolicyReason::InsufficientScope, _) => "insufficient_scope",
+        Refusal::Denied(..) => "access_denied",
     };
     let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
     (status, headers, body).into_response()
@@ -285,6 +451,10 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>
             Some(invalid_token("issuer not accepted for this tenant")),
         ),
         Refusal::RevocationsBehind => (StatusCode::SERVICE_UNAVAILABLE, "revocations_behind", None),
+        // RFC 6750 section 3.1: a scope refusal names the scopes the route requires.
+        Refusal::Denied(reason, challenge) => {
+            (StatusCode::FORBIDDEN, reason.as_str(), challenge.clone())
+        }
         // The reason's class decides: keys that cannot be had are an outage (503, no
         // challenge), anything else a judged refusal with the reason's fixed description
         // (never anything taken from the token).

@@ -8,6 +8,8 @@
 //! - [`config`]: the TOML file, validated into a [`config::Config`] (loading never binds).
 //! - [`serve`]: builds the node and the listeners from a `Config`, runs until shutdown.
 //! - [`forward`]: the forward-auth endpoint `/verify` (nginx, Traefik, Envoy).
+//! - [`policy`]: which requests `/verify` lets through: routes, path normalization, the
+//!   dry run.
 //! - [`node`]: one replica's state (verifier, revocations, bus handle, counters) and the one
 //!   way to change it, `Node::invalidate`: apply here, publish to the others.
 //! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz` on the admin listener;
@@ -27,5 +29,6 @@ pub mod dev_issuer;
 pub mod forward;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod reload;
 pub mod serve;

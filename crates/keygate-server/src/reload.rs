@@ -31,11 +31,13 @@ use crate::config::{
 };
 use crate::forward::ForwardSettings;
 use crate::node::Node;
+use crate::policy::SharedPolicy;
 
 /// Everything a reload changes, and the configuration in force.
 pub struct Reloader {
     node: Arc<Node>,
     forward: Arc<ArcSwap<ForwardSettings>>,
+    policy: SharedPolicy,
     keys: KeyRing,
     revocations: Arc<ArcSwap<RevocationPolicy>>,
     /// The development issuer's provider as built at start-up (its address is only known
@@ -58,6 +60,7 @@ impl Reloader {
         running: Config,
         node: Arc<Node>,
         forward: Arc<ArcSwap<ForwardSettings>>,
+        policy: SharedPolicy,
         keys: KeyRing,
         revocations: Arc<ArcSwap<RevocationPolicy>>,
         dev_provider: Option<ProviderSpec>,
@@ -65,6 +68,7 @@ impl Reloader {
         Reloader {
             node,
             forward,
+            policy,
             keys,
             revocations,
             dev_provider,
@@ -125,12 +129,15 @@ impl Reloader {
                     problem: e.problem,
                 })
             })?;
-        let settings = ForwardSettings::new(&providers, new.server.tenant_header.clone());
+        let settings = ForwardSettings::new(&providers, &new.server);
         self.revocations.store(Arc::new(RevocationPolicy {
             tenants: settings.tenants.clone(),
             max_token_lifetime: new.revocations.max_token_lifetime,
         }));
         self.forward.store(Arc::new(settings));
+        // The new policy, compiled and checked against the new providers when the file was
+        // loaded; routes that keep their name keep their decision counters.
+        self.policy.replace(Arc::clone(&new.policy));
         self.keys.replace_keys(new.admin.keys.clone());
         if new.admin.keys.is_empty() {
             tracing::warn!("no [[admin.keys]] configured: every admin API call will be refused");
@@ -193,6 +200,8 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
         dev_issuer,
         cluster,
         cluster_digest,
+        // Reloaded: the policy of `/verify`, swapped whole.
+        policy: _,
     } = running;
     let ServerConfig {
         listen,
@@ -202,6 +211,8 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
         max_token_bytes,
         // Reloaded with `/verify`'s settings.
         tenant_header: _,
+        token_cookie: _,
+        resource_metadata: _,
         node_id,
         header_read_timeout,
     } = server;

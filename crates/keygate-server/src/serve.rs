@@ -25,6 +25,7 @@ use crate::config::{self, ClusterBackend, Config, ProviderSpec};
 use crate::dev_issuer::DevIssuer;
 use crate::forward::{self, Forward, ForwardSettings};
 use crate::node::Node;
+use crate::policy::SharedPolicy;
 use crate::reload::Reloader;
 use keygate_cluster::redis::RedisBus;
 use keygate_cluster::{Apply, Bus, LocalBus};
@@ -176,7 +177,7 @@ impl Server {
         if let Some(exchange) = exchange {
             builder = builder.key_exchange(exchange);
         }
-        let settings = ForwardSettings::new(&providers, config.server.tenant_header.clone());
+        let settings = ForwardSettings::new(&providers, &config.server);
         for spec in providers {
             builder = builder.provider(spec.config);
         }
@@ -199,9 +200,13 @@ impl Server {
             tenants: settings.tenants.clone(),
             max_token_lifetime: config.revocations.max_token_lifetime,
         };
+        // The policy `/verify` reads and the metrics render; the reloader swaps it.
+        let policy = SharedPolicy::new(Arc::clone(&config.policy));
+        node.metrics().attach_policy(policy.clone());
         let forward = Forward {
             node: Arc::clone(&node),
             settings: Arc::new(ArcSwap::from_pointee(settings)),
+            policy,
         };
         let keys =
             KeyRing::with_failure_limit(config.admin.keys.clone(), config.admin.failure_limit);
@@ -212,6 +217,7 @@ impl Server {
             config,
             Arc::clone(&node),
             Arc::clone(&forward.settings),
+            forward.policy.clone(),
             keys,
             Arc::clone(&admin.revocations),
             dev_provider,
@@ -235,6 +241,15 @@ impl Server {
     #[must_use]
     pub fn reloader(&self) -> &Arc<Reloader> {
         &self.reloader
+    }
+
+    /// The running policy of `/verify`. A reload builds the new config's policy and calls
+    /// [`SharedPolicy::replace`] with it: requests in flight finish under the policy they
+    /// loaded, later ones see the new one, and the decision counters of routes that keep
+    /// their name carry over.
+    #[must_use]
+    pub fn policy(&self) -> &SharedPolicy {
+        &self.forward.policy
     }
 
     /// The address of `/verify`.

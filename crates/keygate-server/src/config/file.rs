@@ -22,6 +22,7 @@ pub(super) struct FileConfig {
     pub(super) dev_issuer: Option<FileDevIssuer>,
     #[serde(default)]
     pub(super) cluster: FileCluster,
+    pub(super) policy: Option<crate::policy::FilePolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +92,8 @@ pub(super) struct FileServer {
     pub(super) tenant_header: Option<String>,
     pub(super) node_id: Option<String>,
     pub(super) header_read_timeout: Option<FileDuration>,
+    pub(super) token_cookie: Option<String>,
+    pub(super) resource_metadata: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

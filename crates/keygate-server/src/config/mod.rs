@@ -35,6 +35,7 @@ use http::HeaderName;
 use keygate::{Algorithm, HttpFetcher, ProviderConfig};
 
 use crate::apikey::{ApiKey, FailureLimit};
+use crate::policy::Policy;
 use keygate_cluster::redis::RedisSettings;
 
 pub use admin::hash_env_var;
@@ -56,12 +57,13 @@ pub const DEFAULT_DEV_ISSUER_LISTEN: &str = "127.0.0.1:8082";
 pub const DEV_AUDIENCE: &str = "keygate-dev";
 
 /// Headers `/verify` sets itself; a `claims_to_headers` entry may not reuse them.
-pub const RESERVED_HEADERS: [&str; 5] = [
+pub const RESERVED_HEADERS: [&str; 6] = [
     "x-auth-subject",
     "x-auth-issuer",
     "x-auth-tenant",
     "x-auth-provider",
     "x-auth-reason",
+    "x-auth-route",
 ];
 
 /// Headers that frame, route or cache an HTTP answer, or that belong to the server: a
@@ -136,6 +138,8 @@ pub struct Config {
     pub dev_issuer: Option<DevIssuerConfig>,
     /// How replicas share invalidations.
     pub cluster: ClusterConfig,
+    /// `[policy]`, compiled; [`Policy::unconfigured`] without the section.
+    pub policy: Arc<Policy>,
     /// A digest of the `[cluster]` section as the file wrote it (but `state_file` and
     /// `accept_while_degraded`, compared by value), so a reload can tell whether the Redis
     /// settings changed: they cannot all be compared directly (key rings, TLS material), and
@@ -225,6 +229,10 @@ pub struct ServerConfig {
     /// keep-alive connection is kept waiting for the next request): slow clients cannot hold
     /// connections open forever.
     pub header_read_timeout: Duration,
+    /// The cookie `/verify` reads the token from when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// The protected resource metadata URL (RFC 9728) every 401 names in its challenge.
+    pub resource_metadata: Option<String>,
 }
 
 /// One `[[providers]]` entry.
@@ -384,7 +392,21 @@ impl FileConfig {
         let cluster_digest = SectionDigest::of(&format!("{file_cluster:?}"));
         (file_cluster.state_file, file_cluster.accept_while_degraded) = local_keys;
         let cluster = file_cluster.validate(env)?;
+        let policy = match self.policy {
+            Some(policy) => {
+                let mut known: Vec<(String, String)> = providers
+                    .iter()
+                    .map(|p| (p.config.tenant().to_owned(), p.config.name().to_owned()))
+                    .collect();
+                if let Some(dev) = &dev_issuer {
+                    known.push((dev.tenant.clone(), dev.provider.clone()));
+                }
+                Arc::new(policy.compile(&known)?)
+            }
+            None => Arc::new(Policy::unconfigured()),
+        };
         Ok(Config {
+            policy,
             server,
             providers,
             admin,

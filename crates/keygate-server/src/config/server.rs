@@ -65,7 +65,34 @@ impl FileServer {
                 "must be between 1ms and 1h",
             ));
         }
+        if let Some(name) = &self.token_cookie {
+            // RFC 6265 section 4.1.1: a cookie name is a token.
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !ok {
+                return Err(ConfigError::new(
+                    "server.token_cookie",
+                    format!("{name:?} is not a cookie name"),
+                ));
+            }
+        }
+        if let Some(url) = &self.resource_metadata {
+            let parsed = url::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+            // It is quoted in a challenge: a '"' or '\\' would end or escape the quoted string.
+            if parsed.is_none() || url.contains(['"', '\\']) || !url.is_ascii() {
+                return Err(ConfigError::new(
+                    "server.resource_metadata",
+                    format!("{url:?} is not an absolute http(s) URL"),
+                ));
+            }
+        }
         Ok(ServerConfig {
+            token_cookie: self.token_cookie,
+            resource_metadata: self.resource_metadata,
             listen,
             admin_listen,
             header_read_timeout,

@@ -12,9 +12,11 @@
 //! (`# EOF`, `_total` appended to counter names), which would change what scrapers see.
 //!
 //! `verifications.rs` holds the hot-path counters' layout and rendering, `providers.rs` and
-//! `bus.rs` the families read from a [`Scrape`].
+//! `bus.rs` the families read from a [`Scrape`], `policy.rs` the policy's decisions (counted
+//! by the compiled policy itself, one atomic per route and reason).
 
 mod bus;
+mod policy;
 mod providers;
 #[cfg(test)]
 mod tests;
@@ -23,11 +25,12 @@ mod verifications;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keygate::ProviderStatus;
 
+use crate::policy::SharedPolicy;
 use keygate_cluster::BusStatus;
 use text::Out;
 use verifications::{BUCKETS, REASON_SLOTS, reason_slot};
@@ -65,6 +68,8 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     /// Configuration reloads refused (bad file, a change that needs a restart, no file).
     reloads_error: AtomicU64,
+    /// The running policy, whose own counters `keygate_policy_decisions_total` renders.
+    policy: OnceLock<SharedPolicy>,
 }
 
 /// What a scrape shows besides the counters [`Metrics`] keeps itself.
@@ -97,6 +102,7 @@ impl Metrics {
             admin: Mutex::new(BTreeMap::new()),
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
+            policy: OnceLock::new(),
         }
     }
 
@@ -115,6 +121,12 @@ impl Metrics {
         let bucket = BUCKETS.partition_point(|&(_, bound)| bound < nanos);
         self.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.duration_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Renders the decisions of `policy` (whichever policy it holds at scrape time) as
+    /// `keygate_policy_decisions_total`. Only the first call takes effect.
+    pub fn attach_policy(&self, policy: SharedPolicy) {
+        let _ = self.policy.set(policy);
     }
 
     /// Counts one admin API request: `action` is a stable name such as `"flush"`, `status`
@@ -141,6 +153,9 @@ impl Metrics {
     pub fn render(&self, s: &Scrape<'_>) -> String {
         let mut out = Out::with_capacity(8192 + 4096 * s.providers.len());
         self.render_verifications(&mut out);
+        if let Some(policy) = self.policy.get() {
+            policy::render(&mut out, &policy.load());
+        }
         providers::render(&mut out, s.providers, s.now);
         bus::render(&mut out, s.bus, s.accept_while_degraded);
         out.single(

@@ -2,6 +2,7 @@
 
 mod apikey_cli;
 mod attacks;
+mod caddy;
 mod cluster;
 mod dev_issuer;
 mod events;
@@ -11,8 +12,10 @@ mod harness;
 mod in_process;
 mod jwks_url;
 mod nginx;
+mod nginx_policy;
 mod operator;
 mod ops_cli;
+mod policy;
 mod reload;
 mod serve_cli;
 mod server;

@@ -22,12 +22,16 @@ use keygate_test_support::TestKey;
 
 /// Finds nginx, installing Debian's package if needed.
 fn nginx_binary() -> PathBuf {
-    let find = || {
-        ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    };
+    apt_binary(
+        "nginx",
+        &["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"],
+    )
+}
+
+/// The first of `paths` that exists, installing Debian's `package` first if none does.
+/// Panics (the test fails, never skips) if it cannot be installed.
+pub(crate) fn apt_binary(package: &str, paths: &[&str]) -> PathBuf {
+    let find = || paths.iter().map(PathBuf::from).find(|p| p.exists());
     if let Some(p) = find() {
         return p;
     }
@@ -47,14 +51,14 @@ fn nginx_binary() -> PathBuf {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    if !apt(&["install", "-y", "-q", "nginx"]) {
+    if !apt(&["install", "-y", "-q", package]) {
         assert!(apt(&["update", "-q"]), "apt-get update failed");
         assert!(
-            apt(&["install", "-y", "-q", "nginx"]),
-            "apt-get install nginx failed"
+            apt(&["install", "-y", "-q", package]),
+            "apt-get install {package} failed"
         );
     }
-    find().expect("nginx installed but not found")
+    find().unwrap_or_else(|| panic!("{package} installed but not found"))
 }
 
 fn is_root() -> bool {
@@ -65,7 +69,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -74,9 +78,9 @@ fn free_port() -> u16 {
 }
 
 /// nginx, stopped when dropped.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
@@ -89,6 +93,11 @@ impl Drop for Nginx {
 
 impl Nginx {
     fn start(keygate: &str, upstream: u16) -> Nginx {
+        Nginx::start_with(|dir, port| config(dir, port, keygate, upstream))
+    }
+
+    /// nginx with the configuration `render(dir, port)` writes for its directory and port.
+    pub(crate) fn start_with(render: impl Fn(&Path, u16) -> String) -> Nginx {
         let bin = nginx_binary();
         // The free port may be taken between probing and nginx binding it: try a few.
         let mut last_log = String::new();
@@ -98,7 +107,7 @@ impl Nginx {
                 .join(format!("nginx-{}-{attempt}-{port}", std::process::id()));
             std::fs::create_dir_all(dir.join("logs")).unwrap();
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, config(&dir, port, keygate, upstream)).unwrap();
+            std::fs::write(&conf, render(&dir, port)).unwrap();
             let child = Command::new(&bin)
                 .arg("-p")
                 .arg(&dir)
@@ -121,37 +130,31 @@ impl Nginx {
     }
 
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_listening(&mut self.child, self.port)
     }
+}
+
+/// Waits up to 10 s for `child` to listen on loopback `port`; false if it exits or does not.
+pub(crate) fn wait_listening(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// The nginx configuration the README documents, with test paths and ports.
 fn config(dir: &Path, port: u16, keygate: &str, upstream: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log warn;
-events {{ worker_connections 128; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    http_config(
+        dir,
+        &format!(
+            r#"
     server {{
         listen 127.0.0.1:{port};
         location /api/ {{
@@ -170,14 +173,36 @@ http {{
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
         }}
-    }}
+    }}"#
+        ),
+    )
+}
+
+/// A whole nginx configuration for the directory `dir`: one worker in the foreground, every
+/// path under `dir`, and `http` (server blocks and the like) inside `http {}`.
+pub(crate) fn http_config(dir: &Path, http: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;{http}
 }}
 "#
     )
 }
 
 /// An upstream that answers with the identity headers it received.
-async fn start_upstream() -> u16 {
+pub(crate) async fn start_upstream() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = Router::new().fallback(any(|headers: HeaderMap| async move {

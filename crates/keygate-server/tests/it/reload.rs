@@ -427,3 +427,73 @@ async fn sighup_and_the_cli_reload_a_serve_process_which_keeps_running() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `/verify` for `uri` as ingress-nginx asks (`X-Original-Method`/`X-Original-URI`).
+async fn verify_uri(server: &TestServer, token: &str, uri: &str) -> (StatusCode, String, String) {
+    let resp = server
+        .verify(
+            "",
+            Some(token),
+            &[("x-original-method", "GET"), ("x-original-uri", uri)],
+        )
+        .await;
+    let status = resp.status();
+    let reason = header(&resp, "x-auth-reason").unwrap_or_default().to_owned();
+    let route = header(&resp, "x-auth-route").unwrap_or_default().to_owned();
+    (status, reason, route)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_swaps_the_policy_and_a_bad_policy_changes_nothing() {
+    let ka = TestKey::shared_p256("reload-policy");
+    let a = idp_with(&[ka]).await;
+    let policy = |paths: &str| {
+        format!(
+            "[policy]\ndefault = \"deny\"\n[[policy.routes]]\nname = \"orders\"\npaths = {paths}\n"
+        )
+    };
+    let with_policy = |paths: &str| {
+        format!(
+            "{}\n{}",
+            config("", &[provider("main", &a, "")]),
+            policy(paths)
+        )
+    };
+    let path = temp_file("keygate.toml", with_policy("[\"/orders/**\"]"));
+    let server = TestServer::start_file(&path).await;
+    let token = token_for(&a, ka, |_| {});
+    assert_eq!(
+        verify_uri(&server, &token, "/orders/1").await,
+        (StatusCode::OK, "ok".to_owned(), "orders".to_owned())
+    );
+    assert_eq!(
+        verify_uri(&server, &token, "/invoices/1").await,
+        (StatusCode::FORBIDDEN, "no_route".to_owned(), String::new())
+    );
+
+    // A policy naming no path is refused with its key; the running policy stays.
+    write(&path, &with_policy("[]"));
+    let (status, body) = reload(&server, RELOADER_SECRET).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "config", "{body}");
+    assert_eq!(body["field"], "policy.routes[0].paths", "{body}");
+    assert_eq!(
+        verify_uri(&server, &token, "/invoices/1").await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // A good one is swapped in whole: the new route decides, the old one is gone.
+    write(&path, &with_policy("[\"/invoices/**\"]"));
+    let (status, body) = reload(&server, RELOADER_SECRET).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        verify_uri(&server, &token, "/invoices/1").await,
+        (StatusCode::OK, "ok".to_owned(), "orders".to_owned())
+    );
+    assert_eq!(
+        verify_uri(&server, &token, "/orders/1").await,
+        (StatusCode::FORBIDDEN, "no_route".to_owned(), String::new())
+    );
+    let (ok, error) = reloads(&metrics(&server).await);
+    assert_eq!((ok, error), (Some(1), Some(1)));
+}
