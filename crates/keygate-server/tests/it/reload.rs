@@ -438,7 +438,9 @@ async fn verify_uri(server: &TestServer, token: &str, uri: &str) -> (StatusCode,
         )
         .await;
     let status = resp.status();
-    let reason = header(&resp, "x-auth-reason").unwrap_or_default().to_owned();
+    let reason = header(&resp, "x-auth-reason")
+        .unwrap_or_default()
+        .to_owned();
     let route = header(&resp, "x-auth-route").unwrap_or_default().to_owned();
     (status, reason, route)
 }
