@@ -104,7 +104,7 @@ pub(crate) async fn setup(kid: &'static str) -> Setup {
 pub(crate) async fn send(
     client: &reqwest::Client,
     method: reqwest::Method,
-    url: &str,
+    url: String,
     token: Option<&str>,
 ) -> reqwest::Response {
     let mut req = client.request(method, url);
@@ -116,46 +116,30 @@ pub(crate) async fn send(
 
 /// What a client of the proxy at `base` in front of a [`Setup`] sees, whichever proxy it is
 /// and however it tells keygate the method and path: allowed anonymously and with a token
-/// (identity passed on; a 200's own headers stay with the proxy), `insufficient_scope` with its challenge, 401 with the metadata URL,
-/// `no_route`, and a client's own `X-Forwarded-*` overruled.
+/// (identity passed on; a 200's own headers stay with the proxy), `insufficient_scope` with
+/// its challenge, 401 with the metadata URL, `no_route`, and a client's own `X-Forwarded-*`
+/// overruled.
 pub(crate) async fn assert_through_proxy(base: &str, writer: &str, reader: &str) {
     use reqwest::Method;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let at = |method, path: &str, token| send(&client, method, format!("{base}{path}"), token);
 
     // Allowed: anonymous (no identity passed on) and with a token (identity passed on).
-    let resp = send(&client, Method::GET, &format!("{base}/public/app.js"), None).await;
+    let resp = at(Method::GET, "/public/app.js", None).await;
     assert_eq!(resp.status(), 200);
     let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     // No identity from a token (how an absent header reaches the upstream is the proxy's
     // business: nginx leaves it out, Debian's Caddy 2.6 sends its unexpanded placeholder).
     assert_ne!(body["subject"], "alice");
-    let resp = send(
-        &client,
-        Method::POST,
-        &format!("{base}/api/orders/7"),
-        Some(writer),
-    )
-    .await;
+    let resp = at(Method::POST, "/api/orders/7", Some(writer)).await;
     assert_eq!(resp.status(), 200);
     let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(body["subject"], "alice");
 
     // The method comes through X-Original-Method: a read token may GET but not POST.
-    let resp = send(
-        &client,
-        Method::GET,
-        &format!("{base}/api/orders/7"),
-        Some(reader),
-    )
-    .await;
+    let resp = at(Method::GET, "/api/orders/7", Some(reader)).await;
     assert_eq!(resp.status(), 200);
-    let resp = send(
-        &client,
-        Method::POST,
-        &format!("{base}/api/orders/7"),
-        Some(reader),
-    )
-    .await;
+    let resp = at(Method::POST, "/api/orders/7", Some(reader)).await;
     assert_eq!(resp.status(), 403);
     assert_eq!(header(&resp, "x-auth-reason"), Some("insufficient_scope"));
     assert_eq!(header(&resp, "x-auth-route"), Some("orders-write"));
@@ -165,7 +149,7 @@ pub(crate) async fn assert_through_proxy(base: &str, writer: &str, reader: &str)
     );
 
     // No token on a route that needs one: 401, the metadata URL in the challenge.
-    let resp = send(&client, Method::POST, &format!("{base}/api/orders/7"), None).await;
+    let resp = at(Method::POST, "/api/orders/7", None).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(
         header(&resp, "www-authenticate"),
@@ -173,13 +157,7 @@ pub(crate) async fn assert_through_proxy(base: &str, writer: &str, reader: &str)
     );
 
     // No route: 403 no_route, token or not.
-    let resp = send(
-        &client,
-        Method::GET,
-        &format!("{base}/elsewhere"),
-        Some(writer),
-    )
-    .await;
+    let resp = at(Method::GET, "/elsewhere", Some(writer)).await;
     assert_eq!(resp.status(), 403);
     assert_eq!(header(&resp, "x-auth-reason"), Some("no_route"));
     assert_eq!(header(&resp, "x-auth-route"), None);
