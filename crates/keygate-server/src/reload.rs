@@ -35,15 +35,25 @@ use crate::policy::SharedPolicy;
 
 /// Everything a reload changes, and the configuration in force.
 pub struct Reloader {
-    node: Arc<Node>,
-    forward: Arc<ArcSwap<ForwardSettings>>,
-    policy: SharedPolicy,
-    keys: KeyRing,
-    revocations: Arc<ArcSwap<RevocationPolicy>>,
+    targets: Targets,
+    state: Mutex<State>,
+}
+
+/// The running server's state a reload replaces, each part behind its own swap.
+pub(crate) struct Targets {
+    /// The node: its verifier's providers are reconfigured, its counters count reloads.
+    pub(crate) node: Arc<Node>,
+    /// `/verify`'s settings.
+    pub(crate) forward: Arc<ArcSwap<ForwardSettings>>,
+    /// `/verify`'s policy.
+    pub(crate) policy: SharedPolicy,
+    /// The admin API's keys.
+    pub(crate) keys: KeyRing,
+    /// What the admin API checks a revocation against.
+    pub(crate) revocations: Arc<ArcSwap<RevocationPolicy>>,
     /// The development issuer's provider as built at start-up (its address is only known
     /// then); it stays as long as `[dev_issuer]` does not change, which needs a restart.
-    dev_provider: Option<ProviderSpec>,
-    state: Mutex<State>,
+    pub(crate) dev_provider: Option<ProviderSpec>,
 }
 
 struct State {
@@ -54,24 +64,11 @@ struct State {
 }
 
 impl Reloader {
-    /// A reloader for a server built from `running`, acting on the given shared state.
+    /// A reloader for a server built from `running`, acting on `targets`.
     #[must_use]
-    pub(crate) fn new(
-        running: Config,
-        node: Arc<Node>,
-        forward: Arc<ArcSwap<ForwardSettings>>,
-        policy: SharedPolicy,
-        keys: KeyRing,
-        revocations: Arc<ArcSwap<RevocationPolicy>>,
-        dev_provider: Option<ProviderSpec>,
-    ) -> Reloader {
+    pub(crate) fn new(running: Config, targets: Targets) -> Reloader {
         Reloader {
-            node,
-            forward,
-            policy,
-            keys,
-            revocations,
-            dev_provider,
+            targets,
             state: Mutex::new(State {
                 file: None,
                 running,
@@ -91,7 +88,7 @@ impl Reloader {
     /// A [`ReloadError`]; the running configuration is then unchanged.
     pub fn reload(&self, via: &'static str) -> Result<ReloadBody, ReloadError> {
         let result = self.reload_inner();
-        self.node.metrics().observe_reload(result.is_ok());
+        self.targets.node.metrics().observe_reload(result.is_ok());
         match &result {
             Ok(body) => tracing::info!(
                 via,
@@ -115,12 +112,13 @@ impl Reloader {
             return Err(ReloadError::RestartRequired { setting });
         }
         let providers: Vec<ProviderSpec> = self
+            .targets
             .dev_provider
             .iter()
             .cloned()
             .chain(new.providers.iter().cloned())
             .collect();
-        let verifier = self.node.verifier();
+        let verifier = self.targets.node.verifier();
         let report = verifier
             .reconfigure(providers.iter().map(|spec| spec.config.clone()))
             .map_err(|e| {
@@ -130,15 +128,15 @@ impl Reloader {
                 })
             })?;
         let settings = ForwardSettings::new(&providers, &new.server);
-        self.revocations.store(Arc::new(RevocationPolicy {
+        self.targets.revocations.store(Arc::new(RevocationPolicy {
             tenants: settings.tenants.clone(),
             max_token_lifetime: new.revocations.max_token_lifetime,
         }));
-        self.forward.store(Arc::new(settings));
+        self.targets.forward.store(Arc::new(settings));
         // The new policy, compiled and checked against the new providers when the file was
         // loaded; routes that keep their name keep their decision counters.
-        self.policy.replace(Arc::clone(&new.policy));
-        self.keys.replace_keys(new.admin.keys.clone());
+        self.targets.policy.replace(Arc::clone(&new.policy));
+        self.targets.keys.replace_keys(new.admin.keys.clone());
         if new.admin.keys.is_empty() {
             tracing::warn!("no [[admin.keys]] configured: every admin API call will be refused");
         }

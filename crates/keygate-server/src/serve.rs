@@ -26,7 +26,7 @@ use crate::dev_issuer::DevIssuer;
 use crate::forward::{self, Forward, ForwardSettings};
 use crate::node::Node;
 use crate::policy::SharedPolicy;
-use crate::reload::Reloader;
+use crate::reload::{Reloader, Targets};
 use keygate_cluster::redis::RedisBus;
 use keygate_cluster::{Apply, Bus, LocalBus};
 
@@ -215,12 +215,14 @@ impl Server {
         let header_timeout = config.server.header_read_timeout;
         let reloader = Arc::new(Reloader::new(
             config,
-            Arc::clone(&node),
-            Arc::clone(&forward.settings),
-            forward.policy.clone(),
-            keys,
-            Arc::clone(&admin.revocations),
-            dev_provider,
+            Targets {
+                node: Arc::clone(&node),
+                forward: Arc::clone(&forward.settings),
+                policy: forward.policy.clone(),
+                keys,
+                revocations: Arc::clone(&admin.revocations),
+                dev_provider,
+            },
         ));
         admin.reloader = Some(Arc::clone(&reloader) as Arc<dyn Reload>);
         Ok(Server {
@@ -288,17 +290,9 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let Server {
-            node,
-            forward,
-            admin,
-            listeners,
-            dev_issuer,
-            grace,
-            header_timeout,
-            stop: stop_tx,
-            reloader: _,
-        } = self;
+        let (grace, header_timeout, stop_tx) = (self.grace, self.header_timeout, self.stop);
+        let (node, forward, admin) = (self.node, self.forward, self.admin);
+        let (listeners, dev_issuer) = (self.listeners, self.dev_issuer);
         let stop_rx = admin.stopping.clone();
         let stopped = move || {
             let mut rx = stop_rx.clone();

@@ -214,128 +214,42 @@ fn authorization_table() {
     };
     let acme = Some(("acme", "idp"));
     let other = Some(("other", "idp"));
+    // Rows by the request they authorize: (provider, claims, reason).
+    let post_order = |p, c, r| ("POST", "/api/orders/1", p, c, r);
+    let get_order = |p, c, r| ("GET", "/api/orders/1", p, c, r);
+    let get_admin = |p, c, r| ("GET", "/admin/x", p, c, r);
     let cases: Vec<AuthorizationRow> = vec![
-        ("POST", "/api/orders/1", acme, base.clone(), "ok"),
-        (
-            "POST",
-            "/api/orders/1",
-            other,
-            base.clone(),
-            "provider_not_allowed",
-        ),
-        (
-            "POST",
-            "/api/orders/1",
-            None,
-            base.clone(),
-            "provider_not_allowed",
-        ),
-        (
-            "POST",
-            "/api/orders/1",
-            acme,
-            with("scope", json!("read")),
-            "insufficient_scope",
-        ),
-        (
-            "POST",
-            "/api/orders/1",
-            acme,
-            with("scope", json!("writes")),
-            "insufficient_scope",
-        ),
-        (
-            "POST",
-            "/api/orders/1",
-            acme,
-            with("scp", json!(["write"])),
-            "ok",
-        ),
-        (
-            "POST",
-            "/api/orders/1",
-            acme,
-            without("scope"),
-            "insufficient_scope",
-        ),
-        (
-            "POST",
-            "/api/orders/1",
+        post_order(acme, base.clone(), "ok"),
+        post_order(other, base.clone(), "provider_not_allowed"),
+        post_order(None, base.clone(), "provider_not_allowed"),
+        post_order(acme, with("scope", json!("read")), "insufficient_scope"),
+        post_order(acme, with("scope", json!("writes")), "insufficient_scope"),
+        post_order(acme, with("scp", json!(["write"])), "ok"),
+        post_order(acme, without("scope"), "insufficient_scope"),
+        post_order(
             acme,
             with("realm_access", json!({"roles": ["user"]})),
             "claim_unmet",
         ),
-        (
-            "POST",
-            "/api/orders/1",
+        post_order(
             acme,
             with("realm_access", json!({"roles": "administrator"})),
             "claim_unmet",
         ),
-        (
-            "POST",
-            "/api/orders/1",
+        post_order(
             acme,
             with("realm_access", json!({"roles": "user admin"})),
             "ok",
         ),
-        (
-            "POST",
-            "/api/orders/1",
-            acme,
-            without("realm_access"),
-            "claim_unmet",
-        ),
-        (
-            "GET",
-            "/api/orders/1",
-            other,
-            with("scope", json!("read")),
-            "ok",
-        ),
-        (
-            "GET",
-            "/api/orders/1",
-            other,
-            with("scope", json!("write")),
-            "ok",
-        ),
-        (
-            "GET",
-            "/api/orders/1",
-            other,
-            with("scope", json!("delete")),
-            "insufficient_scope",
-        ),
-        (
-            "GET",
-            "/admin/x",
-            acme,
-            with("email_verified", json!("true")),
-            "claim_unmet",
-        ),
-        (
-            "GET",
-            "/admin/x",
-            acme,
-            with("groups", json!(["dev"])),
-            "claim_unmet",
-        ),
-        (
-            "GET",
-            "/admin/x",
-            acme,
-            with("groups", json!(["dev", "ops"])),
-            "ok",
-        ),
-        (
-            "GET",
-            "/admin/x",
-            acme,
-            with("banned", json!(true)),
-            "claim_unmet",
-        ),
-        ("GET", "/admin/x", acme, with("banned", Value::Null), "ok"),
+        post_order(acme, without("realm_access"), "claim_unmet"),
+        get_order(other, with("scope", json!("read")), "ok"),
+        get_order(other, with("scope", json!("write")), "ok"),
+        get_order(other, with("scope", json!("delete")), "insufficient_scope"),
+        get_admin(acme, with("email_verified", json!("true")), "claim_unmet"),
+        get_admin(acme, with("groups", json!(["dev"])), "claim_unmet"),
+        get_admin(acme, with("groups", json!(["dev", "ops"])), "ok"),
+        get_admin(acme, with("banned", json!(true)), "claim_unmet"),
+        get_admin(acme, with("banned", Value::Null), "ok"),
     ];
     for (method, uri, provider, c, reason) in cases {
         let v = p.evaluate(method, uri, Some("admin.example.com"), provider, Some(&c));
@@ -554,12 +468,14 @@ fn counters_are_per_route_and_carry_over_a_swap() {
     p.record(Some(0), PolicyReason::Anonymous);
     p.record(Some(1), PolicyReason::InsufficientScope);
     p.record(None, PolicyReason::NoRoute);
-    let counts: Vec<_> = p
-        .counts()
-        .map(|(r, reason, n)| (r.map(str::to_owned), reason, n))
-        .collect();
+    // What a policy counted, by route name.
+    let counts = |p: &Policy| -> Vec<(Option<String>, PolicyReason, u64)> {
+        p.counts()
+            .map(|(r, reason, n)| (r.map(str::to_owned), reason, n))
+            .collect()
+    };
     assert_eq!(
-        counts,
+        counts(&p),
         [
             (Some("public".to_owned()), PolicyReason::Anonymous, 1),
             (
@@ -578,12 +494,8 @@ fn counters_are_per_route_and_carry_over_a_swap() {
     );
     shared.replace(Arc::clone(&next));
     assert!(Arc::ptr_eq(&shared.load(), &next));
-    let counts: Vec<_> = next
-        .counts()
-        .map(|(r, reason, n)| (r.map(str::to_owned), reason, n))
-        .collect();
     assert_eq!(
-        counts,
+        counts(&next),
         [
             (Some("public".to_owned()), PolicyReason::Anonymous, 1),
             (None, PolicyReason::NoRoute, 1),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use crate::nginx::{apt_binary, free_port, wait_listening};
-use crate::policy::{Setup, assert_through_proxy, setup};
+use crate::policy::{assert_through_proxy, setup};
 
 /// Caddy, stopped when dropped.
 struct Caddy {
@@ -68,19 +68,13 @@ impl Caddy {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn caddy_forward_auth_enforces_the_policy() {
-    let Setup {
-        server,
-        upstream,
-        writer,
-        reader,
-        _idp,
-    } = setup("caddy-policy").await;
-    let keygate = server.verify.clone();
+    let setup = setup("caddy-policy").await;
+    let (keygate, upstream) = (setup.server.verify.clone(), setup.upstream);
     let caddy = tokio::task::spawn_blocking(move || Caddy::start(&keygate, upstream))
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{}", caddy.port);
-    assert_through_proxy(&base, &writer, &reader).await;
+    assert_through_proxy(&base, &setup.writer, &setup.reader).await;
     drop(caddy);
-    server.stop().await;
+    setup.server.stop().await;
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::nginx::{Nginx, http_config};
-use crate::policy::{Setup, assert_through_proxy, setup};
+use crate::policy::{assert_through_proxy, setup};
 use crate::support::header;
 use serde_json::Value;
 
@@ -75,21 +75,15 @@ async fn raw(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_enforces_the_policy() {
-    let Setup {
-        server,
-        upstream,
-        writer,
-        reader,
-        _idp,
-    } = setup("nginx-policy").await;
-    let keygate = server.verify.clone();
+    let setup = setup("nginx-policy").await;
+    let (keygate, upstream) = (setup.server.verify.clone(), setup.upstream);
     let nginx = tokio::task::spawn_blocking(move || {
         Nginx::start_with(|dir, port| config(dir, port, &keygate, upstream))
     })
     .await
     .unwrap();
     let base = format!("http://127.0.0.1:{}", nginx.port);
-    assert_through_proxy(&base, &writer, &reader).await;
+    assert_through_proxy(&base, &setup.writer, &setup.reader).await;
     // nginx hands the route to its client and sends the upstream no identity when there is
     // none.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -104,7 +98,7 @@ async fn nginx_enforces_the_policy() {
     assert_eq!(code, 403, "{text}");
     assert!(text.contains("x-auth-reason: invalid_path"), "{text}");
     for path in ["/public/%2e%2e/api/orders/7", "/public/../api/orders/7"] {
-        let (code, text) = raw(nginx.port, "POST", path, Some(&reader)).await;
+        let (code, text) = raw(nginx.port, "POST", path, Some(&setup.reader)).await;
         assert_eq!(code, 403, "{path}: {text}");
         assert!(
             text.contains("x-auth-route: orders-write"),
@@ -118,5 +112,5 @@ async fn nginx_enforces_the_policy() {
         assert_eq!(code, 401, "{path}: {text}");
     }
     drop(nginx);
-    server.stop().await;
+    setup.server.stop().await;
 }

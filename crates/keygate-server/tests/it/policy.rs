@@ -458,11 +458,13 @@ fn policy_check_is_a_dry_run() {
     let config = config.to_str().unwrap();
     let writer =
         r#"{"iss":"https://idp.acme.test","scope":"write","realm_access":{"roles":["admin"]}}"#;
-    let run = |extra: &[&str], stdin: Option<&[u8]>| {
-        let mut args = vec!["policy", "check", "--config", config];
+    // `keygate policy check --config FILE ...`, with `config` or another file.
+    let check = |file: &str, extra: &[&str], stdin: Option<&[u8]>| {
+        let mut args = vec!["policy", "check", "--config", file];
         args.extend_from_slice(extra);
         keygate(&args, stdin)
     };
+    let run = |extra: &[&str], stdin: Option<&[u8]>| check(config, extra, stdin);
     let out = run(
         &[
             "--method",
@@ -552,12 +554,9 @@ fn policy_check_is_a_dry_run() {
         "[dev_issuer]\n[policy]\n[[policy.routes]]\nname = \"d\"\npaths = [\"/**\"]\nproviders = [\"dev/dev\"]\n",
     );
     let dev = dev.to_str().unwrap();
-    let out = keygate(
+    let out = check(
+        dev,
         &[
-            "policy",
-            "check",
-            "--config",
-            dev,
             "--method",
             "GET",
             "--uri",
@@ -575,24 +574,13 @@ fn policy_check_is_a_dry_run() {
         "{out:?}"
     );
 
-    // Usage and config errors: 2, nothing on stdout.
+    // Usage and config errors: 2, nothing on stdout. Each case is `GET /` and then:
+    let get_root = |rest: &[&'static str]| [&["--method", "GET", "--uri", "/"][..], rest].concat();
     for (args, stderr) in [
-        (vec!["--method", "GET", "--uri", "/"], "claims"),
+        (get_root(&[]), "claims"),
+        (get_root(&["--claims", "[1]"]), "JSON object"),
         (
-            vec!["--method", "GET", "--uri", "/", "--claims", "[1]"],
-            "JSON object",
-        ),
-        (
-            vec![
-                "--method",
-                "GET",
-                "--uri",
-                "/",
-                "--claims",
-                "{}",
-                "--provider",
-                "x/y",
-            ],
+            get_root(&["--claims", "{}", "--provider", "x/y"]),
             "--provider",
         ),
     ] {
@@ -608,19 +596,9 @@ fn policy_check_is_a_dry_run() {
         "[[providers]]\ntenant = \"a\"\nname = \"b\"\nissuer = \"https://i.test\"\naudiences = [\"x\"]\n\
          jwks_uri = \"https://i.test/j\"\n[policy]\n[[policy.routes]]\nname = \"r\"\npaths = [\"/x/*.png\"]\n",
     );
-    let out = keygate(
-        &[
-            "policy",
-            "check",
-            "--config",
-            bad.to_str().unwrap(),
-            "--method",
-            "GET",
-            "--uri",
-            "/",
-            "--claims",
-            "{}",
-        ],
+    let out = check(
+        bad.to_str().unwrap(),
+        &["--method", "GET", "--uri", "/", "--claims", "{}"],
         None,
     );
     assert_eq!(out.code, 2, "{out:?}");
