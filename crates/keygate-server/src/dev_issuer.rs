@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::apikey::random_bytes;
+use crate::json::json_response;
 
 /// The lifetime of a minted token when the request names none.
 pub const DEFAULT_TTL_SECS: u64 = 3600;
@@ -351,7 +352,8 @@ struct SigningKey {
 impl SigningKey {
     fn generate() -> Option<Self> {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).ok()?;
-        let kid = format!("dev-{}", hex(&random_bytes::<4>()));
+        // Eight lowercase hex digits.
+        let kid = format!("dev-{:08x}", u32::from_be_bytes(random_bytes::<4>()));
         // The public key is the uncompressed point: 0x04, then x and y, 32 bytes each.
         let point = pair.public_key().as_ref();
         let (x, y) = point.get(1..)?.split_at_checked(32)?;
@@ -444,26 +446,6 @@ async fn rotate(State(issuer): State<DevIssuer>) -> Response {
         StatusCode::OK,
         &json!({ "kid": kid, "kids": issuer.kids() }),
     )
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// Locks the key list. Every update is a push and a truncate, so a panic while holding the

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod dev_issuer;
 pub mod forward;
+mod json;
 pub mod metrics;
 pub mod node;
 pub mod policy;

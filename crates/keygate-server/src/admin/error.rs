@@ -216,16 +216,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON answer: `body` serialized, `Content-Type: application/json`.
-pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
-    (
-        status,
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        text,
-    )
-        .into_response()
-}
+pub(crate) use crate::json::json_response;
 
 /// Turns an error answer that is not JSON (made by axum's extractors or router, not by a
 /// handler) into the [`ErrorBody`] of [`ApiError`], so that every error of this listener
