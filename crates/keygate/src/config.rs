@@ -7,9 +7,11 @@ use std::time::Duration;
 use url::Url;
 
 use crate::alg::Algorithm;
+use crate::dpop::{DEFAULT_IAT_WINDOW, DpopMode};
 use crate::error::ConfigError;
 use crate::fetch::Fetch;
 use crate::freshness::TtlPolicy;
+use crate::introspect::{IntrospectionConfig, IntrospectionEndpoint};
 use crate::jwk::DEFAULT_MAX_KEYS;
 use crate::provider::ProviderId;
 
@@ -153,6 +155,9 @@ pub struct ProviderConfig {
     pub(crate) cache: CacheSettings,
     pub(crate) retry: RetrySettings,
     pub(crate) fetcher: Option<Arc<dyn Fetch>>,
+    pub(crate) introspection: Option<IntrospectionConfig>,
+    pub(crate) dpop: DpopMode,
+    pub(crate) dpop_iat_window: Duration,
 }
 
 impl ProviderConfig {
@@ -179,7 +184,28 @@ impl ProviderConfig {
             cache: CacheSettings::default(),
             retry: RetrySettings::default(),
             fetcher: None,
+            introspection: None,
+            dpop: DpopMode::Off,
+            dpop_iat_window: DEFAULT_IAT_WINDOW,
         }
+    }
+
+    /// How opaque tokens are introspected, if this provider accepts them.
+    #[must_use]
+    pub fn introspection(&self) -> Option<&IntrospectionConfig> {
+        self.introspection.as_ref()
+    }
+
+    /// How DPoP-bound tokens are treated.
+    #[must_use]
+    pub fn dpop(&self) -> DpopMode {
+        self.dpop
+    }
+
+    /// How far a DPoP proof's `iat` may be from now, either way.
+    #[must_use]
+    pub fn dpop_iat_window(&self) -> Duration {
+        self.dpop_iat_window
     }
 
     /// The tenant this provider belongs to.
@@ -259,6 +285,9 @@ impl ProviderConfig {
             && self.refuse_embedded_keys == other.refuse_embedded_keys
             && self.cache == other.cache
             && self.retry == other.retry
+            && self.introspection == other.introspection
+            && self.dpop == other.dpop
+            && self.dpop_iat_window == other.dpop_iat_window
             && same_fetcher
     }
 }
@@ -295,9 +324,32 @@ pub struct ProviderConfigBuilder {
     cache: CacheSettings,
     retry: RetrySettings,
     fetcher: Option<Arc<dyn Fetch>>,
+    introspection: Option<IntrospectionConfig>,
+    dpop: DpopMode,
+    dpop_iat_window: Duration,
 }
 
 impl ProviderConfigBuilder {
+    /// Accepts opaque tokens (anything that is not a compact JWS) by introspecting them
+    /// (RFC 7662). Without it, such tokens are refused as `malformed` and never sent anywhere.
+    pub fn introspection(mut self, introspection: IntrospectionConfig) -> Self {
+        self.introspection = Some(introspection);
+        self
+    }
+
+    /// How DPoP-bound tokens are treated (default [`DpopMode::Off`]: not checked).
+    pub fn dpop(mut self, mode: DpopMode) -> Self {
+        self.dpop = mode;
+        self
+    }
+
+    /// How far a DPoP proof's `iat` may be from now, either way (default
+    /// [`DEFAULT_IAT_WINDOW`]); a proof is remembered for twice this.
+    pub fn dpop_iat_window(mut self, window: Duration) -> Self {
+        self.dpop_iat_window = window;
+        self
+    }
+
     /// Fetches keys from this JWKS URL. Without it (and without a static set), the URL is
     /// discovered from `{issuer}/.well-known/openid-configuration`.
     pub fn jwks_uri(mut self, url: impl Into<String>) -> Self {
@@ -506,6 +558,20 @@ impl ProviderConfigBuilder {
         if r.deadline.is_zero() {
             return Err(ConfigError::new("retry.deadline", "must be positive"));
         }
+        if let Some(introspection) = &self.introspection {
+            introspection.validate()?;
+            if let IntrospectionEndpoint::Url(url) = &introspection.endpoint
+                && !matches!(url.scheme(), "https" | "http")
+            {
+                return Err(ConfigError::new(
+                    "introspection_endpoint",
+                    "must be an http(s) URL",
+                ));
+            }
+        }
+        if self.dpop != DpopMode::Off && self.dpop_iat_window.is_zero() {
+            return Err(ConfigError::new("dpop_iat_window", "must be positive"));
+        }
         if r.deadline < r.attempt_timeout {
             return Err(ConfigError::new(
                 "retry.deadline",
@@ -525,6 +591,9 @@ impl ProviderConfigBuilder {
             cache: self.cache,
             retry: self.retry,
             fetcher: self.fetcher,
+            introspection: self.introspection,
+            dpop: self.dpop,
+            dpop_iat_window: self.dpop_iat_window,
         })
     }
 }

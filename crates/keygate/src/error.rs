@@ -6,7 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::dpop::DpopError;
 use crate::fetch::FetchError;
+use crate::introspect::IntrospectionError;
 use crate::reason::Reason;
 
 /// Why a token was refused.
@@ -42,6 +44,12 @@ pub enum VerifyError {
     /// The provider's keys cannot be obtained.
     #[error("{0}")]
     KeysUnavailable(KeysUnavailable),
+    /// An opaque token was not accepted by introspection, or could not be checked.
+    #[error("{0}")]
+    Introspection(IntrospectionError),
+    /// The token's DPoP binding was not proven.
+    #[error("{0}")]
+    Dpop(DpopError),
 }
 
 impl VerifyError {
@@ -57,6 +65,20 @@ impl VerifyError {
             VerifyError::Claims(c) => c.reason(),
             VerifyError::Revoked(_) => Reason::Revoked,
             VerifyError::KeysUnavailable(k) => k.reason(),
+            VerifyError::Introspection(e) => e.reason(),
+            VerifyError::Dpop(e) => e.reason(),
+        }
+    }
+
+    /// For a refusal of the 503 class that knows when to try again: that delay.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            VerifyError::Introspection(
+                IntrospectionError::Busy { retry_after }
+                | IntrospectionError::Unavailable { retry_after },
+            ) => Some(*retry_after),
+            _ => None,
         }
     }
 }

@@ -106,6 +106,44 @@ reasons! {
     Revoked => "revoked", "token revoked", Unauthorized;
     /// The provider's keys cannot be fetched and none are cached.
     KeysUnavailable => "keys_unavailable", "signing keys unavailable", Unavailable;
+    /// The introspection endpoint says the opaque token is not active.
+    Inactive => "inactive", "token not active", Unauthorized;
+    /// The introspection call budget is spent; the token was not checked.
+    IntrospectionBusy => "introspection_busy", "token could not be checked now", Unavailable;
+    /// The introspection endpoint cannot be asked; the token was not checked.
+    IntrospectionUnavailable => "introspection_unavailable", "token could not be checked now", Unavailable;
+    /// An opaque token arrived without a tenant while several tenants introspect.
+    TenantRequired => "tenant_required", "opaque token needs a tenant", Unauthorized;
+    /// A DPoP proof was required and is missing (or sent twice).
+    DpopProofMissing => "dpop_proof_missing", "DPoP proof missing", Unauthorized;
+    /// The DPoP proof is not a well-formed proof JWT.
+    DpopProofMalformed => "dpop_proof_malformed", "DPoP proof malformed", Unauthorized;
+    /// The DPoP proof's algorithm is not accepted.
+    DpopAlgNotAllowed => "dpop_alg_not_allowed", "DPoP proof algorithm not accepted", Unauthorized;
+    /// The DPoP proof's `jwk` is missing, private or unusable.
+    DpopBadJwk => "dpop_bad_jwk", "DPoP proof key not acceptable", Unauthorized;
+    /// The DPoP proof's signature does not verify.
+    DpopBadSignature => "dpop_bad_signature", "DPoP proof signature does not verify", Unauthorized;
+    /// The DPoP proof's `htm` is not the request's method.
+    DpopHtmMismatch => "dpop_htm_mismatch", "DPoP proof method does not match", Unauthorized;
+    /// The DPoP proof's `htu` is not the request's URL.
+    DpopHtuMismatch => "dpop_htu_mismatch", "DPoP proof URL does not match", Unauthorized;
+    /// The DPoP proof's `ath` is not the access token's hash.
+    DpopAthMismatch => "dpop_ath_mismatch", "DPoP proof token hash does not match", Unauthorized;
+    /// The DPoP proof's key is not the one the token is bound to.
+    DpopJktMismatch => "dpop_jkt_mismatch", "DPoP proof key is not the token's", Unauthorized;
+    /// The DPoP proof's `iat` is outside the window.
+    DpopIatOutOfWindow => "dpop_iat_out_of_window", "DPoP proof too old or too new", Unauthorized;
+    /// The DPoP proof was already used.
+    DpopReplayed => "dpop_replayed", "DPoP proof replayed", Unauthorized;
+    /// A DPoP-bound token was sent with the Bearer scheme.
+    DpopBoundTokenAsBearer => "dpop_bound_token_as_bearer", "DPoP-bound token sent as bearer", Unauthorized;
+    /// A token sent with the DPoP scheme is not bound to a key.
+    DpopUnboundToken => "dpop_unbound_token", "token is not DPoP-bound", Unauthorized;
+    /// The provider requires DPoP-bound tokens.
+    DpopRequired => "dpop_required", "DPoP-bound token required", Unauthorized;
+    /// The DPoP replay store cannot be asked; the proof was not checked.
+    DpopReplayUnavailable => "dpop_replay_unavailable", "DPoP proof could not be checked now", Unavailable;
 }
 
 impl fmt::Display for Reason {
@@ -164,18 +202,24 @@ mod tests {
             assert_eq!(*reason, code);
             assert_eq!(reason.to_string(), code);
         }
-        assert_eq!(Reason::ALL.len(), 22);
+        assert_eq!(Reason::ALL.len(), 41);
     }
 
     #[test]
-    fn only_missing_keys_are_an_outage() {
+    fn only_what_could_not_be_checked_is_an_outage() {
         let unavailable: Vec<_> = Reason::ALL
             .iter()
             .filter(|r| r.class() == ReasonClass::Unavailable)
             .collect();
         assert_eq!(
             unavailable,
-            [&Reason::MalformedJwks, &Reason::KeysUnavailable]
+            [
+                &Reason::MalformedJwks,
+                &Reason::KeysUnavailable,
+                &Reason::IntrospectionBusy,
+                &Reason::IntrospectionUnavailable,
+                &Reason::DpopReplayUnavailable
+            ]
         );
     }
 }

@@ -49,6 +49,10 @@ struct Inner {
     /// What new providers are built with when the verifier is reconfigured.
     fetcher: Arc<dyn crate::fetch::Fetch>,
     key_exchange: Option<Arc<dyn crate::exchange::KeyExchange>>,
+    /// Where seen DPoP proofs are remembered; `None` until the DPoP check fills in its
+    /// in-memory default.
+    #[allow(dead_code, reason = "read by the DPoP check, written separately")]
+    replay_guard: Option<Arc<dyn crate::dpop::ReplayGuard>>,
     /// Serializes reconfigurations; verifications never take it.
     reconfiguring: std::sync::Mutex<()>,
 }
@@ -58,13 +62,17 @@ struct Inner {
 /// Only a [`Verifier`] constructs one.
 pub struct VerifiedToken {
     provider: ProviderId,
-    alg: Algorithm,
+    /// `None` for an opaque token accepted by introspection.
+    alg: Option<Algorithm>,
     kid: Option<Arc<str>>,
     issuer: Arc<str>,
     subject: Option<Box<str>>,
     jti: Option<Box<str>>,
     exp: Option<i64>,
     iat: Option<i64>,
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449), read only when
+    /// the provider checks DPoP.
+    cnf_jkt: Option<Box<str>>,
     claims: Box<str>,
 }
 
@@ -468,13 +476,14 @@ impl Verifier {
         }
         let verified = VerifiedToken {
             provider: provider.id.clone(),
-            alg: header.alg,
+            alg: Some(header.alg),
             kid: verified_kid,
             issuer: Arc::clone(&config.issuer),
             subject: checked.sub.map(Into::into),
             jti: checked.jti.map(Into::into),
             exp: checked.exp,
             iat: checked.iat,
+            cnf_jkt: None,
             claims: payload.into(),
         };
         Ok((verified, generation))
@@ -558,10 +567,25 @@ impl VerifiedToken {
         self.provider.tenant()
     }
 
-    /// The algorithm the token was signed with.
+    /// The algorithm the token was signed with; `None` for an opaque token accepted by
+    /// introspection.
     #[must_use]
-    pub fn algorithm(&self) -> Algorithm {
+    pub fn algorithm(&self) -> Option<Algorithm> {
         self.alg
+    }
+
+    /// Whether the token was opaque and accepted by introspection (RFC 7662) rather than
+    /// verified as a JWT.
+    #[must_use]
+    pub fn is_introspected(&self) -> bool {
+        self.alg.is_none()
+    }
+
+    /// The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449), when
+    /// the provider checks DPoP and the token is bound.
+    #[must_use]
+    pub fn cnf_jkt(&self) -> Option<&str> {
+        self.cnf_jkt.as_deref()
     }
 
     /// The `kid` of the key that verified the token.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::{DEFAULT_MAX_TOKEN_BYTES, Inner, Registry, Verifier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ProviderConfig;
+use crate::dpop::ReplayGuard;
 use crate::error::ConfigError;
 use crate::exchange::KeyExchange;
 use crate::fetch::{Fetch, HttpFetcher};
@@ -23,6 +24,7 @@ pub struct VerifierBuilder {
     token_cache: Option<usize>,
     max_token_bytes: Option<usize>,
     key_exchange: Option<Arc<dyn KeyExchange>>,
+    replay_guard: Option<Arc<dyn ReplayGuard>>,
 }
 
 impl VerifierBuilder {
@@ -41,6 +43,13 @@ impl VerifierBuilder {
     /// How key sets are fetched (default: [`HttpFetcher`] with its hardened defaults).
     pub fn fetcher(mut self, fetcher: Arc<dyn Fetch>) -> Self {
         self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// Where seen DPoP proofs are remembered (default: in this process's memory). A fleet
+    /// shares one store, so that a proof accepted by one replica is refused by the others.
+    pub fn replay_guard(mut self, guard: Arc<dyn ReplayGuard>) -> Self {
+        self.replay_guard = Some(guard);
         self
     }
 
@@ -114,6 +123,7 @@ impl VerifierBuilder {
                 max_token_bytes,
                 fetcher,
                 key_exchange: self.key_exchange,
+                replay_guard: self.replay_guard,
                 reconfiguring: std::sync::Mutex::new(()),
             }),
         })

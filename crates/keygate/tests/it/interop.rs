@@ -142,7 +142,7 @@ async fn check(row: &Row) -> Result<(), String> {
         .build()
         .expect("verifier");
     let got = match verifier.verify(token).await {
-        Ok(verified) => Valid(verified.algorithm()),
+        Ok(verified) => Valid(verified.algorithm().expect("a JWS")),
         Err(e) => Refused(e.reason().as_str()),
     };
     let mut problems = Vec::new();
