@@ -226,6 +226,8 @@ pub enum RevokedBy {
     Subject,
     /// The signing key is distrusted.
     Kid,
+    /// The token itself, by the SHA-256 of its text.
+    Token,
 }
 
 impl fmt::Display for RevokedBy {
@@ -234,6 +236,7 @@ impl fmt::Display for RevokedBy {
             RevokedBy::Jti => "jti",
             RevokedBy::Subject => "subject",
             RevokedBy::Kid => "kid",
+            RevokedBy::Token => "token_sha256",
         })
     }
 }

@@ -63,7 +63,9 @@ pub use provider::{
     CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus, SourceStatus,
 };
 pub use reason::{Reason, ReasonClass};
-pub use revoke::{Revocation, RevocationCheck, Revocations, TokenFacts};
+pub use revoke::{
+    Revocation, RevocationCheck, Revocations, TokenFacts, is_token_sha256, token_sha256,
+};
 pub use verify::{
     DEFAULT_MAX_TOKEN_BYTES, ReconfigureReport, RefreshError, UnknownProvider, VerifiedToken,
     Verifier, VerifierBuilder,

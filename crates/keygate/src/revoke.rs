@@ -1,5 +1,6 @@
-//! Revocation checks: by token id (`jti`), by subject (tokens issued before a time) and by
-//! signing key (`kid`).
+//! Revocation checks: by token id (`jti`), by subject (tokens issued before a time), by
+//! signing key (`kid`) and by the token itself (the SHA-256 of its text, for opaque tokens
+//! that carry no `jti`).
 //!
 //! [`Revocations`] is the in-memory implementation; the cluster layer feeds it. Every change
 //! bumps a generation number, which drops the verified-token cache so that a revoked token is
@@ -28,6 +29,9 @@ pub struct TokenFacts<'a> {
     pub sub: Option<&'a str>,
     /// The `iat` claim in seconds, if any.
     pub iat: Option<i64>,
+    /// The token's text, for revocations by its SHA-256 (hashed only while such a
+    /// revocation exists).
+    pub token: Option<&'a str>,
 }
 
 /// A source of revocations consulted after a token's signature and claims check out.
@@ -73,6 +77,34 @@ pub enum Revocation {
         /// When the entry can be dropped (unix seconds), if ever.
         until: Option<i64>,
     },
+    /// One token, named by the SHA-256 of its text, until its expiry.
+    Token {
+        /// The lowercase hex SHA-256 of the token's text ([`token_sha256`]).
+        sha256: String,
+        /// When the entry can be dropped (unix seconds).
+        exp: i64,
+    },
+}
+
+/// The lowercase hex SHA-256 of a token's text: how a [`Revocation::Token`] names it, and how
+/// caches key opaque tokens without keeping them.
+#[must_use]
+pub fn token_sha256(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether `text` is a SHA-256 as [`token_sha256`] writes it: 64 lowercase hex digits.
+#[must_use]
+pub fn is_token_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| HEX.contains(&b))
 }
 
 /// In-memory revocations.
@@ -96,6 +128,8 @@ struct State {
     subjects: HashMap<(String, String), (i64, i64)>,
     /// (tenant, provider, kid) -> until.
     kids: HashMap<(String, String, String), Option<i64>>,
+    /// Lowercase hex SHA-256 of the token -> exp.
+    tokens: HashMap<String, i64>,
 }
 
 impl Revocations {
@@ -141,6 +175,22 @@ impl Revocations {
         );
     }
 
+    /// Revokes the token whose text has this SHA-256 (lowercase hex, [`token_sha256`]), which
+    /// expires at `exp` (unix seconds). Hex in capitals is taken as the same digest.
+    pub fn revoke_token(&self, sha256: &str, exp: i64) {
+        let sha256 = sha256.to_ascii_lowercase();
+        self.write(|s| match s.tokens.get_mut(&sha256) {
+            Some(e) => {
+                *e = (*e).max(exp);
+                false
+            }
+            None => {
+                s.tokens.insert(sha256, exp);
+                true
+            }
+        });
+    }
+
     /// Distrusts key `kid` of a provider, even while its issuer still publishes it.
     pub fn revoke_kid(&self, provider: &ProviderId, kid: &str, until: Option<i64>) {
         let key = (
@@ -175,6 +225,7 @@ impl Revocations {
             s.jti.retain(|_, exp| *exp >= now);
             s.subjects.retain(|_, (_, until)| *until >= now);
             s.kids.retain(|_, until| until.is_none_or(|u| u >= now));
+            s.tokens.retain(|_, exp| *exp >= now);
             false
         });
     }
@@ -183,7 +234,7 @@ impl Revocations {
     #[must_use]
     pub fn list(&self) -> Vec<Revocation> {
         let s = self.read();
-        let mut out = Vec::with_capacity(s.jti.len() + s.subjects.len() + s.kids.len());
+        let mut out = Vec::with_capacity(s.len());
         out.extend(s.jti.iter().map(|(jti, &exp)| Revocation::Jti {
             jti: jti.clone(),
             exp,
@@ -206,14 +257,17 @@ impl Revocations {
                     until,
                 }),
         );
+        out.extend(s.tokens.iter().map(|(sha256, &exp)| Revocation::Token {
+            sha256: sha256.clone(),
+            exp,
+        }));
         out
     }
 
     /// The number of entries held.
     #[must_use]
     pub fn len(&self) -> usize {
-        let s = self.read();
-        s.jti.len() + s.subjects.len() + s.kids.len()
+        self.read().len()
     }
 
     /// Whether nothing is revoked.
@@ -241,11 +295,23 @@ impl Revocations {
     }
 }
 
+impl State {
+    fn len(&self) -> usize {
+        self.jti.len() + self.subjects.len() + self.kids.len() + self.tokens.len()
+    }
+}
+
 impl RevocationCheck for Revocations {
     fn check(&self, t: &TokenFacts<'_>) -> Option<RevokedBy> {
         let s = self.read();
-        if s.jti.is_empty() && s.subjects.is_empty() && s.kids.is_empty() {
+        if s.len() == 0 {
             return None;
+        }
+        if let Some(token) = t.token
+            && !s.tokens.is_empty()
+            && s.tokens.contains_key(&token_sha256(token))
+        {
+            return Some(RevokedBy::Token);
         }
         if let Some(jti) = t.jti {
             if s.jti.contains_key(jti) {
@@ -309,6 +375,7 @@ mod tests {
             jti,
             sub,
             iat,
+            token: None,
         }
     }
 
@@ -390,6 +457,37 @@ mod tests {
         assert_eq!(r.check(&facts(&other, None, None, None, Some("k1"))), None);
         assert_eq!(r.len(), 3);
         assert_eq!(r.list().len(), 3);
+    }
+
+    #[test]
+    fn a_token_is_revoked_by_the_sha256_of_its_text() {
+        let r = Revocations::new();
+        let p = ProviderId::new("acme", "idp");
+        let digest = token_sha256("opaque-1");
+        assert!(is_token_sha256(&digest));
+        assert!(!is_token_sha256(&digest.to_ascii_uppercase()));
+        assert_eq!(
+            token_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let g = r.generation();
+        r.revoke_token(&digest.to_ascii_uppercase(), 2_000);
+        assert!(r.generation() > g);
+        let mut t = facts(&p, None, None, None, None);
+        assert_eq!(r.check(&t), None, "no text, nothing to hash");
+        t.token = Some("opaque-1");
+        assert_eq!(r.check(&t), Some(RevokedBy::Token));
+        t.token = Some("opaque-2");
+        assert_eq!(r.check(&t), None);
+        assert_eq!(
+            r.list(),
+            vec![Revocation::Token {
+                sha256: digest,
+                exp: 2_000
+            }]
+        );
+        r.prune(SystemTime::UNIX_EPOCH + Duration::from_secs(2_001));
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -351,7 +351,7 @@ impl Verifier {
                 continue;
             }
             let attempt = self
-                .verify_with(provider, &header, &claims, signed, now)
+                .verify_with(provider, token, &header, &claims, signed, now)
                 .await;
             match attempt {
                 Ok((verified, generation)) => {
@@ -373,6 +373,7 @@ impl Verifier {
     async fn verify_with(
         &self,
         provider: &Arc<Provider>,
+        token: &str,
         header: &Header<'_>,
         claims: &RegisteredClaims<'_>,
         signed: Signed<'_>,
@@ -470,6 +471,7 @@ impl Verifier {
             jti: checked.jti,
             sub: checked.sub,
             iat: checked.iat,
+            token: Some(token),
         };
         if let Some(by) = self.inner.revocations.check(&facts) {
             return Err(VerifyError::Revoked(by));
