@@ -39,6 +39,28 @@ pub struct FetchRequest {
     pub headers: HeaderMap,
 }
 
+/// One outbound form POST (`application/x-www-form-urlencoded`), e.g. a token introspection
+/// (RFC 7662). Redirects are never followed: a POST carrying a token and client credentials
+/// goes to the configured URL or nowhere.
+#[derive(Clone)]
+pub struct PostRequest {
+    /// The URL to post to.
+    pub url: Url,
+    /// Extra request headers, e.g. `Authorization` with the client's credentials.
+    pub headers: HeaderMap,
+    /// The form-encoded body.
+    pub body: Bytes,
+}
+
+impl fmt::Debug for PostRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body holds a token and the headers credentials: neither is printed.
+        f.debug_struct("PostRequest")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A complete response: the final status after redirects, its headers and the whole body.
 #[derive(Debug, Clone)]
 pub struct FetchResponse {
@@ -58,6 +80,16 @@ pub trait Fetch: Send + Sync + fmt::Debug + 'static {
     /// A [`FetchError`] when the request could not complete within the fetcher's limits.
     fn fetch(&self, request: FetchRequest)
     -> BoxFuture<'static, Result<FetchResponse, FetchError>>;
+
+    /// Performs one form POST and returns the response, whatever its status, without
+    /// following redirects. The default refuses: a fetcher that only GETs cannot introspect.
+    ///
+    /// # Errors
+    /// A [`FetchError`] when the request could not complete within the fetcher's limits.
+    fn post(&self, request: PostRequest) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
+        let _ = request;
+        Box::pin(async { Err(FetchError::Config("this fetcher cannot POST".into())) })
+    }
 
     /// Everything that decides how this fetcher fetches, as comparable text, when it can say:
     /// two fetchers with equal settings fetch alike. [`Verifier::reconfigure`] keeps a

@@ -10,6 +10,12 @@ use url::Url;
 
 use crate::error::ConfigError;
 
+mod call;
+mod introspector;
+
+pub(crate) use call::Said;
+pub(crate) use introspector::{Answer, Introspector, Lookup};
+
 /// The default upper bound on how long an `active: true` result is reused.
 pub const DEFAULT_POSITIVE_TTL: Duration = Duration::from_secs(60);
 /// The default time an `active: false` result is reused.

@@ -57,7 +57,7 @@ pub use error::{
     RevokedBy, VerifyError,
 };
 pub use exchange::{AdoptError, KeyExchange, PublishedDocument, PublishedKeySet};
-pub use fetch::{Fetch, FetchError, HttpFetcher};
+pub use fetch::{Fetch, FetchError, HttpFetcher, PostRequest};
 pub use freshness::TtlPolicy;
 pub use provider::{
     CounterSnapshot, FlushId, LastError, ProviderId, ProviderState, ProviderStatus, SourceStatus,

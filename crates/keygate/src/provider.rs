@@ -15,6 +15,7 @@ use crate::config::{KeySource, ProviderConfig};
 use crate::exchange::{KeyExchange, PublishedKeySet};
 use crate::fetch::Fetch;
 use crate::freshness::Freshness;
+use crate::introspect::Introspector;
 use crate::jwk::KeySet;
 use crate::refresh::Refresher;
 use crate::refresh::sources::{Document, Sources};
@@ -195,6 +196,12 @@ pub(crate) struct Counters {
     /// [`CounterSnapshot::requests`]). Requests are off the hot path, so a small map under a
     /// mutex does; its keys are status codes and two words, so it stays small.
     pub(crate) requests: Mutex<BTreeMap<Box<str>, u64>>,
+    /// Calls to the introspection endpoint by outcome, as `requests` counts key fetches.
+    pub(crate) introspections: Mutex<BTreeMap<Box<str>, u64>>,
+    /// Opaque tokens answered from the introspection cache.
+    pub(crate) introspection_cache_hits: AtomicU64,
+    /// Opaque tokens refused unchecked because the introspection budget was spent.
+    pub(crate) introspections_over_budget: AtomicU64,
 }
 
 impl Counters {
@@ -204,7 +211,11 @@ impl Counters {
 
     /// Counts one request to the identity provider that ended with `outcome`.
     pub(crate) fn count_request(&self, outcome: &str) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        Counters::count_in(&self.requests, outcome);
+    }
+
+    pub(crate) fn count_in(map: &Mutex<BTreeMap<Box<str>, u64>>, outcome: &str) {
+        let mut requests = map.lock().unwrap_or_else(PoisonError::into_inner);
         match requests.get_mut(outcome) {
             Some(n) => *n += 1,
             None => {
@@ -213,9 +224,8 @@ impl Counters {
         }
     }
 
-    fn requests(&self) -> BTreeMap<String, u64> {
-        self.requests
-            .lock()
+    fn requests(map: &Mutex<BTreeMap<Box<str>, u64>>) -> BTreeMap<String, u64> {
+        map.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(outcome, n)| (outcome.to_string(), *n))
@@ -235,6 +245,8 @@ pub(crate) struct Provider {
     pub(crate) exchange: Option<Arc<dyn KeyExchange>>,
     /// Per-URL refresh state of a provider with several JWKS URLs.
     pub(crate) sources: Sources,
+    /// The introspection state of a provider that accepts opaque tokens.
+    pub(crate) introspector: Option<Arc<Introspector>>,
 }
 
 impl Provider {
@@ -266,7 +278,12 @@ impl Provider {
             KeySource::Url(_) | KeySource::Urls(_) | KeySource::Discovery(_) => None,
         };
         let fetcher = config.fetcher.clone().unwrap_or(fetcher);
+        let introspector = config
+            .introspection
+            .clone()
+            .map(|c| Arc::new(Introspector::new(c)));
         Ok(Arc::new(Provider {
+            introspector,
             id,
             sources: Sources::new(config.jwks_uris().len()),
             refresher: Refresher::new(&config.cache, clock.now()),
@@ -329,7 +346,10 @@ impl Provider {
                 adopted: load(&c.adopted),
                 unknown_kid_rejections: load(&c.unknown_kid_rejections),
                 token_cache_hits: load(&c.token_cache_hits),
-                requests: c.requests(),
+                requests: Counters::requests(&c.requests),
+                introspections: Counters::requests(&c.introspections),
+                introspection_cache_hits: load(&c.introspection_cache_hits),
+                introspections_over_budget: load(&c.introspections_over_budget),
             },
         }
     }
@@ -479,4 +499,11 @@ pub struct CounterSnapshot {
     /// `"timeout"` when no answer came in time, or `"error"` when none came at all
     /// (connection refused, TLS, a body over the cap, a refused redirect).
     pub requests: BTreeMap<String, u64>,
+    /// Every call to the introspection endpoint, by outcome as in
+    /// [`requests`](Self::requests).
+    pub introspections: BTreeMap<String, u64>,
+    /// Opaque tokens answered from the introspection cache.
+    pub introspection_cache_hits: u64,
+    /// Opaque tokens answered 503 unchecked because the introspection budget was spent.
+    pub introspections_over_budget: u64,
 }

@@ -19,6 +19,7 @@ use crate::token_cache::{Cached, TokenCache};
 
 mod builder;
 mod checks;
+mod opaque;
 mod reconfigure;
 
 pub use builder::VerifierBuilder;
@@ -150,6 +151,13 @@ impl Verifier {
         if applied && let Some(cache) = &self.inner.token_cache {
             cache.purge_provider(idx);
         }
+        // Introspection answers go with a flush too (a static key set's provider included):
+        // the IdP is asked again, so a token it revoked on its side is refused from now on.
+        if (applied || provider.is_static())
+            && let Some(introspector) = &provider.introspector
+        {
+            introspector.clear();
+        }
         Ok(applied)
     }
 
@@ -267,6 +275,24 @@ impl Verifier {
         if let Some(cache) = &self.inner.token_cache {
             cache.reindex(|_| None);
         }
+        for provider in &self.inner.registry.load().providers {
+            if let Some(introspector) = &provider.introspector {
+                introspector.clear();
+            }
+        }
+    }
+
+    /// The number of cached introspection answers, over every provider.
+    #[must_use]
+    pub fn cached_introspections(&self) -> usize {
+        self.inner
+            .registry
+            .load()
+            .providers
+            .iter()
+            .filter_map(|p| p.introspector.as_ref())
+            .map(|i| i.cached())
+            .sum()
     }
 
     /// The clock the verifier judges time by.
@@ -318,6 +344,12 @@ impl Verifier {
             }
         }
 
+        if !looks_signed_or_encrypted(token) {
+            let registry = inner.registry.load_full();
+            if let Some(result) = self.verify_opaque(&registry, tenant, token, now).await {
+                return result;
+            }
+        }
         let segments = Segments::split(token)?;
         // Decoded header, payload and signature, back to back in one buffer.
         let mut decoded = Vec::with_capacity(token.len());
@@ -527,6 +559,12 @@ impl Verifier {
             },
         );
     }
+}
+
+/// Whether `token` has the shape of a compact JWS (two dots) or JWE (four): anything else is
+/// opaque and may go to introspection.
+fn looks_signed_or_encrypted(token: &str) -> bool {
+    matches!(memchr::memchr_iter(b'.', token.as_bytes()).count(), 2 | 4)
 }
 
 /// Whether a cached verification still holds at `now` under `provider`, the provider at its

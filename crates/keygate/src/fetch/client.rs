@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use url::Url;
 
 use super::policy::{self, UrlPolicy};
-use super::{BoxFuture, Fetch, FetchError, FetchRequest, FetchResponse, tls};
+use super::{BoxFuture, Fetch, FetchError, FetchRequest, FetchResponse, PostRequest, tls};
 
 const DEFAULT_MAX_REDIRECTS: usize = 3;
 /// Also the cap on a key set handed over by another replica (see [`crate::exchange`]).
@@ -112,6 +112,15 @@ impl Fetch for HttpFetcher {
     ) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move { inner.fetch(request).await })
+    }
+
+    fn post(&self, request: PostRequest) -> BoxFuture<'static, Result<FetchResponse, FetchError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            tokio::time::timeout(inner.timeout, inner.post(request))
+                .await
+                .unwrap_or(Err(FetchError::Timeout))
+        })
     }
 
     fn settings(&self) -> Option<&str> {
@@ -327,6 +336,36 @@ impl Inner {
                 body,
             });
         }
+    }
+
+    /// One form POST under the same URL policy, peer check and body cap as a GET; a redirect
+    /// answer is returned as it is, never followed.
+    async fn post(&self, request: PostRequest) -> Result<FetchResponse, FetchError> {
+        let PostRequest { url, headers, body } = request;
+        self.policy.check(&url)?;
+        tracing::debug!(url = %policy::redact(&url), "posting");
+        let mut headers = request_headers(headers);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let response = self
+            .client
+            .post(url.clone())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(map_error)?;
+        self.check_peer(&url, &response)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = self.read_body(response).await?;
+        Ok(FetchResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Over plain HTTP, the peer we actually reached must be loopback, whatever the name said.

@@ -9,6 +9,7 @@ mod faults;
 mod fetch;
 mod flush;
 mod interop;
+mod introspection;
 mod issuers;
 mod memidp;
 mod reconfigure;
