@@ -24,25 +24,32 @@ const MISSES: &str = "Verifications whose key was not cached.";
 const TOKEN_CACHE_HITS: &str = "Verifications answered from the verified-token cache.";
 const UNKNOWN_KID: &str = "Tokens refused because their kid is not in the key set.";
 const ADOPTED: &str = "Key sets adopted from another replica instead of fetched from the IdP.";
+const INTROSPECTION_HITS: &str = "Opaque tokens answered from the introspection cache.";
+const OVER_BUDGET: &str =
+    "Opaque tokens answered 503 unchecked because the introspection call budget was spent.";
 
 /// The plain per-provider counters (name, help), in the order they are rendered; their
 /// values, in the same order, are [`counter_values`].
-const COUNTERS: [(&str, &str); 5] = [
+const COUNTERS: [(&str, &str); 7] = [
     ("keygate_key_cache_hits_total", HITS),
     ("keygate_key_cache_misses_total", MISSES),
     ("keygate_token_cache_hits_total", TOKEN_CACHE_HITS),
     ("keygate_unknown_kid_rejections_total", UNKNOWN_KID),
     ("keygate_jwks_adopted_total", ADOPTED),
+    ("keygate_introspection_cache_hits_total", INTROSPECTION_HITS),
+    ("keygate_introspection_over_budget_total", OVER_BUDGET),
 ];
 
 /// The values of [`COUNTERS`] for one provider.
-fn counter_values(c: &CounterSnapshot) -> [u64; 5] {
+fn counter_values(c: &CounterSnapshot) -> [u64; 7] {
     [
         c.hits,
         c.misses,
         c.token_cache_hits,
         c.unknown_kid_rejections,
         c.adopted,
+        c.introspection_cache_hits,
+        c.introspections_over_budget,
     ]
 }
 
@@ -80,6 +87,24 @@ pub(super) fn render(out: &mut Out, providers: &[ProviderStatus], now: SystemTim
         |p| {
             p.counters
                 .requests
+                .iter()
+                .map(|(status, n)| (status.as_str(), *n))
+        },
+    );
+
+    // Every call to an introspection endpoint: the load opaque tokens put on the IdP.
+    each_by(
+        out,
+        provider_rows(providers),
+        (
+            "keygate_introspection_requests_total",
+            "Calls to the introspection endpoint by status (the code, or timeout, error).",
+            "counter",
+        ),
+        "status",
+        |p| {
+            p.counters
+                .introspections
                 .iter()
                 .map(|(status, n)| (status.as_str(), *n))
         },

@@ -567,3 +567,79 @@ async fn the_endpoint_may_come_from_discovery() {
         "discovered once"
     );
 }
+
+/// The same calls over real loopback HTTP, through the hardened fetcher: the form POST, the
+/// credentials, what an endpoint's failures become, and no redirect followed.
+mod over_http {
+    use super::*;
+    use keygate::HttpFetcher;
+    use keygate_test_support::{StubIdp, StubResponse, loopback_fetcher};
+
+    async fn http_rig(idp: &StubIdp, fetcher: Arc<HttpFetcher>) -> Verifier {
+        Verifier::builder()
+            .provider(
+                ProviderConfig::builder("acme", "idp", idp.issuer())
+                    .static_jwks(br#"{"keys":[]}"#.to_vec())
+                    .audiences(["api"])
+                    .introspection(introspection(IntrospectionEndpoint::Url(
+                        idp.url("/introspect").parse().unwrap(),
+                    )))
+                    .build()
+                    .unwrap(),
+            )
+            .fetcher(fetcher)
+            .build()
+            .unwrap()
+    }
+
+    fn live(idp: &StubIdp) -> Value {
+        // The system clock judges here: an `exp` far in the future.
+        json!({"active": true, "iss": idp.issuer(), "aud": "api", "sub": "zoe", "exp": 4_000_000_000_i64})
+    }
+
+    #[tokio::test]
+    async fn a_form_post_with_basic_credentials_and_what_failures_become() {
+        let idp = StubIdp::start().await;
+        idp.set_response("/introspect", StubResponse::json(200, live(&idp)));
+        let v = http_rig(&idp, loopback_fetcher(Duration::from_secs(2))).await;
+        assert_eq!(v.verify("opaque-zoe").await.unwrap().subject(), Some("zoe"));
+        let headers = idp.last_request_headers("/introspect").unwrap();
+        assert_eq!(headers["authorization"], "Basic cnM6czNjcmV0");
+        assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
+        for (token, response) in [
+            (
+                "t401",
+                StubResponse::json(401, json!({"error": "invalid_client"})),
+            ),
+            ("t500", StubResponse::status(500)),
+            ("thtml", StubResponse::bytes(200, "<html>")),
+            (
+                "tredirect",
+                StubResponse::redirect(307, "http://127.0.0.1:1/introspect"),
+            ),
+            (
+                "tslow",
+                StubResponse::json(200, live(&idp)).delay(Duration::from_secs(5)),
+            ),
+        ] {
+            idp.push_response("/introspect", response);
+            let err = v.verify(token).await.unwrap_err();
+            assert_eq!(err.reason(), "introspection_unavailable", "{token}");
+        }
+        let counted = &v.status()[0].counters.introspections;
+        assert_eq!(counted.get("401"), Some(&1));
+        assert_eq!(counted.get("307"), Some(&1));
+        assert_eq!(counted.get("timeout"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_refused_unless_loopback_was_allowed() {
+        let idp = StubIdp::start().await;
+        idp.set_response("/introspect", StubResponse::json(200, live(&idp)));
+        let strict = Arc::new(HttpFetcher::builder().build().unwrap());
+        let v = http_rig(&idp, strict).await;
+        let err = v.verify("opaque").await.unwrap_err();
+        assert_eq!(err.reason(), "introspection_unavailable");
+        assert_eq!(idp.requests("/introspect"), 0, "never sent over plain http");
+    }
+}
