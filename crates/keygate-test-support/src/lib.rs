@@ -11,6 +11,8 @@
 //!   restart; [`TcpProxy`]: a loopback proxy a test can cut, to partition one client.
 //! - [`RedisNode`] and [`Sentinel`]: highly available Redis (TLS, replicas, Sentinel) whose
 //!   processes a test can kill and start again.
+//! - [`OidcProvider`]: a real OpenID provider (`oidc-provider` on Node.js) on loopback, for
+//!   introspection and DPoP tests, with a helper that obtains tokens and makes DPoP proofs.
 //!
 //! Everything here panics on failure: it is test code, and a panic with a clear message is
 //! the most useful failure a test can report.
@@ -20,6 +22,7 @@
 pub mod clock;
 pub mod fetch;
 pub mod keys;
+pub mod oidc;
 pub mod proxy;
 pub mod redis;
 pub mod redis_ha;
@@ -29,6 +32,7 @@ pub mod token;
 pub use clock::ManualClock;
 pub use fetch::{loopback_fetcher, test_retry};
 pub use keys::{TestKey, WEAK_RSA_1024_JWK, jwks, one_key_per_alg};
+pub use oidc::OidcProvider;
 pub use proxy::TcpProxy;
 pub use redis::RedisServer;
 pub use redis_ha::{RedisNode, Sentinel};
