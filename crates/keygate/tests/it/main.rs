@@ -12,6 +12,7 @@ mod interop;
 mod introspection;
 mod issuers;
 mod memidp;
+mod oidc_introspection;
 mod reconfigure;
 mod support;
 mod uris;
