@@ -30,12 +30,11 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 ///
 /// ```
 /// # async fn run(proof: &str) -> Result<(), keygate::dpop::DpopError> {
-/// use std::time::SystemTime;
 /// use keygate::dpop::{MemoryReplayGuard, ProofCheck};
+/// use keygate::{Clock, SystemClock};
 ///
 /// let guard = MemoryReplayGuard::default();
-/// # #[allow(clippy::disallowed_methods, reason = "a doc example")]
-/// let now = SystemTime::now();
+/// let now = SystemClock.now();
 /// let proof = ProofCheck::new("GET", "https://api.example/things?page=2", now)
 ///     .access_token("eyJ...")
 ///     .jkt("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I")

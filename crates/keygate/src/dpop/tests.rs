@@ -7,6 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
 };
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
@@ -576,4 +577,34 @@ fn rfc9449_example_proof() {
         check.access_token(TOKEN).check(&[proof]),
         Err(DpopError::ProofMalformed)
     );
+}
+
+proptest! {
+    /// Whatever a client sends as a proof, checking it returns an error or a proof, never
+    /// panics; and a valid proof with one byte changed never passes as it is.
+    #[test]
+    fn arbitrary_proofs_never_panic(text in "[A-Za-z0-9_.=+/-]{0,300}") {
+        let jkt = key().thumbprint();
+        prop_assert!(checker(&jkt).check(&[&text]).is_err());
+    }
+
+    #[test]
+    fn arbitrary_json_in_a_signed_proof_never_panics(
+        header_text in ".{0,80}",
+        claims_text in ".{0,80}",
+    ) {
+        let proof = sign_raw(key(), &header_text, &claims_text);
+        prop_assert!(check(&proof).is_err());
+    }
+
+    #[test]
+    fn a_changed_byte_is_refused(at in 0usize..400, to in b'0'..=b'z') {
+        let proof = proof_with(|_, _| {});
+        let at = at % proof.len();
+        prop_assume!(proof.as_bytes()[at] != to && proof.as_bytes()[at] != b'.');
+        let mut bytes = proof.into_bytes();
+        bytes[at] = to;
+        let changed = String::from_utf8(bytes).unwrap();
+        prop_assert!(check(&changed).is_err());
+    }
 }
