@@ -35,29 +35,22 @@ impl Verifier {
         scheme: Scheme,
         request: &DpopRequest<'_>,
     ) -> Result<(), VerifyError> {
+        // Held whole for this check, so a reconfiguration meanwhile cannot mix two configs.
         let registry = self.inner.registry.load_full();
         let config = registry
             .providers
             .iter()
             .find(|p| p.id == token.provider)
-            .map(|p| &p.config);
-        let mode = config.map_or(DpopMode::Off, |c| c.dpop);
+            .map(|p| &p.config)
+            .filter(|c| c.dpop != DpopMode::Off);
         let refuse = |e| Err(VerifyError::Dpop(e));
-        let (config, jkt) = match (mode, config, token.cnf_jkt()) {
-            (DpopMode::Off, _, _) | (_, None, _) => {
-                return match scheme {
-                    Scheme::Bearer => Ok(()),
-                    Scheme::Dpop => refuse(DpopError::UnboundToken),
-                };
-            }
-            (DpopMode::Required, _, None) => return refuse(DpopError::Required),
-            (_, Some(_), None) => {
-                return match scheme {
-                    Scheme::Bearer => Ok(()),
-                    Scheme::Dpop => refuse(DpopError::UnboundToken),
-                };
-            }
-            (_, Some(config), Some(jkt)) => (config, jkt),
+        let (Some(config), Some(jkt)) = (config, token.cnf_jkt()) else {
+            // DPoP off, or a token bound to no key: a bearer token, unless DPoP is required.
+            return match (config.map(|c| c.dpop), scheme) {
+                (Some(DpopMode::Required), _) => refuse(DpopError::Required),
+                (_, Scheme::Bearer) => Ok(()),
+                (_, Scheme::Dpop) => refuse(DpopError::UnboundToken),
+            };
         };
         if scheme != Scheme::Dpop {
             return refuse(DpopError::BoundTokenAsBearer);
