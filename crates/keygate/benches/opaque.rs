@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 

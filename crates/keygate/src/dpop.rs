@@ -2,9 +2,50 @@
 //!
 //! A provider with [`DpopMode::Allowed`] or [`DpopMode::Required`] accepts a token bound to a
 //! key (`cnf.jkt`, in the JWT or in the introspection result) only when it comes with
-//! `Authorization: DPoP <token>` and a valid `DPoP` proof for this very request. Seen proof
-//! ids are remembered by a [`ReplayGuard`] for the proof's window: in memory on one node, in
+//! `Authorization: DPoP <token>` and a valid `DPoP` proof for this very request
+//! ([`Verifier::check_dpop`](crate::Verifier::check_dpop)). Seen proof ids are remembered by a
+//! [`ReplayGuard`] for the proof's window: in memory on one node ([`MemoryReplayGuard`]), in
 //! Redis across a fleet.
+//!
+//! # What a proof must be
+//!
+//! [`ProofCheck`] runs RFC 9449 section 4.3's checks, in its order:
+//!
+//! 1. exactly one `DPoP` header value ([`DpopError::ProofMissing`] otherwise);
+//! 2. a compact JWS of at most [`MAX_PROOF_BYTES`], strict unpadded base64url, JSON objects
+//!    with no member twice ([`DpopError::ProofMalformed`]);
+//! 3. the claims `jti` (a string of at most [`MAX_JTI_BYTES`]), `htm`, `htu` (strings) and
+//!    `iat` (a number), and `ath` when an access token comes with it;
+//! 4. header `typ` `dpop+jwt` (as a media type: any case, `application/` optional), and no
+//!    `crit`, since keygate understands no JWS extension;
+//! 5. `alg` an asymmetric algorithm keygate verifies and the provider allows: never `none`,
+//!    never an HMAC ([`DpopError::AlgNotAllowed`]);
+//! 6. and 7. a `jwk` header holding a public key only (no `d`, `p`, `q`, `dp`, `dq`, `qi`,
+//!    `oth`, `k`), usable for `alg` under the rules every key set obeys (RSA of at least
+//!    2048 bits, EC points on their curve, ...) ([`DpopError::BadJwk`]), under which the
+//!    signature verifies ([`DpopError::BadSignature`]);
+//! 8. `htm` is the request's method, exactly;
+//! 9. `htu` is the request's URL without query and fragment, both compared after RFC 3986
+//!    normalization (scheme and host case, default port, empty path, percent-encoding);
+//! 10. (nonces: not supported, see below);
+//! 11. `iat` within the provider's window either side of the verifier's clock
+//!     ([`DEFAULT_IAT_WINDOW`] by default);
+//! 12. `ath` is the base64url SHA-256 of the access token, and the RFC 7638 thumbprint of the
+//!     proof's key ([`jwk_thumbprint`]) is the token's `cnf.jkt`, both compared in constant
+//!     time.
+//!
+//! Last, once everything else holds, the replay check: the proof is recorded for twice the
+//! window under SHA-256(thumbprint, 0x00, `jti`), and a proof already recorded is
+//! [`DpopError::Replayed`]. A store that cannot answer refuses the request
+//! ([`DpopError::ReplayUnavailable`], a 503-class reason) rather than let a proof through
+//! unchecked.
+//!
+//! # Not supported
+//!
+//! Server-provided nonces (`DPoP-Nonce`, RFC 9449 section 8 and 9) are not supported: a
+//! proof's `nonce` claim is ignored and no nonce is ever asked for. Deployments whose
+//! servers require nonces are out of scope; freshness rests on the `iat` window and the
+//! replay store.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +53,32 @@ use std::time::{Duration, SystemTime};
 
 use crate::fetch::BoxFuture;
 use crate::reason::Reason;
+
+mod htu;
+pub(crate) mod json;
+mod proof;
+mod replay;
+#[cfg(test)]
+mod tests;
+mod thumbprint;
+
+pub use proof::{MAX_JTI_BYTES, MAX_PROOF_BYTES, ProofCheck, VerifiedProof};
+pub use replay::{DEFAULT_REPLAY_CAPACITY, MemoryReplayGuard};
+pub use thumbprint::jwk_thumbprint;
+
+/// The request a DPoP proof must have been made for, as the server saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct DpopRequest<'a> {
+    /// The HTTP method, e.g. `GET` (compared exactly with the proof's `htm`).
+    pub method: &'a str,
+    /// The absolute URL the client called, e.g. `https://api.example/things?page=2`, as the
+    /// server reconstructs it (scheme, host and path as the client saw them, behind any
+    /// proxy); query and fragment are ignored.
+    pub url: &'a str,
+    /// Every `DPoP` header value of the request: a proof is accepted only when there is
+    /// exactly one.
+    pub proofs: &'a [&'a str],
+}
 
 /// How a provider treats DPoP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -48,10 +48,12 @@ mod token_cache;
 mod verify;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
+pub use bearer::Scheme;
 pub use clock::{Clock, SystemClock};
 pub use config::{
     CacheSettings, MAX_JWKS_URIS, ProviderConfig, ProviderConfigBuilder, RetrySettings,
 };
+pub use dpop::{DpopMode, DpopRequest, MemoryReplayGuard, ReplayGuard};
 pub use error::{
     ClaimsError, ConfigError, HeaderError, JwksError, KeyError, KeysUnavailable, Malformed,
     RevokedBy, VerifyError,

@@ -19,6 +19,7 @@ use crate::token_cache::{Cached, TokenCache};
 
 mod builder;
 mod checks;
+mod dpop;
 mod opaque;
 mod reconfigure;
 
@@ -50,10 +51,8 @@ struct Inner {
     /// What new providers are built with when the verifier is reconfigured.
     fetcher: Arc<dyn crate::fetch::Fetch>,
     key_exchange: Option<Arc<dyn crate::exchange::KeyExchange>>,
-    /// Where seen DPoP proofs are remembered; `None` until the DPoP check fills in its
-    /// in-memory default.
-    #[allow(dead_code, reason = "read by the DPoP check, written separately")]
-    replay_guard: Option<Arc<dyn crate::dpop::ReplayGuard>>,
+    /// Where seen DPoP proofs are remembered (by default in this process's memory).
+    replay_guard: Arc<dyn crate::dpop::ReplayGuard>,
     /// Serializes reconfigurations; verifications never take it.
     reconfiguring: std::sync::Mutex<()>,
 }
@@ -517,7 +516,7 @@ impl Verifier {
             jti: checked.jti.map(Into::into),
             exp: checked.exp,
             iat: checked.iat,
-            cnf_jkt: None,
+            cnf_jkt: dpop::cnf_jkt(config.dpop, payload)?,
             claims: payload.into(),
         };
         Ok((verified, generation))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{DEFAULT_MAX_TOKEN_BYTES, Inner, Registry, Verifier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ProviderConfig;
-use crate::dpop::ReplayGuard;
+use crate::dpop::{MemoryReplayGuard, ReplayGuard};
 use crate::error::ConfigError;
 use crate::exchange::KeyExchange;
 use crate::fetch::{Fetch, HttpFetcher};
@@ -123,7 +123,9 @@ impl VerifierBuilder {
                 max_token_bytes,
                 fetcher,
                 key_exchange: self.key_exchange,
-                replay_guard: self.replay_guard,
+                replay_guard: self
+                    .replay_guard
+                    .unwrap_or_else(|| Arc::new(MemoryReplayGuard::default())),
                 reconfiguring: std::sync::Mutex::new(()),
             }),
         })

@@ -17,8 +17,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Deserialize;
-
 use super::checks::check_claims;
 use super::{Registry, VerifiedToken, Verifier};
 use crate::clock::unix_seconds;
@@ -135,11 +133,7 @@ fn judge(provider: &Provider, said: Said, now: SystemTime) -> Answer {
         return Err(VerifyError::Claims(ClaimsError::BadIssuer));
     }
     let checked = check_claims(&claims, config, unix_seconds(now)).map_err(VerifyError::Claims)?;
-    let cnf_jkt = if config.dpop == crate::dpop::DpopMode::Off {
-        None
-    } else {
-        bound_key(&body)?
-    };
+    let cnf_jkt = super::dpop::cnf_jkt(config.dpop, &body)?;
     Ok(Arc::new(VerifiedToken {
         provider: provider.id.clone(),
         alg: None,
@@ -152,24 +146,4 @@ fn judge(provider: &Provider, said: Said, now: SystemTime) -> Answer {
         cnf_jkt,
         claims: body.as_str().into(),
     }))
-}
-
-/// `cnf.jkt` (RFC 9449 section 6.2): a `cnf` that is not an object, or a `jkt` that is not a
-/// string, is a malformed claim.
-pub(super) fn bound_key(claims: &str) -> Result<Option<Box<str>>, VerifyError> {
-    #[derive(Deserialize)]
-    struct Claims {
-        cnf: Option<serde_json::Value>,
-    }
-    let invalid = || VerifyError::Claims(ClaimsError::Invalid("cnf"));
-    let claims: Claims = serde_json::from_str(claims).map_err(|_| invalid())?;
-    match claims.cnf {
-        None => Ok(None),
-        Some(serde_json::Value::Object(cnf)) => match cnf.get("jkt") {
-            None => Ok(None),
-            Some(serde_json::Value::String(jkt)) => Ok(Some(jkt.as_str().into())),
-            Some(_) => Err(invalid()),
-        },
-        Some(_) => Err(invalid()),
-    }
 }

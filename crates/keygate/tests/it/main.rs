@@ -4,6 +4,7 @@ mod alloc;
 mod attacks;
 mod budget;
 mod cache;
+mod dpop;
 mod exchange;
 mod faults;
 mod fetch;
