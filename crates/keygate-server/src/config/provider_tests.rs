@@ -238,7 +238,7 @@ fn the_secret_comes_from_the_environment_first_and_is_never_shown() {
 
 #[test]
 fn two_providers_reading_one_secret_variable_are_refused() {
-    let text = format!(
+    let text = String::from(
         "[[providers]]\ntenant = \"a-b\"\nname = \"c\"\nissuer = \"https://one.example\"\n\
          audiences = [\"x\"]\nintrospection_client_id = \"kg\"\nintrospection_client_secret = \"s1\"\n\
          [[providers]]\ntenant = \"a\"\nname = \"b_c\"\nissuer = \"https://two.example\"\n\

@@ -156,3 +156,56 @@ async fn a_single_node_keeps_a_token_revocation_across_a_restart() {
     again.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keygate_revoke_token_from_stdin_sends_only_the_digest() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let idp = idp_with(&[key()]).await;
+    let server = TestServer::start(&config_for(&idp, "")).await;
+    let token = token_for(&idp, key(), |_| {});
+    assert_eq!(status_of(&server, &token).await, StatusCode::OK);
+    let exp = (now() + 600).to_string();
+    let admin = server.admin.clone();
+    let input = format!("{token}\n");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "revoke",
+                "--token",
+                "-",
+                "--exp",
+                &exp,
+                "--admin-url",
+                &admin,
+            ])
+            .env("KEYGATE_ADMIN_KEY", crate::support::ADMIN_SECRET)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "revoked token sha256 {}",
+            keygate::token_sha256(&token)
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&token) && !stderr.contains(&token));
+    assert_eq!(status_of(&server, &token).await, StatusCode::UNAUTHORIZED);
+}
