@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use keygate::dpop::ReplayGuard;
-use keygate_test_support::redis_ha::RedisNode;
+use keygate_test_support::redis_ha::{RedisNode, Sentinel};
 
-use super::{RedisBus, RedisReplayGuard, RedisSettings};
+use super::{RedisBus, RedisReplayGuard, RedisSettings, SentinelSettings};
 use crate::wire::{MacKey, MacKeys};
 
 fn settings(url: &str, prefix: &str) -> RedisSettings {
@@ -158,4 +158,64 @@ async fn a_readonly_replica_is_an_error_and_not_a_first_use() {
         .await
         .expect_err("a replica refuses writes");
     assert!(err.0.contains("no longer the primary"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_the_guard_writes_to_the_new_primary() {
+    let master = "kg-replay-master";
+    let mut old = RedisNode::start();
+    let new = RedisNode::replica_of(old.port());
+    let sentinel = Sentinel::start(master, old.port());
+    tokio::task::block_in_place(|| sentinel.wait_for_replicas(master, 1));
+    let mut s = settings("redis://127.0.0.1:1/", "kg-sentinel");
+    s.sentinel = Some(SentinelSettings::new(
+        vec![sentinel.url()],
+        master.to_owned(),
+    ));
+    let guard = RedisReplayGuard::new(&s).unwrap();
+    let ttl = Duration::from_secs(60);
+    assert!(first(&guard, key(1), ttl).await);
+    // Replicated before the failover, so the new primary knows this proof too.
+    assert_eq!(old.command(&["WAIT", "1", "5000"]), "(integer) 1");
+
+    tokio::task::block_in_place(|| {
+        sentinel.request_failover(master, Duration::from_secs(20));
+        let promoted = sentinel.wait_for_failover(master, old.port(), Duration::from_secs(30));
+        assert_eq!(promoted, new.port());
+    });
+    // Wait until the old primary has been turned into a replica: until then it still takes
+    // writes, as any client of a demoted-but-unaware node would see.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while old.role() != "slave" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old primary never demoted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The guard's connection is to the demoted node: READONLY, then a new connection to the
+    // primary the Sentinel names now.
+    let mut answer = None;
+    for _ in 0..100 {
+        match guard.first_use(key(2), SystemTime::UNIX_EPOCH, ttl).await {
+            Ok(first) => {
+                answer = Some(first);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(answer, Some(true), "the guard found the new primary");
+    assert!(
+        !first(&guard, key(1), ttl).await,
+        "the old proof is still a replay"
+    );
+    let name = format!("{{kg-sentinel}}:dpop:02{}", "a5".repeat(31));
+    assert_eq!(
+        new.command(&["EXISTS", &name]),
+        "(integer) 1",
+        "written on the new primary"
+    );
+    old.stop();
 }
