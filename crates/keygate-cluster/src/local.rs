@@ -218,4 +218,37 @@ mod tests {
             ("local", BusState::Ok, 2)
         );
     }
+
+    #[tokio::test]
+    async fn a_member_applies_a_token_revocation_by_digest() {
+        use keygate::{Revocation, RevocationCheck, Revocations, TokenFacts};
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new("node-a"));
+        let provider = keygate::ProviderConfig::builder("t", "p", "https://issuer.example")
+            .static_jwks(r#"{"keys":[]}"#)
+            .audiences(["a"])
+            .build()
+            .unwrap();
+        let verifier = keygate::Verifier::builder()
+            .provider(provider)
+            .build()
+            .unwrap();
+        let revocations = Revocations::new();
+        let member = crate::Member::new(verifier, revocations.clone(), bus);
+        member.apply(&Event::Revoke(Revocation::Token {
+            sha256: keygate::token_sha256("opaque-1"),
+            exp: i64::MAX,
+        }));
+        let provider = ProviderId::new("t", "p");
+        let mut facts = TokenFacts {
+            provider: &provider,
+            kid: None,
+            jti: None,
+            sub: None,
+            iat: None,
+            token: Some("opaque-1"),
+        };
+        assert!(revocations.check(&facts).is_some());
+        facts.token = Some("opaque-2");
+        assert!(revocations.check(&facts).is_none());
+    }
 }

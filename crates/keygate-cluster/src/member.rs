@@ -131,6 +131,7 @@ impl Member {
             } => self
                 .revocations
                 .revoke_kid(&ProviderId::new(tenant, provider), kid, *until),
+            Revocation::Token { sha256, exp } => self.revocations.revoke_token(sha256, *exp),
             other => tracing::warn!(?other, "unknown revocation kind ignored"),
         }
     }

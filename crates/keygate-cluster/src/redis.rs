@@ -16,6 +16,8 @@
 //!   `{p}:flush_ids` its bare id (for the script): a flush deletes the provider's shared key
 //!   set, and a key set not fetched under the last flush is refused (`stale`), so nothing
 //!   fetched before a flush is ever restored from Redis.
+//! - `{p}:dpop:<hex>` remembers a DPoP proof already used, for its window
+//!   ([`RedisReplayGuard`]).
 //! - `{p}:reseeded` counts the times a replica wrote back revocations Redis had lost (see
 //!   below); replicas watch it and then load the shared revocations again.
 //!
@@ -59,6 +61,7 @@ pub use self::connect::{
     SENTINEL_DEFAULT_PORT, SentinelSettings, client_for, install_crypto_provider,
 };
 use self::exchange::Exchange;
+pub use self::replay::RedisReplayGuard;
 pub use self::settings::{RedisSettings, redacted_url};
 use self::status::Counters;
 use crate::wire::{self, EntryError, SignedEntry};
@@ -70,6 +73,9 @@ use crate::{
 mod append;
 mod connect;
 mod exchange;
+mod replay;
+#[cfg(test)]
+mod replay_tests;
 mod rollback;
 mod settings;
 mod status;

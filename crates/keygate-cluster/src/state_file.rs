@@ -250,6 +250,27 @@ mod tests {
     }
 
     #[test]
+    fn token_revocations_are_kept_by_digest_until_they_expire() {
+        let path = dir().join("state.jsonl");
+        let file = StateFile::open(path.clone(), at(1_000)).unwrap();
+        let live = Revocation::Token {
+            sha256: keygate::token_sha256("opaque-live"),
+            exp: 5_000,
+        };
+        let gone = Revocation::Token {
+            sha256: keygate::token_sha256("opaque-gone"),
+            exp: 2_000,
+        };
+        file.append(&live).unwrap();
+        file.append(&gone).unwrap();
+        drop(file);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("opaque-live"), "only the digest is written");
+        let reopened = StateFile::open(path, at(3_000)).unwrap();
+        assert_eq!(reopened.loaded(), vec![live]);
+    }
+
+    #[test]
     fn torn_and_junk_lines_are_skipped_not_fatal() {
         let path = dir().join("state.jsonl");
         let good = wire::revocation_json(&Revocation::Jti {

@@ -188,7 +188,8 @@ impl std::fmt::Debug for Reloader {
 pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> {
     let Config {
         server,
-        // Reloaded: the verifier's providers and `/verify`'s claim headers and tenants.
+        // Reloaded: the verifier's providers (introspection and DPoP settings included) and
+        // `/verify`'s claim headers and tenants.
         providers: _,
         admin,
         // Reloaded: the revocation policy.
@@ -211,6 +212,8 @@ pub fn restart_required(running: &Config, new: &Config) -> Option<&'static str> 
         tenant_header: _,
         token_cookie: _,
         resource_metadata: _,
+        // Reloaded with `/verify`'s settings: the base of a DPoP proof's `htu`.
+        external_url: _,
         node_id,
         header_read_timeout,
     } = server;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use keygate::dpop::ReplayGuard;
 use keygate::{Clock as _, Revocations, SystemClock, Verifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -142,30 +143,39 @@ impl Server {
         let node_id: Arc<str> = config.server.node_id.as_str().into();
         // Two processes configured with one node id must still tell their events apart.
         let origin: Arc<str> = format!("{node_id}#{:08x}", fastrand::u32(..)).into();
-        let (bus, exchange): (Arc<dyn Bus>, _) = match &config.cluster.backend {
-            ClusterBackend::Local { state_file: None } => {
-                (Arc::new(LocalBus::new(Arc::clone(&origin))), None)
-            }
-            ClusterBackend::Local {
-                state_file: Some(path),
-            } => {
-                let bus =
-                    LocalBus::with_state_file(Arc::clone(&origin), path.clone(), SystemClock.now())
-                        .map_err(|e| ServeError::Bus(format!("cluster.state_file: {e}")))?;
-                (Arc::new(bus), None)
-            }
-            ClusterBackend::Redis(settings) => {
-                let key = if settings.sentinel.is_some() {
-                    "cluster.sentinels"
-                } else {
-                    "cluster.redis_url"
-                };
-                let bus = RedisBus::new(settings.clone(), Arc::clone(&origin))
-                    .map_err(|e| ServeError::Bus(format!("{key}: {e}")))?;
-                let exchange = bus.key_exchange();
-                (bus, Some(exchange))
-            }
-        };
+        // With Redis, DPoP proofs are remembered fleet-wide, so a proof replayed to another
+        // replica is refused there too; a single node keeps the library's in-memory store.
+        let (bus, exchange, replay_guard): (Arc<dyn Bus>, _, Option<Arc<dyn ReplayGuard>>) =
+            match &config.cluster.backend {
+                ClusterBackend::Local { state_file: None } => {
+                    (Arc::new(LocalBus::new(Arc::clone(&origin))), None, None)
+                }
+                ClusterBackend::Local {
+                    state_file: Some(path),
+                } => {
+                    let bus = LocalBus::with_state_file(
+                        Arc::clone(&origin),
+                        path.clone(),
+                        SystemClock.now(),
+                    )
+                    .map_err(|e| ServeError::Bus(format!("cluster.state_file: {e}")))?;
+                    (Arc::new(bus), None, None)
+                }
+                ClusterBackend::Redis(settings) => {
+                    let key = if settings.sentinel.is_some() {
+                        "cluster.sentinels"
+                    } else {
+                        "cluster.redis_url"
+                    };
+                    let bus = RedisBus::new(settings.clone(), Arc::clone(&origin))
+                        .map_err(|e| ServeError::Bus(format!("{key}: {e}")))?;
+                    let exchange = bus.key_exchange();
+                    let guard = bus
+                        .replay_guard()
+                        .map_err(|e| ServeError::Bus(format!("{key}: {e}")))?;
+                    (bus, Some(exchange), Some(Arc::new(guard)))
+                }
+            };
 
         let revocations = Revocations::new();
         let mut builder = Verifier::builder()
@@ -176,6 +186,19 @@ impl Server {
         }
         if let Some(exchange) = exchange {
             builder = builder.key_exchange(exchange);
+        }
+        match replay_guard {
+            Some(guard) => {
+                tracing::info!(
+                    store = "redis",
+                    "DPoP replay store: the cluster's Redis, shared by every replica"
+                );
+                builder = builder.replay_guard(guard);
+            }
+            None => tracing::info!(
+                store = "memory",
+                "DPoP replay store: in memory, this node only"
+            ),
         }
         let settings = ForwardSettings::new(&providers, &config.server);
         for spec in providers {

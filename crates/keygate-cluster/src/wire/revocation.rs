@@ -1,9 +1,14 @@
 //! A revocation on the wire: its own versioned JSON shape (`{"kind": "jti" | "subject" |
-//! "kid", ...}`), apart from `keygate::Revocation` so the library can change without changing
+//! "kid" | "token", ...}`), apart from `keygate::Revocation` so the library can change without changing
 //! what the fleet signs, and the one place the two convert.
 //!
 //! The bytes are stable: every replica signs the same bytes for the same revocation, so the
 //! shared set keeps one member however many replicas write it back.
+//!
+//! Each kind is a variant of its own, and a reader refuses a kind it does not know as a
+//! malformed payload: `token` (by the SHA-256 of the token's text) came after the first three,
+//! so a replica built before it drops and counts such an entry, and skips such a state file
+//! line, rather than applying it as anything else.
 
 use keygate::Revocation;
 use serde::{Deserialize, Serialize};
@@ -17,6 +22,7 @@ pub(super) enum RevokePayload {
     Jti(ByJti),
     Subject(BySubject),
     Kid(ByKid),
+    Token(ByToken),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +45,13 @@ pub(super) struct ByKid {
     provider: String,
     kid: String,
     until: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ByToken {
+    /// Lowercase hex SHA-256 of the token's text.
+    sha256: String,
+    exp: i64,
 }
 
 /// A revocation of a kind this build cannot carry on the bus (the library grew a kind the
@@ -75,6 +88,7 @@ impl TryFrom<&Revocation> for RevokePayload {
                 kid,
                 until,
             }),
+            Revocation::Token { sha256, exp } => RevokePayload::Token(ByToken { sha256, exp }),
             _ => return Err(UnknownRevocation),
         })
     }
@@ -111,6 +125,14 @@ impl TryFrom<RevokePayload> for Revocation {
                     until: r.until,
                 }
             }
+            RevokePayload::Token(ByToken { sha256, exp }) => {
+                // Exactly what `token_sha256` writes: one spelling per token, so every replica
+                // signs and stores the same bytes.
+                if !keygate::is_token_sha256(&sha256) {
+                    return Err(EntryError::Malformed("token sha256"));
+                }
+                Revocation::Token { sha256, exp }
+            }
         })
     }
 }
@@ -122,6 +144,7 @@ impl RevokePayload {
             RevokePayload::Jti(r) => Some(r.exp),
             RevokePayload::Subject(r) => Some(r.until),
             RevokePayload::Kid(r) => r.until,
+            RevokePayload::Token(r) => Some(r.exp),
         }
     }
 }

@@ -48,7 +48,7 @@ pub use openapi::{ApiDoc, openapi_document};
 pub use reload::{ProvidersReloaded, Reload, ReloadBody, ReloadError};
 pub use revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationPolicy, RevocationRequest,
-    RevocationView, RevokedBody, SubjectRevocation, parse_revocation,
+    RevocationView, RevokedBody, SubjectRevocation, TokenRevocation, parse_revocation,
 };
 
 use crate::apikey::KeyRing;

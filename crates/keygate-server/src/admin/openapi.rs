@@ -13,7 +13,7 @@ use super::dto::{
 use super::reload::{ProvidersReloaded, ReloadBody};
 use super::revocation::{
     JtiRevocation, KidRevocation, RevocationList, RevocationRequest, RevocationView, RevokedBody,
-    SubjectRevocation,
+    SubjectRevocation, TokenRevocation,
 };
 use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health, reload};
 
@@ -53,6 +53,7 @@ use super::{ErrorBody, MAX_BODY_BYTES, events, handlers, health, reload};
         JtiRevocation,
         SubjectRevocation,
         KidRevocation,
+        TokenRevocation,
         RevocationView,
         RevokedBody,
         RevocationList,

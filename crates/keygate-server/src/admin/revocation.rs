@@ -1,4 +1,4 @@
-//! Revocations on the admin API: the request body (one of three shapes), the view of a
+//! Revocations on the admin API: the request body (one of four shapes), the view of a
 //! revocation in force, the conversions between them and the library's
 //! [`keygate::Revocation`] (written once), and the checks a request passes before it
 //! becomes one. The CLI client sends and reads these same types.
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::ApiError;
 use super::body::{json_object, number, optional_number, text};
 
-/// `POST /admin/v1/revocations`: one of three shapes.
+/// `POST /admin/v1/revocations`: one of four shapes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum RevocationRequest {
@@ -24,6 +24,8 @@ pub enum RevocationRequest {
     Subject(SubjectRevocation),
     /// One signing key of a provider.
     Kid(KidRevocation),
+    /// One token, by the SHA-256 of its text: opaque tokens, and JWTs without a `jti`.
+    Token(TokenRevocation),
 }
 
 /// Revoke one token by its `jti`.
@@ -64,6 +66,17 @@ pub struct KidRevocation {
     pub until: Option<i64>,
 }
 
+/// Revoke one token by the SHA-256 of its text (`keygate::token_sha256`): the token itself
+/// never reaches the admin API, its logs or the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TokenRevocation {
+    /// The lowercase hex SHA-256 of the token's exact text (64 digits).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub token_sha256: String,
+    /// The token's expiry (unix seconds); the revocation is dropped after it.
+    pub exp: i64,
+}
+
 /// A revocation in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -96,6 +109,13 @@ pub enum RevocationView {
         kid: String,
         /// When the entry is dropped (unix seconds), if ever.
         until: Option<i64>,
+    },
+    /// A token, by the SHA-256 of its text.
+    Token {
+        /// The lowercase hex SHA-256 of the token's text.
+        token_sha256: String,
+        /// Its expiry (unix seconds).
+        exp: i64,
     },
     /// A kind newer than the reader (the CLI reading a newer server); this server never
     /// sends it.
@@ -154,6 +174,10 @@ impl TryFrom<&Revocation> for RevocationView {
                 provider: provider.clone(),
                 kid: kid.clone(),
                 until: *until,
+            },
+            Revocation::Token { sha256, exp } => RevocationView::Token {
+                token_sha256: sha256.clone(),
+                exp: *exp,
             },
             _ => return Err(UnknownRevocationKind),
         })
@@ -233,6 +257,13 @@ impl RevocationPolicy {
                     until: r.until,
                 }
             }
+            RevocationRequest::Token(r) => {
+                past("exp", r.exp)?;
+                Revocation::Token {
+                    sha256: r.token_sha256.clone(),
+                    exp: r.exp,
+                }
+            }
         })
     }
 }
@@ -261,6 +292,7 @@ pub(crate) fn provider_id(
 pub(crate) fn audit_target(revocation: &Revocation) -> String {
     match revocation {
         Revocation::Jti { .. } => "jti".to_owned(),
+        Revocation::Token { .. } => "token".to_owned(),
         Revocation::Subject { tenant, .. } => format!("subject in {tenant}"),
         Revocation::Kid {
             tenant,
@@ -278,24 +310,25 @@ pub(crate) fn audit_target(revocation: &Revocation) -> String {
 /// [`ApiError::BadRequest`] with the field.
 pub fn parse_revocation(body: &[u8]) -> Result<RevocationRequest, ApiError> {
     let map = json_object(body, "expected a JSON object")?;
-    let kinds: Vec<&str> = ["jti", "sub", "kid"]
+    let kinds: Vec<&str> = ["jti", "sub", "kid", "token_sha256"]
         .into_iter()
         .filter(|k| map.contains_key(*k))
         .collect();
     let allowed: &[&str] = match kinds.as_slice() {
         ["jti"] => &["jti", "exp"],
         ["sub"] => &["tenant", "sub", "before", "until"],
+        ["token_sha256"] => &["token_sha256", "exp"],
         [_] => &["tenant", "provider", "kid", "until"],
         [] => {
             return Err(ApiError::bad(
                 "body",
-                "expected one of {\"jti\",\"exp\"}, {\"tenant\",\"sub\",\"before\"} or {\"tenant\",\"provider\",\"kid\"}",
+                "expected one of {\"jti\",\"exp\"}, {\"tenant\",\"sub\",\"before\"}, {\"tenant\",\"provider\",\"kid\"} or {\"token_sha256\",\"exp\"}",
             ));
         }
         [_, second, ..] => {
             return Err(ApiError::bad(
                 second,
-                "a revocation is by jti, by sub or by kid, not several at once",
+                "a revocation is by jti, by sub, by kid or by token_sha256, not several at once",
             ));
         }
     };
@@ -310,6 +343,21 @@ pub fn parse_revocation(body: &[u8]) -> Result<RevocationRequest, ApiError> {
             jti: text(&map, "jti")?,
             exp: number(&map, "exp")?,
         }),
+        "token_sha256" => {
+            let token_sha256 = text(&map, "token_sha256")?;
+            // Exactly as `keygate::token_sha256` writes it: one spelling per token, so the
+            // fleet signs, stores and lists one entry for it.
+            if !keygate::is_token_sha256(&token_sha256) {
+                return Err(ApiError::bad(
+                    "token_sha256",
+                    "expected the SHA-256 of the token's text as 64 lowercase hex digits",
+                ));
+            }
+            RevocationRequest::Token(TokenRevocation {
+                token_sha256,
+                exp: number(&map, "exp")?,
+            })
+        }
         "sub" => RevocationRequest::Subject(SubjectRevocation {
             tenant: text(&map, "tenant")?,
             sub: text(&map, "sub")?,

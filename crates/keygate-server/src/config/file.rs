@@ -94,6 +94,7 @@ pub(super) struct FileServer {
     pub(super) header_read_timeout: Option<FileDuration>,
     pub(super) token_cookie: Option<String>,
     pub(super) resource_metadata: Option<String>,
+    pub(super) external_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +137,29 @@ pub(super) struct FileProvider {
     pub(super) allow_insecure_http: bool,
     #[serde(default)]
     pub(super) claims_to_headers: BTreeMap<String, String>,
+    pub(super) introspection_client_id: Option<String>,
+    pub(super) introspection_client_secret: Option<FileSecret>,
+    pub(super) introspection_endpoint: Option<String>,
+    pub(super) introspection_cache_ttl: Option<FileDuration>,
+    pub(super) introspection_negative_ttl: Option<FileDuration>,
+    pub(super) introspection_rate_limit: Option<u32>,
+    pub(super) introspection_burst: Option<u32>,
+    pub(super) introspection_max_concurrent: Option<usize>,
+    pub(super) introspection_cache_entries: Option<usize>,
+    pub(super) dpop: Option<String>,
+    pub(super) dpop_iat_window: Option<FileDuration>,
+}
+
+/// A secret written in the file. Its `Debug` shows nothing, so no dump of the file's shape
+/// (errors, digests, logs) can carry it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(super) struct FileSecret(pub(super) String);
+
+impl std::fmt::Debug for FileSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileSecret(..)")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

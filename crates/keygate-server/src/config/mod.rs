@@ -7,7 +7,8 @@
 //!
 //! Secrets can come from the environment instead of the file (Kubernetes secrets): the hash
 //! of admin key `ops` is read from `KEYGATE_ADMIN_KEY_OPS_HASH` when that is set, and it wins
-//! over the file.
+//! over the file; so is the introspection secret of provider `acme`/`main`, from
+//! `KEYGATE_PROVIDER_ACME_MAIN_INTROSPECTION_SECRET`.
 //!
 //! One file per concern: `file.rs` holds the serde shapes, and each section is validated in a
 //! file of its own (`server.rs` for the listeners, the development issuer and revocations,
@@ -20,7 +21,10 @@ mod connection;
 mod duration;
 mod error;
 mod file;
+mod introspection;
 mod names;
+#[cfg(test)]
+mod provider_tests;
 mod providers;
 mod server;
 #[cfg(test)]
@@ -42,6 +46,7 @@ pub use admin::hash_env_var;
 pub use cluster::{MIN_CLUSTER_SECRET_BYTES, cluster_secret_env_var};
 pub use connection::REDIS_PASSWORD_ENV;
 pub use error::ConfigError;
+pub use introspection::introspection_secret_env_var;
 pub use names::check_name;
 
 use error::syntax_error;
@@ -233,6 +238,11 @@ pub struct ServerConfig {
     pub token_cookie: Option<String>,
     /// The protected resource metadata URL (RFC 9728) every 401 names in its challenge.
     pub resource_metadata: Option<String>,
+    /// The public base URL of the protected service (`https://api.example.com/`): a DPoP
+    /// proof's `htu` is checked against the request's path under it when the proxy sends
+    /// neither scheme nor host. Absolute `http(s)`, no query, fragment, credentials or path
+    /// but `/`.
+    pub external_url: Option<url::Url>,
 }
 
 /// One `[[providers]]` entry.
@@ -377,8 +387,12 @@ impl FileConfig {
                 "at least one [[providers]] entry is required",
             ));
         }
-        let providers =
-            providers::validate_all(self.providers, &server.tenant_header, dev_issuer.as_ref())?;
+        let providers = providers::validate_all(
+            self.providers,
+            &server.tenant_header,
+            dev_issuer.as_ref(),
+            env,
+        )?;
         let admin = self.admin.validate(env)?;
         let revocations = self.revocations.validate()?;
         // Debug of the file's own shape: every key the section may hold. The two keys a local

@@ -1,5 +1,6 @@
 //! `[[providers]]`: the trusted issuers, where their keys come from, how they are cached and
-//! fetched, and which claims become response headers.
+//! fetched, and which claims become response headers (introspection and DPoP in
+//! `introspection.rs`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use keygate::{Algorithm, CacheSettings, HttpFetcher, ProviderConfig, RetrySettin
 use url::Url;
 
 use super::file::FileProvider;
+use super::introspection::SecretVars;
 use super::names::check_name;
 use super::{ConfigError, DevIssuerConfig, ProviderSpec, refused_claim_header};
 
@@ -20,14 +22,19 @@ pub(super) fn validate_all(
     entries: Vec<FileProvider>,
     tenant_header: &HeaderName,
     dev_issuer: Option<&DevIssuerConfig>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<ProviderSpec>, ConfigError> {
     let mut fetchers = Fetchers::default();
+    let mut secret_vars = SecretVars::default();
     let mut seen = HashSet::new();
     let mut issuers = HashSet::new();
     let mut providers = Vec::with_capacity(entries.len());
     for (i, p) in entries.into_iter().enumerate() {
         let key = format!("providers[{i}]");
-        let spec = p.validate(&key, &mut fetchers, tenant_header)?;
+        let spec = p.validate(&key, &mut fetchers, tenant_header, env)?;
+        if spec.config.introspection().is_some() {
+            secret_vars.check(&key, spec.config.tenant(), spec.config.name())?;
+        }
         let id = (
             spec.config.tenant().to_owned(),
             spec.config.name().to_owned(),
@@ -105,7 +112,7 @@ fn is_loopback_host(url: &Url) -> bool {
 impl FileProvider {
     /// Checks one URL keys are fetched from (`at` is its key path): https, or plain http
     /// to loopback with `allow_insecure_http`.
-    fn check_fetch_url(
+    pub(super) fn check_fetch_url(
         &self,
         at: &str,
         fetch_url: &str,
@@ -146,6 +153,7 @@ impl FileProvider {
         key: &str,
         fetchers: &mut Fetchers,
         tenant_header: &HeaderName,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ProviderSpec, ConfigError> {
         let k = |field: &str| format!("{key}.{field}");
         check_name(&k("tenant"), &self.tenant)?;
@@ -164,13 +172,20 @@ impl FileProvider {
         let retry = self.retry(&k)?;
         let fetcher = self.fetcher(key, &k, fetchers)?;
         let claims_to_headers = self.claims_to_headers(key, tenant_header)?;
+        let introspection = self.introspection(&k, env)?;
+        let (dpop, dpop_iat_window) = self.dpop(&k)?;
 
         let mut b = ProviderConfig::builder(&self.tenant, &self.name, &self.issuer)
             .audiences(self.audiences)
             .algorithms(algorithms)
             .cache(cache)
             .retry(retry)
-            .fetcher(fetcher);
+            .fetcher(fetcher)
+            .dpop(dpop)
+            .dpop_iat_window(dpop_iat_window);
+        if let Some(introspection) = introspection {
+            b = b.introspection(introspection);
+        }
         if self.skip_audience_check {
             b = b.dangerous_skip_audience_check();
         }

@@ -90,7 +90,9 @@ impl FileServer {
                 ));
             }
         }
+        let external_url = self.external_url.as_deref().map(external_url).transpose()?;
         Ok(ServerConfig {
+            external_url,
             token_cookie: self.token_cookie,
             resource_metadata: self.resource_metadata,
             listen,
@@ -103,6 +105,32 @@ impl FileServer {
             node_id,
         })
     }
+}
+
+/// `server.external_url`: an absolute `http(s)` URL naming only an origin (its path `/`).
+fn external_url(text: &str) -> Result<url::Url, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::new(
+            "server.external_url",
+            format!("{text:?} {why}; expected a base URL like \"https://api.example.com\""),
+        )
+    };
+    let url = url::Url::parse(text).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(bad("is not an absolute http(s) URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("has a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("has credentials"));
+    }
+    if url.path() != "/" {
+        return Err(bad(
+            "has a path (a DPoP proof's htu is the request's own path under it)",
+        ));
+    }
+    Ok(url)
 }
 
 /// The host name, or a random id when there is none.

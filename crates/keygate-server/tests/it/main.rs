@@ -20,6 +20,7 @@ mod reload;
 mod serve_cli;
 mod server;
 mod support;
+mod token_revocation;
 mod trust;
 mod uris;
 mod usage;

@@ -73,6 +73,9 @@ pub(super) fn revoked_text(r: &RevokedBody) -> String {
             esc(provider),
             kept_until(*until)
         ),
+        RevocationView::Token { token_sha256, exp } => {
+            format!("token sha256 {} until {}", esc(token_sha256), Unix(*exp))
+        }
         RevocationView::Other => "a revocation of a kind this client does not know".to_owned(),
     };
     format!("revoked {what} (seq {})", r.seq)
@@ -253,6 +256,12 @@ pub(super) fn revocation_table(revocations: &[RevocationView]) -> String {
                 format!("tenant={tenant} provider={provider} kid={kid}"),
                 "-".into(),
                 until(*t),
+            ],
+            RevocationView::Token { token_sha256, exp } => vec![
+                "token".into(),
+                format!("token_sha256={token_sha256}"),
+                "-".into(),
+                Unix(*exp).to_string(),
             ],
             RevocationView::Other => ["other", "-", "-", "-"].map(str::to_owned).to_vec(),
         });

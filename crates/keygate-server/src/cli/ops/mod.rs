@@ -15,6 +15,7 @@ mod format;
 #[cfg(test)]
 mod tests;
 
+use std::io::{self, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -30,7 +31,7 @@ use self::format::{
 };
 use crate::admin::{
     ActionBody, JtiRevocation, KidRevocation, RefreshBody, ReloadBody, RevocationList,
-    RevocationRequest, RevokedBody, SubjectRevocation,
+    RevocationRequest, RevokedBody, SubjectRevocation, TokenRevocation,
 };
 use crate::cli::escape_text as esc;
 
@@ -113,7 +114,10 @@ pub struct ProviderArgs {
 // `--exp 1 --tenant t --sub s` would otherwise slip through as a subject revocation.
 #[derive(Debug, Clone, Args)]
 #[command(
-    group = ArgGroup::new("what").required(true).args(["jti", "sub", "kid", "list"]),
+    group = ArgGroup::new("what")
+        .required(true)
+        .args(["jti", "sub", "kid", "token_sha256", "token", "list"]),
+    group = ArgGroup::new("one_token").args(["jti", "token_sha256", "token"]),
     after_help = AFTER_HELP,
 )]
 pub struct RevokeArgs {
@@ -122,8 +126,30 @@ pub struct RevokeArgs {
     pub jti: Option<String>,
 
     /// When the revoked token expires; the revocation is dropped after that.
-    #[arg(long, value_name = "UNIX_SECONDS", requires = "jti", conflicts_with_all = NOT_JTI)]
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        requires = "one_token",
+        conflicts_with_all = NOT_JTI
+    )]
     pub exp: Option<u64>,
+
+    /// Revoke the token whose text has this SHA-256 (64 lowercase hex digits, as
+    /// `sha256sum` prints it for the token without a newline; requires --exp). For opaque
+    /// tokens and JWTs without a `jti`.
+    #[arg(
+        long = "token-sha256",
+        value_name = "HEX",
+        requires = "exp",
+        conflicts_with_all = NOT_JTI
+    )]
+    pub token_sha256: Option<String>,
+
+    /// `-`: read the token to revoke from standard input and send only its SHA-256 (requires
+    /// --exp). The token is never sent or printed; it is not taken on the command line,
+    /// where shell history and process lists would keep it.
+    #[arg(long, value_name = "-", requires = "exp", conflicts_with_all = NOT_JTI)]
+    pub token: Option<String>,
 
     /// The tenant of the subject or key to revoke.
     #[arg(long, value_name = "TENANT", conflicts_with_all = ["jti", "exp", "list"])]
@@ -168,7 +194,8 @@ pub struct RevokeArgs {
     pub api: ApiArgs,
 }
 
-/// What the arguments of a token revocation (`--jti`, `--exp`) conflict with.
+/// What the arguments of a token revocation (`--jti`, `--token-sha256`, `--token`, `--exp`)
+/// conflict with.
 const NOT_JTI: [&str; 6] = ["tenant", "sub", "before", "provider", "kid", "list"];
 /// What the arguments of a subject revocation (`--sub`, `--before`) conflict with.
 const NOT_SUB: [&str; 5] = ["jti", "exp", "provider", "kid", "list"];
@@ -254,6 +281,35 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<ExitCode> {
     api.finish(&reply, |r: RevokedBody| revoked_text(&r))
 }
 
+/// The SHA-256 of the token on `stdin` (`source` must be `-`), surrounding whitespace and
+/// the final newline left out. The token itself goes nowhere else.
+fn token_digest(source: &str, stdin: &mut dyn Read) -> anyhow::Result<String> {
+    if source != "-" {
+        bail!(
+            "--token takes only - (the token on standard input): a token on the command line \
+             would stay in shell history and process lists"
+        );
+    }
+    // The largest `server.max_token_bytes`: a longer token could never have been accepted.
+    let limit: u64 = 1024 * 1024;
+    let mut bytes = Vec::new();
+    stdin
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the token from stdin")?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
+        bail!("the token on stdin is longer than any token keygate accepts");
+    }
+    let text = std::str::from_utf8(&bytes).context("the token on stdin is not UTF-8")?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!(
+            "no token on stdin; pipe it in, e.g. printf %s \"$TOKEN\" | keygate revoke --token - --exp ..."
+        );
+    }
+    Ok(keygate::token_sha256(token))
+}
+
 /// `keygate status`: providers, their keys, the bus.
 ///
 /// # Errors
@@ -283,8 +339,14 @@ impl ProviderArgs {
 }
 
 impl RevokeArgs {
-    /// The body of `POST /admin/v1/revocations`, or `None` for `--list`.
+    /// The body of `POST /admin/v1/revocations`, or `None` for `--list`; `--token -` reads
+    /// standard input.
     fn request(&self) -> anyhow::Result<Option<Value>> {
+        self.request_reading(&mut io::stdin().lock())
+    }
+
+    /// [`request`](Self::request), reading `--token -` from `stdin`.
+    fn request_reading(&self, stdin: &mut dyn Read) -> anyhow::Result<Option<Value>> {
         // Unix seconds beyond i64 are refused by the server like any other out-of-range time.
         let seconds = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
         let until = self.until.map(seconds);
@@ -298,6 +360,27 @@ impl RevokeArgs {
                 ..
             } => RevocationRequest::Jti(JtiRevocation {
                 jti: jti.clone(),
+                exp: seconds(*exp),
+            }),
+            RevokeArgs {
+                token_sha256: Some(hex),
+                exp: Some(exp),
+                ..
+            } => {
+                if !keygate::is_token_sha256(hex) {
+                    bail!("--token-sha256 must be the token's SHA-256 as 64 lowercase hex digits");
+                }
+                RevocationRequest::Token(TokenRevocation {
+                    token_sha256: hex.clone(),
+                    exp: seconds(*exp),
+                })
+            }
+            RevokeArgs {
+                token: Some(source),
+                exp: Some(exp),
+                ..
+            } => RevocationRequest::Token(TokenRevocation {
+                token_sha256: token_digest(source, stdin)?,
                 exp: seconds(*exp),
             }),
             RevokeArgs {
@@ -328,7 +411,8 @@ impl RevokeArgs {
                 until,
             }),
             _ => bail!(
-                "give one of --jti JTI --exp UNIX, --tenant T --sub S [--before UNIX], \
+                "give one of --jti JTI --exp UNIX, --token-sha256 HEX --exp UNIX, \
+                 --token - --exp UNIX, --tenant T --sub S [--before UNIX], \
                  --tenant T --provider P --kid K, or --list"
             ),
         };

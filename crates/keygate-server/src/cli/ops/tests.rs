@@ -118,6 +118,60 @@ fn revoke_accepts_exactly_one_shape() {
 }
 
 #[test]
+fn revoke_by_token_hash_sends_only_the_digest() {
+    let digest = keygate::token_sha256("opaque-token-1");
+    let by_hex = revoke_args(&["--token-sha256", &digest, "--exp", "1700000000"]).unwrap();
+    assert_eq!(
+        by_hex.request().unwrap(),
+        Some(json!({"token_sha256": digest, "exp": 1_700_000_000}))
+    );
+    // Uppercase or short digests are refused before anything is sent.
+    for bad in [digest.to_uppercase(), digest[..10].to_owned()] {
+        let args = revoke_args(&["--token-sha256", &bad, "--exp", "1"]).unwrap();
+        let e = args.request().unwrap_err().to_string();
+        assert!(e.contains("--token-sha256"), "{e}");
+    }
+
+    // `--token -` hashes what stdin holds, without its newline.
+    let from_stdin = revoke_args(&["--token", "-", "--exp", "1700000000"]).unwrap();
+    let body = from_stdin
+        .request_reading(&mut &b"opaque-token-1\n"[..])
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, json!({"token_sha256": digest, "exp": 1_700_000_000}));
+    assert!(!body.to_string().contains("opaque-token-1"));
+    let e = from_stdin
+        .request_reading(&mut &b"  \n"[..])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no token on stdin"), "{e}");
+    let huge = vec![b'a'; 2 * 1024 * 1024];
+    assert!(from_stdin.request_reading(&mut &huge[..]).is_err());
+    // The token itself is never taken on the command line, and never echoed back.
+    let inline = revoke_args(&["--token", "opaque-token-1", "--exp", "1"]).unwrap();
+    let e = inline
+        .request_reading(&mut &b""[..])
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("opaque-token-1"), "{e}");
+    assert!(e.contains("standard input"), "{e}");
+
+    for bad in [
+        "--token-sha256 x",
+        "--token -",
+        "--token - --token-sha256 x --exp 1",
+        "--token-sha256 x --jti j --exp 1",
+        "--token - --exp 1 --tenant t",
+        "--token - --exp 1 --list",
+        "--token-sha256 x --exp 1 --until 2",
+    ] {
+        let bad: Vec<&str> = bad.split_whitespace().collect();
+        let err = revoke_args(&bad).expect_err(&format!("{bad:?} parsed"));
+        assert_eq!(err.exit_code(), 2, "{bad:?}");
+    }
+}
+
+#[test]
 fn endpoints_encode_each_segment_and_keep_a_base_path() {
     let base = parse_base_url("http://127.0.0.1:8081").unwrap();
     assert_eq!(
@@ -211,6 +265,28 @@ fn a_jti_with_a_newline_or_bidi_override_cannot_add_or_reorder_rows() {
     assert!(
         text.contains("\\u{202e}evil") && !text.contains('\u{202E}'),
         "{text}"
+    );
+}
+
+#[test]
+fn token_revocations_are_shown_by_digest() {
+    let digest = keygate::token_sha256("t");
+    let view = Revocation::Token {
+        token_sha256: digest.clone(),
+        exp: 1_700_000_000,
+    };
+    let text = revocation_table(std::slice::from_ref(&view));
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("token"), "{text}");
+    assert!(row.contains(&format!("token_sha256={digest}")), "{text}");
+    assert!(row.contains("2023-11-14T22:13:20Z"), "{text}");
+    let said = super::format::revoked_text(&crate::admin::RevokedBody {
+        revoked: view,
+        seq: 4,
+    });
+    assert_eq!(
+        said,
+        format!("revoked token sha256 {digest} until 2023-11-14T22:13:20Z (seq 4)")
     );
 }
 
