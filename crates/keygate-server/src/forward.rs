@@ -41,6 +41,7 @@
 //! behind its own ([`SharedPolicy`]); a request loads each once, so it is answered wholly
 //! under one version of each.
 
+mod dpop;
 mod target;
 
 use std::collections::{HashMap, HashSet};
@@ -51,9 +52,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use keygate::bearer::BearerError;
+use keygate::bearer::{BearerError, Scheme};
 use keygate::{ProviderId, ReasonClass, VerifiedToken, VerifyError};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
@@ -105,6 +106,9 @@ pub struct ForwardSettings {
     pub token_cookie: Option<String>,
     /// The RFC 9728 metadata URL every 401 challenge names.
     pub resource_metadata: Option<String>,
+    /// The external base URL a DPoP proof's `htu` is judged against when the proxy sends no
+    /// scheme or host.
+    pub external_url: Option<url::Url>,
 }
 
 impl ForwardSettings {
@@ -125,6 +129,7 @@ impl ForwardSettings {
             tenant_header: server.tenant_header.clone(),
             token_cookie: server.token_cookie.clone(),
             resource_metadata: server.resource_metadata.clone(),
+            external_url: server.external_url.clone(),
         }
     }
 }
@@ -147,6 +152,14 @@ enum Refusal {
     InvalidRequest,
     /// The verifier refused the token.
     Token(VerifyError),
+    /// The token's DPoP binding was not proven (or the replay store could not be asked); the
+    /// provider's proof algorithms go into the challenge.
+    Dpop {
+        /// What failed.
+        error: VerifyError,
+        /// The `algs` of the `WWW-Authenticate: DPoP` challenge.
+        algs: String,
+    },
     /// The tenant named by the path and the one named by the header differ.
     TenantConflict,
     /// The bus is degraded and `cluster.accept_while_degraded` is off: a revocation made on
@@ -170,7 +183,7 @@ async fn verify(
     let settings = app.settings.load();
     let s: &ForwardSettings = &settings;
     if !policy.is_configured() {
-        return match authenticate(&app, s, &uri, &headers).await {
+        return match authenticate(&app, s, (&method, &uri, &headers)).await {
             Ok(token) => granted(s, &token),
             Err(refusal) => refusal_response(s, &refusal),
         };
@@ -238,13 +251,15 @@ async fn authorize(
         Selected::Route(i) => Some(i),
         Selected::Default => None,
     };
-    let token = match authenticate(app, s, uri, headers).await {
+    let token = match authenticate(app, s, (method, uri, headers)).await {
         Ok(token) => token,
         Err(refusal) => {
             let reason = match &refusal {
                 Refusal::MissingToken => PolicyReason::MissingToken,
                 Refusal::RevocationsBehind => PolicyReason::Unavailable,
-                Refusal::Token(e) if e.reason().class() == ReasonClass::Unavailable => {
+                Refusal::Token(e) | Refusal::Dpop { error: e, .. }
+                    if e.reason().class() == ReasonClass::Unavailable =>
+                {
                     PolicyReason::Unavailable
                 }
                 _ => PolicyReason::InvalidToken,
@@ -265,21 +280,25 @@ async fn authorize(
     (route, PolicyReason::Ok, Ok(Some(token)))
 }
 
+/// The request `/verify` answers: its method, URI and headers.
+type Request<'a> = (&'a Method, &'a Uri, &'a HeaderMap);
+
 /// Verifies the request's token and counts the outcome.
 async fn authenticate(
     app: &Forward,
     s: &ForwardSettings,
-    uri: &Uri,
-    headers: &HeaderMap,
+    request: Request<'_>,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
     let started = tokio::time::Instant::now();
-    let result = check(app, s, uri, headers).await;
+    let result = check(app, s, request).await;
     let elapsed = started.elapsed();
     let outcome = match &result {
         Ok(_) => VerifyOutcome::Valid,
         Err(Refusal::MissingToken) => VerifyOutcome::MissingToken,
         Err(Refusal::InvalidRequest) => VerifyOutcome::Refused("malformed"),
-        Err(Refusal::Token(e)) => VerifyOutcome::Refused(e.reason().as_str()),
+        Err(Refusal::Token(e) | Refusal::Dpop { error: e, .. }) => {
+            VerifyOutcome::Refused(e.reason().as_str())
+        }
         Err(Refusal::TenantConflict) => VerifyOutcome::Refused("bad_issuer"),
         Err(Refusal::RevocationsBehind) => VerifyOutcome::Refused("revocations_behind"),
         // `check` never returns a policy refusal: they come before or after verification.
@@ -292,16 +311,17 @@ async fn authenticate(
 async fn check(
     app: &Forward,
     s: &ForwardSettings,
-    uri: &Uri,
-    headers: &HeaderMap,
+    request: Request<'_>,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
-    let token = match (bearer_token(headers), &s.token_cookie) {
+    let (_, uri, headers) = request;
+    let (scheme, token) = match (credentials(headers), &s.token_cookie) {
         (Err(Refusal::MissingToken), Some(cookie))
             if !headers.contains_key(http::header::AUTHORIZATION) =>
         {
-            target::cookie_token(headers, cookie)
+            let token = target::cookie_token(headers, cookie)
                 .map_err(|()| Refusal::InvalidRequest)?
-                .ok_or(Refusal::MissingToken)?
+                .ok_or(Refusal::MissingToken)?;
+            (Scheme::Bearer, token)
         }
         (result, _) => result?,
     };
@@ -325,13 +345,16 @@ async fn check(
     let verified = match tenant {
         Some(t) => app.node.verifier().verify_for_tenant(t, token).await,
         None => app.node.verifier().verify(token).await,
-    };
-    verified.map_err(Refusal::Token)
+    }
+    .map_err(Refusal::Token)?;
+    dpop::check_binding(app, s, request, scheme, token, &verified).await?;
+    Ok(verified)
 }
 
-/// The bearer token of the request (RFC 6750 section 2.1), read by the library's one parser.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
-    keygate::bearer::bearer_token(headers).map_err(|e| match e {
+/// The token of the request and how it was sent: `Bearer` (RFC 6750 section 2.1) or `DPoP`
+/// (RFC 9449 section 7.1), read by the library's one parser.
+fn credentials(headers: &HeaderMap) -> Result<(Scheme, &str), Refusal> {
+    keygate::bearer::credentials(headers).map_err(|e| match e {
         // Another scheme (Basic, ...) carries no bearer credentials: section 3.1 says to
         // answer as for a request without any.
         BearerError::Missing => Refusal::MissingToken,
@@ -414,6 +437,14 @@ fn refusal_response(s: &ForwardSettings, refusal: &Refusal) -> Response {
             HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")),
         );
     }
+    // A token keygate could not check (the introspection budget spent, the IdP down): when
+    // to try again, in whole seconds, at least one.
+    if let Refusal::Token(e) | Refusal::Dpop { error: e, .. } = refusal
+        && let Some(wait) = e.retry_after()
+    {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     let error = match refusal {
         Refusal::MissingToken => "missing_token",
         Refusal::InvalidRequest => "invalid_request",
@@ -421,6 +452,13 @@ fn refusal_response(s: &ForwardSettings, refusal: &Refusal) -> Response {
             "temporarily_unavailable"
         }
         Refusal::RevocationsBehind => "temporarily_unavailable",
+        Refusal::Dpop { error, .. } if error.reason().class() == ReasonClass::Unavailable => {
+            "temporarily_unavailable"
+        }
+        Refusal::Dpop { error, .. } => match error {
+            VerifyError::Dpop(e) if !e.is_proof_error() => "invalid_token",
+            _ => "invalid_dpop_proof",
+        },
         Refusal::Token(_) | Refusal::TenantConflict => "invalid_token",
         Refusal::Denied(PolicyReason::InsufficientScope, _) => "insufficient_scope",
         Refusal::Denied(..) => "access_denied",
@@ -451,6 +489,17 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, Option<String>
             Some(invalid_token("issuer not accepted for this tenant")),
         ),
         Refusal::RevocationsBehind => (StatusCode::SERVICE_UNAVAILABLE, "revocations_behind", None),
+        Refusal::Dpop { error, algs } => {
+            let reason = error.reason();
+            match reason.class() {
+                ReasonClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, reason.as_str(), None),
+                _ => (
+                    StatusCode::UNAUTHORIZED,
+                    reason.as_str(),
+                    Some(dpop::challenge(error, algs)),
+                ),
+            }
+        }
         // RFC 6750 section 3.1: a scope refusal names the scopes the route requires.
         Refusal::Denied(reason, challenge) => {
             (StatusCode::FORBIDDEN, reason.as_str(), challenge.clone())
@@ -526,28 +575,31 @@ mod tests {
     }
 
     #[test]
-    fn bearer_token_follows_rfc6750() {
+    fn credentials_follow_rfc6750_and_rfc9449() {
+        let token_of = |h: &HeaderMap| credentials(h).map(|(_, t)| t.to_owned());
         assert_eq!(
-            bearer_token(&auth(&["Bearer abc.def.ghi"])).unwrap(),
+            token_of(&auth(&["Bearer abc.def.ghi"])).unwrap(),
             "abc.def.ghi"
         );
-        assert_eq!(bearer_token(&auth(&["bearer  abc"])).unwrap(), "abc");
+        assert_eq!(token_of(&auth(&["bearer  abc"])).unwrap(), "abc");
+        let h = auth(&["DPoP abc"]);
+        assert!(matches!(credentials(&h), Ok((Scheme::Dpop, "abc"))));
         assert!(matches!(
-            bearer_token(&auth(&[])),
+            credentials(&auth(&[])),
             Err(Refusal::MissingToken)
         ));
         assert!(matches!(
-            bearer_token(&auth(&["Basic dXNlcjpwdw=="])),
+            credentials(&auth(&["Basic dXNlcjpwdw=="])),
             Err(Refusal::MissingToken)
         ));
-        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b"] {
+        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "DPoP"] {
             assert!(
-                matches!(bearer_token(&auth(&[bad])), Err(Refusal::InvalidRequest)),
+                matches!(credentials(&auth(&[bad])), Err(Refusal::InvalidRequest)),
                 "{bad}"
             );
         }
         assert!(matches!(
-            bearer_token(&auth(&["Bearer a", "Bearer b"])),
+            credentials(&auth(&["Bearer a", "DPoP b"])),
             Err(Refusal::InvalidRequest)
         ));
     }
@@ -574,7 +626,14 @@ mod tests {
     #[test]
     fn every_reason_has_a_description_and_status() {
         for reason in keygate::Reason::ALL {
-            if reason != "keys_unavailable" && reason != "malformed_jwks" {
+            if !matches!(
+                reason.as_str(),
+                "keys_unavailable"
+                    | "malformed_jwks"
+                    | "introspection_busy"
+                    | "introspection_unavailable"
+                    | "dpop_replay_unavailable"
+            ) {
                 assert_ne!(reason.description(), "token refused", "{reason}");
                 assert_eq!(reason.class(), ReasonClass::Unauthorized, "{reason}");
             } else {

@@ -242,7 +242,7 @@ fn two_providers_reading_one_secret_variable_are_refused() {
         "[[providers]]\ntenant = \"a-b\"\nname = \"c\"\nissuer = \"https://one.example\"\n\
          audiences = [\"x\"]\nintrospection_client_id = \"kg\"\nintrospection_client_secret = \"s1\"\n\
          [[providers]]\ntenant = \"a\"\nname = \"b_c\"\nissuer = \"https://two.example\"\n\
-         audiences = [\"x\"]\nintrospection_client_id = \"kg\"\nintrospection_client_secret = \"s2\"\n"
+         audiences = [\"x\"]\nintrospection_client_id = \"kg\"\nintrospection_client_secret = \"s2\"\n",
     );
     let e = parse(&text).unwrap_err();
     assert_eq!(e.key, "providers[1].name");

@@ -66,6 +66,19 @@ impl Verifier {
             .map_err(VerifyError::Dpop)
     }
 
+    /// How `provider` treats DPoP ([`DpopMode::Off`] for an unknown provider): lets a caller
+    /// skip building the request's URL for a bearer token that needs no proof.
+    #[must_use]
+    pub fn dpop_mode(&self, provider: &ProviderId) -> DpopMode {
+        self.inner
+            .registry
+            .load()
+            .providers
+            .iter()
+            .find(|p| p.id == *provider)
+            .map_or(DpopMode::Off, |p| p.config.dpop)
+    }
+
     /// The algorithms a DPoP proof may be signed with for `provider`, for the `algs`
     /// parameter of a `WWW-Authenticate: DPoP` challenge (RFC 9449 section 7.1): the
     /// provider's allow-list, all asymmetric. Empty for an unknown provider.
