@@ -13,6 +13,7 @@ mod in_process;
 mod jwks_url;
 mod nginx;
 mod nginx_policy;
+mod oidc;
 mod operator;
 mod ops_cli;
 mod policy;
