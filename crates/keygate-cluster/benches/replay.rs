@@ -57,16 +57,9 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = keygate_test_support::bench::criterion();
     targets = replay
 }
 criterion_main!(benches);

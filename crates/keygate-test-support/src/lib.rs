@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod clock;
 pub mod fetch;
 pub mod keys;

@@ -12,15 +12,13 @@
 //!
 //! `cargo bench -p keygate --bench dpop`; BENCHMARKS.md records the figures.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use keygate::dpop::{DpopMode, DpopRequest, MemoryReplayGuard, jwk_thumbprint};
 use keygate::{ProviderConfig, Scheme, Verifier};
+use keygate_test_support::bench::ready;
 use keygate_test_support::{ManualClock, TestKey, TokenBuilder, b64url, jwks, typical_claims};
 use serde_json::{Value, json};
 
@@ -28,14 +26,6 @@ const NOW: i64 = 1_700_000_000;
 const ISS: &str = "https://idp.bench.example/";
 const AUD: &str = "https://api.bench.example";
 const URL: &str = "https://api.bench.example/orders/17";
-
-fn ready<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("awaited although nothing needed to"),
-    }
-}
 
 fn sha256_b64(text: &str) -> String {
     b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
@@ -90,50 +80,33 @@ fn dpop(c: &mut Criterion) {
             ))
         });
     });
+    // The proof check alone, or after the verify that precedes it in `/verify`.
+    let check = |p: String, verify_first: bool| {
+        let verified = if verify_first {
+            ready(verifier.verify(&token)).unwrap()
+        } else {
+            Arc::clone(&verified)
+        };
+        let proofs = [p.as_str()];
+        let request = DpopRequest {
+            method: "GET",
+            url: URL,
+            proofs: &proofs,
+        };
+        ready(verifier.check_dpop(&verified, &token, Scheme::Dpop, &request)).unwrap();
+    };
     group.bench_function("verify_and_proof", |b| {
-        b.iter_batched(
-            &mut proof,
-            |p| {
-                let verified = ready(verifier.verify(&token)).unwrap();
-                let proofs = [p.as_str()];
-                let request = DpopRequest {
-                    method: "GET",
-                    url: URL,
-                    proofs: &proofs,
-                };
-                ready(verifier.check_dpop(&verified, &token, Scheme::Dpop, &request)).unwrap();
-            },
-            BatchSize::SmallInput,
-        );
+        b.iter_batched(&mut proof, |p| check(p, true), BatchSize::SmallInput);
     });
     group.bench_function("proof_only", |b| {
-        b.iter_batched(
-            &mut proof,
-            |p| {
-                let proofs = [p.as_str()];
-                let request = DpopRequest {
-                    method: "GET",
-                    url: URL,
-                    proofs: &proofs,
-                };
-                ready(verifier.check_dpop(&verified, &token, Scheme::Dpop, &request)).unwrap();
-            },
-            BatchSize::SmallInput,
-        );
+        b.iter_batched(&mut proof, |p| check(p, false), BatchSize::SmallInput);
     });
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = keygate_test_support::bench::criterion();
     targets = dpop
 }
 criterion_main!(benches);

@@ -10,26 +10,17 @@
 //!
 //! `cargo bench -p keygate --bench opaque`; BENCHMARKS.md records the figures.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::introspect::{ClientSecret, IntrospectionConfig, IntrospectionEndpoint};
 use keygate::{ProviderConfig, Verifier};
+use keygate_test_support::bench::ready;
 use keygate_test_support::{StubIdp, StubResponse, TestKey, TokenBuilder, jwks, loopback_fetcher};
 use serde_json::json;
 
 const AUDIENCE: &str = "https://api.bench.example";
-
-fn ready<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("a cached answer awaited"),
-    }
-}
 
 fn introspection(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,16 +95,9 @@ fn introspection(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = keygate_test_support::bench::criterion();
     targets = introspection
 }
 criterion_main!(benches);

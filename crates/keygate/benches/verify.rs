@@ -28,10 +28,8 @@
 //!
 //! `cargo bench -p keygate --bench verify`; BENCHMARKS.md records the figures.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
@@ -39,6 +37,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::{Algorithm, Clock as _, ProviderConfig, Verifier};
+use keygate_test_support::bench::ready;
 use keygate_test_support::{ManualClock, TestKey, TokenBuilder, typical_claims};
 use serde_json::json;
 use tokio::time::Instant;
@@ -46,16 +45,6 @@ use tokio::time::Instant;
 /// A fixed instant: tokens minted for it never expire during a run.
 const NOW: u64 = 1_700_000_000;
 const AUDIENCE: &str = "https://api.bench.example";
-
-/// Polls `fut` once with a no-op waker. A verify with warm keys never awaits, so anything
-/// but `Ready` is a bug in the benchmark's setup (or a regression worth failing loudly on).
-fn ready<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("verify awaited although its keys were warm"),
-    }
-}
 
 /// Everything one algorithm's three benchmarks need.
 struct Case {
@@ -373,16 +362,9 @@ fn executor(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = keygate_test_support::bench::criterion();
     targets = verify, contention, cold, hostile, executor
 }
 criterion_main!(benches);

@@ -3,6 +3,7 @@
 
 use crate::alg::Algorithm;
 use crate::bearer::Scheme;
+use crate::config::ProviderConfig;
 use crate::dpop::json::Members;
 use crate::dpop::{DpopError, DpopMode, DpopRequest, ProofCheck};
 use crate::error::{ClaimsError, VerifyError};
@@ -70,13 +71,8 @@ impl Verifier {
     /// skip building the request's URL for a bearer token that needs no proof.
     #[must_use]
     pub fn dpop_mode(&self, provider: &ProviderId) -> DpopMode {
-        self.inner
-            .registry
-            .load()
-            .providers
-            .iter()
-            .find(|p| p.id == *provider)
-            .map_or(DpopMode::Off, |p| p.config.dpop)
+        self.with_config(provider, |c| c.dpop)
+            .unwrap_or(DpopMode::Off)
     }
 
     /// The algorithms a DPoP proof may be signed with for `provider`, for the `algs`
@@ -84,14 +80,22 @@ impl Verifier {
     /// provider's allow-list, all asymmetric. Empty for an unknown provider.
     #[must_use]
     pub fn dpop_algorithms(&self, provider: &ProviderId) -> Vec<Algorithm> {
-        self.inner
-            .registry
-            .load()
+        self.with_config(provider, |c| c.algorithms.clone())
+            .unwrap_or_default()
+    }
+
+    /// `f` of the configuration of `provider` as it is now, if there is such a provider.
+    fn with_config<T>(
+        &self,
+        provider: &ProviderId,
+        f: impl FnOnce(&ProviderConfig) -> T,
+    ) -> Option<T> {
+        let registry = self.inner.registry.load();
+        registry
             .providers
             .iter()
             .find(|p| p.id == *provider)
-            .map(|p| p.config.algorithms.clone())
-            .unwrap_or_default()
+            .map(|p| f(&p.config))
     }
 }
 

@@ -52,6 +52,21 @@ impl Endpoint {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    /// The URLs posted to, in order.
+    fn urls(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect()
+    }
+}
+
+/// The reason `token` is refused for.
+async fn refusal(v: &Verifier, token: &str) -> keygate::Reason {
+    v.verify(token).await.unwrap_err().reason()
 }
 
 fn token_of(body: &[u8]) -> String {
@@ -399,7 +414,7 @@ async fn an_outage_gives_a_clean_503_for_unknown_tokens_while_cached_ones_serve(
     *r.endpoint.down.lock().unwrap() = true;
     r.clock.advance(Duration::from_secs(61));
     assert_eq!(
-        r.verifier.verify("cached").await.unwrap_err().reason(),
+        refusal(&r.verifier, "cached").await,
         "introspection_unavailable"
     );
 }
@@ -442,19 +457,13 @@ async fn a_flush_asks_again_so_a_token_revoked_at_the_idp_is_refused() {
     r.endpoint.answer("t", json!({"active": false}));
     r.verifier.verify("t").await.unwrap();
     r.verifier.flush(&ProviderId::new("acme", "idp")).unwrap();
-    assert_eq!(
-        r.verifier.verify("t").await.unwrap_err().reason(),
-        "inactive"
-    );
+    assert_eq!(refusal(&r.verifier, "t").await, "inactive");
     // And a resync (forget everything) does the same.
     r.endpoint.answer("u", active("hal", 600));
     r.verifier.verify("u").await.unwrap();
     r.endpoint.answer("u", json!({"active": false}));
     r.verifier.forget_verified_tokens();
-    assert_eq!(
-        r.verifier.verify("u").await.unwrap_err().reason(),
-        "inactive"
-    );
+    assert_eq!(refusal(&r.verifier, "u").await, "inactive");
     assert_eq!(
         r.verifier.cached_introspections(),
         1,
@@ -476,10 +485,7 @@ async fn an_answer_asked_before_a_flush_is_not_cached_after_it() {
     // The caller that asked before the flush gets the answer it asked for...
     pending.await.unwrap().unwrap();
     // ...but nobody after the flush does.
-    assert_eq!(
-        r.verifier.verify("t").await.unwrap_err().reason(),
-        "inactive"
-    );
+    assert_eq!(refusal(&r.verifier, "t").await, "inactive");
     assert_eq!(r.endpoint.calls(), 2);
 }
 
@@ -520,28 +526,15 @@ async fn the_tenant_chooses_the_provider_and_no_opted_out_provider_is_ever_asked
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "bad_issuer");
-    let urls: Vec<_> = r
-        .endpoint
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.0.clone())
-        .collect();
+    let urls = r.endpoint.urls();
     assert_eq!(urls, [ENDPOINT, "https://globex.test/introspect"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_any_introspecting_provider_nothing_is_sent() {
     let r = rig_with(vec![provider("acme", "idp", ISSUER, None)]);
-    assert_eq!(
-        r.verifier.verify("opaque").await.unwrap_err().reason(),
-        "malformed"
-    );
-    assert_eq!(
-        r.verifier.verify("a.b.c.d.e").await.unwrap_err().reason(),
-        "unsupported_token"
-    );
+    assert_eq!(refusal(&r.verifier, "opaque").await, "malformed");
+    assert_eq!(refusal(&r.verifier, "a.b.c.d.e").await, "unsupported_token");
     assert_eq!(r.endpoint.calls(), 0);
 }
 
@@ -552,14 +545,7 @@ async fn the_endpoint_may_come_from_discovery() {
     r.verifier.verify("t").await.unwrap();
     r.endpoint.answer("u", active("lee", 600));
     r.verifier.verify("u").await.unwrap();
-    let urls: Vec<_> = r
-        .endpoint
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.0.clone())
-        .collect();
+    let urls = r.endpoint.urls();
     assert_eq!(urls, ["https://idp.test/discovered-introspect"; 2]);
     assert_eq!(
         r.endpoint.discovery_calls.load(Ordering::SeqCst),
