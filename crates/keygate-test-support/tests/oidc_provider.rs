@@ -66,6 +66,23 @@ fn now() -> i64 {
     i64::try_from(since.as_secs()).expect("seconds fit i64")
 }
 
+/// Posts `token` to the introspection endpoint with these client credentials.
+async fn introspect_as(
+    idp: &OidcProvider,
+    id: &str,
+    secret: &str,
+    token: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(idp.introspection_endpoint())
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn opaque_token_introspects_active_until_revoked() {
     let idp = OidcProvider::start().await;
@@ -108,24 +125,9 @@ async fn opaque_token_introspects_active_until_revoked() {
 async fn introspection_needs_the_resource_server_credentials() {
     let idp = OidcProvider::start().await;
     let token = idp.token(TokenRequest::opaque("read")).await;
-    let http = reqwest::Client::new();
-    let wrong = http
-        .post(idp.introspection_endpoint())
-        .basic_auth(RS_CLIENT_ID, Some("not-the-secret"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", token.access_token))
-        .send()
-        .await
-        .unwrap();
+    let wrong = introspect_as(&idp, RS_CLIENT_ID, "not-the-secret", &token.access_token).await;
     assert_eq!(wrong.status(), 401);
-    let right = http
-        .post(idp.introspection_endpoint())
-        .basic_auth(RS_CLIENT_ID, Some(RS_CLIENT_SECRET))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", token.access_token))
-        .send()
-        .await
-        .unwrap();
+    let right = introspect_as(&idp, RS_CLIENT_ID, RS_CLIENT_SECRET, &token.access_token).await;
     assert_eq!(right.status(), 200);
     let body: Value = serde_json::from_slice(&right.bytes().await.unwrap()).unwrap();
     assert_eq!(body["active"], true);
@@ -321,14 +323,7 @@ async fn introspections_are_counted_and_can_be_made_to_fail() {
     assert_eq!((stats.tokens, stats.revocations, stats.jwks), (1, 0, 0));
 
     idp.set_introspection_failure(Some(503)).await;
-    let failed = reqwest::Client::new()
-        .post(idp.introspection_endpoint())
-        .basic_auth(RS_CLIENT_ID, Some(RS_CLIENT_SECRET))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", token.access_token))
-        .send()
-        .await
-        .unwrap();
+    let failed = introspect_as(&idp, RS_CLIENT_ID, RS_CLIENT_SECRET, &token.access_token).await;
     assert_eq!(failed.status(), 503);
     assert_eq!(idp.introspections().await, 4);
     idp.set_introspection_failure(None).await;

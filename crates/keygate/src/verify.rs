@@ -712,6 +712,7 @@ mod tests {
                 ProviderConfig::builder("t", "p", "https://issuer.example")
                     .static_jwks(br#"{"keys":[]}"#.to_vec())
                     .audiences(["api"])
+                    .dpop(crate::dpop::DpopMode::Required)
                     .build()
                     .unwrap(),
             )
@@ -720,5 +721,27 @@ mod tests {
         assert_send(&v);
         assert_send_fut(v.verify("a.b.c"));
         assert_send_fut(v.refresh(&ProviderId::new("t", "p")));
+        let token = VerifiedToken {
+            provider: ProviderId::new("t", "p"),
+            alg: Some(Algorithm::ES256),
+            kid: None,
+            issuer: "https://issuer.example".into(),
+            subject: None,
+            jti: None,
+            exp: None,
+            iat: None,
+            cnf_jkt: Some("jkt".into()),
+            claims: "{}".into(),
+        };
+        let request = crate::dpop::DpopRequest {
+            method: "GET",
+            url: "https://api.example/",
+            proofs: &[],
+        };
+        assert_send_fut(v.check_dpop(&token, "t", crate::bearer::Scheme::Dpop, &request));
+        assert_eq!(
+            v.dpop_algorithms(&ProviderId::new("t", "p")),
+            Algorithm::ALL
+        );
     }
 }

@@ -517,6 +517,13 @@ async fn a_replica_starting_while_the_idp_is_down_verifies_with_the_shared_key_s
 
 #[tokio::test]
 async fn a_single_node_keeps_its_revocations_across_a_restart() {
+    kept_across_a_restart(revoke_jti).await;
+}
+
+/// Revokes a token on a single node with the body `revocation` makes of it, restarts the
+/// node from its state file and waits until the token is refused again; returns the state
+/// file's text as it was between the two runs, and the token.
+pub(crate) async fn kept_across_a_restart(revocation: impl Fn(&str) -> Value) -> (String, String) {
     let idp = idp_with(&[key()]).await;
     let dir = std::env::temp_dir().join(format!("keygate-it-state-{:08x}", fastrand::u32(..)));
     std::fs::create_dir_all(&dir).unwrap();
@@ -529,8 +536,12 @@ async fn a_single_node_keeps_its_revocations_across_a_restart() {
     let token = token_for(&idp, key(), |_| {});
     let node = TestServer::start(&toml).await;
     assert_eq!(status_of(&node, &token).await, StatusCode::OK);
-    assert_eq!(revoke(&node, revoke_jti(&token)).await.0, StatusCode::OK);
+    let (code, body) = revoke(&node, revocation(&token)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(status_of(&node, &token).await, StatusCode::UNAUTHORIZED);
     node.stop().await;
+    let kept = std::fs::read_to_string(&state).unwrap();
+    assert!(!kept.contains(&token), "the token itself is never written");
     let again = TestServer::start(&toml).await;
     eventually("the revocation is loaded", || async {
         status_of(&again, &token).await == StatusCode::UNAUTHORIZED
@@ -538,6 +549,7 @@ async fn a_single_node_keeps_its_revocations_across_a_restart() {
     .await;
     again.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+    (kept, token)
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@ use keygate_test_support::TestKey;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::cluster::{eventually, eventually_refused, redis_and_idp, replica, revoke, status_of};
+use crate::cluster::{
+    eventually_refused, kept_across_a_restart, redis_and_idp, replica, revoke, status_of,
+};
 use crate::support::{TestServer, config_for, idp_with, now, token_for};
 
 fn key() -> &'static TestKey {
@@ -128,33 +130,8 @@ async fn the_admin_api_checks_the_digest_and_the_expiry_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_single_node_keeps_a_token_revocation_across_a_restart() {
-    let idp = idp_with(&[key()]).await;
-    let dir = std::env::temp_dir().join(format!("keygate-it-token-{:08x}", fastrand::u32(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("state.jsonl");
-    let toml = format!(
-        "{}\n[cluster]\nbackend = \"local\"\nstate_file = \"{}\"\n",
-        config_for(&idp, ""),
-        state.display()
-    );
-    let token = token_for(&idp, key(), |_| {});
-    let node = TestServer::start(&toml).await;
-    assert_eq!(status_of(&node, &token).await, StatusCode::OK);
-    let (code, body) = revoke(&node, by_hash(&token, now() + 3600)).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(status_of(&node, &token).await, StatusCode::UNAUTHORIZED);
-    node.stop().await;
-    let kept = std::fs::read_to_string(&state).unwrap();
+    let (kept, token) = kept_across_a_restart(|token| by_hash(token, now() + 3600)).await;
     assert!(kept.contains(&keygate::token_sha256(&token)), "{kept}");
-    assert!(!kept.contains(&token), "the token itself is never written");
-
-    let again = TestServer::start(&toml).await;
-    eventually("the revocation is loaded", || async {
-        status_of(&again, &token).await == StatusCode::UNAUTHORIZED
-    })
-    .await;
-    again.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]

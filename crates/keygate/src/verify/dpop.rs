@@ -126,45 +126,6 @@ pub(super) fn cnf_jkt(mode: DpopMode, payload: &str) -> Result<Option<Box<str>>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderConfig;
-
-    #[test]
-    fn check_dpop_futures_are_send() {
-        fn assert_send_fut<F: std::future::Future + Send>(_: F) {}
-        let v = Verifier::builder()
-            .provider(
-                ProviderConfig::builder("t", "p", "https://issuer.example")
-                    .static_jwks(br#"{"keys":[]}"#.to_vec())
-                    .audiences(["api"])
-                    .dpop(DpopMode::Required)
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap();
-        let token = VerifiedToken {
-            provider: ProviderId::new("t", "p"),
-            alg: Some(Algorithm::ES256),
-            kid: None,
-            issuer: "https://issuer.example".into(),
-            subject: None,
-            jti: None,
-            exp: None,
-            iat: None,
-            cnf_jkt: Some("jkt".into()),
-            claims: "{}".into(),
-        };
-        let request = DpopRequest {
-            method: "GET",
-            url: "https://api.example/",
-            proofs: &[],
-        };
-        assert_send_fut(v.check_dpop(&token, "t", Scheme::Dpop, &request));
-        assert_eq!(
-            v.dpop_algorithms(&ProviderId::new("t", "p")),
-            Algorithm::ALL
-        );
-    }
 
     #[test]
     fn cnf_jkt_is_read_only_when_dpop_is_on() {
