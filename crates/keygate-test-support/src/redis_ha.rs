@@ -520,7 +520,11 @@ fn ensure_sentinel_available() {
             return;
         }
         let run = |args: &[&str]| {
-            let status = Command::new("apt-get").args(args).status();
+            let status = Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=300"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
             assert!(
                 status.is_ok_and(|s| s.success()),
                 "`apt-get {}` failed: redis-server with Sentinel is needed",

@@ -31,7 +31,16 @@ fn nginx_binary() -> PathBuf {
 /// The first of `paths` that exists, installing Debian's `package` first if none does.
 /// Panics (the test fails, never skips) if it cannot be installed.
 pub(crate) fn apt_binary(package: &str, paths: &[&str]) -> PathBuf {
+    // Tests run in parallel threads: one apt at a time here, and the package looked for
+    // again once it is our turn (another test may have installed it meanwhile).
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let find = || paths.iter().map(PathBuf::from).find(|p| p.exists());
+    if let Some(p) = find() {
+        return p;
+    }
+    let _turn = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = find() {
         return p;
     }
@@ -43,7 +52,10 @@ pub(crate) fn apt_binary(package: &str, paths: &[&str]) -> PathBuf {
             c.args(["-n", "apt-get"]);
             c
         };
-        cmd.args(args)
+        // Another process's apt (a second test binary, an operator) holds the dpkg lock for
+        // a while: wait for it, bounded, rather than fail at once.
+        cmd.args(["-o", "DPkg::Lock::Timeout=300"])
+            .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
