@@ -381,3 +381,44 @@ async fn required_dpop_refuses_bearer_tokens_and_one_node_remembers_proofs_in_me
     let resp = forward(&server, "GET", &auth, Some(&p)).await;
     assert_eq!(reason(&resp), "dpop_replayed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_resync_drops_cached_introspection_answers_on_every_replica() {
+    use keygate_cluster::BusState;
+
+    let mut idp = OidcProvider::start().await;
+    let mut redis = RedisServer::start();
+    let p = prefix();
+    let toml = format!(
+        "{}{}",
+        config(&idp, "off", ""),
+        cluster_toml(&redis.url(), &p, "")
+    );
+    let a = replica_of_config(&toml).await;
+    let b = replica_of_config(&toml).await;
+    let token = idp.token(TokenRequest::opaque("read")).await;
+    let bearer = format!("Bearer {}", token.access_token);
+    for r in [&a, &b] {
+        assert_eq!(
+            forward(r, "GET", &bearer, None).await.status(),
+            StatusCode::OK
+        );
+    }
+    // Revoked at the IdP; nobody flushes, but the log starts over (Redis restarted empty):
+    // a replica that may have missed invalidations forgets what it cached, answers included.
+    idp.revoke(&token.access_token).await;
+    let epoch = a.node.bus().status().epoch;
+    redis.stop();
+    redis.start_again();
+    for r in [&a, &b] {
+        eventually("the replica resynced into the new epoch", || async {
+            let s = r.node.bus().status();
+            s.state == BusState::Ok && s.epoch != epoch
+        })
+        .await;
+        let resp = forward(r, "GET", &bearer, None).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(reason(&resp), "inactive");
+    }
+    idp.kill().await;
+}
