@@ -246,4 +246,14 @@ pub trait ReplayGuard: Send + Sync + fmt::Debug + 'static {
         now: SystemTime,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<bool, ReplayUnavailable>>;
+
+    /// Since when this store's memory is whole, if it may have lost some: a proof issued
+    /// (`iat`) before that moment may have been recorded in what was lost (this process
+    /// restarted; Redis restarted, came back from an older snapshot, or failed over to a
+    /// replica that lagged), so it is refused as possibly replayed even when `first_use`
+    /// says it is new. Read after `first_use`, so a reconnection during the call counts.
+    /// `None` (the default): the store never forgets a proof within its time to live.
+    fn remembers_since(&self) -> Option<SystemTime> {
+        None
+    }
 }

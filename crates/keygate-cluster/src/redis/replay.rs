@@ -9,6 +9,13 @@
 //! primary again. Every call is bounded by the cluster's `timeout`: when Redis cannot answer
 //! in time the proof is refused as [`ReplayUnavailable`], never accepted and never left
 //! waiting.
+//!
+//! Redis may lose proofs it acknowledged: a restart without persistence, a restore from an
+//! older snapshot, a failover to a replica that had not caught up. Each of these breaks this
+//! guard's connection, so the moment a connection is made again is recorded, and proofs
+//! issued before it are refused as possibly replayed ([`ReplayGuard::remembers_since`]): a
+//! client that makes a fresh proof per request sees at most the rest of that second refused.
+//! The first connection of a process records nothing: Redis outlives keygate's restarts.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -29,6 +36,9 @@ pub struct RedisReplayGuard {
     /// Bound on a whole call: connecting (when needed) and the `SET`.
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The verifier's time when the current connection was made, if it replaced another.
+    since: std::sync::Mutex<Option<SystemTime>>,
+    connected_before: std::sync::atomic::AtomicBool,
 }
 
 impl RedisReplayGuard {
@@ -43,6 +53,8 @@ impl RedisReplayGuard {
             key_prefix: format!("{{{}}}:dpop:", settings.prefix),
             timeout: settings.timeout,
             conn: tokio::sync::Mutex::new(None),
+            since: std::sync::Mutex::new(None),
+            connected_before: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -58,20 +70,34 @@ impl RedisReplayGuard {
         out
     }
 
-    /// The shared connection, made if there is none.
-    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+    /// The shared connection, made if there is none (at `now`, which is recorded).
+    async fn connection(&self, now: SystemTime) -> Result<MultiplexedConnection, RedisError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let (c, node) = self.connector.connect(Some(self.timeout)).await?;
         tracing::debug!(node, "dpop replay store: connected to the primary");
+        if self
+            .connected_before
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            *self
+                .since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+        }
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    async fn set_nx(&self, key: String, ttl: Duration) -> Result<bool, RedisError> {
-        let mut conn = self.connection().await?;
+    async fn set_nx(
+        &self,
+        key: String,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let mut conn = self.connection(now).await?;
         // At least 1 ms: `PX 0` is an error, and a proof is remembered for some time at least.
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let reply: Value = ::redis::cmd("SET")
@@ -114,12 +140,12 @@ impl ReplayGuard for RedisReplayGuard {
     fn first_use(
         &self,
         key: [u8; 32],
-        _now: SystemTime,
+        now: SystemTime,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<bool, ReplayUnavailable>> {
         Box::pin(async move {
             let key = self.key(&key);
-            match tokio::time::timeout(self.timeout, self.set_nx(key, ttl)).await {
+            match tokio::time::timeout(self.timeout, self.set_nx(key, now, ttl)).await {
                 Ok(Ok(first)) => Ok(first),
                 Ok(Err(e)) => {
                     if connect::needs_reconnect(&e) {
@@ -142,6 +168,14 @@ impl ReplayGuard for RedisReplayGuard {
                 }
             }
         })
+    }
+
+    /// When the current connection was made: what Redis held before may have been lost.
+    fn remembers_since(&self) -> Option<SystemTime> {
+        *self
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -87,6 +87,7 @@ async fn redis_down_is_an_error_at_once_and_redis_back_works_again() {
     let guard = RedisReplayGuard::new(&settings(&redis.url(), "kg-down")).unwrap();
     let ttl = Duration::from_secs(60);
     assert!(first(&guard, key(1), ttl).await);
+    assert_eq!(guard.remembers_since(), None, "a first connection loses nothing");
 
     redis.stop();
     let began = tokio::time::Instant::now();
@@ -111,11 +112,13 @@ async fn redis_down_is_an_error_at_once_and_redis_back_works_again() {
             .is_err()
     );
 
-    // Back, with no data: the guard reconnects on the next call.
+    // Back, with no data: the guard reconnects on the next call, and from then on vouches
+    // only for proofs issued since that moment (the verifier's clock, here 1,000 s).
     redis.start_again();
+    let reconnected_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let mut answer = None;
     for _ in 0..20 {
-        match guard.first_use(key(2), SystemTime::UNIX_EPOCH, ttl).await {
+        match guard.first_use(key(2), reconnected_at, ttl).await {
             Ok(first) => {
                 answer = Some(first);
                 break;
@@ -125,6 +128,7 @@ async fn redis_down_is_an_error_at_once_and_redis_back_works_again() {
     }
     assert_eq!(answer, Some(true), "works again once redis is back");
     assert!(!first(&guard, key(2), ttl).await);
+    assert_eq!(guard.remembers_since(), Some(reconnected_at));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

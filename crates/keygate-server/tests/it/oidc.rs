@@ -422,3 +422,57 @@ async fn a_cluster_resync_drops_cached_introspection_answers_on_every_replica() 
     }
     idp.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proof_used_before_redis_lost_its_data_is_still_refused_on_every_replica() {
+    let idp = OidcProvider::start().await;
+    let mut redis = RedisServer::start();
+    let toml = format!(
+        "{}{}",
+        config(&idp, "allowed", ""),
+        cluster_toml(&redis.url(), &prefix(), "")
+    );
+    let a = replica_of_config(&toml).await;
+    let b = replica_of_config(&toml).await;
+    let jwt = idp.token(TokenRequest::jwt("read").dpop()).await;
+    let key = jwt.key_id.clone().unwrap();
+    let auth = format!("DPoP {}", jwt.access_token);
+    let used = idp
+        .proof(ProofRequest::new(&key, "GET", API).access_token(&jwt.access_token))
+        .await;
+    assert_eq!(
+        forward(&a, "GET", &auth, Some(&used)).await.status(),
+        StatusCode::OK
+    );
+
+    // Redis restarts empty: the record of `used` is gone, its iat window is not over.
+    redis.stop();
+    redis.start_again();
+    for r in [&a, &b] {
+        // While the replica reconnects it cannot ask (503); once it can, the proof is
+        // refused: it was issued before the store's memory began again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let last = loop {
+            let resp = forward(r, "GET", &auth, Some(&used)).await;
+            if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+                break reason(&resp);
+            }
+            assert_eq!(reason(&resp), "dpop_replay_unavailable");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(last, "dpop_replayed");
+    }
+    // A proof made now passes.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let fresh = idp
+        .proof(ProofRequest::new(&key, "GET", API).access_token(&jwt.access_token))
+        .await;
+    assert_eq!(
+        forward(&b, "GET", &auth, Some(&fresh)).await.status(),
+        StatusCode::OK
+    );
+}

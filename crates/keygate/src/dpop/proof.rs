@@ -60,6 +60,8 @@ pub struct VerifiedProof {
     alg: Algorithm,
     jkt: String,
     jti: String,
+    /// `iat` in unix milliseconds (rounded down).
+    iat_ms: i64,
 }
 
 impl<'a> ProofCheck<'a> {
@@ -233,6 +235,9 @@ impl<'a> ProofCheck<'a> {
             alg,
             jkt: thumbprint,
             jti,
+            // Saturating float-to-int: an absurd `iat` already failed the window check.
+            #[allow(clippy::cast_possible_truncation, reason = "saturates; checked above")]
+            iat_ms: (iat * 1000.0).floor() as i64,
         })
     }
 
@@ -251,10 +256,27 @@ impl<'a> ProofCheck<'a> {
         let proof = self.check(proofs)?;
         let ttl = self.iat_window.saturating_mul(2);
         match guard.first_use(proof.replay_key(), self.now, ttl).await {
+            // New to the store, but issued before the store's memory is whole: it may have
+            // been used and forgotten.
+            Ok(true)
+                if guard
+                    .remembers_since()
+                    .is_some_and(|since| proof.iat_ms < unix_millis_signed(since)) =>
+            {
+                Err(DpopError::Replayed)
+            }
             Ok(true) => Ok(proof),
             Ok(false) => Err(DpopError::Replayed),
             Err(e) => Err(DpopError::ReplayUnavailable(e)),
         }
+    }
+}
+
+/// `at` in unix milliseconds, negative before 1970.
+fn unix_millis_signed(at: SystemTime) -> i64 {
+    match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use super::{ReplayGuard, ReplayUnavailable};
@@ -21,6 +21,9 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 1_000_000;
 pub struct MemoryReplayGuard {
     capacity: usize,
     state: Mutex<State>,
+    /// The whole second of the clock's time at the first proof: this process remembers
+    /// nothing from before.
+    since: OnceLock<SystemTime>,
 }
 
 struct State {
@@ -40,6 +43,7 @@ impl MemoryReplayGuard {
                 seen: HashMap::new(),
                 until_sweep: 0,
             }),
+            since: OnceLock::new(),
         }
     }
 
@@ -127,8 +131,19 @@ impl ReplayGuard for MemoryReplayGuard {
         now: SystemTime,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<bool, ReplayUnavailable>> {
+        // Whole seconds: a proof's `iat` usually is, and a client's first proof after a start
+        // was made in that second at the earliest. A replay of a proof made in the very
+        // second of a restart, before it, is the one case this lets through.
+        self.since
+            .get_or_init(|| SystemTime::UNIX_EPOCH + Duration::from_secs(unix_millis(now) / 1000));
         let answer = self.record(key, now, ttl);
         Box::pin(std::future::ready(answer))
+    }
+
+    /// The first proof's second: proofs issued before this process began remembering may
+    /// have been used on the process before it.
+    fn remembers_since(&self) -> Option<SystemTime> {
+        self.since.get().copied()
     }
 }
 

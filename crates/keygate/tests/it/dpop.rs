@@ -504,3 +504,40 @@ async fn proofs_obey_the_providers_algorithms() {
         Algorithm::ALL
     );
 }
+
+#[tokio::test]
+async fn after_a_restart_a_proof_issued_before_it_is_refused_as_possibly_replayed() {
+    let jkt = thumbprint(client());
+    let token = access_token(Some(&jkt));
+    let before = setup(DpopMode::Required);
+    let used = proof(client(), proof_claims(&token, "before-the-restart"));
+    assert_eq!(
+        present(&before.verifier, &token, Scheme::Dpop, &[&used]).await,
+        "ok"
+    );
+    // The process restarts five seconds later: its new store never saw `used`, which is
+    // still inside its iat window. It must not be accepted a second time.
+    let after = setup(DpopMode::Required);
+    after.clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        present(&after.verifier, &token, Scheme::Dpop, &[&used]).await,
+        "dpop_replayed"
+    );
+    // A proof issued since is fine, as is one never used but issued before: the store
+    // cannot tell the two apart, so both of those made before the restart are refused.
+    let fresh = proof_builder(
+        client(),
+        json!({"jti": "after", "htm": METHOD, "htu": URL, "iat": NOW + 5,
+               "ath": sha256_b64(&token)}),
+    )
+    .sign();
+    assert_eq!(
+        present(&after.verifier, &token, Scheme::Dpop, &[&fresh]).await,
+        "ok"
+    );
+    let unused_but_old = proof(client(), proof_claims(&token, "never-used"));
+    assert_eq!(
+        present(&after.verifier, &token, Scheme::Dpop, &[&unused_but_old]).await,
+        "dpop_replayed"
+    );
+}
