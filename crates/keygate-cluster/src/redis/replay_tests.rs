@@ -87,7 +87,11 @@ async fn redis_down_is_an_error_at_once_and_redis_back_works_again() {
     let guard = RedisReplayGuard::new(&settings(&redis.url(), "kg-down")).unwrap();
     let ttl = Duration::from_secs(60);
     assert!(first(&guard, key(1), ttl).await);
-    assert_eq!(guard.remembers_since(), None, "a first connection loses nothing");
+    assert_eq!(
+        guard.remembers_since(),
+        None,
+        "a first connection loses nothing"
+    );
 
     redis.stop();
     let began = tokio::time::Instant::now();

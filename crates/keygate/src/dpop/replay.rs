@@ -47,6 +47,16 @@ impl MemoryReplayGuard {
         }
     }
 
+    /// This guard vouches for proofs issued (`iat`) from the whole second of `start` on: the
+    /// moment this process began remembering, e.g. its start by the verifier's clock. Without
+    /// it, the second of the first proof checked counts, which refuses a proof made in an
+    /// earlier second and checked just after it.
+    #[must_use]
+    pub fn remembering_from(self, start: SystemTime) -> Self {
+        let _ = self.since.set(whole_second(start));
+        self
+    }
+
     /// The number of proofs held, live or expired but not yet swept.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -106,6 +116,10 @@ impl MemoryReplayGuard {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+fn whole_second(at: SystemTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(unix_millis(at) / 1000)
 }
 
 impl Default for MemoryReplayGuard {

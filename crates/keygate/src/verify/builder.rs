@@ -112,6 +112,11 @@ impl VerifierBuilder {
         if max_token_bytes == 0 {
             return Err(ConfigError::new("max_token_bytes", "must be positive"));
         }
+        // A single node's store remembers from now: a proof used before this process
+        // started is refused, one made since is not.
+        let replay_guard = self.replay_guard.unwrap_or_else(|| {
+            Arc::new(MemoryReplayGuard::default().remembering_from(clock.now()))
+        });
         Ok(Verifier {
             inner: Arc::new(Inner {
                 registry: arc_swap::ArcSwap::from_pointee(registry),
@@ -123,9 +128,7 @@ impl VerifierBuilder {
                 max_token_bytes,
                 fetcher,
                 key_exchange: self.key_exchange,
-                replay_guard: self
-                    .replay_guard
-                    .unwrap_or_else(|| Arc::new(MemoryReplayGuard::default())),
+                replay_guard,
                 reconfiguring: std::sync::Mutex::new(()),
             }),
         })

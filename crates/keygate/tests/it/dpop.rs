@@ -541,3 +541,42 @@ async fn after_a_restart_a_proof_issued_before_it_is_refused_as_possibly_replaye
         "dpop_replayed"
     );
 }
+
+#[tokio::test]
+async fn a_single_nodes_store_vouches_from_its_start_not_from_its_first_proof() {
+    // Built (started) a fifth of a second into second NOW, with its own in-memory store.
+    let clock = Arc::new(ManualClock::at_unix(NOW.unsigned_abs()));
+    clock.advance(Duration::from_millis(200));
+    let verifier = Verifier::builder()
+        .provider(
+            ProviderConfig::builder("acme", "idp", ISS)
+                .static_jwks(jwks(&[idp()]).to_string())
+                .audiences([AUD])
+                .dpop(DpopMode::Required)
+                .build()
+                .unwrap(),
+        )
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let token = access_token(Some(&thumbprint(client())));
+    // The first proof, made late in second NOW, is checked early in the next one: it was
+    // made after the start, so it passes.
+    clock.advance(Duration::from_millis(850));
+    let made_after_start = proof(client(), proof_claims(&token, "first"));
+    assert_eq!(
+        present(&verifier, &token, Scheme::Dpop, &[&made_after_start]).await,
+        "ok"
+    );
+    // One issued a second before the start may have been used by the process before.
+    let before_start = proof_builder(
+        client(),
+        json!({"jti": "old", "htm": METHOD, "htu": URL, "iat": NOW - 1,
+               "ath": sha256_b64(&token)}),
+    )
+    .sign();
+    assert_eq!(
+        present(&verifier, &token, Scheme::Dpop, &[&before_start]).await,
+        "dpop_replayed"
+    );
+}
