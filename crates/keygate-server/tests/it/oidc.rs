@@ -476,3 +476,57 @@ async fn a_proof_used_before_redis_lost_its_data_is_still_refused_on_every_repli
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_reads_an_opaque_tokens_scopes_and_claims_from_its_introspection() {
+    let idp = OidcProvider::start().await;
+    let toml = format!(
+        "{}\n[policy]\ndefault = \"deny\"\n\
+         [[policy.routes]]\nname = \"orders-write\"\npaths = [\"/api/orders/**\"]\nmethods = [\"POST\"]\n\
+         scopes = [\"write\"]\nclaims = [{{ claim = \"client_id\", equals = \"keygate-app\" }}]\n\
+         [[policy.routes]]\nname = \"orders-read\"\npaths = [\"/api/orders/**\"]\nscopes = [\"read\"]\n",
+        config(&idp, "allowed", "")
+    );
+    let server = TestServer::start(&toml).await;
+    let reader = idp.token(TokenRequest::opaque("read")).await;
+    let writer = idp.token(TokenRequest::opaque("read write")).await;
+    let ask = |method: &'static str, token: String| {
+        let server = &server;
+        async move {
+            let resp = forward(server, method, &format!("Bearer {token}"), None).await;
+            let route = resp.headers()["x-auth-route"].to_str().unwrap().to_owned();
+            (resp.status(), reason(&resp), route, challenge(&resp))
+        }
+    };
+    let (status, why, route, _) = ask("GET", reader.access_token.clone()).await;
+    assert_eq!(
+        (status, why.as_str(), route.as_str()),
+        (StatusCode::OK, "ok", "orders-read")
+    );
+    let (status, why, route, c) = ask("POST", reader.access_token.clone()).await;
+    assert_eq!(
+        (status, why.as_str(), route.as_str()),
+        (StatusCode::FORBIDDEN, "insufficient_scope", "orders-write")
+    );
+    assert!(c.contains("scope=\"write\""), "{c}");
+    let (status, _, route, _) = ask("POST", writer.access_token.clone()).await;
+    assert_eq!((status, route.as_str()), (StatusCode::OK, "orders-write"));
+
+    // A DPoP-bound opaque token goes through the same route with its proof.
+    let bound = idp.token(TokenRequest::opaque("read write").dpop()).await;
+    let p = idp
+        .proof(
+            ProofRequest::new(bound.key_id.as_deref().unwrap(), "POST", API)
+                .access_token(&bound.access_token),
+        )
+        .await;
+    let resp = forward(
+        &server,
+        "POST",
+        &format!("DPoP {}", bound.access_token),
+        Some(&p),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", reason(&resp));
+    assert_eq!(resp.headers()["x-auth-route"], "orders-write");
+}
