@@ -119,3 +119,23 @@ pick_ports() {
     ADMIN_ADDR=127.0.0.1:${PORTS[1]}
     ISSUER=http://127.0.0.1:${PORTS[2]}
 }
+
+# The clock ticks per second of /proc/<pid>/stat's times.
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID...: total utime+stime, in clock ticks, of the given processes.
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        # Fields after the command name, which is in parentheses: utime is the 12th, stime 13th.
+        read -r -a f <<<"${stat##*) }"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# field OUTFILE NAME: a key=value from the RESULT line.
+field() { grep '^RESULT ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+fmt_ms() { python3 -c "print(f'{$1 / 1000:.2f} ms')"; }

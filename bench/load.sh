@@ -137,19 +137,6 @@ check=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
 
 # --- helpers ----------------------------------------------------------------------------------
 
-CLK_TCK=$(getconf CLK_TCK)
-
-# Total utime+stime, in clock ticks, of the given processes.
-cpu_ticks() {
-    local total=0 pid stat
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        # Fields after the command name, which is in parentheses: utime is the 12th, stime 13th.
-        read -r -a f <<<"${stat##*) }"
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
 
 # Sum of the metric samples whose line matches a regular expression.
 metric_sum() {
@@ -170,10 +157,6 @@ run_wrk() {
     grep -q '^RESULT ' "$out" || die "wrk printed no RESULT line: $(tail -n 5 "$out")"
 }
 
-# field OUTFILE NAME: a key=value from the RESULT line.
-field() { grep '^RESULT ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-
-fmt_ms() { python3 -c "print(f'{$1 / 1000:.2f} ms')"; }
 
 ROWS=()
 NOTES=()

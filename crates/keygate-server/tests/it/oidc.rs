@@ -156,6 +156,25 @@ async fn opaque_tokens_are_introspected_and_invalidated_on_every_replica() {
     .await;
     assert_eq!(idp.introspections().await, asked);
 
+    // The IdP's JWTs (`at+jwt`, RS256, keys from its discovery document) on the same
+    // provider: revoked here by `jti` on one replica, refused on both.
+    let jwt = idp.token(TokenRequest::jwt("read")).await;
+    let jwt_bearer = bearer(&jwt.access_token);
+    for r in [&a, &b] {
+        let resp = forward(r, "GET", &jwt_bearer, None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{}", reason(&resp));
+    }
+    let (code, body) = revoke(&a, crate::cluster::revoke_jti(&jwt.access_token)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    eventually("both replicas refuse the JWT revoked by jti", || async {
+        let mut refused = true;
+        for r in [&a, &b] {
+            refused &= reason(&forward(r, "GET", &jwt_bearer, None).await) == "revoked";
+        }
+        refused
+    })
+    .await;
+
     // Expired: a one-second token is refused once its time is up.
     let short = idp
         .token(TokenRequest::opaque("read").ttl(Duration::from_secs(1)))
