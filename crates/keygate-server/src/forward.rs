@@ -109,6 +109,9 @@ pub struct ForwardSettings {
     /// The external base URL a DPoP proof's `htu` is judged against when the proxy sends no
     /// scheme or host.
     pub external_url: Option<url::Url>,
+    /// Whether any provider checks DPoP. When none does, `Authorization: DPoP` is another
+    /// scheme, as it always was: no bearer token.
+    pub dpop: bool,
 }
 
 impl ForwardSettings {
@@ -118,7 +121,9 @@ impl ForwardSettings {
     pub fn new(providers: &[ProviderSpec], server: &ServerConfig) -> ForwardSettings {
         let mut claim_headers = HashMap::new();
         let mut tenants = HashSet::new();
+        let mut dpop = false;
         for spec in providers {
+            dpop |= spec.config.dpop() != keygate::dpop::DpopMode::Off;
             let id = ProviderId::new(spec.config.tenant(), spec.config.name());
             tenants.insert(id.tenant().to_owned());
             claim_headers.insert(id, spec.claims_to_headers.clone());
@@ -130,6 +135,7 @@ impl ForwardSettings {
             token_cookie: server.token_cookie.clone(),
             resource_metadata: server.resource_metadata.clone(),
             external_url: server.external_url.clone(),
+            dpop,
         }
     }
 }
@@ -314,7 +320,7 @@ async fn check(
     request: Request<'_>,
 ) -> Result<Arc<VerifiedToken>, Refusal> {
     let (_, uri, headers) = request;
-    let (scheme, token) = match (credentials(headers), &s.token_cookie) {
+    let (scheme, token) = match (credentials(headers, s.dpop), &s.token_cookie) {
         (Err(Refusal::MissingToken), Some(cookie))
             if !headers.contains_key(http::header::AUTHORIZATION) =>
         {
@@ -351,10 +357,15 @@ async fn check(
     Ok(verified)
 }
 
-/// The token of the request and how it was sent: `Bearer` (RFC 6750 section 2.1) or `DPoP`
-/// (RFC 9449 section 7.1), read by the library's one parser.
-fn credentials(headers: &HeaderMap) -> Result<(Scheme, &str), Refusal> {
-    keygate::bearer::credentials(headers).map_err(|e| match e {
+/// The token of the request and how it was sent: `Bearer` (RFC 6750 section 2.1) or, when
+/// `dpop` (some provider checks it), `DPoP` (RFC 9449 section 7.1); read by the library's
+/// one parser.
+fn credentials(headers: &HeaderMap, dpop: bool) -> Result<(Scheme, &str), Refusal> {
+    let parsed = match keygate::bearer::credentials(headers) {
+        Ok((Scheme::Dpop, _)) if !dpop => Err(BearerError::Missing),
+        other => other,
+    };
+    parsed.map_err(|e| match e {
         // Another scheme (Basic, ...) carries no bearer credentials: section 3.1 says to
         // answer as for a request without any.
         BearerError::Missing => Refusal::MissingToken,
@@ -576,30 +587,35 @@ mod tests {
 
     #[test]
     fn credentials_follow_rfc6750_and_rfc9449() {
-        let token_of = |h: &HeaderMap| credentials(h).map(|(_, t)| t.to_owned());
+        let token_of = |h: &HeaderMap| credentials(h, true).map(|(_, t)| t.to_owned());
         assert_eq!(
             token_of(&auth(&["Bearer abc.def.ghi"])).unwrap(),
             "abc.def.ghi"
         );
         assert_eq!(token_of(&auth(&["bearer  abc"])).unwrap(), "abc");
         let h = auth(&["DPoP abc"]);
-        assert!(matches!(credentials(&h), Ok((Scheme::Dpop, "abc"))));
+        assert!(matches!(credentials(&h, true), Ok((Scheme::Dpop, "abc"))));
+        // No provider checks DPoP: another scheme, so no bearer token, as before.
+        assert!(matches!(credentials(&h, false), Err(Refusal::MissingToken)));
         assert!(matches!(
-            credentials(&auth(&[])),
+            credentials(&auth(&[]), true),
             Err(Refusal::MissingToken)
         ));
         assert!(matches!(
-            credentials(&auth(&["Basic dXNlcjpwdw=="])),
+            credentials(&auth(&["Basic dXNlcjpwdw=="]), true),
             Err(Refusal::MissingToken)
         ));
         for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "DPoP"] {
             assert!(
-                matches!(credentials(&auth(&[bad])), Err(Refusal::InvalidRequest)),
+                matches!(
+                    credentials(&auth(&[bad]), true),
+                    Err(Refusal::InvalidRequest)
+                ),
                 "{bad}"
             );
         }
         assert!(matches!(
-            credentials(&auth(&["Bearer a", "DPoP b"])),
+            credentials(&auth(&["Bearer a", "DPoP b"]), true),
             Err(Refusal::InvalidRequest)
         ));
     }
