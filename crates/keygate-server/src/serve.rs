@@ -173,7 +173,13 @@ impl Server {
                     let guard = bus
                         .replay_guard()
                         .map_err(|e| ServeError::Bus(format!("{key}: {e}")))?;
-                    (bus, Some(exchange), Some(Arc::new(guard)))
+                    let guard = Arc::new(guard);
+                    // Connected now rather than on the first proof, in the background.
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        let guard = Arc::clone(&guard);
+                        runtime.spawn(async move { guard.connect(SystemClock.now()).await });
+                    }
+                    (bus, Some(exchange), Some(guard as Arc<dyn ReplayGuard>))
                 }
             };
 

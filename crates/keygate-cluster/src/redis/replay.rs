@@ -15,13 +15,18 @@
 //! guard's connection, so the moment a connection is made again is recorded, and proofs
 //! issued before it are refused as possibly replayed ([`ReplayGuard::remembers_since`]): a
 //! client that makes a fresh proof per request sees at most the rest of that second refused.
-//! The first connection of a process records nothing: Redis outlives keygate's restarts.
+//! A replica that connects for the first time learns when the dataset began instead: the
+//! first guard to use a Redis (the first one ever, or the first since it came back empty)
+//! writes the whole second it did so under `{prefix}:dpop:since`, and every guard refuses
+//! proofs issued before that second. The server connects its guard at start-up, so on a new
+//! Redis that second is the first replica's start.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{RedisError, Value};
+use keygate::clock::unix_millis;
 use keygate::dpop::{ReplayGuard, ReplayUnavailable};
 use keygate::fetch::BoxFuture;
 
@@ -33,6 +38,8 @@ pub struct RedisReplayGuard {
     connector: Connector,
     /// `{prefix}:dpop:`, the start of every key.
     key_prefix: String,
+    /// `{prefix}:dpop:since`: when this dataset began remembering proofs (unix ms).
+    since_key: String,
     /// Bound on a whole call: connecting (when needed) and the `SET`.
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -51,6 +58,7 @@ impl RedisReplayGuard {
         Ok(RedisReplayGuard {
             connector: Connector::new(settings)?,
             key_prefix: format!("{{{}}}:dpop:", settings.prefix),
+            since_key: format!("{{{}}}:dpop:since", settings.prefix),
             timeout: settings.timeout,
             conn: tokio::sync::Mutex::new(None),
             since: std::sync::Mutex::new(None),
@@ -76,19 +84,49 @@ impl RedisReplayGuard {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let (c, node) = self.connector.connect(Some(self.timeout)).await?;
+        let (mut c, node) = self.connector.connect(Some(self.timeout)).await?;
         tracing::debug!(node, "dpop replay store: connected to the primary");
+        // When this dataset began: ours (this whole second) if nobody wrote it yet.
+        let second = unix_millis(now) / 1000 * 1000;
+        let (began,): (Option<u64>,) = ::redis::pipe()
+            .cmd("SET")
+            .arg(&self.since_key)
+            .arg(second)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&self.since_key)
+            .query_async(&mut c)
+            .await?;
+        let mut since = began.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        // A connection that replaces another: Redis may have lost what it held, whatever
+        // its marker says (a restore from a snapshot brings an old one back).
         if self
             .connected_before
             .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
-            *self
-                .since
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+            since = since.max(Some(now));
         }
+        let mut held = self
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = (*held).max(since);
+        drop(held);
         *slot = Some(c.clone());
         Ok(c)
+    }
+
+    /// Connects now, at `now` by the verifier's clock, rather than on the first proof, so
+    /// that a new Redis's dataset begins with this process. A failure is not an error here:
+    /// the first proof tries again.
+    pub async fn connect(&self, now: SystemTime) {
+        if let Err(e) = tokio::time::timeout(self.timeout, self.connection(now))
+            .await
+            .unwrap_or_else(|_| Err(RedisError::from((::redis::ErrorKind::Io, "timed out"))))
+        {
+            tracing::warn!(error = describe(&e), "dpop replay store: not connected yet");
+        }
     }
 
     async fn set_nx(

@@ -89,8 +89,8 @@ async fn redis_down_is_an_error_at_once_and_redis_back_works_again() {
     assert!(first(&guard, key(1), ttl).await);
     assert_eq!(
         guard.remembers_since(),
-        None,
-        "a first connection loses nothing"
+        Some(SystemTime::UNIX_EPOCH),
+        "the first guard on a new Redis: its dataset began at that (test clock's) second"
     );
 
     redis.stop();
@@ -226,4 +226,36 @@ async fn after_a_sentinel_failover_the_guard_writes_to_the_new_primary() {
         "written on the new primary"
     );
     old.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_connecting_for_the_first_time_learns_when_the_dataset_began() {
+    let mut redis = RedisNode::start();
+    let s = settings(&redis.url(), "kg-began");
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    let first_replica = RedisReplayGuard::new(&s).unwrap();
+    first_replica.connect(at(1_000_400)).await;
+    assert_eq!(
+        first_replica.remembers_since(),
+        Some(at(1_000_000)),
+        "the first guard on a new Redis starts its dataset, at the whole second"
+    );
+    // A replica started later learns the same moment, not its own start.
+    let later = RedisReplayGuard::new(&s).unwrap();
+    later.connect(at(1_050_000)).await;
+    assert_eq!(later.remembers_since(), Some(at(1_000_000)));
+
+    // Redis comes back empty. A replica that never knew the old dataset still refuses the
+    // proofs issued before the new one began.
+    redis.stop();
+    redis.start_again();
+    let newcomer = RedisReplayGuard::new(&s).unwrap();
+    for _ in 0..50 {
+        newcomer.connect(at(1_100_700)).await;
+        if newcomer.remembers_since().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(newcomer.remembers_since(), Some(at(1_100_000)));
 }
