@@ -29,7 +29,8 @@
 //   POST /fail    {status} -> {}: every later introspection answers that HTTP status with an
 //                  OAuth error body (0 turns it off)
 
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import process from 'node:process';
 
@@ -45,6 +46,13 @@ import Provider from 'oidc-provider';
 // Fixed test credentials; the Rust harness has the same values as constants.
 const TOKEN_CLIENT = { id: 'keygate-app', secret: 'keygate-app-secret-for-tests-only' };
 const RS_CLIENT = { id: 'keygate-rs', secret: 'keygate-rs-secret-for-tests-only' };
+// A resource server that authenticates with private_key_jwt (ES256): its public key, from
+// the test-only private key beside this file (keygate-test-support reads the same file).
+const RS_JWT_CLIENT = {
+  id: 'keygate-rs-jwt',
+  jwk: createPublicKey(readFileSync(new URL('./rs-client-key.pem', import.meta.url)))
+    .export({ format: 'jwk' }),
+};
 const SCOPES = 'read write admin';
 const RESOURCES = {
   'urn:keygate:opaque': 'opaque',
@@ -112,6 +120,15 @@ const provider = new Provider(issuer, {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
     },
+    {
+      client_id: RS_JWT_CLIENT.id,
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks: { keys: [RS_JWT_CLIENT.jwk] },
+    },
   ],
   scopes: SCOPES.split(' '),
   features: {
@@ -123,7 +140,9 @@ const provider = new Provider(issuer, {
       // Only the resource server client (and a token's own client) may see a token's
       // details; any other caller gets `{"active": false}`.
       allowedPolicy: async (ctx, client, token) => (
-        client.clientId === RS_CLIENT.id || client.clientId === token.clientId
+        client.clientId === RS_CLIENT.id
+        || client.clientId === RS_JWT_CLIENT.id
+        || client.clientId === token.clientId
       ),
     },
     dPoP: {

@@ -73,6 +73,12 @@ pub const TOKEN_CLIENT_SECRET: &str = "keygate-app-secret-for-tests-only";
 pub const RS_CLIENT_ID: &str = "keygate-rs";
 /// The secret of [`RS_CLIENT_ID`].
 pub const RS_CLIENT_SECRET: &str = "keygate-rs-secret-for-tests-only";
+/// A resource server client that authenticates with `private_key_jwt` (ES256) and may
+/// introspect every token.
+pub const RS_JWT_CLIENT_ID: &str = "keygate-rs-jwt";
+/// The private key (PKCS#8 PEM, P-256) of [`RS_JWT_CLIENT_ID`]: a test-only key, committed
+/// beside `idp.mjs`, which registers its public half.
+pub const RS_JWT_CLIENT_KEY_PEM: &str = include_str!("../idp/rs-client-key.pem");
 /// The resource whose access tokens are opaque; also their audience.
 pub const OPAQUE_RESOURCE: &str = "urn:keygate:opaque";
 /// The resource whose access tokens are `at+jwt` JWTs; also their audience.

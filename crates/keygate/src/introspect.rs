@@ -11,7 +11,10 @@ use url::Url;
 use crate::error::ConfigError;
 
 mod call;
+mod client_key;
 mod introspector;
+
+pub use client_key::{ClientKey, ClientKeyError};
 
 pub(crate) use call::Said;
 pub(crate) use introspector::{Answer, Introspector, Lookup};
@@ -61,12 +64,23 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
+/// How the client authenticates to the introspection endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `client_secret_basic` (RFC 6749 section 2.3.1): id and secret in `Authorization`.
+    SecretBasic(ClientSecret),
+    /// `private_key_jwt` (OpenID Connect Core 1.0 section 9, RFC 7523): a one-minute JWT
+    /// signed with this key, its `aud` the issuer, sent as `client_assertion`.
+    PrivateKeyJwt(ClientKey),
+}
+
 /// How a provider's opaque tokens are introspected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntrospectionConfig {
     pub(crate) endpoint: IntrospectionEndpoint,
     pub(crate) client_id: String,
-    pub(crate) client_secret: ClientSecret,
+    pub(crate) auth: ClientAuth,
     pub(crate) positive_ttl: Duration,
     pub(crate) negative_ttl: Duration,
     pub(crate) rate_limit: u32,
@@ -84,10 +98,25 @@ impl IntrospectionConfig {
         client_id: impl Into<String>,
         client_secret: ClientSecret,
     ) -> IntrospectionConfig {
+        IntrospectionConfig::authenticated(
+            endpoint,
+            client_id,
+            ClientAuth::SecretBasic(client_secret),
+        )
+    }
+
+    /// Introspects at `endpoint` as client `client_id`, authenticated by `auth`, with the
+    /// default bounds.
+    #[must_use]
+    pub fn authenticated(
+        endpoint: IntrospectionEndpoint,
+        client_id: impl Into<String>,
+        auth: ClientAuth,
+    ) -> IntrospectionConfig {
         IntrospectionConfig {
             endpoint,
             client_id: client_id.into(),
-            client_secret,
+            auth,
             positive_ttl: DEFAULT_POSITIVE_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             rate_limit: DEFAULT_RATE_LIMIT,
@@ -145,6 +174,12 @@ impl IntrospectionConfig {
         &self.client_id
     }
 
+    /// How the client authenticates.
+    #[must_use]
+    pub fn auth(&self) -> &ClientAuth {
+        &self.auth
+    }
+
     /// Checks the bounds.
     ///
     /// # Errors
@@ -156,7 +191,9 @@ impl IntrospectionConfig {
                 "must not be empty",
             ));
         }
-        if self.client_secret.0.is_empty() {
+        if let ClientAuth::SecretBasic(secret) = &self.auth
+            && secret.0.is_empty()
+        {
             return Err(ConfigError::new(
                 "introspection_client_secret",
                 "must not be empty",

@@ -139,6 +139,7 @@ pub(super) struct FileProvider {
     pub(super) claims_to_headers: BTreeMap<String, String>,
     pub(super) introspection_client_id: Option<String>,
     pub(super) introspection_client_secret: Option<FileSecret>,
+    pub(super) introspection_client_key_file: Option<std::path::PathBuf>,
     pub(super) introspection_endpoint: Option<String>,
     pub(super) introspection_cache_ttl: Option<FileDuration>,
     pub(super) introspection_negative_ttl: Option<FileDuration>,

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use keygate::dpop::{DEFAULT_IAT_WINDOW, DpopMode};
 use keygate::introspect::{
-    ClientSecret, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_CONCURRENT, DEFAULT_NEGATIVE_TTL,
-    DEFAULT_POSITIVE_TTL, DEFAULT_RATE_LIMIT, IntrospectionConfig, IntrospectionEndpoint,
+    ClientAuth, ClientKey, ClientSecret, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_CONCURRENT,
+    DEFAULT_NEGATIVE_TTL, DEFAULT_POSITIVE_TTL, DEFAULT_RATE_LIMIT, IntrospectionConfig,
+    IntrospectionEndpoint,
 };
 use url::Url;
 
@@ -87,18 +88,7 @@ impl FileProvider {
                 "must not be empty",
             ));
         }
-        let (secret_key, secret) = env_or_file(
-            env,
-            introspection_secret_env_var(&self.tenant, &self.name),
-            k("introspection_client_secret"),
-            self.introspection_client_secret
-                .as_ref()
-                .map(|s| s.0.clone()),
-            |var| format!("missing: set it here or in {var}"),
-        )?;
-        if secret.is_empty() {
-            return Err(ConfigError::new(secret_key, "must not be empty"));
-        }
+        let auth = self.client_auth(k, env)?;
         let endpoint = self.introspection_endpoint(k)?;
         let positive_ttl = self
             .introspection_cache_ttl
@@ -145,13 +135,54 @@ impl FileProvider {
             ));
         }
         Ok(Some(
-            IntrospectionConfig::new(endpoint, client_id, ClientSecret::new(secret))
+            IntrospectionConfig::authenticated(endpoint, client_id, auth)
                 .positive_ttl(positive_ttl)
                 .negative_ttl(negative_ttl)
                 .rate_limit(rate, burst)
                 .max_concurrent(max_concurrent)
                 .cache_entries(cache_entries),
         ))
+    }
+
+    /// How the client authenticates: `private_key_jwt` with the key in
+    /// `introspection_client_key_file`, else `client_secret_basic` with the secret from the
+    /// environment or the file. Both at once is an error, not a choice made silently.
+    fn client_auth(
+        &self,
+        k: &dyn Fn(&str) -> String,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ClientAuth, ConfigError> {
+        let var = introspection_secret_env_var(&self.tenant, &self.name);
+        if let Some(path) = &self.introspection_client_key_file {
+            let at = k("introspection_client_key_file");
+            if self.introspection_client_secret.is_some() || env(&var).is_some() {
+                return Err(ConfigError::new(
+                    &at,
+                    format!(
+                        "set either a key file (private_key_jwt) or a client secret \
+                         (introspection_client_secret or {var}), not both"
+                    ),
+                ));
+            }
+            let pem = std::fs::read(path)
+                .map_err(|e| ConfigError::new(&at, format!("{}: {e}", path.display())))?;
+            let key = ClientKey::from_pem(&pem)
+                .map_err(|e| ConfigError::new(&at, format!("{}: {e}", path.display())))?;
+            return Ok(ClientAuth::PrivateKeyJwt(key));
+        }
+        let (secret_key, secret) = env_or_file(
+            env,
+            var,
+            k("introspection_client_secret"),
+            self.introspection_client_secret
+                .as_ref()
+                .map(|s| s.0.clone()),
+            |var| format!("missing: set it here or in {var}, or use introspection_client_key_file"),
+        )?;
+        if secret.is_empty() {
+            return Err(ConfigError::new(secret_key, "must not be empty"));
+        }
+        Ok(ClientAuth::SecretBasic(ClientSecret::new(secret)))
     }
 
     /// `dpop` and `dpop_iat_window`.
@@ -223,6 +254,10 @@ impl FileProvider {
             (
                 "introspection_client_secret",
                 self.introspection_client_secret.is_some(),
+            ),
+            (
+                "introspection_client_key_file",
+                self.introspection_client_key_file.is_some(),
             ),
             (
                 "introspection_endpoint",

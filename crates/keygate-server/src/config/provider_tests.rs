@@ -369,3 +369,50 @@ fn provider_keys_reload_and_external_url_reloads() {
         );
     }
 }
+
+#[test]
+fn private_key_jwt_takes_a_key_file_instead_of_a_secret() {
+    use keygate::introspect::ClientAuth;
+
+    let dir = std::env::temp_dir().join(format!("keygate-pkjwt-{:08x}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("client.pem");
+    std::fs::write(&key, keygate_test_support::oidc::RS_JWT_CLIENT_KEY_PEM).unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let file = |path: &std::path::Path| {
+        format!(
+            "introspection_client_id = \"kg\"\nintrospection_client_key_file = \"{}\"",
+            path.display()
+        )
+    };
+
+    let c = parse(&provider(&file(&key))).unwrap();
+    let i = c.providers[0].config.introspection().expect("on");
+    assert!(
+        matches!(i.auth(), ClientAuth::PrivateKeyJwt(k) if k.algorithm() == keygate::Algorithm::ES256),
+        "{:?}",
+        i.auth()
+    );
+    // Not both: a secret in the file or in the environment as well is refused.
+    let both = format!("{}\nintrospection_client_secret = \"{SECRET}\"", file(&key));
+    let e = refused(&both, "providers[0].introspection_client_key_file");
+    assert!(!e.to_string().contains(SECRET), "{e}");
+    let e = with_env(&provider(&file(&key)), &[(VAR, SECRET)]).unwrap_err();
+    assert_eq!(e.key, "providers[0].introspection_client_key_file");
+    // A missing file, or one holding no key.
+    refused(
+        &file(&dir.join("missing.pem")),
+        "providers[0].introspection_client_key_file",
+    );
+    refused(
+        &file(&garbage),
+        "providers[0].introspection_client_key_file",
+    );
+    // Without the client id, the key file alone is refused by name.
+    refused(
+        &format!("introspection_client_key_file = \"{}\"", key.display()),
+        "providers[0].introspection_client_key_file",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

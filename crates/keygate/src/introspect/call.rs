@@ -2,6 +2,8 @@
 //! from the issuer's discovery document), the form, the client's credentials
 //! (`client_secret_basic`, RFC 6749 section 2.3.1) and the reading of the answer.
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, StatusCode};
@@ -10,7 +12,7 @@ use url::Url;
 use url::form_urlencoded;
 
 use super::introspector::{Introspector, UNAVAILABLE_RETRY, lock};
-use super::{IntrospectionConfig, IntrospectionError};
+use super::{ClientAuth, IntrospectionConfig, IntrospectionError};
 use crate::fetch::{FetchError, FetchRequest, PostRequest};
 use crate::provider::{Counters, Provider};
 
@@ -37,7 +39,14 @@ impl Provider {
             tracing::warn!(provider = %self.id, error = %e, "introspection endpoint unknown");
             unavailable()
         })?;
-        let request = post_request(&introspector.config, url, token);
+        let request = post_request(
+            &introspector.config,
+            url,
+            token,
+            &self.config.issuer,
+            self.clock.now(),
+        )
+        .ok_or_else(unavailable)?;
         let response = match self.fetcher.post(request).await {
             Ok(r) => r,
             Err(e) => {
@@ -122,30 +131,47 @@ impl Counters {
     }
 }
 
-/// The form and the `client_secret_basic` credentials: id and secret each form-encoded, then
-/// joined by `:` and base64-encoded (RFC 6749 section 2.3.1).
-fn post_request(config: &IntrospectionConfig, url: Url, token: &str) -> PostRequest {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .append_pair("token", token)
-        .append_pair("token_type_hint", "access_token")
-        .finish();
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let credentials = format!(
-        "{}:{}",
-        encode(&config.client_id),
-        encode(config.client_secret.expose())
-    );
-    let basic = base64_simd::STANDARD.encode_to_string(credentials.as_bytes());
+/// The form and the client's credentials: `client_secret_basic` (id and secret each
+/// form-encoded, then joined by `:` and base64-encoded, RFC 6749 section 2.3.1), or
+/// `private_key_jwt` (a fresh assertion for `issuer`, signed at `now`, in the form). `None`
+/// when the assertion cannot be signed.
+fn post_request(
+    config: &IntrospectionConfig,
+    url: Url,
+    token: &str,
+    issuer: &str,
+    now: SystemTime,
+) -> Option<PostRequest> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token)
+        .append_pair("token_type_hint", "access_token");
     let mut headers = HeaderMap::new();
-    if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {basic}")) {
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
+    match &config.auth {
+        ClientAuth::SecretBasic(secret) => {
+            let encode =
+                |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let credentials = format!("{}:{}", encode(&config.client_id), encode(secret.expose()));
+            let basic = base64_simd::STANDARD.encode_to_string(credentials.as_bytes());
+            if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {basic}")) {
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+        }
+        ClientAuth::PrivateKeyJwt(key) => {
+            let assertion = key.assertion(&config.client_id, issuer, now)?;
+            form.append_pair("client_id", &config.client_id)
+                .append_pair(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                )
+                .append_pair("client_assertion", &assertion);
+        }
     }
-    PostRequest {
+    Some(PostRequest {
         url,
         headers,
-        body: Bytes::from(body),
-    }
+        body: Bytes::from(form.finish()),
+    })
 }
 
 /// Reads an RFC 7662 section 2.2 answer: a JSON object whose `active` is a boolean.
@@ -174,7 +200,14 @@ mod tests {
             ClientSecret::new("p@ss word"),
         );
         let url = Url::parse("https://idp.example/introspect").unwrap();
-        let request = post_request(&config, url, "a+b/c=");
+        let request = post_request(
+            &config,
+            url,
+            "a+b/c=",
+            "https://idp.example",
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
         let auth = request.headers[AUTHORIZATION].to_str().unwrap();
         let decoded = base64_simd::STANDARD
             .decode_to_vec(auth.strip_prefix("Basic ").unwrap())

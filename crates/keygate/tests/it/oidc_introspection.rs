@@ -109,3 +109,51 @@ async fn a_flood_of_random_tokens_is_bounded_and_an_outage_is_a_clean_503() {
     assert_eq!(err.reason(), "introspection_unavailable");
     assert!(err.retry_after().is_some());
 }
+
+#[tokio::test]
+async fn a_resource_server_may_authenticate_with_private_key_jwt() {
+    use keygate::introspect::{ClientAuth, ClientKey};
+    use keygate_test_support::oidc::{RS_JWT_CLIENT_ID, RS_JWT_CLIENT_KEY_PEM};
+
+    let idp = OidcProvider::start().await;
+    let key = ClientKey::from_pem(RS_JWT_CLIENT_KEY_PEM.as_bytes()).unwrap();
+    let config = IntrospectionConfig::authenticated(
+        IntrospectionEndpoint::Discovered,
+        RS_JWT_CLIENT_ID,
+        ClientAuth::PrivateKeyJwt(key),
+    );
+    let (v, _) = verifier(&idp, config);
+    let token = idp.token(TokenRequest::opaque("read")).await;
+    let verified = v.verify(&token.access_token).await.unwrap();
+    assert_eq!(verified.claims()["scope"], "read");
+    // Each call signs a fresh assertion (the IdP refuses a replayed `jti`): a second token,
+    // a second call, accepted too.
+    let other = idp.token(TokenRequest::opaque("write")).await;
+    assert_eq!(
+        v.verify(&other.access_token).await.unwrap().claims()["scope"],
+        "write"
+    );
+    assert_eq!(idp.introspections().await, 2);
+
+    // A key the IdP does not know for that client: the call is refused, the token unchecked.
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let stranger = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64_simd::STANDARD.encode_to_string(stranger.as_ref())
+    );
+    let (v, _) = verifier(
+        &idp,
+        IntrospectionConfig::authenticated(
+            IntrospectionEndpoint::Discovered,
+            RS_JWT_CLIENT_ID,
+            ClientAuth::PrivateKeyJwt(ClientKey::from_pem(pem.as_bytes()).unwrap()),
+        ),
+    );
+    let err = v.verify(&token.access_token).await.unwrap_err();
+    assert_eq!(err.reason(), "introspection_unavailable");
+}
