@@ -124,6 +124,12 @@ pub struct CountersView {
     pub unknown_kid_rejections: u64,
     /// Verifications answered from the verified-token cache.
     pub token_cache_hits: u64,
+    /// Calls to the introspection endpoint (all outcomes).
+    pub introspections: u64,
+    /// Opaque tokens answered from the introspection cache.
+    pub introspection_cache_hits: u64,
+    /// Opaque tokens answered 503 unchecked because the introspection budget was spent.
+    pub introspections_over_budget: u64,
 }
 
 /// The bus's state.
@@ -247,6 +253,9 @@ impl From<&ProviderStatus> for ProviderView {
                 adopted: s.counters.adopted,
                 unknown_kid_rejections: s.counters.unknown_kid_rejections,
                 token_cache_hits: s.counters.token_cache_hits,
+                introspections: s.counters.introspections.values().sum(),
+                introspection_cache_hits: s.counters.introspection_cache_hits,
+                introspections_over_budget: s.counters.introspections_over_budget,
             },
             sources: s
                 .sources

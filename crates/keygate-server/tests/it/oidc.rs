@@ -245,6 +245,12 @@ async fn a_flood_of_random_opaque_tokens_costs_the_idp_a_bounded_number_of_calls
     // most on a loaded machine).
     assert!(asked <= 5 + 5 * 10, "the IdP was asked {asked} times");
     assert!(busy > 100, "{busy}");
+    // The admin status counts the same.
+    let (code, status) = server.get_as_ops("/admin/v1/status").await;
+    assert_eq!(code, StatusCode::OK, "{status}");
+    let counters = &status["providers"][0]["counters"];
+    assert_eq!(counters["introspections"], json!(asked), "{status}");
+    assert_eq!(counters["introspections_over_budget"], json!(busy), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
