@@ -250,7 +250,11 @@ async fn a_flood_of_random_opaque_tokens_costs_the_idp_a_bounded_number_of_calls
     assert_eq!(code, StatusCode::OK, "{status}");
     let counters = &status["providers"][0]["counters"];
     assert_eq!(counters["introspections"], json!(asked), "{status}");
-    assert_eq!(counters["introspections_over_budget"], json!(busy), "{status}");
+    assert_eq!(
+        counters["introspections_over_budget"],
+        json!(busy),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
