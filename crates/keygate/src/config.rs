@@ -304,6 +304,13 @@ impl KeySource {
     }
 }
 
+/// The OpenID Connect Discovery document of `issuer`:
+/// `{issuer}/.well-known/openid-configuration`.
+pub(crate) fn discovery_url(issuer: &str) -> Result<Url, url::ParseError> {
+    let base = issuer.trim_end_matches('/');
+    Url::parse(&format!("{base}/.well-known/openid-configuration"))
+}
+
 /// Builds a [`ProviderConfig`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -511,9 +518,7 @@ impl ProviderConfigBuilder {
                 Url::parse(&uri).map_err(|e| ConfigError::new("jwks_uri", e.to_string()))?,
             ),
             (None, None, None) => {
-                let base = self.issuer.trim_end_matches('/');
-                let url = format!("{base}/.well-known/openid-configuration");
-                KeySource::Discovery(Url::parse(&url).map_err(|e| {
+                KeySource::Discovery(discovery_url(&self.issuer).map_err(|e| {
                     ConfigError::new("issuer", format!("not a URL for discovery: {e}"))
                 })?)
             }

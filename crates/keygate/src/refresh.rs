@@ -102,6 +102,7 @@ mod background;
 mod backoff;
 mod budget;
 mod discovery;
+pub(crate) use discovery::Endpoint;
 mod flight;
 mod install;
 mod negative;

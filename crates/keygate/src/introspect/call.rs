@@ -7,14 +7,15 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
 use url::Url;
 use url::form_urlencoded;
 
 use super::introspector::{Introspector, UNAVAILABLE_RETRY, lock};
 use super::{ClientAuth, IntrospectionConfig, IntrospectionError};
+use crate::config::discovery_url;
 use crate::fetch::{FetchError, FetchRequest, PostRequest};
 use crate::provider::{Counters, Provider};
+use crate::refresh::Endpoint;
 
 /// What the endpoint said, before any claim is judged.
 pub(crate) enum Said {
@@ -79,8 +80,7 @@ impl Provider {
         if let Some(url) = lock(&introspector.endpoint).clone() {
             return Ok(url);
         }
-        let base = self.config.issuer.trim_end_matches('/');
-        let discovery = Url::parse(&format!("{base}/.well-known/openid-configuration"))
+        let discovery = discovery_url(&self.config.issuer)
             .map_err(|e| FetchError::Config(format!("issuer is not a URL: {e}")))?;
         let response = self
             .fetcher
@@ -95,30 +95,7 @@ impl Provider {
                 retry_after: None,
             });
         }
-        #[derive(Deserialize)]
-        struct Metadata {
-            issuer: String,
-            introspection_endpoint: Option<String>,
-        }
-        let meta: Metadata = serde_json::from_slice(&response.body)
-            .map_err(|_| FetchError::InvalidDocument("discovery document lacks issuer".into()))?;
-        if meta.issuer != *self.config.issuer {
-            return Err(FetchError::InvalidDocument(
-                "discovery document names a different issuer".into(),
-            ));
-        }
-        let url = meta
-            .introspection_endpoint
-            .as_deref()
-            .map(Url::parse)
-            .ok_or_else(|| {
-                FetchError::InvalidDocument(
-                    "discovery document names no introspection_endpoint".into(),
-                )
-            })?
-            .map_err(|_| {
-                FetchError::InvalidDocument("introspection_endpoint is not a URL".into())
-            })?;
+        let url = self.discovered_endpoint(&response.body, Endpoint::Introspection)?;
         *lock(&introspector.endpoint) = Some(url.clone());
         Ok(url)
     }

@@ -35,23 +35,61 @@ impl Provider {
             return Ok(url);
         }
         let response = self.fetch_with_retries(discovery, HeaderMap::new()).await?;
+        let url = self.discovered_endpoint(&response.body, Endpoint::Jwks)?;
+        lock(&self.refresher.state).discovered = Some(url.clone());
+        Ok(url)
+    }
+
+    /// The URL a discovery document names for `endpoint`, once its `issuer` is found to be
+    /// exactly the configured one (OpenID Connect Discovery section 4.3).
+    pub(crate) fn discovered_endpoint(
+        &self,
+        document: &[u8],
+        endpoint: Endpoint,
+    ) -> Result<Url, FetchError> {
+        // Both members named, so each is refused when repeated; any JSON type is read here
+        // and judged only for the member asked for.
         #[derive(Deserialize)]
         struct Metadata {
             issuer: String,
-            jwks_uri: String,
+            jwks_uri: Option<serde_json::Value>,
+            introspection_endpoint: Option<serde_json::Value>,
         }
-        let meta: Metadata = serde_json::from_slice(&response.body).map_err(|_| {
-            FetchError::InvalidDocument("discovery document lacks issuer or jwks_uri".into())
-        })?;
-        // OpenID Connect Discovery section 4.3: the issuer must be exactly the one configured.
+        let member = endpoint.member();
+        let lacks =
+            || FetchError::InvalidDocument(format!("discovery document lacks issuer or {member}"));
+        let meta: Metadata = serde_json::from_slice(document).map_err(|_| lacks())?;
         if meta.issuer != *self.config.issuer {
             return Err(FetchError::InvalidDocument(
                 "discovery document names a different issuer".into(),
             ));
         }
-        let url = Url::parse(&meta.jwks_uri)
-            .map_err(|_| FetchError::InvalidDocument("jwks_uri is not a URL".into()))?;
-        lock(&self.refresher.state).discovered = Some(url.clone());
-        Ok(url)
+        let value = match endpoint {
+            Endpoint::Jwks => meta.jwks_uri,
+            Endpoint::Introspection => meta.introspection_endpoint,
+        };
+        let text = value
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(lacks)?;
+        Url::parse(text).map_err(|_| FetchError::InvalidDocument(format!("{member} is not a URL")))
+    }
+}
+
+/// An endpoint a discovery document names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint {
+    /// `jwks_uri`.
+    Jwks,
+    /// `introspection_endpoint`.
+    Introspection,
+}
+
+impl Endpoint {
+    fn member(self) -> &'static str {
+        match self {
+            Endpoint::Jwks => "jwks_uri",
+            Endpoint::Introspection => "introspection_endpoint",
+        }
     }
 }
