@@ -3,7 +3,6 @@
 
 use crate::alg::Algorithm;
 use crate::bearer::Scheme;
-use crate::config::ProviderConfig;
 use crate::dpop::json::Members;
 use crate::dpop::{DpopError, DpopMode, DpopRequest, ProofCheck};
 use crate::error::{ClaimsError, VerifyError};
@@ -37,11 +36,9 @@ impl Verifier {
         request: &DpopRequest<'_>,
     ) -> Result<(), VerifyError> {
         // Held whole for this check, so a reconfiguration meanwhile cannot mix two configs.
-        let registry = self.inner.registry.load_full();
-        let config = registry
-            .providers
-            .iter()
-            .find(|p| p.id == token.provider)
+        let provider = self.find(&token.provider).ok().map(|(_, p)| p);
+        let config = provider
+            .as_ref()
             .map(|p| &p.config)
             .filter(|c| c.dpop != DpopMode::Off);
         let refuse = |e| Err(VerifyError::Dpop(e));
@@ -71,8 +68,8 @@ impl Verifier {
     /// skip building the request's URL for a bearer token that needs no proof.
     #[must_use]
     pub fn dpop_mode(&self, provider: &ProviderId) -> DpopMode {
-        self.with_config(provider, |c| c.dpop)
-            .unwrap_or(DpopMode::Off)
+        self.find(provider)
+            .map_or(DpopMode::Off, |(_, p)| p.config.dpop)
     }
 
     /// The algorithms a DPoP proof may be signed with for `provider`, for the `algs`
@@ -80,22 +77,9 @@ impl Verifier {
     /// provider's allow-list, all asymmetric. Empty for an unknown provider.
     #[must_use]
     pub fn dpop_algorithms(&self, provider: &ProviderId) -> Vec<Algorithm> {
-        self.with_config(provider, |c| c.algorithms.clone())
+        self.find(provider)
+            .map(|(_, p)| p.config.algorithms.clone())
             .unwrap_or_default()
-    }
-
-    /// `f` of the configuration of `provider` as it is now, if there is such a provider.
-    fn with_config<T>(
-        &self,
-        provider: &ProviderId,
-        f: impl FnOnce(&ProviderConfig) -> T,
-    ) -> Option<T> {
-        let registry = self.inner.registry.load();
-        registry
-            .providers
-            .iter()
-            .find(|p| p.id == *provider)
-            .map(|p| f(&p.config))
     }
 }
 

@@ -21,7 +21,7 @@ use super::checks::check_claims;
 use super::{Registry, VerifiedToken, Verifier};
 use crate::clock::unix_seconds;
 use crate::error::{ClaimsError, VerifyError};
-use crate::introspect::{Answer, IntrospectionError, Lookup, Said};
+use crate::introspect::{Answer, IntrospectionError, Introspector, Lookup, Said};
 use crate::provider::{Counters, Provider};
 use crate::revoke::{TokenFacts, token_sha256};
 use crate::token::RegisteredClaims;
@@ -39,15 +39,15 @@ impl Verifier {
         let mut candidates = registry
             .providers
             .iter()
-            .filter(|p| p.introspector.is_some())
-            .filter(|p| tenant.is_none_or(|t| *p.id.tenant() == *t));
-        let provider = candidates.next()?;
-        if tenant.is_none() && candidates.any(|p| p.id.tenant() != provider.id.tenant()) {
+            .filter_map(|p| Some((p, p.introspector.as_ref()?)))
+            .filter(|(p, _)| tenant.is_none_or(|t| *p.id.tenant() == *t));
+        let (provider, introspector) = candidates.next()?;
+        if tenant.is_none() && candidates.any(|(p, _)| p.id.tenant() != provider.id.tenant()) {
             return Some(Err(VerifyError::Introspection(
                 IntrospectionError::TenantRequired,
             )));
         }
-        let result = self.introspect(provider, token, now).await;
+        let result = self.introspect(provider, introspector, token, now).await;
         if let Err(e) = &result {
             tracing::debug!(reason = e.reason().as_str(), "opaque token refused");
         }
@@ -57,14 +57,10 @@ impl Verifier {
     async fn introspect(
         &self,
         provider: &Arc<Provider>,
+        introspector: &Arc<Introspector>,
         token: &str,
         now: SystemTime,
     ) -> Result<Arc<VerifiedToken>, VerifyError> {
-        let Some(introspector) = &provider.introspector else {
-            return Err(VerifyError::Introspection(
-                IntrospectionError::TenantRequired,
-            ));
-        };
         let digest = token_sha256(token);
         let flight = match introspector.lookup(&digest, now) {
             Lookup::Hit(answer) => {
