@@ -240,7 +240,7 @@ impl Refresher {
 
 /// Locks a mutex, recovering from poisoning: every critical section here leaves the
 /// protected data consistent, so a panic elsewhere must not take the cache down with it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -112,9 +112,7 @@ impl MemoryReplayGuard {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The map is consistent between statements, so a panic elsewhere leaves it usable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::refresh::lock(&self.state)
     }
 }
 

@@ -10,12 +10,12 @@ use http::{HeaderMap, StatusCode};
 use url::Url;
 use url::form_urlencoded;
 
-use super::introspector::{Introspector, UNAVAILABLE_RETRY, lock};
+use super::introspector::{Introspector, UNAVAILABLE_RETRY};
 use super::{ClientAuth, IntrospectionConfig, IntrospectionError};
 use crate::config::discovery_url;
 use crate::fetch::{FetchError, FetchRequest, PostRequest};
 use crate::provider::{Counters, Provider};
-use crate::refresh::Endpoint;
+use crate::refresh::{Endpoint, lock};
 
 /// What the endpoint said, before any claim is judged.
 pub(crate) enum Said {

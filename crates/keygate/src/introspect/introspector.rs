@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
@@ -19,6 +19,7 @@ use super::{IntrospectionConfig, IntrospectionError};
 use crate::clock::unix_seconds;
 use crate::error::VerifyError;
 use crate::fetch::BoxFuture;
+use crate::refresh::lock;
 use crate::token_cache::{Cached, TokenCache};
 use crate::verify::VerifiedToken;
 
@@ -208,10 +209,6 @@ impl Bucket {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
         }
     }
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
