@@ -312,7 +312,8 @@ pub fn decode(keys: &MacKeys, entry: &SignedEntry) -> Result<Envelope, EntryErro
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -68,14 +68,7 @@ impl RedisReplayGuard {
 
     /// The Redis key that remembers `key`.
     fn key(&self, key: &[u8; 32]) -> String {
-        let mut out = String::with_capacity(self.key_prefix.len() + 64);
-        out.push_str(&self.key_prefix);
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for b in key {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-        }
-        out
+        format!("{}{}", self.key_prefix, crate::wire::hex(key))
     }
 
     /// The shared connection, made if there is none (at `now`, which is recorded).
