@@ -13,12 +13,11 @@ use keygate::dpop::{DpopMode, DpopRequest};
 use keygate::{VerifiedToken, VerifyError};
 use url::Url;
 
-use super::target::raw_target;
+use super::target::{RawTarget, raw_target};
 use super::{Forward, ForwardSettings, Refusal};
 
 const DPOP: HeaderName = HeaderName::from_static("dpop");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Checks that `verified` (from `token`, sent with `scheme`) is presented as its provider's
 /// DPoP mode demands.
@@ -47,7 +46,7 @@ pub(super) async fn check_binding(
     let (htm, htu) = match raw_target(method, uri, headers) {
         Ok(target) => (
             target.method,
-            request_url(s.external_url.as_ref(), headers, target.uri),
+            request_url(s.external_url.as_ref(), headers, &target),
         ),
         // Headers that disagree name no one request: no proof can be for it.
         Err(_) => (method.as_str(), String::new()),
@@ -66,16 +65,16 @@ pub(super) async fn check_binding(
         })
 }
 
-/// The URL the client called, without query and fragment.
-fn request_url(external: Option<&Url>, headers: &HeaderMap, uri: &[u8]) -> String {
-    let one = |name: &HeaderName| {
-        let mut values = headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => v.to_str().ok().filter(|v| !v.contains(',')),
-            _ => None,
-        }
+/// The URL the client called, without query and fragment: the target's path, its host as
+/// the proxy forwarded it (else the external URL's, else the `/verify` request's own), and
+/// the scheme from `X-Forwarded-Proto` (one value; else the external URL's, else `https`).
+fn request_url(external: Option<&Url>, headers: &HeaderMap, target: &RawTarget<'_>) -> String {
+    let mut protos = headers.get_all(FORWARDED_PROTO).iter();
+    let proto = match (protos.next(), protos.next()) {
+        (Some(v), None) => v.to_str().ok().filter(|v| !v.contains(',')),
+        _ => None,
     };
-    let scheme = one(&FORWARDED_PROTO)
+    let scheme = proto
         .map(str::trim)
         .or(external.map(Url::scheme))
         .unwrap_or("https");
@@ -86,16 +85,12 @@ fn request_url(external: Option<&Url>, headers: &HeaderMap, uri: &[u8]) -> Strin
             None => host.to_owned(),
         })
     });
-    let host = one(&FORWARDED_HOST)
-        .map(str::to_owned)
-        .or(external_host)
-        .or_else(|| {
-            headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
+    let host = match (target.host, external_host) {
+        (Some(h), _) if target.host_forwarded => h.to_owned(),
+        (_, Some(h)) => h,
+        (h, None) => h.unwrap_or_default().to_owned(),
+    };
+    let uri = target.uri;
     let end = uri
         .iter()
         .position(|&b| b == b'?' || b == b'#')
@@ -141,24 +136,35 @@ mod tests {
     #[test]
     fn the_url_comes_from_the_proxy_then_the_external_url_then_host() {
         let external: Url = "https://api.example.com:8443/".parse().unwrap();
-        let h = headers(&[
-            ("x-forwarded-proto", "http"),
-            ("x-forwarded-host", "shop.test"),
-            ("host", "keygate:8080"),
-        ]);
+        // The target as `raw_target` reads it from these headers.
+        let url = |external: Option<&Url>, pairs: &[(&'static str, &str)], path: &str| {
+            let h = headers(pairs);
+            let uri: Uri = format!("/verify{path}").parse().unwrap();
+            let target = raw_target(&Method::GET, &uri, &h).unwrap();
+            request_url(external, &h, &target)
+        };
         assert_eq!(
-            request_url(Some(&external), &h, b"/orders/1?x=1#f"),
+            url(
+                Some(&external),
+                &[
+                    ("x-forwarded-proto", "http"),
+                    ("x-forwarded-host", "shop.test"),
+                    ("x-forwarded-uri", "/orders/1?x=1#f"),
+                    ("host", "keygate:8080"),
+                ],
+                ""
+            ),
             "http://shop.test/orders/1"
         );
-        let h = headers(&[("host", "keygate:8080")]);
+        let h = [("host", "keygate:8080")];
         assert_eq!(
-            request_url(Some(&external), &h, b"/a"),
+            url(Some(&external), &h, "/a"),
             "https://api.example.com:8443/a"
         );
-        assert_eq!(request_url(None, &h, b"/a"), "https://keygate:8080/a");
+        assert_eq!(url(None, &h, "/a"), "https://keygate:8080/a");
         // A proxy chain's list names no one scheme: the fallback decides.
-        let h = headers(&[("x-forwarded-proto", "http, https"), ("host", "h")]);
-        assert_eq!(request_url(None, &h, b"/"), "https://h/");
+        let h = [("x-forwarded-proto", "http, https"), ("host", "h")];
+        assert_eq!(url(None, &h, "/"), "https://h/");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub(super) struct RawTarget<'a> {
     pub(super) method: &'a str,
     pub(super) uri: &'a [u8],
     pub(super) host: Option<&'a str>,
+    /// Whether `host` came from `X-Forwarded-Host` rather than the `/verify` request's own
+    /// `Host` (which may be keygate's address).
+    pub(super) host_forwarded: bool,
 }
 
 /// Reads the target from the proxy's headers, or from the `/verify` request itself.
@@ -54,7 +57,8 @@ pub(super) fn raw_target<'a>(
             }
         }
     };
-    let host = match one_of(headers, &[FORWARDED_HOST], true)? {
+    let forwarded_host = one_of(headers, &[FORWARDED_HOST], true)?;
+    let host = match forwarded_host {
         // A proxy chain's comma-separated list names several hosts: which one the upstream
         // serves is not ours to guess.
         Some(h) if h.contains(&b',') => return Err(ambiguous),
@@ -67,7 +71,12 @@ pub(super) fn raw_target<'a>(
             _ => return Err(ambiguous),
         },
     };
-    Ok(RawTarget { method, uri, host })
+    Ok(RawTarget {
+        method,
+        uri,
+        host,
+        host_forwarded: forwarded_host.is_some(),
+    })
 }
 
 /// The one value the headers in `names` agree on (all their values, across every name), or
