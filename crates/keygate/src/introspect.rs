@@ -199,23 +199,26 @@ impl IntrospectionConfig {
                 "must not be empty",
             ));
         }
-        if self.rate_limit == 0 || self.burst == 0 {
-            return Err(ConfigError::new(
+        let at_least_one = [
+            (
+                self.rate_limit == 0,
                 "introspection_rate_limit",
-                "must be positive",
-            ));
-        }
-        if self.max_concurrent == 0 {
-            return Err(ConfigError::new(
+                "must be at least 1 call per second",
+            ),
+            (self.burst == 0, "introspection_burst", "must be at least 1"),
+            (
+                self.max_concurrent == 0,
                 "introspection_max_concurrent",
-                "must be positive",
-            ));
-        }
-        if self.cache_entries == 0 {
-            return Err(ConfigError::new(
+                "must be at least 1",
+            ),
+            (
+                self.cache_entries == 0,
                 "introspection_cache_entries",
-                "must be positive",
-            ));
+                "must be at least 1",
+            ),
+        ];
+        if let Some((_, field, problem)) = at_least_one.into_iter().find(|(zero, ..)| *zero) {
+            return Err(ConfigError::new(field, problem));
         }
         if self.positive_ttl.is_zero() {
             return Err(ConfigError::new(

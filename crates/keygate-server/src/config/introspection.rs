@@ -82,66 +82,30 @@ impl FileProvider {
             }
             return Ok(None);
         };
-        if client_id.is_empty() {
-            return Err(ConfigError::new(
-                k("introspection_client_id"),
-                "must not be empty",
-            ));
-        }
         let auth = self.client_auth(k, env)?;
         let endpoint = self.introspection_endpoint(k)?;
-        let positive_ttl = self
-            .introspection_cache_ttl
-            .map_or(DEFAULT_POSITIVE_TTL, |d| d.0);
-        if positive_ttl.is_zero() {
-            return Err(ConfigError::new(
-                k("introspection_cache_ttl"),
-                "must be positive",
-            ));
-        }
-        let negative_ttl = self
-            .introspection_negative_ttl
-            .map_or(DEFAULT_NEGATIVE_TTL, |d| d.0);
+        // Zero bounds and an empty client id are refused by the library's own check when the
+        // provider is built, under these same key names.
         let rate = self.introspection_rate_limit.unwrap_or(DEFAULT_RATE_LIMIT);
-        if rate == 0 {
-            return Err(ConfigError::new(
-                k("introspection_rate_limit"),
-                "must be at least 1 call per second",
-            ));
-        }
-        let burst = self.introspection_burst.unwrap_or(rate);
-        if burst == 0 {
-            return Err(ConfigError::new(
-                k("introspection_burst"),
-                "must be at least 1",
-            ));
-        }
-        let max_concurrent = self
-            .introspection_max_concurrent
-            .unwrap_or(DEFAULT_MAX_CONCURRENT);
-        if max_concurrent == 0 {
-            return Err(ConfigError::new(
-                k("introspection_max_concurrent"),
-                "must be at least 1",
-            ));
-        }
-        let cache_entries = self
-            .introspection_cache_entries
-            .unwrap_or(DEFAULT_CACHE_ENTRIES);
-        if cache_entries == 0 {
-            return Err(ConfigError::new(
-                k("introspection_cache_entries"),
-                "must be at least 1",
-            ));
-        }
-        Ok(Some(
-            IntrospectionConfig::authenticated(endpoint, client_id, auth)
-                .positive_ttl(positive_ttl)
-                .negative_ttl(negative_ttl)
-                .rate_limit(rate, burst)
-                .max_concurrent(max_concurrent)
-                .cache_entries(cache_entries),
-        ))
+        let config = IntrospectionConfig::authenticated(endpoint, client_id, auth)
+            .positive_ttl(
+                self.introspection_cache_ttl
+                    .map_or(DEFAULT_POSITIVE_TTL, |d| d.0),
+            )
+            .negative_ttl(
+                self.introspection_negative_ttl
+                    .map_or(DEFAULT_NEGATIVE_TTL, |d| d.0),
+            )
+            .rate_limit(rate, self.introspection_burst.unwrap_or(rate))
+            .max_concurrent(
+                self.introspection_max_concurrent
+                    .unwrap_or(DEFAULT_MAX_CONCURRENT),
+            )
+            .cache_entries(
+                self.introspection_cache_entries
+                    .unwrap_or(DEFAULT_CACHE_ENTRIES),
+            );
+        Ok(Some(config))
     }
 
     /// How the client authenticates: `private_key_jwt` with the key in
