@@ -454,6 +454,27 @@ async fn a_cluster_resync_drops_cached_introspection_answers_on_every_replica() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proof_used_before_redis_lost_its_data_is_still_refused_on_every_replica() {
+    replays_after_redis_loses_data(Loss::RestartedEmpty).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proof_used_after_the_snapshot_redis_restarts_from_is_still_refused() {
+    replays_after_redis_loses_data(Loss::OlderSnapshot).await;
+}
+
+/// How Redis loses the proofs it acknowledged.
+enum Loss {
+    /// Stopped, started again with nothing.
+    RestartedEmpty,
+    /// Snapshot taken between two proofs, then restarted from it: the later proof is gone,
+    /// the earlier one still there.
+    OlderSnapshot,
+}
+
+/// Two proofs accepted on replica A, Redis loses data as `loss` says, then both proofs are
+/// replayed on A and B: refused everywhere (after the 503s of reconnecting), and a proof
+/// made afterwards passes.
+async fn replays_after_redis_loses_data(loss: Loss) {
     let idp = OidcProvider::start().await;
     let mut redis = RedisServer::start();
     let toml = format!(
@@ -466,40 +487,53 @@ async fn a_proof_used_before_redis_lost_its_data_is_still_refused_on_every_repli
     let jwt = idp.token(TokenRequest::jwt("read").dpop()).await;
     let key = jwt.key_id.clone().unwrap();
     let auth = format!("DPoP {}", jwt.access_token);
-    let used = idp
-        .proof(ProofRequest::new(&key, "GET", API).access_token(&jwt.access_token))
-        .await;
+    let proof = || idp.proof(ProofRequest::new(&key, "GET", API).access_token(&jwt.access_token));
+    let earlier = proof().await;
     assert_eq!(
-        forward(&a, "GET", &auth, Some(&used)).await.status(),
+        forward(&a, "GET", &auth, Some(&earlier)).await.status(),
+        StatusCode::OK
+    );
+    if let Loss::OlderSnapshot = loss {
+        redis.save_snapshot();
+    }
+    let later = proof().await;
+    assert_eq!(
+        forward(&a, "GET", &auth, Some(&later)).await.status(),
         StatusCode::OK
     );
 
-    // Redis restarts empty: the record of `used` is gone, its iat window is not over.
-    redis.stop();
-    redis.start_again();
+    // Redis loses what it held (all of it, or what came after the snapshot); the proofs'
+    // iat windows are not over.
+    match loss {
+        Loss::RestartedEmpty => {
+            redis.stop();
+            redis.start_again();
+        }
+        Loss::OlderSnapshot => redis.restart_from_snapshot(),
+    }
     for r in [&a, &b] {
-        // While the replica reconnects it cannot ask (503); once it can, the proof is
-        // refused: it was issued before the store's memory began again.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let last = loop {
-            let resp = forward(r, "GET", &auth, Some(&used)).await;
-            if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
-                break reason(&resp);
-            }
-            assert_eq!(reason(&resp), "dpop_replay_unavailable");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the store never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert_eq!(last, "dpop_replayed");
+        for used in [&earlier, &later] {
+            // While the replica reconnects it cannot ask (503); once it can, the proof is
+            // refused: seen, or issued before the store's memory began again.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let last = loop {
+                let resp = forward(r, "GET", &auth, Some(used)).await;
+                if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+                    break reason(&resp);
+                }
+                assert_eq!(reason(&resp), "dpop_replay_unavailable");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the store never answered"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(last, "dpop_replayed");
+        }
     }
     // A proof made now passes.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let fresh = idp
-        .proof(ProofRequest::new(&key, "GET", API).access_token(&jwt.access_token))
-        .await;
+    let fresh = proof().await;
     assert_eq!(
         forward(&b, "GET", &auth, Some(&fresh)).await.status(),
         StatusCode::OK
