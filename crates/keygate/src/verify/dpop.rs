@@ -68,8 +68,15 @@ impl Verifier {
     /// skip building the request's URL for a bearer token that needs no proof.
     #[must_use]
     pub fn dpop_mode(&self, provider: &ProviderId) -> DpopMode {
-        self.find(provider)
-            .map_or(DpopMode::Off, |(_, p)| p.config.dpop)
+        // On every bearer request: a look through the registry, no reference taken (cores
+        // would contend for one count).
+        self.inner
+            .registry
+            .load()
+            .providers
+            .iter()
+            .find(|p| p.id == *provider)
+            .map_or(DpopMode::Off, |p| p.config.dpop)
     }
 
     /// The algorithms a DPoP proof may be signed with for `provider`, for the `algs`
